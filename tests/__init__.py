@@ -1,0 +1,1 @@
+"""vdetwist tests (trial)."""

@@ -1,0 +1,16 @@
+"""
+vdetwist's VNL backends, found by L{vdetwist.registry} through
+C{twisted.plugin.getPlugins(IVdeBackend)}.
+"""
+
+from vdetwist.backends.cmd import CmdBackend
+from vdetwist.backends.null import NullBackend
+from vdetwist.backends.ptp import PtpBackend
+from vdetwist.backends.seqpacket import SeqpacketBackend
+from vdetwist.backends.udp import UdpBackend
+
+cmd = CmdBackend()
+null = NullBackend()
+ptp = PtpBackend()
+seqpacket = SeqpacketBackend()
+udp = UdpBackend()

@@ -1,0 +1,34 @@
+"""
+C{null://}: a network with nothing on it.  Frames sent are discarded; none
+ever arrive.  C{vde_plug null:// switch:///tmp/sw} runs a stand-alone switch.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import succeed
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from vdetwist.interfaces import IVdeBackend, IVdePlug
+from vdetwist.plug import PlugBase
+
+
+@implementer(IVdePlug)
+class NullPlug(PlugBase):
+    def send(self, frame: bytes) -> None:
+        self.stats.sent += 1
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+
+@implementer(IPlugin, IVdeBackend)
+class NullBackend:
+    schemes = ("null",)
+    summary = "a network with nothing on it (frames sent are discarded)"
+
+    def open(self, reactor, vnl, description, args, registry):
+        return succeed(NullPlug(vnl.text))

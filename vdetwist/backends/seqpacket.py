@@ -1,0 +1,63 @@
+"""
+C{seqpacket://FD}: an inherited descriptor, typically one end of a
+C{socketpair(AF_UNIX, SOCK_SEQPACKET)} made by a parent process; one frame
+per packet.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+
+from twisted.internet.defer import succeed
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vdetwist.dgram import DatagramPlug
+from vdetwist.errors import PlugClosed, VdeError, VNLError
+from vdetwist.interfaces import IVdeBackend
+
+_STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?")
+
+
+def strtol0(text: str) -> int:
+    """
+    C{strtol(text, NULL, 0)}: decimal, C{0x} hex or C{0} octal, trailing
+    garbage ignored, nothing parsable is 0.
+    """
+    match = _STRTOL.match(text)
+    sign, digits = match.groups()
+    if not digits:
+        return 0
+    if digits[:2] in ("0x", "0X"):
+        value = int(digits, 16)
+    else:
+        value = int(digits, 8 if digits.startswith("0") else 10)
+    return -value if sign == "-" else value
+
+
+class SeqpacketPlug(DatagramPlug):
+    def _emptyDatagram(self) -> None:
+        # On a seqpacket socket an empty read is the peer hanging up.
+        self._lost(Failure(PlugClosed(f"{self.description}: peer closed")))
+
+
+@implementer(IPlugin, IVdeBackend)
+class SeqpacketBackend:
+    schemes = ("seqpacket",)
+    summary = "an inherited SOCK_SEQPACKET (or datagram) descriptor, one frame per packet"
+
+    def open(self, reactor, vnl, description, args, registry):
+        fd = strtol0(vnl.argument)
+        if fd < 0:
+            raise VNLError(vnl.text, vnl.argument, "the descriptor number must not be negative")
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as e:
+            raise VdeError(
+                f"descriptor {fd} is not an open socket ({e.strerror})",
+                e.errno or errno.EBADF,
+            ) from None
+        return succeed(SeqpacketPlug(reactor, sock, vnl.text))

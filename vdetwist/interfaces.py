@@ -1,0 +1,121 @@
+"""
+The interfaces every part of vdetwist is written against.
+
+A I{plug} is one attachment to a virtual Ethernet.  It is to frames what a
+Twisted transport is to bytes: it sends frames, it hands received frames to
+one L{IFrameReceiver}, it is a push producer (pausing it stops delivery, so a
+slow consumer can hold back the network) and it accepts a producer of its own
+(which it pauses while its outgoing queue is full).  Backends turn a VNL into
+a plug; cables, stream adapters and switching nodes only ever see plugs.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+from twisted.internet.interfaces import IPushProducer
+
+
+class IFrameReceiver(Interface):
+    """
+    Whatever consumes the frames a plug receives.
+    """
+
+    def frameReceived(frame: bytes) -> None:
+        """
+        One Ethernet frame (destination MAC first, no FCS) arrived.
+        """
+
+    def plugClosed(reason) -> None:
+        """
+        The plug is closed, by L{IVdePlug.close} or because its network went
+        away; called exactly once.  C{reason} is a
+        L{twisted.python.failure.Failure}: L{vdetwist.errors.PlugClosed} for
+        a clean close, anything else for a failure.
+        """
+
+
+class IPlugStats(Interface):
+    """
+    Frame counters of one plug, for logs and management consoles.
+    """
+
+    received = Attribute("Frames handed to the receiver.")
+    sent = Attribute("Frames accepted by the network.")
+    dropped = Attribute(
+        "Frames lost on the way out: queue full, too large, network refused."
+    )
+
+
+class IVdePlug(IPushProducer):
+    """
+    A frame-oriented connection to one virtual Ethernet.
+
+    As an L{IPushProducer}, C{pauseProducing} stops frame delivery to the
+    receiver (the network's own queues then fill and drop, as they would for
+    any slow VDE peer) and C{stopProducing} closes the plug.
+    """
+
+    description = Attribute(
+        "Human readable text naming this plug, e.g. the VNL it was opened with."
+    )
+    stats = Attribute("An L{IPlugStats} provider.")
+
+    def startReceiving(receiver: IFrameReceiver) -> None:
+        """
+        Deliver received frames, and the close notification, to C{receiver}.
+        Until this is called nothing is read from the network.
+        """
+
+    def send(frame: bytes) -> None:
+        """
+        Send one Ethernet frame.  Never blocks and never raises for a busy or
+        absent peer: a frame that cannot be queued is dropped and counted in
+        C{stats.dropped}, as on a real wire.
+        """
+
+    def registerProducer(producer: IPushProducer, streaming: bool) -> None:
+        """
+        Pause C{producer} while this plug's outgoing queue is full and resume
+        it when the queue drains.  Only streaming producers are supported.
+        """
+
+    def unregisterProducer() -> None:
+        """
+        Forget the producer registered with L{registerProducer}.
+        """
+
+    def close() -> None:
+        """
+        Release the plug's resources.  The receiver's C{plugClosed} is called
+        (once) when it is done; calling C{close} again does nothing.
+        """
+
+
+class IVdeBackend(Interface):
+    """
+    A Twisted plugin that opens the VNLs of one or more schemes.
+
+    Dropins in C{twisted/plugins/} instantiate providers of this; the registry
+    in L{vdetwist.registry} finds them with C{twisted.plugin.getPlugins}.
+    """
+
+    schemes = Attribute(
+        "Sequence of the VNL scheme names (the part before C{://}) handled."
+    )
+    summary = Attribute("One line saying what the backend connects to.")
+
+    def open(reactor, vnl, description: str, args, registry):
+        """
+        Open the network named by C{vnl}.
+
+        @param reactor: the reactor the plug uses for all I/O.
+        @param vnl: a L{vdetwist.vnl.VNL}; C{vnl.argument} is the text after
+            C{://}, which the backend parses with its own grammar.
+        @param description: the decorated description (C{"vdeplug: user=root
+            pid=42"}), sent to switches that show it.
+        @param args: a L{vdetwist.registry.OpenArgs} (port, group, mode).
+        @param registry: the L{vdetwist.registry.Registry} that called; nested
+            VNLs (C{vlan://3{vde:///tmp/sw}}) are opened through it.
+        @return: a L{twisted.internet.defer.Deferred} firing with an
+            L{IVdePlug}, or failing with a L{vdetwist.errors.VdeError}.
+        """

@@ -1,0 +1,144 @@
+"""
+From a VNL to an open plug: find the backend for its scheme among the
+installed Twisted plugins and let it open the network.
+"""
+
+from __future__ import annotations
+
+import os
+from errno import EIO
+import pwd
+import sys
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.plugin import IPlugin, getPlugins
+from twisted.python.failure import Failure
+
+from vdetwist.errors import NoBackendError, VdeError
+from vdetwist.interfaces import IVdeBackend, IVdePlug
+from vdetwist.vnl import resolve
+
+#: The description C{vde_plug} sends when not told otherwise.
+DEFAULT_DESCRIPTION = "vdeplug:"
+#: Descriptions are cut to this many bytes, as libvdeplug4 does.
+MAX_DESCRIPTION = 127
+
+
+@dataclass(frozen=True)
+class OpenArgs:
+    """
+    libvdeplug4's C{open_args}: the port to ask a switch for, and the group
+    and mode to give sockets the plug creates.
+    """
+
+    port: int = 0
+    group: Optional[str] = None
+    mode: int = 0o700
+
+
+def userName(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def decorate(description: str, environ: Optional[Mapping[str, str]] = None) -> str:
+    """
+    The description as libvdeplug4 4.0.1 sends it to switches:
+    C{"<descr> user=<name> pid=<pid>"}, plus C{" SSH=<ip>"} for ssh sessions.
+    """
+    environ = os.environ if environ is None else environ
+    text = f"{description} user={userName(os.geteuid())} pid={os.getpid()}"
+    ssh = environ.get("SSH_CLIENT")
+    if ssh:
+        text += f" SSH={ssh.split(' ')[0]}"
+    return os.fsencode(text)[:MAX_DESCRIPTION].decode("utf-8", "ignore")
+
+
+class Registry:
+    """
+    Backends by scheme.
+
+    @param backends: use exactly these instead of the installed plugins
+        (tests, embedding).
+    """
+
+    def __init__(self, backends: Optional[Iterable[IVdeBackend]] = None) -> None:
+        self._given = None if backends is None else list(backends)
+        self._byScheme: Optional[dict[str, IVdeBackend]] = None
+
+    def backends(self) -> dict[str, IVdeBackend]:
+        if self._byScheme is None:
+            found = self._given
+            if found is None:
+                found = list(getPlugins(IVdeBackend))
+            table: dict[str, IVdeBackend] = {}
+            for backend in found:
+                for scheme in backend.schemes:
+                    table.setdefault(scheme, backend)
+            self._byScheme = table
+        return self._byScheme
+
+    def backendFor(self, vnl: str, scheme: str) -> IVdeBackend:
+        table = self.backends()
+        try:
+            return table[scheme]
+        except KeyError:
+            raise NoBackendError(vnl, scheme, sorted(table)) from None
+
+    def open(
+        self,
+        reactor,
+        vnl: Optional[str],
+        description: str = DEFAULT_DESCRIPTION,
+        args: OpenArgs = OpenArgs(),
+    ) -> Deferred[IVdePlug]:
+        """
+        Open C{vnl} (C{None} or C{""}: the user's default network).
+
+        Fails with a L{vdetwist.errors.VdeError} naming the problem.
+        """
+
+        def doOpen() -> Deferred[IVdePlug]:
+            parsed = resolve(vnl)
+            backend = self.backendFor(parsed.text, parsed.scheme)
+            return backend.open(reactor, parsed, decorate(description), args, self)
+
+        def nameVNL(failure: Failure) -> Failure:
+            if failure.check(VdeError) and failure.value.vnl is None:
+                failure.value.vnl = vnl or ""
+            elif failure.check(OSError):
+                error = failure.value
+                return Failure(VdeError(error.strerror or str(error), error.errno or EIO, vnl or ""))
+            return failure
+
+        return maybeDeferred(doOpen).addErrback(nameVNL)
+
+
+#: The registry of the installed backends.
+registry = Registry()
+
+
+def openVNL(
+    reactor,
+    vnl: Optional[str],
+    description: str = DEFAULT_DESCRIPTION,
+    args: OpenArgs = OpenArgs(),
+) -> Deferred[IVdePlug]:
+    """
+    Open C{vnl} with the installed backends; see L{Registry.open}.
+    """
+    return registry.open(reactor, vnl, description, args)
+
+
+def regenerate_cache_main() -> None:
+    """
+    C{vdetwist-plugins}: list the installed backends, rewriting Twisted's
+    plugin cache on the way, as is advised after installing plugins as root.
+    """
+    list(getPlugins(IPlugin))
+    for scheme, backend in sorted(Registry().backends().items()):
+        sys.stdout.write(f"{scheme}://\t{backend.summary}\n")

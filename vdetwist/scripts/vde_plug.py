@@ -1,0 +1,347 @@
+"""
+C{vde_plug}: join a VDE network to stdio, to another network or to a
+command, with the command line of vdeplug4's C{vde_plug}.
+
+    vde_plug [OPTIONS]                       stdio <-> default network
+    vde_plug [OPTIONS] VNL                   stdio <-> VNL
+    vde_plug [OPTIONS] VNL1 VNL2             VNL1 <-> VNL2
+    vde_plug [OPTIONS] [VNL] = CMD [ARGS]    VNL <-> CMD's stdin/stdout
+
+Options are permuted as GNU getopt does (so C{--} is needed before a command
+whose own options start with a dash), exit statuses and messages are those of
+the C tool.  Errors go to stderr; stdout carries only the stream.
+"""
+
+from __future__ import annotations
+
+import getopt
+import os
+import signal
+import sys
+import syslog
+from dataclasses import dataclass, field
+from typing import Callable, NoReturn, Optional
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.endpoints import ProcessEndpoint
+from twisted.internet.stdio import StandardIO
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.python.components import proxyForInterface
+from twisted.python.failure import Failure
+
+from vdetwist.backends.cmd import findProgram
+from vdetwist.cable import Cable
+from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.interfaces import IFrameReceiver, IVdePlug
+from vdetwist.iplog import IpLogger
+from vdetwist.registry import DEFAULT_DESCRIPTION, OpenArgs, openVNL, userName
+from vdetwist.streamplug import StreamPlug, connectStreamPlug
+
+USAGE = """\
+Usage:
+  vde_plug [ OPTIONS ]
+  vde_plug [ OPTIONS ] vde_plug_url
+  vde_plug [ OPTIONS ] vde_plug_url vde_plug_url
+  vde_plug [ OPTIONS ] = command [args ...]
+  vde_plug [ OPTIONS ] vde_plug_url = command [args ...]
+  an omitted or empty '' vde_plug_url refer to the default vde service
+  i.e. what defined in "~/.vdeplug/default", "~/.vde2/default.switch" or
+       a standard switch (/var/run/vde.ctl, /tmp/vde.ctl)
+Options:
+  -d | --daemon:            daemonize the program
+  -p PIDFILE | --pidfile PIDFILE:
+                            write pid of daemon to PIDFILE
+  -l | --log:               log START/STOP of vde_plug on syslog
+  -L | --iplog:             -l plus log the IP addresses used
+  -h | --help:              show this short summary
+  -g GROUP | --group GROUP: set the group ownership (for vde://...)
+  -G GROUP | --group2 GROUP: like -g, for the second plug
+  -m MODE | --mod MODE:     comm socket protection mode (see chmod) (for vde://...)
+  -M MODE | --mod2 MODE:    like -m, for the second plug
+  --port PORT1, --port2 PORT2:
+                            obsolete options, set the vde switch port,
+                            use [port] suffix in the vde_plug_url instead
+  -D DESCR | --descr DESCR  set the description of this connection to DESCR
+                            (the default value is "vdeplug:")
+"""
+
+SHORT = "c:hp:dm:M:g:G:lLD:"
+LONG = [
+    "daemon", "pidfile=", "log", "iplog", "help", "group=", "group2=",
+    "mod=", "mod2=", "port=", "port2=", "descr=",
+]
+NOT_A_SHELL = (
+    "This is a Virtual Distributed Ethernet (vde) tunnel broker. \n"
+    "This is not a login shell, only vde_plug can be executed\n"
+)
+
+
+class UsageError(Exception):
+    """
+    A bad command line; the message (possibly empty) precedes the usage.
+    """
+
+
+@dataclass
+class Options:
+    daemon: bool = False
+    pidfile: Optional[str] = None
+    log: bool = False
+    iplog: bool = False
+    description: str = DEFAULT_DESCRIPTION
+    args: list[OpenArgs] = field(default_factory=lambda: [OpenArgs(), OpenArgs()])
+    vnls: list[Optional[str]] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+
+
+def _setArg(options: Options, which: int, **change) -> None:
+    current = options.args[which]
+    values = {"port": current.port, "group": current.group, "mode": current.mode}
+    values.update(change)
+    options.args[which] = OpenArgs(**values)
+
+
+def parseArgs(argv: list[str]) -> Options:
+    """
+    The C tool's command line, into L{Options}.
+    """
+    try:
+        opts, rest = getopt.gnu_getopt(argv, SHORT, LONG)
+    except getopt.GetoptError as e:
+        raise UsageError(f"vde_plug: {e}") from None
+    options = Options()
+    for name, value in opts:
+        if name in ("-h", "--help"):
+            raise UsageError("")
+        elif name == "-c":
+            if value != "vde_plug":
+                raise UsageError(NOT_A_SHELL.rstrip("\n"))
+            options.log = True
+        elif name in ("-d", "--daemon"):
+            options.daemon = True
+        elif name in ("-p", "--pidfile"):
+            options.pidfile = value
+        elif name in ("-l", "--log"):
+            options.log = True
+        elif name in ("-L", "--iplog"):
+            options.log = options.iplog = True
+        elif name in ("-D", "--descr"):
+            if value:
+                options.description = value
+        elif name in ("-m", "--mod", "-M", "--mod2"):
+            try:
+                mode = int(value, 8)
+            except ValueError:
+                raise UsageError(f"vde_plug: invalid mode {value!r}: use octal, e.g. 0660") from None
+            _setArg(options, name in ("-M", "--mod2"), mode=mode)
+        elif name in ("-g", "--group", "-G", "--group2"):
+            _setArg(options, name in ("-G", "--group2"), group=value)
+        elif name in ("--port", "--port2"):
+            port = int(value) if value.strip().isdigit() else 0
+            if port <= 0:
+                raise UsageError(f"vde_plug: invalid port {value!r}: use a number > 0")
+            _setArg(options, name == "--port2", port=port)
+    _positional(options, rest)
+    return options
+
+
+def _positional(options: Options, rest: list[str]) -> None:
+    if len(rest) <= 1:
+        options.vnls = rest or [None]
+    elif rest[0] == "=":
+        options.vnls, options.command = [None], rest[1:]
+    elif len(rest) == 2:
+        options.vnls = rest
+    elif rest[1] == "=":
+        options.vnls, options.command = rest[:1], rest[2:]
+    else:
+        raise UsageError("")
+
+
+def sshAddress() -> str:
+    ssh = os.environ.get("SSH_CLIENT", "")
+    return ssh.split(" ")[0] if ssh else "UNKNOWN_IP_ADDRESS"
+
+
+def daemonize() -> None:
+    """
+    As C{daemon(0, 0)}: detach, chdir to /, stdio to /dev/null.
+    """
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+@dataclass
+class Run:
+    """
+    What one run of vde_plug needs besides its options.
+    """
+
+    reactor: object
+    options: Options
+    syslog: Callable[[str], None]
+    caught: list[int] = field(default_factory=list)
+
+
+def _openStdio(run: Run) -> IVdePlug:
+    plug = StreamPlug("stdio")
+    StandardIO(plug, reactor=run.reactor)
+    if run.options.iplog:
+        return IpLogPlug(plug, IpLogger(userName(os.geteuid()), sshAddress(), run.syslog))
+    return plug
+
+
+async def _openCommand(run: Run) -> IVdePlug:
+    command = run.options.command
+    endpoint = ProcessEndpoint(
+        run.reactor,
+        findProgram(command[0]),
+        command,
+        env=dict(os.environ),
+        childFDs={0: "w", 1: "r", 2: 2},
+    )
+    return await connectStreamPlug(endpoint, " ".join(command))
+
+
+async def plugMain(run: Run) -> BaseException:
+    """
+    Open both ends and run the cable until either closes.
+    """
+    options = run.options
+    plugs: list[IVdePlug] = []
+    for which, vnl in enumerate(options.vnls):
+        try:
+            plugs.append(
+                await openVNL(run.reactor, vnl, options.description, options.args[which])
+            )
+        except VdeError as e:
+            for plug in plugs:
+                plug.close()
+            sys.stderr.write(f"vde_open {vnl or 'default switch'}: {e.strerror}\n")
+            sys.stderr.write(f"vde_plug: {e}\n")
+            raise SystemExit(1)
+    if options.command:
+        try:
+            plugs.append(await _openCommand(run))
+        except VdeError as e:
+            plugs[0].close()
+            sys.stderr.write(f"vde_plug: {e}\n")
+            raise SystemExit(1)
+    elif len(plugs) == 1:
+        plugs.append(_openStdio(run))
+    cable = Cable(*plugs)
+    run.reactor.addSystemEventTrigger("before", "shutdown", cable.close)
+    return await cable.done
+
+
+class IpLogPlug(proxyForInterface(IVdePlug, "original")):  # type: ignore[misc]
+    """
+    Logs (C{-L}) every new source IP address of the frames a plug receives.
+    """
+
+    def __init__(self, original: IVdePlug, logger: IpLogger) -> None:
+        super().__init__(original)
+        self.logger = logger
+
+    def startReceiving(self, receiver: IFrameReceiver) -> None:
+        self.original.startReceiving(_IpLogReceiver(receiver, self.logger))
+
+
+class _IpLogReceiver:
+    def __init__(self, receiver: IFrameReceiver, logger: IpLogger) -> None:
+        self.receiver = receiver
+        self.logger = logger
+        self.plugClosed = receiver.plugClosed
+
+    def frameReceived(self, frame: bytes) -> None:
+        self.logger.inspect(frame)
+        self.receiver.frameReceived(frame)
+
+
+def _onSignal(run: Run) -> None:
+    def handler(signum: int, frame) -> None:
+        run.caught.append(signum)
+        run.reactor.callFromThread(run.reactor.stop)
+
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
+def main(argv: Optional[list[str]] = None) -> NoReturn:
+    argv = sys.argv if argv is None else argv
+    if argv and argv[0].startswith("-"):
+        sys.stderr.write(NOT_A_SHELL)
+        raise SystemExit(255)
+    try:
+        options = parseArgs(argv[1:])
+    except UsageError as e:
+        if str(e):
+            sys.stderr.write(f"{e}\n")
+        sys.stderr.write(USAGE)
+        raise SystemExit(255)
+    if options.daemon:
+        daemonize()
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(sys.stderr),
+                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
+            )
+        ],
+        redirectStandardIO=False,
+    )
+    if options.pidfile:
+        with open(options.pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    user, address = userName(os.geteuid()), sshAddress()
+    if options.log:
+        syslog.openlog("vde_plug", 0, syslog.LOG_USER)
+        syslog.syslog(syslog.LOG_INFO, f"START: user {user} IP {address}")
+    from twisted.internet import reactor
+
+    run = Run(reactor, options, lambda text: syslog.syslog(syslog.LOG_INFO, text))
+    reactor.callWhenRunning(_onSignal, run)
+    status = 0
+    try:
+        _react(run)
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else 1
+    finally:
+        if options.log:
+            syslog.syslog(syslog.LOG_INFO, f"STOP: user {user} IP {address}")
+        if options.pidfile:
+            try:
+                os.unlink(options.pidfile)
+            except OSError:
+                pass
+    for signum in run.caught:
+        if signum != signal.SIGTERM:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+    raise SystemExit(status)
+
+
+def _react(run: Run) -> None:
+    from twisted.internet.task import react
+
+    def finished(reason: BaseException) -> None:
+        if not isinstance(reason, PlugClosed):
+            sys.stderr.write(f"vde_plug: {reason}\n")
+
+    react(lambda reactor: ensureDeferred(plugMain(run)).addCallback(finished))
+
+
+if __name__ == "__main__":
+    main()

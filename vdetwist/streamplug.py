@@ -1,0 +1,139 @@
+"""
+A plug over any Twisted byte-stream connection in the VDE stream encoding.
+
+This is what lets a pipe, a spawned command (C{cmd://}), stdio (C{vde_plug}),
+TCP, TLS or a UNIX socket carry a VDE cable: connect any stream endpoint with
+L{connectStreamPlug}, or hand L{StreamPlug} instances out of a server
+factory, and the result is an ordinary L{IVdePlug}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vdetwist.errors import PlugClosed, PlugLost
+from vdetwist.interfaces import IVdePlug
+from vdetwist.plug import PlugBase
+from vdetwist.stream import MAX_STREAM_FRAME, StreamDecoder, encode
+
+log = Logger()
+
+
+class _OutputThrottle:
+    """
+    Registered with the transport as its producer: when the transport's write
+    buffer fills it pauses whoever is sending frames into the plug.
+    """
+
+    def __init__(self, plug: StreamPlug) -> None:
+        self.plug = plug
+
+    def pauseProducing(self) -> None:
+        if self.plug.producer is not None:
+            self.plug.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.plug.producer is not None:
+            self.plug.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.plug.close()
+
+
+@implementer(IVdePlug)
+class StreamPlug(PlugBase, Protocol):
+    """
+    A plug whose network is the peer of a byte-stream connection.
+
+    Until C{startReceiving}, the transport is not read, so nothing is lost.
+    The connection ending (EOF, a process exiting) closes the plug.
+    """
+
+    def __init__(self, description: str) -> None:
+        PlugBase.__init__(self, description)
+        self.decoder = StreamDecoder(self._frameDecoded, self._lengthError)
+        self._reading = False
+
+    def connectionMade(self) -> None:
+        if not self._reading:
+            self.transport.pauseProducing()
+        self.transport.registerProducer(_OutputThrottle(self), True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.decoder.feed(data)
+
+    def _frameDecoded(self, frame: bytes) -> None:
+        self.stats.received += 1
+        self.receiver.frameReceived(frame)
+
+    def _lengthError(self, length: int, discarded: int) -> None:
+        log.warn(
+            "{plug}: bad stream record length {length} (largest is {largest}):"
+            " discarded {discarded} bytes to resynchronise",
+            plug=self.description,
+            length=length,
+            largest=MAX_STREAM_FRAME,
+            discarded=discarded,
+        )
+
+    def send(self, frame: bytes) -> None:
+        record = encode(frame)
+        if self.closed or not record or self.transport is None:
+            self.stats.dropped += 1
+            return
+        self.stats.sent += 1
+        self.transport.write(record)
+
+    def _startReading(self) -> None:
+        self._reading = True
+        if self.transport is not None:
+            self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def _release(self) -> None:
+        if self.transport is not None:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if reason.check(ConnectionDone):
+            reason = Failure(PlugClosed(f"{self.description}: end of stream"))
+        else:
+            reason = Failure(
+                PlugLost(f"{self.description}: {reason.getErrorMessage()}")
+            )
+        self._lost(reason)
+
+
+class StreamPlugFactory(Factory):
+    """
+    Builds a L{StreamPlug} for each connection, e.g. for a server endpoint
+    whose clients are cables into a switch.
+    """
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def buildProtocol(self, addr) -> StreamPlug:
+        return StreamPlug(self.description)
+
+
+def connectStreamPlug(
+    endpoint: IStreamClientEndpoint, description: str
+) -> Deferred[StreamPlug]:
+    """
+    Connect C{endpoint} and use the connection as a plug.
+    """
+    return endpoint.connect(StreamPlugFactory(description))
+
