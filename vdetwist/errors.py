@@ -33,7 +33,7 @@ class VdeError(Exception):
     def __str__(self) -> str:
         if self.vnl is None:
             return self.message
-        return f"{self.vnl}: {self.message}"
+        return f"{self.vnl or 'default network'}: {self.message}"
 
 
 class VNLError(VdeError, ValueError):

@@ -1,0 +1,229 @@
+"""
+The VDE stream encoding: the sans-IO decoder and encoder, and L{StreamPlug}
+over a transport.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import given, strategies as st
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.support import frame, records
+from vdetwist.errors import PlugClosed, PlugLost
+from vdetwist.interfaces import IVdePlug
+from vdetwist.stream import MAX_STREAM_FRAME, StreamDecoder, encode
+from vdetwist.streamplug import StreamPlug
+from vdetwist.testing import FrameCollector, MemoryPlug
+
+
+class Decoded:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.errors: list[tuple[int, int]] = []
+        self.decoder = StreamDecoder(self.frames.append, self._error)
+
+    def _error(self, length: int, discarded: int) -> None:
+        self.errors.append((length, discarded))
+
+
+class EncodeTests(SynchronousTestCase):
+    def test_header(self) -> None:
+        """
+        A record is the 2-byte big-endian length and the frame.
+        """
+        self.assertEqual(encode(b"abc"), b"\x00\x03abc")
+        self.assertEqual(encode(b"x" * 300)[:2], b"\x01\x2c")
+
+    def test_tooLarge(self) -> None:
+        """
+        Frames longer than the C receiver accepts are not encoded (the C
+        sender drops them too); the largest that fits is.
+        """
+        self.assertEqual(encode(b"x" * (MAX_STREAM_FRAME + 1)), b"")
+        self.assertEqual(len(encode(b"x" * MAX_STREAM_FRAME)), MAX_STREAM_FRAME + 2)
+
+
+class DecoderTests(SynchronousTestCase):
+    def test_wholeRecords(self) -> None:
+        """
+        Several records in one chunk are all delivered, in order.
+        """
+        d = Decoded()
+        frames = [frame(i, 60 + i) for i in range(5)]
+        d.decoder.feed(records(frames))
+        self.assertEqual(d.frames, frames)
+        self.assertEqual(d.decoder.buffered, 0)
+
+    def test_splitHeader(self) -> None:
+        """
+        A header split across chunks is buffered; the C receiver loses the
+        frame here, we do not.
+        """
+        d = Decoded()
+        data = records([frame(1), frame(2)])
+        for i in range(len(data)):
+            d.decoder.feed(data[i : i + 1])
+        self.assertEqual(d.frames, [frame(1), frame(2)])
+
+    def test_zeroLength(self) -> None:
+        """
+        Zero-length records are skipped.
+        """
+        d = Decoded()
+        d.decoder.feed(b"\x00\x00" + records([frame(1)]) + b"\x00\x00")
+        self.assertEqual(d.frames, [frame(1)])
+        self.assertEqual(d.decoder.buffered, 0)
+
+    def test_oversized(self) -> None:
+        """
+        A length over L{MAX_STREAM_FRAME} is reported, the rest of the chunk
+        is discarded, and decoding resumes with the next chunk, as the C
+        receiver does.
+        """
+        d = Decoded()
+        d.decoder.feed(records([frame(1)]) + b"\xff\xff" + b"junk" * 10)
+        d.decoder.feed(records([frame(2)]))
+        self.assertEqual(d.frames, [frame(1), frame(2)])
+        self.assertEqual(d.errors, [(0xFFFF, 42)])
+
+    def test_largestFrame(self) -> None:
+        """
+        A record of exactly L{MAX_STREAM_FRAME} bytes is accepted.
+        """
+        d = Decoded()
+        d.decoder.feed(struct.pack(">H", MAX_STREAM_FRAME) + b"y" * MAX_STREAM_FRAME)
+        self.assertEqual(d.frames, [b"y" * MAX_STREAM_FRAME])
+        self.assertEqual(d.errors, [])
+
+    @given(
+        st.lists(st.binary(min_size=1, max_size=2000), max_size=20),
+        st.lists(st.integers(min_value=1, max_value=3000), max_size=30),
+    )
+    def test_anyChunking(self, frames: list[bytes], cuts: list[int]) -> None:
+        """
+        However the stream is cut into chunks, the same frames come out.
+        """
+        d = Decoded()
+        data = records(frames)
+        pos = 0
+        for cut in cuts:
+            d.decoder.feed(data[pos : pos + cut])
+            pos += cut
+        d.decoder.feed(data[pos:])
+        self.assertEqual(d.frames, frames)
+        self.assertEqual(d.decoder.buffered, 0)
+
+    @given(st.binary(max_size=5000))
+    def test_garbage(self, data: bytes) -> None:
+        """
+        Garbage never raises and never yields a frame larger than allowed.
+        """
+        d = Decoded()
+        d.decoder.feed(data)
+        self.assertTrue(all(0 < len(f) <= MAX_STREAM_FRAME for f in d.frames))
+
+
+class StreamPlugTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.plug = StreamPlug("test stream")
+        self.transport = StringTransport()
+        self.plug.makeConnection(self.transport)
+        self.collector = FrameCollector()
+
+    def test_interface(self) -> None:
+        self.assertTrue(verifyObject(IVdePlug, self.plug))
+
+    def test_notReadUntilReceiving(self) -> None:
+        """
+        The transport is paused until somebody receives, so nothing is lost
+        before the plug is wired up.
+        """
+        self.assertEqual(self.transport.producerState, "paused")
+        self.plug.startReceiving(self.collector)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_receive(self) -> None:
+        self.plug.startReceiving(self.collector)
+        self.plug.dataReceived(records([frame(1), frame(2)]))
+        self.assertEqual(self.collector.frames, [frame(1), frame(2)])
+        self.assertEqual(self.plug.stats.received, 2)
+
+    def test_send(self) -> None:
+        self.plug.send(frame(3))
+        self.assertEqual(self.transport.value(), records([frame(3)]))
+        self.assertEqual(self.plug.stats.sent, 1)
+
+    def test_sendTooLarge(self) -> None:
+        self.plug.send(b"z" * (MAX_STREAM_FRAME + 1))
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.plug.stats.dropped, 1)
+
+    def test_badLength(self) -> None:
+        """
+        An oversized record is logged with the numbers and later frames
+        still arrive.
+        """
+        self.plug.startReceiving(self.collector)
+        with capturedLogs() as events:
+            self.plug.dataReceived(b"\xff\xf0garbage")
+        self.plug.dataReceived(records([frame(4)]))
+        self.assertEqual(self.collector.frames, [frame(4)])
+        [event] = events
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        text = formatEvent(event)
+        self.assertIn("test stream", text)
+        self.assertIn("65520", text)
+        self.assertIn("discarded 9 bytes", text)
+
+    def test_backPressure(self) -> None:
+        """
+        When the transport's buffer fills, whoever sends into the plug is
+        paused, and resumed when it drains.
+        """
+        sender = MemoryPlug()
+        self.plug.registerProducer(sender, True)
+        self.transport.producer.pauseProducing()
+        self.assertTrue(sender.paused)
+        self.transport.producer.resumeProducing()
+        self.assertFalse(sender.paused)
+
+    def test_pauseStopsReading(self) -> None:
+        self.plug.startReceiving(self.collector)
+        self.plug.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.plug.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_endOfStream(self) -> None:
+        """
+        The connection ending cleanly closes the plug cleanly.
+        """
+        self.plug.startReceiving(self.collector)
+        self.plug.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(self.collector.reason.check(PlugClosed))
+        self.assertTrue(self.plug.closed)
+
+    def test_connectionLost(self) -> None:
+        self.plug.startReceiving(self.collector)
+        self.plug.connectionLost(Failure(ConnectionLost("cable cut")))
+        self.assertTrue(self.collector.reason.check(PlugLost))
+        self.assertIn("cable cut", self.collector.reason.getErrorMessage())
+
+    def test_close(self) -> None:
+        """
+        Closing drops the connection and notifies once.
+        """
+        self.plug.startReceiving(self.collector)
+        self.plug.close()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertTrue(self.collector.reason.check(PlugClosed))
+        self.plug.connectionLost(Failure(ConnectionDone()))
+        self.plug.send(frame(5))
+        self.assertEqual(self.plug.stats.dropped, 1)
