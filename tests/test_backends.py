@@ -1,0 +1,312 @@
+"""
+The backends of the foundation on real sockets and processes: null, ptp,
+udp, seqpacket, cmd, and the datagram plug they share.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from tests.support import frame
+from vdetwist.backends.cmd import s2argv
+from vdetwist.backends.seqpacket import strtol0
+from vdetwist.backends.udp import parseUdp
+from vdetwist.dgram import DatagramPlug
+from vdetwist.errors import PlugClosed, VdeError, VNLError
+from vdetwist.interfaces import IVdePlug
+from vdetwist.registry import OpenArgs, registry
+from vdetwist.testing import FrameCollector, MemoryPlug
+from vdetwist.vnl import resolve
+
+
+def settle(seconds: float = 0.05):
+    return deferLater(reactor, seconds)
+
+
+class PlugTestCase(TestCase):
+    async def open(self, vnl: str, args: OpenArgs = OpenArgs()):
+        plug = await registry.open(reactor, vnl, args=args)
+        self.addCleanup(plug.close)
+        self.assertTrue(verifyObject(IVdePlug, plug))
+        collector = FrameCollector()
+        plug.startReceiving(collector)
+        return plug, collector
+
+
+class NullTests(PlugTestCase):
+    async def test_discards(self) -> None:
+        plug, collector = await self.open("null://anything")
+        plug.send(frame(1))
+        await settle()
+        self.assertEqual((plug.stats.sent, collector.frames), (1, []))
+
+
+class PtpTests(PlugTestCase):
+    async def test_pair(self) -> None:
+        """
+        Two opens of one VNL make the pair PATH and PATH+ (mode 0700 by
+        default), and frames pass both ways, the first end connecting on
+        its first send.
+        """
+        path = os.path.abspath(self.mktemp())
+        a, atA = await self.open("ptp://" + path)
+        b, atB = await self.open("ptp://" + path)
+        for p in (path, path + "+"):
+            self.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o700)
+        b.send(frame(1, 1500))
+        a.send(frame(2, 9234))
+        await settle()
+        self.assertEqual((atA.frames, atB.frames), ([frame(1, 1500)], [frame(2, 9234)]))
+
+    async def test_thirdRefused(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        await self.open("ptp://" + path)
+        await self.open("ptp://" + path)
+        with self.assertRaises(VdeError) as caught:
+            await self.open("ptp://" + path)
+        self.assertEqual(caught.exception.errno, errno.EADDRINUSE)
+        self.assertIn("both ends", str(caught.exception))
+
+    async def test_staleReplaced(self) -> None:
+        """
+        A socket file left by a dead process is taken over.
+        """
+        path = os.path.abspath(self.mktemp())
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        dead.bind(path)
+        dead.close()
+        a, _ = await self.open("ptp://" + path)
+        self.assertEqual(a.ownPath, path)
+
+    async def test_modeAndCleanup(self) -> None:
+        """
+        The mode of the open arguments applies; closing removes the file.
+        """
+        path = os.path.abspath(self.mktemp())
+        a, _ = await self.open("ptp://" + path, OpenArgs(mode=0o660))
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
+        a.close()
+        self.assertFalse(os.path.exists(path))
+
+    async def test_emptyDatagramReconnects(self) -> None:
+        """
+        A zero-length datagram dissolves the pairing; the next send
+        connects again.
+        """
+        path = os.path.abspath(self.mktemp())
+        a, atA = await self.open("ptp://" + path)
+        b, atB = await self.open("ptp://" + path)
+        a.send(frame(1))
+        await settle()
+        self.assertTrue(a.connected)
+        b.socket.send(b"")
+        await settle()
+        self.assertFalse(a.connected)
+        a.send(frame(2))
+        await settle()
+        self.assertEqual(atB.frames, [frame(1), frame(2)])
+
+    def test_noPath(self) -> None:
+        self.failureResultOf(registry.open(reactor, "ptp://"), VNLError)
+
+
+class UdpTests(PlugTestCase):
+    def test_parse(self) -> None:
+        cases = {
+            "udp://5000->127.0.0.1:6000": ("", "5000", "127.0.0.1", "6000"),
+            "udp://10.0.0.1:5000->h:6000": ("10.0.0.1", "5000", "h", "6000"),
+            "udp://::1:5000->::1:6000": ("::1", "5000", "::1", "6000"),
+            "udp://[::1]:5000->[::1]:6000": ("::1", "5000", "::1", "6000"),
+            "udp://:5000->h:1": ("", "5000", "h", "1"),
+        }
+        for text, expected in cases.items():
+            self.assertEqual(parseUdp(resolve(text)), expected, text)
+        for bad in ["udp://5000", "udp://5000->6000"]:
+            self.assertRaises(VNLError, parseUdp, resolve(bad))
+
+    async def exchange(self, family: int, host: str) -> None:
+        peer = socket.socket(family, socket.SOCK_DGRAM)
+        self.addCleanup(peer.close)
+        peer.bind((host, 0))
+        peer.settimeout(5)
+        bracket = f"[{host}]" if ":" in host else host
+        plug, collector = await self.open(f"udp://{bracket}:0->{bracket}:{peer.getsockname()[1]}")
+        plug.send(frame(1, 1400))
+        data, source = peer.recvfrom(65536)
+        self.assertEqual(data, frame(1, 1400))
+        peer.sendto(frame(2, 64), source)
+        stranger = socket.socket(family, socket.SOCK_DGRAM)
+        self.addCleanup(stranger.close)
+        stranger.sendto(frame(3, 64), source)
+        await settle(0.1)
+        # After the first send only the destination is heard.
+        self.assertEqual(collector.frames, [frame(2, 64)])
+
+    async def test_ipv4(self) -> None:
+        await self.exchange(socket.AF_INET, "127.0.0.1")
+
+    async def test_ipv6(self) -> None:
+        await self.exchange(socket.AF_INET6, "::1")
+
+    async def test_unresolvable(self) -> None:
+        with self.assertRaises(VdeError) as caught:
+            await self.open("udp://5000->no.such.host.invalid:6000")
+        self.assertEqual(caught.exception.errno, errno.ECONNABORTED)
+        self.assertIn("cannot resolve", str(caught.exception))
+
+
+class SeqpacketTests(PlugTestCase):
+    def test_strtol(self) -> None:
+        for text, value in [("3", 3), ("0x10", 16), ("010", 8), (" 7x", 7), ("", 0), ("-1", -1)]:
+            self.assertEqual(strtol0(text), value, text)
+
+    async def test_socketpair(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.addCleanup(theirs.close)
+        plug, collector = await self.open(f"seqpacket://{ours.detach()}")
+        plug.send(frame(1, 9000))
+        self.assertEqual(theirs.recv(65536), frame(1, 9000))
+        theirs.send(frame(2))
+        await settle()
+        self.assertEqual(collector.frames, [frame(2)])
+        theirs.close()
+        await settle()
+        self.assertTrue(collector.reason.check(PlugClosed))
+
+    async def test_notASocket(self) -> None:
+        r, w = os.pipe()
+        self.addCleanup(os.close, w)
+        with self.assertRaises(VdeError) as caught:
+            await self.open(f"seqpacket://{r}")
+        self.assertIn(f"descriptor {r} is not an open socket", str(caught.exception))
+
+    async def test_negative(self) -> None:
+        with self.assertRaises(VNLError):
+            await self.open("seqpacket://-3")
+
+
+class CmdTests(PlugTestCase):
+    def test_s2argv(self) -> None:
+        """
+        libexecs' rules, as verified with the installed C library.
+        """
+        self.assertEqual(
+            s2argv('printf "%s|" $FOO a\\ b "c d" x$FOO ; echo second'),
+            ["printf", "%s|", "", "a b", "c d", "xFOO"],
+        )
+        self.assertEqual(s2argv("ssh 'h' 'vde_plug \"x\"'"), ["ssh", "h", 'vde_plug "x"'])
+        self.assertEqual(s2argv('a "b\\"c"'), ["a", 'b"c'])
+        self.assertEqual(s2argv(" \t\n"), [])
+
+    async def test_echo(self) -> None:
+        """
+        C{cat} echoes the stream: frames come back byte-identical.
+        """
+        plug, collector = await self.open("cmd://cat")
+        sent = [frame(i, size) for i, size in enumerate([14, 60, 1514, 9234])]
+        for f in sent:
+            plug.send(f)
+        for _ in range(100):
+            if len(collector.frames) == len(sent):
+                break
+            await settle()
+        self.assertEqual(collector.frames, sent)
+
+    async def test_commandEnds(self) -> None:
+        """
+        The command exiting closes the plug cleanly.
+        """
+        plug, collector = await self.open("cmd://true")
+        for _ in range(100):
+            if collector.reason is not None:
+                break
+            await settle()
+        self.assertTrue(collector.reason.check(PlugClosed))
+
+    async def test_notFound(self) -> None:
+        with self.assertRaises(VdeError) as caught:
+            await self.open("cmd://no-such-command-vdetwist arg")
+        self.assertEqual(caught.exception.errno, errno.ENOENT)
+        self.assertIn("command not found: no-such-command-vdetwist", str(caught.exception))
+
+
+class DatagramPlugFlowTests(TestCase):
+    """
+    A peer that does not read: frames queue, the producer is paused, then
+    frames are dropped and counted; the reactor never blocks.
+    """
+
+    async def test_slowPeer(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(theirs.close)
+        plug = DatagramPlug(reactor, ours, "slow")
+        self.addCleanup(plug.close)
+        producer = MemoryPlug()
+        plug.registerProducer(producer, True)
+        total = 2000
+        for i in range(total):
+            plug.send(frame(i, 1000))
+        self.assertTrue(producer.paused)
+        self.assertGreater(plug.stats.dropped, 0)
+        received = []
+        theirs.setblocking(False)
+        for _ in range(200):
+            try:
+                while True:
+                    received.append(theirs.recv(65536))
+            except BlockingIOError:
+                pass
+            if plug.stats.sent + plug.stats.dropped == total and not plug._queue:
+                break
+            await settle(0.01)
+        self.assertFalse(producer.paused)
+        self.assertEqual(len(received), plug.stats.sent)
+        self.assertEqual(plug.stats.sent + plug.stats.dropped, total)
+        # What arrives is in order and intact.
+        indexes = [int.from_bytes(f[14:18], "big") for f in received]
+        self.assertEqual(indexes, sorted(indexes))
+        self.assertEqual(received[0], frame(0, 1000))
+
+    async def test_oversizedNotSent(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(theirs.close)
+        plug = DatagramPlug(reactor, ours, "big")
+        self.addCleanup(plug.close)
+        plug.send(b"x" * 9235)
+        self.assertEqual((plug.stats.sent, plug.stats.dropped), (0, 1))
+
+    async def test_runtsAndOversizedNotReceived(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(theirs.close)
+        plug = DatagramPlug(reactor, ours, "rx")
+        self.addCleanup(plug.close)
+        collector = FrameCollector()
+        plug.startReceiving(collector)
+        for data in [b"short", b"y" * 9235, frame(1)]:
+            theirs.send(data)
+        await settle()
+        self.assertEqual(collector.frames, [frame(1)])
+
+    async def test_pause(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(theirs.close)
+        plug = DatagramPlug(reactor, ours, "paused")
+        self.addCleanup(plug.close)
+        collector = FrameCollector()
+        plug.startReceiving(collector)
+        plug.pauseProducing()
+        theirs.send(frame(1))
+        await settle()
+        self.assertEqual(collector.frames, [])
+        plug.resumeProducing()
+        await settle()
+        self.assertEqual(collector.frames, [frame(1)])
