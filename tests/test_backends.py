@@ -9,11 +9,10 @@ import errno
 import os
 import socket
 import stat
-import sys
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.support import frame
