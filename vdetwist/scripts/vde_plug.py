@@ -15,6 +15,7 @@ the C tool.  Errors go to stderr; stdout carries only the stream.
 from __future__ import annotations
 
 import getopt
+import grp
 import os
 import signal
 import sys
@@ -33,7 +34,6 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python.components import proxyForInterface
-from twisted.python.failure import Failure
 
 from vdetwist.backends.cmd import findProgram
 from vdetwist.cable import Cable
@@ -123,6 +123,7 @@ def parseArgs(argv: list[str]) -> Options:
             if value != "vde_plug":
                 raise UsageError(NOT_A_SHELL.rstrip("\n"))
             options.log = True
+            options.iplog = inIpLogGroup()
         elif name in ("-d", "--daemon"):
             options.daemon = True
         elif name in ("-p", "--pidfile"):
@@ -162,6 +163,18 @@ def _positional(options: Options, rest: list[str]) -> None:
         options.vnls, options.command = rest[:1], rest[2:]
     else:
         raise UsageError("")
+
+
+def inIpLogGroup() -> bool:
+    """
+    Whether this user is in C{vdeplug_iplog}, the group whose logins over
+    ssh (C{-c vde_plug}) have their IP addresses logged.
+    """
+    try:
+        group = grp.getgrnam("vdeplug_iplog")
+    except KeyError:
+        return False
+    return group.gr_gid in os.getgroups() or userName(os.geteuid()) in group.gr_mem
 
 
 def sshAddress() -> str:
