@@ -1,0 +1,160 @@
+"""
+C{hub://}, C{switch://}, C{multi://}, C{bonding://}: the plug I{is} the
+node, as vdeplug4's netnode modules.
+
+Opening C{switch:///tmp/sw} creates the switch directory C{/tmp/sw}, which
+vde2 clients join (C{vde:///tmp/sw}, QEMU, C{vde_plug /tmp/sw}); the plug
+returned is the node's I{host port}, the process's own side.  Closing it
+disconnects the clients, removes the sockets and the directory.
+
+C{TYPE://[PATH][[mode=M/dirmode=D/grp=G/hashsize=N/hashseed=N/expiretime=S]]}:
+
+  - PATH: default C{/tmp/vdenode_<user>}; its parent must exist and the
+    directory itself must not (as in C: a stale directory must be removed);
+  - C{mode=} (octal, exec bits cleared, default 0600): mode of the sockets;
+  - C{dirmode=} (octal): mode of the directory, default 02700 or derived
+    from C{mode=};
+  - C{grp=}: group (name or number) of the directory and control socket;
+  - C{hashsize=} (256), C{hashseed=} (0), C{expiretime=} (120 s): the
+    switch's learning table.
+
+Like vdeplug4 4.0.1, the open arguments (C{vde_plug -m/-g}) are ignored.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import re
+
+from twisted.internet.defer import succeed
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from vdetwist.backends.seqpacket import strtol0
+from vdetwist.errors import VdeError, VNLError
+from vdetwist.interfaces import IVdeBackend
+from vdetwist.node import HostPlug, MacTable, Node, netnodeEngine
+from vdetwist.vde2.server import VdeServer, netnodeModes
+from vdetwist.vnl import NETNODE_OPTIONS, parse_octal
+
+_ATOI = re.compile(r"\s*([+-]?\d+)")
+
+
+def atoi(text: str) -> int:
+    """
+    C's C{atoi}: leading blanks, a sign, digits; anything else ends it, and
+    nothing parsable is 0.
+    """
+    match = _ATOI.match(text)
+    return int(match.group(1)) if match else 0
+
+
+def defaultPath() -> str:
+    euid = os.geteuid()
+    try:
+        return f"/tmp/vdenode_{pwd.getpwuid(euid).pw_name}"
+    except KeyError:
+        return f"/tmp/vdenode_u{euid}"
+
+
+def nodePath(vnl, path: str) -> str:
+    """
+    C{realpath(dirname(PATH)) + "/" + basename(PATH)}: the parent must
+    exist, the node directory itself is made.
+    """
+    if not path:
+        return defaultPath()
+    stripped = path.rstrip("/") or "/"
+    parent, base = os.path.split(stripped)
+    try:
+        parent = os.path.realpath(parent or ".", strict=True)
+    except OSError as e:
+        raise VdeError(
+            f"the parent directory of {path} does not exist ({e.strerror})",
+            e.errno or errno.ENOENT,
+        ) from None
+    return os.path.join(parent, base)
+
+
+def nodeGroup(vnl, value: str) -> str:
+    """
+    C{grp=}: a group name, else a number read by C{strtol(x, 0)}.
+    """
+    try:
+        grp.getgrnam(value)
+        return value
+    except KeyError:
+        pass
+    if value[:1].isdigit():
+        return str(strtol0(value))
+    raise VNLError(vnl.text, value, f"grp={value}: no such group")
+
+
+class NetnodePlug(HostPlug):
+    """
+    The host port of a netnode; closing it shuts the node down.
+
+    @ivar node: the L{Node}.
+    @ivar server: the L{VdeServer} serving the directory.
+    """
+
+    node = None
+    server = None
+
+    def _release(self) -> None:
+        super()._release()
+        if self.server is not None:
+            self.server.stop()
+        if self.node is not None:
+            self.node.close()
+
+
+def openNetnode(reactor, vnl, description: str) -> NetnodePlug:
+    path, options = vnl.parse_path(NETNODE_OPTIONS)
+    mode = dirmode = None
+    if "mode" in options:
+        mode = parse_octal(vnl.text, "mode", options["mode"])
+    if "dirmode" in options:
+        dirmode = parse_octal(vnl.text, "dirmode", options["dirmode"])
+    mode, dirmode = netnodeModes(mode, dirmode)
+    group = nodeGroup(vnl, options["grp"]) if options.get("grp") else None
+    hashsize = atoi(options.get("hashsize", "256"))
+    hashseed = atoi(options.get("hashseed", "0"))
+    expiretime = atoi(options.get("expiretime", "120"))
+    if hashsize < 1:
+        raise VNLError(vnl.text, "hashsize", f"hashsize={options['hashsize']}: must be at least 1")
+    engine = netnodeEngine(vnl.scheme)
+    if engine is None:
+        raise VNLError(vnl.text, vnl.scheme, f"{vnl.scheme}:// is not a netnode scheme")
+    directory = nodePath(vnl, path)
+    table = MacTable(reactor, hashsize=hashsize, expiretime=expiretime, hashseed=hashseed)
+    node = Node(engine, reactor, table)
+    server = VdeServer(
+        reactor, node, directory, mode=mode, dirmode=dirmode, group=group,
+        flavour="netnode",
+    )
+    server.start()
+    node.start()
+    mine = NetnodePlug(vnl.text or f"{vnl.scheme}://")
+    theirs = HostPlug(f"{mine.description} (node side)")
+    mine.peer, theirs.peer = theirs, mine
+    mine.node, mine.server = node, server
+    try:
+        node.addPort(theirs, host=True)
+    except BaseException:
+        server.stop()
+        node.close()
+        raise
+    return mine
+
+
+@implementer(IPlugin, IVdeBackend)
+class NetnodeBackend:
+    schemes = ("hub", "switch", "multi", "bonding")
+    summary = "a hub/switch/multi/bonding node serving vde2 clients; the plug is its host port"
+
+    def open(self, reactor, vnl, description, args, registry):
+        return succeed(openNetnode(reactor, vnl, description))

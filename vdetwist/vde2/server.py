@@ -1,0 +1,758 @@
+"""
+The server side of the vde2 connection protocol: what turns C{vde://}
+clients (QEMU, the C C{vde_plug}, ours) into ports of a
+L{vdetwist.node.Node}.
+
+L{VdeServer} owns a switch directory: it listens on C{<dir>/ctl}, reads each
+client's request, makes a datagram socket connected to the client's and
+binds it in the directory, and adds it to the node as a L{ServerEndpoint}.
+The control connection then stays silent; it is the liveness channel: when
+the client closes it, the endpoint goes, and closing the endpoint from this
+side (L{VdeServer.closeEndpoint}, the node removing the port) closes it, so
+the client sees EOF.
+
+Two flavours, as the C servers differ:
+
+  - C{"vde_switch"} (vde2's C{vde_switch}): data sockets C{<dir>/%03d.%d}
+    (port, fd), requested ports honoured (C{[N]}, C{[0]} = port 0), a port
+    shared only by clients of the same uid, the client socket must be
+    accessible, an existing directory is reused;
+  - C{"netnode"} (vdeplug4's C{hub://}, C{switch://}...): data sockets
+    C{<dir>/fd<ctl fd>}, port numbers ignored (every client is a port of its
+    own), port 0 requests refused, the directory must not exist.
+
+Everything that goes wrong with a client (a bad request, a port it may not
+have, a client that never sends) is logged as a warning naming the client,
+and its connection is closed: clients fail at once instead of waiting
+forever, as with vde-2 HEAD (the installed vde_switch 2.3.2 leaves some of
+them hanging).
+
+Frames: shorter than 14 bytes are dropped (by the engines); frames are
+I{not} truncated at 1518 bytes as vde_switch 2.3.2 does: jumbo frames up to
+VDE_ETHBUFSIZE (9234 bytes, libvdeplug4's limit) are forwarded whole, and
+short frames are not padded.
+
+Flow control: the node never waits for a port.  Each endpoint sends without
+blocking; what the kernel queue (net.unix.max_dgram_qlen, 10 by default)
+cannot take waits in a short per-endpoint queue and is dropped and counted
+in C{stats.dropped} beyond that.  Ingress is never paused for a slow
+egress port.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from typing import Callable, Optional
+
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vdetwist.dgram import DatagramPlug
+from vdetwist.errors import PlugLost, VdeError
+from vdetwist.sockets import groupId, isAlive, isSocket
+from vdetwist.vde2.protocol import (
+    READ_SIZE,
+    REQ_NEW_CONTROL,
+    REQ_NEW_PORT0,
+    VERSION,
+    ProtocolError,
+    Request,
+    packReply,
+    parseRequest,
+    requestBytesNeeded,
+)
+
+__all__ = [
+    "VdeServer",
+    "ServerEndpoint",
+    "FLAVOURS",
+    "derivedDirmode",
+    "switchModes",
+    "netnodeModes",
+    "BACKLOG",
+    "REQUEST_TIMEOUT",
+]
+
+log = Logger()
+
+FLAVOURS = ("vde_switch", "netnode")
+#: Listen backlog of the control socket, as in both C servers.
+BACKLOG = 15
+#: Seconds a client may take to send its request.
+REQUEST_TIMEOUT = 10.0
+#: Connections accepted per readiness event of the control socket.
+ACCEPT_BATCH = 64
+#: Seconds to stop accepting after running out of descriptors.
+ACCEPT_BACKOFF = 1.0
+
+_PEERCRED = struct.Struct("3i")
+
+
+def derivedDirmode(mode: int) -> int:
+    """
+    The directory mode both C servers derive from a socket mode: setgid,
+    plus the mode, plus the x bit for each class that may read or write.
+    C{0o600} gives C{0o2700}, C{0o666} C{0o2777}, C{0o660} C{0o2770}.
+    """
+    mode &= 0o777
+    return 0o2000 | mode | ((mode & 0o444) >> 2) | ((mode & 0o222) >> 1)
+
+
+def switchModes(mode: Optional[int], dirmode: Optional[int]) -> tuple[int, int]:
+    """
+    The (socket mode, directory mode) of C{vde_switch -m MODE --dirmode
+    DIRMODE}, either of which may be omitted (C{None}): neither gives 0600
+    and 02700; only C{-m} derives the directory mode (L{derivedDirmode});
+    only C{--dirmode} gives sockets C{dirmode & 0o666}.
+    """
+    if mode is None and dirmode is None:
+        return 0o600, 0o2700
+    if dirmode is None:
+        return mode, derivedDirmode(mode)
+    if mode is None:
+        return dirmode & 0o666, dirmode
+    return mode, dirmode
+
+
+def netnodeModes(mode: Optional[int], dirmode: Optional[int]) -> tuple[int, int]:
+    """
+    The (socket mode, directory mode) of C{hub://...[mode=M/dirmode=D]}:
+    exec bits are cleared from the socket mode (default 0600); the directory
+    mode defaults to 02700, or is derived from C{mode=} when only that is
+    given.
+    """
+    sockMode = 0o600 if mode is None else mode & ~0o111
+    if dirmode is None:
+        dirmode = 0o2700 if mode is None else derivedDirmode(sockMode)
+    return sockMode, dirmode
+
+
+def _peer(sock: socket.socket) -> str:
+    """
+    Who is at the other end of a control connection, for logs.
+    """
+    try:
+        pid, uid, gid = _PEERCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        )
+    except OSError:
+        return "unknown client"
+    return f"client pid {pid} uid {uid}"
+
+
+def _strerror(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e)
+
+
+def _unlink(path: Optional[str]) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+class ServerEndpoint(DatagramPlug):
+    """
+    The switch's data socket for one client: a plug added to the node.
+
+    @ivar endpointId: the file descriptor number of the client's control
+        connection (what vde_switch shows as "endpoint ID" and
+        C{port/epclose} takes).
+    @ivar description: the client's description text (decoded as UTF-8,
+        undecodable bytes replaced); C{rawDescription} has the bytes.
+    @ivar uid: owner uid of the client's socket file (-1 when unknown:
+        abstract address).
+    @ivar port: the node L{Port} it joined.
+    @ivar path: the data socket's path in the switch directory.
+    @ivar request: the client's L{Request}.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        sock: socket.socket,
+        server: "VdeServer",
+        control: "_Control",
+        request: Request,
+        uid: int,
+    ) -> None:
+        super().__init__(
+            reactor, sock, request.description.decode("utf-8", "replace")
+        )
+        self.server = server
+        self.control = control
+        self.request = request
+        self.rawDescription = request.description
+        self.endpointId = control.fd
+        self.uid = uid
+        self.port = None
+        self.path: Optional[str] = None
+        self._sockSend = sock.send
+
+    def __repr__(self) -> str:
+        number = None if self.port is None else self.port.number
+        return f"<ServerEndpoint id={self.endpointId} port={number} {self.description!r}>"
+
+    # The hot path: the socket is always connected, so skip DatagramPlug's
+    # connect-on-first-send logic.
+    def send(self, frame: bytes) -> None:
+        if self._queue:
+            self._enqueue(frame)
+            return
+        try:
+            self._sockSend(frame)
+        except BlockingIOError:
+            self._enqueue(frame)
+        except OSError:
+            self.stats.dropped += 1
+        else:
+            self.stats.sent += 1
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._lost(
+            Failure(
+                PlugLost(
+                    f"endpoint {self.endpointId} ({self.description}): "
+                    f"{reason.getErrorMessage()}"
+                )
+            )
+        )
+
+    def _release(self) -> None:
+        super()._release()
+        _unlink(self.path)
+        self.server._endpointReleased(self)
+
+
+@implementer(IReadDescriptor)
+class _Control:
+    """
+    One accepted control connection: reads the request, then watches for
+    the client's end.
+    """
+
+    def __init__(self, server: "VdeServer", sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buffer = b""
+        self.endpoint: Optional[ServerEndpoint] = None
+        self.closed = False
+        self.who = _peer(sock)
+        self.timeout = server.reactor.callLater(server.requestTimeout, self._timedOut)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return f"vde-ctl-{self.fd}"
+
+    def doRead(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            data = b""
+            if self.endpoint is None:
+                log.warn(
+                    "{path}: {who}: control connection failed: {error}",
+                    path=self.server.path, who=self.who, error=_strerror(e),
+                )
+        if self.endpoint is not None:
+            if data:
+                log.warn(
+                    "{path}: endpoint {id} ({description}) wrote on its control "
+                    "connection after the handshake; closing it",
+                    path=self.server.path, id=self.fd,
+                    description=self.endpoint.description,
+                )
+            self.endpoint.close()
+            return
+        if not data:
+            if self.buffer:
+                log.warn(
+                    "{path}: {who}: closed the connection in the middle of its "
+                    "request ({n} bytes)",
+                    path=self.server.path, who=self.who, n=len(self.buffer),
+                )
+            self.close()
+            return
+        self.buffer += data
+        if len(self.buffer) < requestBytesNeeded(self.buffer):
+            return
+        request, self.buffer = self.buffer, b""
+        self.server._handleRequest(self, request)
+
+    def _timedOut(self) -> None:
+        self.timeout = None
+        log.warn(
+            "{path}: {who}: no request within {t:g} s; closing the connection",
+            path=self.server.path, who=self.who, t=self.server.requestTimeout,
+        )
+        self.close()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.timeout is not None and self.timeout.active():
+            self.timeout.cancel()
+        self.timeout = None
+        self.server.reactor.removeReader(self)
+        self.server._controls.discard(self)
+        self.sock.close()
+
+
+@implementer(IReadDescriptor)
+class _Listener:
+    """
+    The listening control socket.
+    """
+
+    def __init__(self, server: "VdeServer", sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.retry = None
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "vde-listener"
+
+    def doRead(self) -> None:
+        server = self.server
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warn(
+                        "{path}: cannot accept clients: {error}; retrying in {t:g} s",
+                        path=server.path, error=_strerror(e), t=ACCEPT_BACKOFF,
+                    )
+                    server.reactor.removeReader(self)
+                    self.retry = server.reactor.callLater(ACCEPT_BACKOFF, self._resume)
+                    return
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue
+                raise
+            conn.setblocking(False)
+            server._accepted(conn)
+
+    def _resume(self) -> None:
+        self.retry = None
+        if self.server.listener is self:
+            self.server.reactor.addReader(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        log.failure(
+            "{path}: the control socket failed", reason, path=self.server.path
+        )
+
+    def close(self) -> None:
+        if self.retry is not None and self.retry.active():
+            self.retry.cancel()
+        self.retry = None
+        self.server.reactor.removeReader(self)
+        self.sock.close()
+
+
+class VdeServer:
+    """
+    Accepts C{vde://} clients on C{<path>/ctl}; each becomes a port
+    (endpoint) of C{node}.
+
+    @param reactor: an C{IReactorFDSet} and C{IReactorTime}.
+    @param node: the L{vdetwist.node.Node} the clients join.
+    @param path: the switch directory.
+    @param mode: mode of the control and data sockets.
+    @param dirmode: mode of the directory; C{None}: derived from C{mode}
+        (L{derivedDirmode}; see L{switchModes} and L{netnodeModes} for the
+        C tools' defaults).
+    @param group: group (name or number) of the directory and sockets.
+    @param flavour: C{"vde_switch"} or C{"netnode"} (see the module doc).
+
+    @ivar endpoints: the connected clients by endpoint id.
+    @ivar requestTimeout: seconds a client may take to send its request.
+    @ivar mgmtMode: mode of port 0 data sockets (vde_switch C{--mgmtmode}).
+    @ivar mgmtGroup: their group (C{--mgmtgroup}), or C{None}.
+    @ivar accessPolicy: C{None}, or a callable C{(portNumber, uid) ->
+        Optional[str]} consulted before a client joins a requested port
+        (after allocation for "any port"): a string refuses the client and
+        says why (vde_switch C{port/setuser}, C{port/setgroup}).
+    """
+
+    requestTimeout = REQUEST_TIMEOUT
+
+    def __init__(
+        self,
+        reactor,
+        node,
+        path: str,
+        *,
+        mode: int = 0o600,
+        dirmode: Optional[int] = None,
+        group: Optional[str] = None,
+        flavour: str = "vde_switch",
+    ) -> None:
+        if flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
+        self.reactor = reactor
+        self.node = node
+        self.path = path
+        self.ctlPath = os.path.join(path, "ctl")
+        self.mode = mode
+        self.dirmode = derivedDirmode(mode) if dirmode is None else dirmode
+        self.group = group
+        self.flavour = flavour
+        self.netnode = flavour == "netnode"
+        self.endpoints: dict[int, ServerEndpoint] = {}
+        self.mgmtMode = 0o600
+        self.mgmtGroup: Optional[str] = None
+        self.accessPolicy: Optional[Callable[[int, int], Optional[str]]] = None
+        self.listener: Optional[_Listener] = None
+        self.running = False
+        self._controls: set[_Control] = set()
+        self._gid: Optional[int] = None
+        self._madeDir = False
+
+    def __repr__(self) -> str:
+        return f"<VdeServer {self.flavour} {self.path!r} endpoints={len(self.endpoints)}>"
+
+    # -- life -----------------------------------------------------------
+
+    def start(self) -> None:
+        """
+        Create the directory and listen on C{ctl}.
+
+        @raise VdeError: the directory cannot be made or used, another
+            switch is running there, the group does not exist.
+        """
+        if self.running:
+            return
+        self._gid = None if self.group is None else groupId(self.group)
+        self._makeDirectory()
+        try:
+            self._listen()
+        except BaseException:
+            if self._madeDir:
+                try:
+                    os.rmdir(self.path)
+                except OSError:
+                    pass
+                self._madeDir = False
+            raise
+        self.running = True
+        log.info(
+            "{flavour} listening on {ctl}",
+            flavour="switch" if not self.netnode else "node", ctl=self.ctlPath,
+        )
+
+    def _makeDirectory(self) -> None:
+        path = self.path
+        try:
+            os.mkdir(path, 0o777)
+            self._madeDir = True
+        except FileExistsError:
+            if self.netnode:
+                hint = (
+                    "another switch is running there"
+                    if isSocket(self.ctlPath) and isAlive(self.ctlPath, socket.SOCK_STREAM)
+                    else "remove it (it may be left over by a switch that crashed) "
+                    "or choose another path"
+                )
+                raise VdeError(f"{path} already exists: {hint}", errno.EEXIST) from None
+            if not os.path.isdir(path):
+                raise VdeError(
+                    f"{path} exists and is not a directory", errno.ENOTDIR
+                ) from None
+        except OSError as e:
+            raise VdeError(
+                f"cannot create the switch directory {path}: {_strerror(e)}",
+                e.errno or errno.EIO,
+            ) from None
+        # An existing directory: is another switch alive in it?
+        if not self._madeDir and isSocket(self.ctlPath):
+            if isAlive(self.ctlPath, socket.SOCK_STREAM):
+                raise VdeError(
+                    f"another switch is running at {path} ({self.ctlPath} accepts "
+                    f"connections): stop it or choose another directory",
+                    errno.EADDRINUSE,
+                )
+            _unlink(self.ctlPath)
+        try:
+            if self._gid is not None:
+                os.chown(path, -1, self._gid)
+            os.chmod(path, self.dirmode)
+        except OSError as e:
+            if self._madeDir:
+                os.rmdir(path)
+                self._madeDir = False
+            raise VdeError(
+                f"cannot set the owner or mode of {path}: {_strerror(e)}",
+                e.errno or errno.EIO,
+            ) from None
+
+    def _listen(self) -> None:
+        ctl = self.ctlPath
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                sock.bind(ctl)
+            except OSError as e:
+                if e.errno is None:
+                    raise VdeError(
+                        f"{ctl}: the path is too long for a unix socket "
+                        f"(at most 107 bytes)",
+                        errno.ENAMETOOLONG,
+                    ) from None
+                if e.errno == errno.EADDRINUSE:
+                    raise VdeError(
+                        f"{ctl} is in use: another switch is running at {self.path}",
+                        errno.EADDRINUSE,
+                    ) from None
+                raise VdeError(
+                    f"cannot bind {ctl}: {_strerror(e)}", e.errno
+                ) from None
+            try:
+                if self._gid is not None:
+                    os.chown(ctl, -1, self._gid)
+                os.chmod(ctl, self.mode)
+                sock.listen(BACKLOG)
+            except OSError as e:
+                _unlink(ctl)
+                raise VdeError(
+                    f"cannot set up {ctl}: {_strerror(e)}", e.errno or errno.EIO
+                ) from None
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.listener = _Listener(self, sock)
+        self.reactor.addReader(self.listener)
+
+    def stop(self) -> None:
+        """
+        Close every endpoint (clients see EOF), stop listening, unlink the
+        data sockets and C{ctl} and remove the directory.
+        """
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.close()
+            _unlink(self.ctlPath)
+        for endpoint in list(self.endpoints.values()):
+            endpoint.close()
+        for control in list(self._controls):
+            control.close()
+        if self.running:
+            self.running = False
+            try:
+                os.rmdir(self.path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warn(
+                    "{path}: not removed: {error}", path=self.path, error=_strerror(e)
+                )
+            log.info("{path}: switch stopped", path=self.path)
+
+    def closeEndpoint(self, endpointId: int) -> bool:
+        """
+        Close the endpoint with this id (vde_switch C{port/epclose}); its
+        client sees EOF.  Returns whether there was one.
+        """
+        endpoint = self.endpoints.get(endpointId)
+        if endpoint is None:
+            return False
+        endpoint.close()
+        return True
+
+    # -- clients --------------------------------------------------------
+
+    def _accepted(self, sock: socket.socket) -> None:
+        control = _Control(self, sock)
+        self._controls.add(control)
+        self.reactor.addReader(control)
+
+    def _reject(self, control: _Control, problem: str, request: Optional[Request] = None) -> None:
+        if request is not None:
+            description = request.description.decode("utf-8", "replace")
+            client = f"{control.who} ({description!r}, socket {request.path!r})"
+        else:
+            client = control.who
+        log.warn(
+            "{path}: refused {client}: {problem}",
+            path=self.path, client=client, problem=problem,
+        )
+        control.close()
+
+    def _handleRequest(self, control: _Control, data: bytes) -> None:
+        try:
+            request = parseRequest(data)
+        except ProtocolError as e:
+            self._reject(control, e.message)
+            return
+        if self.netnode:
+            if request.version != VERSION:
+                self._reject(control, "version 1 requests are not supported by this node", request)
+                return
+            if request.code != REQ_NEW_CONTROL:
+                self._reject(control, "this node has no port 0 (hub://, switch:// ... "
+                             "number no ports)", request)
+                return
+        path = os.fsdecode(request.path) if not request.isAbstract else request.path
+        uid = -1
+        if not request.isAbstract:
+            if not self.netnode and not os.access(path, os.R_OK | os.W_OK):
+                self._reject(
+                    control,
+                    "cannot access the client's socket (it must exist and be "
+                    "readable and writable by the switch)",
+                    request,
+                )
+                return
+            try:
+                uid = os.stat(path).st_uid
+            except OSError:
+                uid = -1
+        number = self._portFor(control, request, uid)
+        if number is False:
+            return
+        dsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            dsock.setblocking(False)
+            dsock.connect(path)
+        except OSError as e:
+            dsock.close()
+            self._reject(control, f"cannot connect to the client's socket: {_strerror(e)}", request)
+            return
+        endpoint = ServerEndpoint(self.reactor, dsock, self, control, request, uid)
+        try:
+            endpoint.port = self.node.addPort(endpoint, number=number)
+        except VdeError as e:
+            endpoint.closed = True  # never started: release quietly
+            dsock.close()
+            self._reject(control, e.message, request)
+            return
+        if endpoint.closed:
+            self._reject(control, "the node closed the new endpoint", request)
+            return
+        if number is None and self.accessPolicy is not None and not self.netnode:
+            # An automatically allocated port may have access control too.
+            problem = self.accessPolicy(endpoint.port.number, uid)
+            if problem:
+                endpoint.close()
+                self._reject(control, f"port {endpoint.port.number}: {problem}", request)
+                return
+        control.endpoint = endpoint
+        self.endpoints[endpoint.endpointId] = endpoint
+        try:
+            self._bindData(endpoint, request, uid)
+            reply = packReply(endpoint.path)
+            if control.sock.send(reply) != len(reply):
+                raise OSError(errno.EAGAIN, "the reply did not fit in the socket buffer")
+        except (OSError, ValueError) as e:
+            log.warn(
+                "{path}: dropped {who} ({description!r}): {error}",
+                path=self.path, who=control.who, description=endpoint.description,
+                error=_strerror(e),
+            )
+            endpoint.close()
+            return
+        if control.timeout is not None and control.timeout.active():
+            control.timeout.cancel()
+        control.timeout = None
+
+    def _portFor(self, control: _Control, request: Request, uid: int):
+        """
+        The port number to ask the node for (C{None}: any), or C{False}
+        after refusing the client.
+        """
+        if self.netnode:
+            return None
+        wanted = request.wantedPort
+        if wanted == 0:
+            return None
+        number = 0 if wanted == -1 else wanted
+        node = self.node
+        if number < 0 or (node.numports is not None and number >= node.numports):
+            limit = "" if node.numports is None else f" (this switch has ports 0..{node.numports - 1})"
+            self._reject(control, f"port {number} does not exist{limit}", request)
+            return False
+        port = node.getPort(number)
+        if port is not None and port.endpoints:
+            owners = {getattr(ep, "uid", -1) for ep in port.endpoints}
+            if owners != {uid}:
+                self._reject(
+                    control,
+                    f"port {number} is in use by another user (uid "
+                    f"{', '.join(map(str, sorted(owners)))}; this client's socket "
+                    f"belongs to uid {uid})",
+                    request,
+                )
+                return False
+        if self.accessPolicy is not None:
+            problem = self.accessPolicy(number, uid)
+            if problem:
+                self._reject(control, f"port {number}: {problem}", request)
+                return False
+        return number
+
+    def _bindData(self, endpoint: ServerEndpoint, request: Request, uid: int) -> None:
+        sock = endpoint.socket
+        if self.netnode:
+            path = os.path.join(self.path, f"fd{endpoint.endpointId}")
+        else:
+            path = os.path.join(self.path, f"{endpoint.port.number:03d}.{sock.fileno()}")
+        _unlink(path)
+        try:
+            sock.bind(path)
+        except OSError as e:
+            if e.errno is None:
+                raise OSError(errno.ENAMETOOLONG, f"{path}: too long for a unix socket") from None
+            raise OSError(e.errno, f"cannot bind {path}: {_strerror(e)}") from None
+        endpoint.path = path
+        try:
+            if self.netnode:
+                if self.mode > 0:
+                    os.chmod(path, self.mode)
+                return
+            if os.geteuid() == 0 and uid != -1:
+                os.chmod(path, self.mode & 0o700)
+                os.chown(path, uid, -1 if self._gid is None else self._gid)
+            else:
+                os.chmod(path, self.mode)
+                if self._gid is not None:
+                    os.chown(path, -1, self._gid)
+            if request.code == REQ_NEW_PORT0:
+                os.chmod(path, self.mgmtMode)
+                if self.mgmtGroup is not None:
+                    os.chown(path, -1, groupId(self.mgmtGroup))
+        except (OSError, VdeError) as e:
+            log.warn(
+                "{path}: cannot set the owner or mode of {sock}: {error}",
+                path=self.path, sock=path, error=str(e),
+            )
+
+    def _endpointReleased(self, endpoint: ServerEndpoint) -> None:
+        if self.endpoints.get(endpoint.endpointId) is endpoint:
+            del self.endpoints[endpoint.endpointId]
+        endpoint.control.close()
