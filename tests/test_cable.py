@@ -117,3 +117,18 @@ class CableTests(SynchronousTestCase):
         self.assertFalse(self.a.paused)
         self.assertEqual(self.atRight.frames, [frame(i) for i in range(128)])
         self.assertEqual(self.left.stats.dropped, 72)
+
+
+class ClosedBeforeReceivingTests(SynchronousTestCase):
+    def test_toldOnStart(self) -> None:
+        """
+        A plug that closed before anybody received tells its first receiver
+        (and only it).
+        """
+        a, b = plugPair()
+        a.close()
+        first, second = FrameCollector(), FrameCollector()
+        b.startReceiving(first)
+        b.startReceiving(second)
+        self.assertTrue(first.reason.check(PlugClosed))
+        self.assertIsNone(second.reason)

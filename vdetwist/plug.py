@@ -63,15 +63,21 @@ class PlugBase:
         self.producer: Optional[IPushProducer] = None
         self.closed = False
         self.receiving = False
+        self._closeReason: Optional[Failure] = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.description!r}>"
 
     def startReceiving(self, receiver: IFrameReceiver) -> None:
-        self.receiver = receiver
         self.receiving = True
-        if not self.closed:
-            self._startReading()
+        if self.closed:
+            # Closed before anybody listened: still tell the receiver, once.
+            reason, self._closeReason = self._closeReason, None
+            if reason is not None:
+                receiver.plugClosed(reason)
+            return
+        self.receiver = receiver
+        self._startReading()
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         if not streaming:
@@ -100,7 +106,10 @@ class PlugBase:
         self._release()
         receiver, self.receiver = self.receiver, _NoReceiver()
         self.producer = None
-        receiver.plugClosed(reason)
+        if self.receiving:
+            receiver.plugClosed(reason)
+        else:
+            self._closeReason = reason
 
     def _startReading(self) -> None:
         """

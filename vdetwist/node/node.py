@@ -734,7 +734,9 @@ class Node:
         """
         self.stop()
         for port in self.allPorts():
-            self.removePort(port)
+            # Closing one port's plug may already have removed another.
+            if port is self.hostPort or self._ports.get(port.number) is port:
+                self.removePort(port)
 
 
 @implementer(IVdePlug)
