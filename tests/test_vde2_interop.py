@@ -1078,3 +1078,51 @@ class NamespaceTests(Vde2TestCase):
         self.assertIn("reply from 10.77.0.2", result.stdout)
         # The switch saw the traffic (ARP broadcasts reach the host port too).
         self.assertTrue(atHost.frames)
+
+
+_NOBODY_CLIENT = r"""
+import os, socket, struct, sys
+ctl_path, data_path = sys.argv[1], sys.argv[2]
+if data_path == "own":
+    data_path = os.path.join(os.path.dirname(ctl_path), ".nobody-%d" % os.getpid())
+    data = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    data.bind(data_path)
+ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+ctl.settimeout(5)
+ctl.connect(ctl_path)
+ctl.send(struct.pack("<III", 0xfeedface, 3, 0) + struct.pack("<H108s", 1, data_path.encode()) + b"nobody")
+print("replied" if len(ctl.recv(256)) == 110 else "closed")
+"""
+
+
+class ForeignSocketTests(Vde2TestCase):
+    async def test_onlyOwnSocket(self) -> None:
+        """
+        Unlike vde_switch, a client cannot make the switch send frames to a
+        socket that is not its own: a switch run by root would otherwise
+        write to any socket of the system.
+        """
+        requireRoot()
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise SkipTest("setpriv is not installed: apt-get install util-linux")
+        os.chmod(self.tmp, 0o755)
+        server = self.ourServer(mode=0o666)
+        victim = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(victim.close)
+        victimPath = self.path("victim")
+        victim.bind(victimPath)
+        os.chmod(victimPath, 0o666)
+
+        async def asNobody(dataPath: str) -> str:
+            argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                    sys.executable, "-c", _NOBODY_CLIENT, server.ctlPath, dataPath]
+            result = await deferToThread(
+                subprocess.run, argv, capture_output=True, text=True, timeout=20
+            )
+            self.assertEqual(result.stderr, "")
+            return result.stdout.strip()
+
+        self.assertEqual(await asNobody(victimPath), "closed")
+        self.assertIn("belongs to uid 0, not to the connecting uid 65534", self.log.text())
+        self.assertEqual(await asNobody("own"), "replied", self.log.text())

@@ -132,17 +132,17 @@ def netnodeModes(mode: Optional[int], dirmode: Optional[int]) -> tuple[int, int]
     return sockMode, dirmode
 
 
-def _peer(sock: socket.socket) -> str:
+def _credentials(sock: socket.socket) -> Optional[tuple[int, int, int]]:
     """
-    Who is at the other end of a control connection, for logs.
+    C{(pid, uid, gid)} of the process at the other end of a control
+    connection, if the kernel tells.
     """
     try:
-        pid, uid, gid = _PEERCRED.unpack(
+        return _PEERCRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
     except OSError:
-        return "unknown client"
-    return f"client pid {pid} uid {uid}"
+        return None
 
 
 def _strerror(e: BaseException) -> str:
@@ -246,7 +246,12 @@ class _Control:
         self.buffer = b""
         self.endpoint: Optional[ServerEndpoint] = None
         self.closed = False
-        self.who = _peer(sock)
+        credentials = _credentials(sock)
+        self.uid = None if credentials is None else credentials[1]
+        self.who = (
+            "unknown client" if credentials is None
+            else f"client pid {credentials[0]} uid {credentials[1]}"
+        )
         self.timeout = server.reactor.callLater(server.requestTimeout, self._timedOut)
 
     def fileno(self) -> int:
@@ -633,6 +638,17 @@ class VdeServer:
                 uid = os.stat(path).st_uid
             except OSError:
                 uid = -1
+            if control.uid not in (None, 0, uid):
+                # Unlike vde_switch: a client may only name its own socket,
+                # or a switch running as root could be made to send frames
+                # to any socket on the system (/dev/log, say).
+                self._reject(
+                    control,
+                    f"the client's socket belongs to uid {uid}, not to the "
+                    f"connecting uid {control.uid}",
+                    request,
+                )
+                return
         number = self._portFor(control, request, uid)
         if number is False:
             return
