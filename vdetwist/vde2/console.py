@@ -43,6 +43,8 @@ Differences from vde_switch 2.3.2 (all deliberate):
     the node keeps its default VLAN.
   - C{hash/setgcint} refuses values below 1 (the collector is a timer).
   - C{load} skips empty lines (vde_switch runs them and reports ENOSYS).
+  - C{help} describes C{vlan/delport} as removing the port (vde_switch's
+    text says "add").
   - FSTP is not implemented: C{fstp/showinfo} says C{FSTP=false} and
     C{fstp/setfstp 1} fails with C{1095 Operation not supported}.
   - Not implemented (C{1038}): C{plugin/*}, C{fstp/setedge}, C{fstp/bonus},
@@ -609,9 +611,9 @@ class _DebugObserver(NodeObserver):
         if port.isHost:
             return
         c = self.console
+        eid = c.endpointId(plug)  # ids in joining order
         if not c.sessions:
             return
-        eid = c.endpointId(plug)
         if len(port.endpoints) == 1:
             c._debug("port/+", f"{port.number:02d}")
         c._debug("port/ep/+", f"Port {port.number:02d} FD {eid:2d}")

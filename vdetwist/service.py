@@ -1,0 +1,560 @@
+"""
+C{twistd vde}: a switch compatible with vde2's C{vde_switch}.
+
+    twistd -n vde --switch /tmp/sw --mgmt /tmp/sw.mgmt
+    twistd -n vde --hub --numports 8 --plug tap://tap0
+    vde_plug /tmp/sw          # any vde2 client: QEMU, the C vde_plug, ours
+    vdeterm /tmp/sw.mgmt      # the management console
+
+Clients connect exactly as to C{vde_switch}: the switch directory holds the
+control socket C{ctl} and one datagram socket per endpoint
+(C{<dir>/<port %03d>.<fd>}).  The options are vde_switch's long options
+(spec: netnode-hub-switch.md B.1), with C{--switch} as the main name of
+C{--sock}.
+
+Defaults, as vde_switch: the directory is C{/var/run/vde.ctl} when running
+as root and C{/tmp/vde.ctl} otherwise (created if missing, an existing one
+is reused unless another switch answers in it); sockets 0600, directory
+02700 (C{--mode} alone derives the directory mode, C{--dirmode} alone the
+socket mode); 32 ports (0..31; port 0 is only given to clients asking for
+it); MAC table of 128 buckets, entries expire after 100 s idle, an address
+moves to another port only if it was quiet for 3 s.
+
+Differences from vde_switch: no stdin console (use C{--mgmt}); no FSTP
+(C{--fstp} is refused); the rc file is only read when given with
+C{--rcfile} (vde_switch reads C{~/.vde2/vde_switch.rc} or
+C{/etc/vde2/vde_switch.rc} by default); C{--plug VNL} attaches any network
+vdetwist can open (C{--tap IF} is C{--plug tap://IF}); frames are not
+truncated at 1518 bytes.  C{--daemon} and C{--pidfile} are twistd's own
+options (C{twistd --pidfile F vde ...}; without C{-n} twistd daemonizes).
+
+SIGTERM, SIGINT and C{shutdown} on the console stop the switch cleanly:
+clients see their control connection close, the sockets and the directory
+(when empty) are removed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import grp
+import os
+import socket
+import sys
+from typing import Optional
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from vdetwist.errors import VdeError
+from vdetwist.node import HubEngine, LoggingObserver, MacTable, Node, SwitchEngine, parseMac
+from vdetwist.node.mactable import roundUpPowerOfTwo
+from vdetwist.sockets import isAlive, isSocket
+
+__all__ = ["Options", "makeService", "VdeSwitchService", "defaultSwitchPath"]
+
+log = Logger()
+
+#: vde_switch's defaults.
+DEFAULT_NUMPORTS = 32
+DEFAULT_HASHSIZE = 128
+GC_INTERVAL = 2
+GC_EXPIRE = 100
+MIN_PERSISTENCE = 3
+#: The MAC table holds at most this many addresses (vde_switch's chained
+#: table has no bound; the hash size only sets its bucket count).
+MAC_CAPACITY = 65536
+
+
+def defaultSwitchPath(euid: Optional[int] = None) -> str:
+    """
+    vde_switch's default directory: C{/var/run/vde.ctl} for root, else
+    C{/tmp/vde.ctl}.
+    """
+    if euid is None:
+        euid = os.geteuid()
+    return "/var/run/vde.ctl" if euid == 0 else "/tmp/vde.ctl"
+
+
+def _octal(option: str, text: str) -> int:
+    try:
+        value = int(text, 8)
+    except (TypeError, ValueError):
+        value = -1
+    if not 0 <= value <= 0o7777:
+        raise usage.UsageError(
+            f"--{option}: expected an octal permission mode such as 660, not {text!r}"
+        )
+    return value
+
+
+def _positive(option: str, text, what: str) -> int:
+    try:
+        value = int(str(text).strip(), 0)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise usage.UsageError(f"--{option}: expected {what} (a positive integer), not {text!r}")
+    return value
+
+
+def _group(option: str, text: str) -> str:
+    try:
+        grp.getgrnam(text)
+        return text
+    except KeyError:
+        pass
+    if text.isdigit():
+        try:
+            grp.getgrgid(int(text))
+            return text
+        except KeyError:
+            pass
+    raise usage.UsageError(f"--{option}: no such group: {text!r}")
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run a switch compatible with vde2's vde_switch: vde2 clients (QEMU, "
+        "vde_plug, ...) connect to its directory; --mgmt gives it a management "
+        "console for vdeterm/unixcmd.  Defaults: directory /var/run/vde.ctl as "
+        "root, else /tmp/vde.ctl; 32 ports; sockets 0600, directory 02700."
+    )
+
+    optFlags = [
+        ["hub", "x", "Hub mode: every frame to every port, no learning, no VLANs."],
+        ["fstp", "F", "Fast spanning tree (not implemented: refused)."],
+    ]
+    optParameters = [
+        ["switch", "s", None,
+         "Switch directory (default: /var/run/vde.ctl as root, else /tmp/vde.ctl)."],
+        ["mode", "m", None, "Octal mode of the sockets (default 600)."],
+        ["dirmode", None, None,
+         "Octal mode of the directory (default 2700, or derived from --mode)."],
+        ["group", "g", None, "Group owning the directory and sockets."],
+        ["numports", "n", str(DEFAULT_NUMPORTS), "Number of ports (0..N-1)."],
+        ["mgmt", "M", None, "Management console socket path (vdeterm, unixcmd)."],
+        ["mgmtmode", None, None, "Octal mode of the console socket (default 600)."],
+        ["mgmtgroup", None, None, "Group of the console socket."],
+        ["hashsize", None, str(DEFAULT_HASHSIZE),
+         "MAC table buckets (a power of two; others are rounded up)."],
+        ["macaddr", None, None,
+         "Switch MAC address xx:xx:xx:xx:xx:xx (default 00:ff + 4 random bytes)."],
+        ["rcfile", "f", None, "Console commands to run at start."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["plugs"] = []
+
+    def opt_plug(self, vnl: str) -> None:
+        """
+        Attach the network VNL as a port at start (repeatable), e.g.
+        tap://tap0, vde:///tmp/other, vxvde://239.1.2.3.
+        """
+        self["plugs"].append(vnl)
+
+    def opt_tap(self, interface: str) -> None:
+        """
+        Attach the tap interface IF (same as --plug tap://IF; repeatable).
+        """
+        self["plugs"].append(f"tap://{interface}")
+
+    opt_t = opt_tap
+
+    # Aliases are separate methods: usage.Options cannot print the help of
+    # long options that share one method.
+    def opt_sock(self, path: str) -> None:
+        """
+        Same as --switch.
+        """
+        self["switch"] = path
+
+    def opt_vdesock(self, path: str) -> None:
+        """
+        Same as --switch.
+        """
+        self["switch"] = path
+
+    def opt_unix(self, path: str) -> None:
+        """
+        Same as --switch.
+        """
+        self["switch"] = path
+
+    def opt_mod(self, mode: str) -> None:
+        """
+        Same as --mode.
+        """
+        self["mode"] = mode
+
+    def postOptions(self) -> None:
+        if self["fstp"]:
+            raise usage.UsageError(
+                "--fstp: the fast spanning tree protocol is not implemented"
+            )
+        self["numports"] = _positive("numports", self["numports"], "a number of ports")
+        self["hashsize"] = _positive("hashsize", self["hashsize"], "a MAC table size")
+        for option in ("mode", "dirmode", "mgmtmode"):
+            if self[option] is not None:
+                self[option] = _octal(option, self[option])
+        for option in ("group", "mgmtgroup"):
+            if self[option] is not None:
+                self[option] = _group(option, self[option])
+        if self["macaddr"] is not None:
+            try:
+                self["macaddr"] = parseMac(self["macaddr"])
+            except ValueError:
+                raise usage.UsageError(
+                    f"--macaddr: expected a MAC address such as 02:00:00:00:00:01, "
+                    f"not {self['macaddr']!r}"
+                ) from None
+        path = self["switch"] or defaultSwitchPath()
+        self["switch"] = os.path.abspath(path)
+        if self["mgmt"] is not None:
+            self["mgmt"] = os.path.abspath(self["mgmt"])
+        if self["rcfile"] is not None:
+            self["rcfile"] = os.path.abspath(self["rcfile"])
+
+
+def _switchModes(mode: Optional[int], dirmode: Optional[int]) -> tuple[int, int]:
+    from vdetwist.vde2.server import switchModes
+
+    return switchModes(mode, dirmode)
+
+
+def preflight(config) -> None:
+    """
+    Check what can be checked before anything is created, so that twistd
+    can report the problem before it daemonizes.
+
+    @raise VdeError: naming the option and the problem.
+    """
+    path = config["switch"]
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise VdeError(
+            f"--switch {path}: the parent directory {parent} does not exist", errno.ENOENT
+        )
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise VdeError(f"--switch {path}: exists and is not a directory", errno.ENOTDIR)
+    ctl = os.path.join(path, "ctl")
+    if isSocket(ctl) and isAlive(ctl, socket.SOCK_STREAM):
+        raise VdeError(
+            f"--switch {path}: another switch is running there ({ctl} accepts connections)",
+            errno.EADDRINUSE,
+        )
+    mgmt = config["mgmt"]
+    if mgmt is not None:
+        if not os.path.isdir(os.path.dirname(mgmt)) and os.path.dirname(mgmt) != path:
+            raise VdeError(
+                f"--mgmt {mgmt}: the directory {os.path.dirname(mgmt)} does not exist",
+                errno.ENOENT,
+            )
+        if os.path.lexists(mgmt):
+            if not isSocket(mgmt):
+                raise VdeError(f"--mgmt {mgmt}: exists and is not a socket", errno.EEXIST)
+            if isAlive(mgmt, socket.SOCK_STREAM):
+                raise VdeError(
+                    f"--mgmt {mgmt}: in use (another switch answers on it)", errno.EADDRINUSE
+                )
+        if len(os.fsencode(mgmt)) > 107:
+            raise VdeError(f"--mgmt {mgmt}: too long for a unix socket path", errno.ENAMETOOLONG)
+    if len(os.fsencode(ctl)) > 107:
+        raise VdeError(f"--switch {path}: too long for a unix socket path", errno.ENAMETOOLONG)
+    rcfile = config["rcfile"]
+    if rcfile is not None and not os.access(rcfile, os.R_OK):
+        raise VdeError(f"--rcfile {rcfile}: cannot be read", errno.ENOENT)
+    if config["plugs"]:
+        from vdetwist.registry import registry
+        from vdetwist.vnl import resolve
+
+        for vnl in config["plugs"]:
+            try:
+                parsed = resolve(vnl)
+                registry.backendFor(parsed.text, parsed.scheme)
+            except VdeError as e:
+                raise VdeError(f"--plug {vnl}: {e.message}", e.errno) from None
+
+
+class VdeSwitchService(Service):
+    """
+    The switch: a L{Node} with vde_switch's engine, a
+    L{vdetwist.vde2.server.VdeServer} on its directory, the management
+    console, and the C{--plug} networks.
+
+    @param config: parsed L{Options}.
+    @param reactor: the reactor (the global one by default).
+    @param standalone: the process is this switch (twistd): C{shutdown} on
+        the console stops the reactor, and a C{--plug} that fails after the
+        start stops it too and makes the process exit with status 1.
+        Otherwise C{shutdown} only stops this service.
+    @param opener: opens the C{--plug} VNLs, like (and by default)
+        L{vdetwist.registry.openVNL}.
+
+    @ivar node: the L{Node} (after start).
+    @ivar server: the L{VdeServer} (after start).
+    @ivar console: the L{VdeConsole} (after start; it exists even without
+        C{--mgmt}: it runs C{--rcfile}).
+    @ivar plugs: the C{--plug} networks attached: (VNL, plug) pairs.
+    """
+
+    name = "vde"
+
+    def __init__(self, config, reactor=None, standalone: bool = False, opener=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        if opener is None:
+            from vdetwist.registry import openVNL as opener
+        self.opener = opener
+        self.config = config
+        self.reactor = reactor
+        self.standalone = standalone
+        self.node: Optional[Node] = None
+        self.server = None
+        self.console = None
+        self.mgmtPort = None
+        self.plugs: list[tuple[str, object]] = []
+        self.failed: Optional[str] = None
+        self._built = False
+        self._opening = False
+        self._syncErrors: list[str] = []
+        self._pending: list[Deferred] = []
+
+    # -- start ------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        """
+        Create the directory and sockets (before twistd drops privileges).
+        """
+        super().privilegedStartService()
+        self._build()
+
+    def _build(self) -> None:
+        """
+        Make the node, open the C{--plug} networks (a failure to open one at
+        once fails the start before any socket is created), then the
+        switch directory and the console socket.
+        """
+        if self._built:
+            return
+        from vdetwist.vde2.console import VdeConsole, listenConsole
+        from vdetwist.vde2.server import VdeServer
+
+        config = self.config
+        reactor = self.reactor
+        hashsize = config["hashsize"]
+        size = roundUpPowerOfTwo(hashsize)
+        if size != hashsize:
+            log.warn("Hash size must be a power of 2. {n} rounded to {size}", n=hashsize, size=size)
+        table = MacTable(
+            reactor,
+            hashsize=size,
+            expiretime=GC_EXPIRE,
+            minPersistence=MIN_PERSISTENCE,
+            capacity=max(MAC_CAPACITY, size),
+            gcInterval=GC_INTERVAL,
+        )
+        engine = HubEngine() if config["hub"] else SwitchEngine()
+        node = Node(
+            engine, reactor, table,
+            numports=config["numports"], firstPort=1, keepInactivePorts=True,
+        )
+        node.addObserver(LoggingObserver(log))
+        mode, dirmode = _switchModes(config["mode"], config["dirmode"])
+        mgmtMode = config["mgmtmode"] if config["mgmtmode"] is not None else 0o600
+        console = VdeConsole(
+            node, reactor,
+            ctlDir=config["switch"],
+            sockMode=mode,
+            mgmtPath=config["mgmt"],
+            mgmtMode=mgmtMode,
+            macaddr=config["macaddr"],
+            shutdown=self._shutdownCommand,
+        )
+        self.node, self.console = node, console
+
+        def undo():
+            self.node = self.console = None
+            console.close()
+            node.close()
+
+        self._syncErrors = []
+        self._opening = True
+        try:
+            for vnl in config["plugs"]:
+                self._open(vnl)
+        finally:
+            self._opening = False
+        if self._syncErrors:
+            undo()
+            self._startFailed("; ".join(self._syncErrors), errno.EIO)
+
+        server = VdeServer(
+            reactor, node, config["switch"],
+            mode=mode, dirmode=dirmode, group=config["group"], flavour="vde_switch",
+        )
+        server.mgmtMode = mgmtMode
+        server.mgmtGroup = config["mgmtgroup"]
+        try:
+            server.start()
+        except VdeError as e:
+            undo()
+            self._startFailed(f"--switch {config['switch']}: {e.message}", e.errno)
+        console.attachServer(server)
+        if config["mgmt"] is not None:
+            try:
+                self.mgmtPort = listenConsole(
+                    reactor, console, config["mgmt"], mgmtMode, config["mgmtgroup"]
+                )
+            except VdeError as e:
+                server.stop()
+                undo()
+                self._startFailed(f"--mgmt {config['mgmt']}: {e.message}", e.errno)
+            log.info("management console on {path}", path=config["mgmt"])
+        self.server = server
+        self._built = True
+
+    def _startFailed(self, message: str, code: int):
+        log.critical("cannot start: {problem}", problem=message)
+        raise VdeError(message, code)
+
+    def startService(self) -> None:
+        self._build()
+        super().startService()
+        self.node.start()
+        rcfile = self.config["rcfile"]
+        if rcfile is not None:
+            code, text = self.console.runScript(rcfile)
+            if code:
+                log.warn("--rcfile {path}: {error}", path=rcfile, error=os.strerror(code))
+            for line in text.decode("utf-8", "replace").splitlines():
+                log.info("rc: {line}", line=line)
+        log.info(
+            "{kind} ready at {path}: {n} ports",
+            kind="hub" if self.config["hub"] else "switch",
+            path=self.config["switch"], n=self.config["numports"],
+        )
+
+    def _open(self, vnl: str) -> None:
+        from vdetwist.registry import OpenArgs
+
+        description = f"vdetwist switch {self.config['switch']}"
+        d = self.opener(self.reactor, vnl, description, OpenArgs())
+        d.addCallbacks(self._attach, self._plugFailed, callbackArgs=(vnl,), errbackArgs=(vnl,))
+        if not d.called:
+            self._pending.append(d)
+            d.addBoth(self._settled, d)
+
+    def _settled(self, result, d: Deferred):
+        if d in self._pending:
+            self._pending.remove(d)
+        return result
+
+    def _attach(self, plug, vnl: str) -> None:
+        if self.node is None:
+            plug.close()
+            return
+        scheme = vnl.partition("://")[0] if "://" in vnl else "vde"
+        module = "tuntap" if scheme in ("tap", "macvtap") else "vdeplug"
+        self.console.describePlug(plug, module, vnl)
+        try:
+            port = self.node.addPort(plug)
+        except VdeError as e:
+            plug.close()
+            self._plugFailed(Failure(VdeError(f"no port for it: {e.message}", e.errno)), vnl)
+            return
+        self.plugs.append((vnl, plug))
+        log.info("--plug {vnl} attached as port {port}", vnl=vnl, port=port.number)
+
+    def _plugFailed(self, failure: Failure, vnl: str) -> None:
+        error = failure.value
+        text = str(error) if not isinstance(error, VdeError) else error.message
+        message = f"--plug {vnl}: {text}"
+        if self._opening:
+            self._syncErrors.append(message)
+            return
+        if self.node is None:
+            return
+        log.critical("{problem}; stopping", problem=message)
+        self.failed = message
+        if self.standalone:
+            if not _exitStatus:
+                atexit.register(_exitWithStatus)
+            _exitStatus.append(1)
+            if self.reactor.running:
+                self.reactor.stop()
+
+    def _shutdownCommand(self) -> None:
+        if self.standalone and self.reactor.running:
+            self.reactor.stop()
+        elif self.running:
+            self.stopService()
+
+    # -- stop -------------------------------------------------------------
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return self._teardown()
+
+    def _teardown(self) -> Deferred:
+        console, self.console = self.console, None
+        mgmtPort, self.mgmtPort = self.mgmtPort, None
+        server, self.server = self.server, None
+        node, self.node = self.node, None
+        self._built = False
+        # With no node, a cancelled open is not reported as a failure.
+        for d in list(self._pending):
+            d.cancel()
+        if console is not None:
+            for session in list(console.sessions):
+                session.ended = True
+                if session.transport is not None:
+                    session.transport.loseConnection()
+            console.close()
+        d = succeed(None)
+        if mgmtPort is not None:
+            d = maybeDeferred(mgmtPort.stopListening)
+
+        def stopServer(result):
+            if server is not None:
+                server.stop()
+            if node is not None:
+                node.close()
+            self.plugs.clear()
+            return None
+
+        return d.addBoth(stopServer)
+
+
+#: Set when the process must exit with a failure status.
+_exitStatus: list[int] = []
+
+
+def _exitWithStatus() -> None:
+    """
+    At exit, after twistd cleaned up: make the exit status a failure.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(_exitStatus[0])
+
+
+def makeService(config) -> VdeSwitchService:
+    """
+    The twistd entry point: check the configuration (so that problems are
+    reported before twistd daemonizes: the process exits with status 1 and
+    the message) and build the service.
+    """
+    try:
+        preflight(config)
+    except VdeError as e:
+        raise SystemExit(f"twistd vde: {e.message}") from None
+    return VdeSwitchService(config, standalone=True)
