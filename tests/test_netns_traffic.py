@@ -1,0 +1,190 @@
+"""
+Real IP traffic through vdetwist: two network namespaces, each with a tap
+that a C{vde_plug tap://NAME CABLE} process holds, the two plugs joined by a
+cable (ptp://, udp://).  Ping and a byte-exact 2 MB TCP transfer must pass.
+
+Every address and interface lives in namespaces the test makes and removes:
+the taps are made (persistent) in a third, "cable" namespace where the
+vde_plug processes run, so that even the udp:// cable's loopback datagrams
+stay private; once a plug holds its tap, the tap moves into its host
+namespace (the plug's descriptor keeps working across the move) and gets
+10.77.0.1/24 or 10.77.0.2/24.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from twisted.trial.unittest import TestCase
+
+from tests.support import cTool, ourEnv, ourTool, requireCommand
+from tests.test_tap import makeNamespace, requireTun
+from vdetwist import netns
+
+IFF_LOWER_UP = 0x10000
+ADDRESSES = ("10.77.0.1", "10.77.0.2")
+PORT = 7777
+TRANSFER = 2 * 1024 * 1024
+SEED = 7
+
+SERVER = r"""
+import hashlib, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+s.settimeout(30)
+print("listening", flush=True)
+c, _ = s.accept()
+c.settimeout(30)
+h, n = hashlib.sha256(), 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    h.update(d)
+    n += len(d)
+c.sendall(f"{n} {h.hexdigest()}".encode())
+c.close()
+"""
+
+CLIENT = r"""
+import random, socket, sys, time
+data = random.Random(int(sys.argv[4])).randbytes(int(sys.argv[3]))
+deadline = time.monotonic() + 10
+while True:
+    try:
+        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+c.sendall(data)
+c.shutdown(socket.SHUT_WR)
+reply = b""
+while True:
+    d = c.recv(4096)
+    if not d:
+        break
+    reply += d
+print(reply.decode())
+"""
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class TrafficTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        requireTun()
+        self.cable = makeNamespace(self)
+        self.hosts = [makeNamespace(self) for _ in ADDRESSES]
+        self.tmp = tempfile.mkdtemp(prefix="vtcable")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def plugTap(self, side: int, plug: list[str], cableVnl: str) -> str:
+        """
+        Make a tap in the cable namespace, run C{plug tap://TAP cableVnl} on
+        it there, then move the tap to host C{side} and give it its address.
+        """
+        name = netns.uniqueName(f"vt{'ab'[side]}")
+        netns.createTap(name, self.cable)
+        netns.setUp(name, self.cable)
+        log = open(os.path.join(self.tmp, f"{name}.log"), "w+")
+        self.addCleanup(log.close)
+        proc = self.cable.popen(
+            plug + [f"tap://{name}", cableVnl], env=ourEnv(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+        )
+        self.addCleanup(stop, proc)
+        deadline = time.monotonic() + 15
+        # The tap has carrier once somebody holds it open.
+        while not netns.linkInfo(name, self.cable)["flags"] & IFF_LOWER_UP:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                self.fail(f"{' '.join(plug)} did not open {name}: {log.read()}")
+            time.sleep(0.02)
+        host = self.hosts[side]
+        netns.moveLink(name, host, self.cable)
+        netns.addAddress(name, f"{ADDRESSES[side]}/24", host)
+        netns.setUp(name, host)
+        netns.waitOperational(name, host)
+        return name
+
+    def connect(self, plugs: tuple[list[str], list[str]], vnls: tuple[str, str]) -> None:
+        for side in (0, 1):
+            self.plugTap(side, plugs[side], vnls[side])
+
+    def assertPing(self) -> None:
+        requireCommand("ping", "iputils-ping")
+        result = self.hosts[0].run(
+            ["ping", "-c", "3", "-i", "0.2", "-W", "3", ADDRESSES[1]],
+            capture_output=True, text=True, timeout=30,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(f"bytes from {ADDRESSES[1]}", result.stdout)
+
+    def assertTransfer(self) -> None:
+        """
+        2 MB of TCP from host 0 to host 1 arrive byte for byte.
+        """
+        server = self.hosts[1].popen(
+            [sys.executable, "-c", SERVER, ADDRESSES[1], str(PORT)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.addCleanup(stop, server)
+        ready, _, _ = select.select([server.stdout], [], [], 15)
+        self.assertTrue(ready, "the TCP server did not start")
+        self.assertEqual(server.stdout.readline().strip(), "listening")
+        client = self.hosts[0].run(
+            [sys.executable, "-c", CLIENT, ADDRESSES[1], str(PORT), str(TRANSFER), str(SEED)],
+            capture_output=True, text=True, timeout=45,
+        )
+        self.assertEqual(client.returncode, 0, client.stderr)
+        expected = hashlib.sha256(random.Random(SEED).randbytes(TRANSFER)).hexdigest()
+        self.assertEqual(client.stdout.split(), [str(TRANSFER), expected])
+        server.wait(10)
+
+    def assertTraffic(self, plugs, vnls) -> None:
+        self.connect(plugs, vnls)
+        self.assertPing()
+        self.assertTransfer()
+
+    def test_ptp(self) -> None:
+        path = os.path.join(self.tmp, "cable")
+        ours = ourTool("vde_plug")
+        self.assertTraffic((ours, ours), (f"ptp://{path}", f"ptp://{path}"))
+
+    def test_udp(self) -> None:
+        ours = ourTool("vde_plug")
+        self.assertTraffic(
+            (ours, ours),
+            ("udp://127.0.0.1:5001->127.0.0.1:5002", "udp://127.0.0.1:5002->127.0.0.1:5001"),
+        )
+
+    def test_ptpWithC(self) -> None:
+        """
+        Our vde_plug on one tap, the C one on the other, one ptp:// cable.
+        """
+        path = os.path.join(self.tmp, "cable")
+        self.assertTraffic(
+            (ourTool("vde_plug"), [cTool("vde_plug")]), (f"ptp://{path}", f"ptp://{path}")
+        )
