@@ -309,3 +309,34 @@ class DatagramPlugFlowTests(TestCase):
         plug.resumeProducing()
         await settle()
         self.assertEqual(collector.frames, [frame(1)])
+
+
+class DatagramPlugErrorTests(TestCase):
+    async def test_readErrorCloses(self) -> None:
+        """
+        A receive error other than a gone peer closes the plug with the
+        reason, and no traceback is logged.
+        """
+
+        class Broken:
+            def __init__(self, sock):
+                self.sock = sock
+
+            def recv(self, size):
+                raise OSError(errno.EIO, "Input/output error")
+
+            def __getattr__(self, name):
+                return getattr(self.sock, name)
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(theirs.close)
+        plug = DatagramPlug(reactor, Broken(ours), "broken")
+        collector = FrameCollector()
+        plug.startReceiving(collector)
+        theirs.send(frame(1))
+        await settle()
+        self.assertTrue(plug.closed)
+        self.assertEqual(
+            collector.reason.getErrorMessage(), "broken: receive failed: Input/output error"
+        )
+        self.assertEqual(self.flushLoggedErrors(), [])

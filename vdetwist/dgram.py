@@ -101,10 +101,13 @@ class DatagramPlug(PlugBase):
                 return
             except OSError as e:
                 # ECONNREFUSED and friends report an earlier send to a gone
-                # peer; they do not end the plug.
-                if e.errno in (errno.ECONNREFUSED, errno.ENOTCONN, errno.EPIPE):
-                    return
-                raise
+                # peer; they do not end the plug.  Anything else does, with
+                # the reason logged by whoever receives plugClosed.
+                if e.errno not in (errno.ECONNREFUSED, errno.ENOTCONN, errno.EPIPE):
+                    self._lost(
+                        Failure(PlugLost(f"{self.description}: receive failed: {e.strerror}"))
+                    )
+                return
             size = len(frame)
             if size < ETH_HDRLEN or size > VDE_ETHBUFSIZE:
                 if size == 0:
