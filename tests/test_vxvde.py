@@ -1,0 +1,1082 @@
+"""
+C{vxvde://} and C{vxlan://} on real sockets.
+
+The first part runs the plugs in this process on loopback unicast sockets
+only (no multicast, no root): the "group" is an ordinary socket, which is
+enough to exercise learning, unicast, goodbyes, own-packet suppression, bad
+input and jumbo frames.
+
+The second part needs root: every test makes its own network namespaces
+(veths, a bridge, a kernel VXLAN device), all multicast stays on those links,
+and everything is removed afterwards.  It runs vdetwist's C{vde_plug} against
+the C C{vde_plug} (vxvde, IPv4 and IPv6, two and three members) and against a
+Linux kernel VXLAN device (ARP, ping and TCP through a tap), and throws bad
+datagrams at a running plug.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from tests.support import cTool, frame, ourEnv, ourTool, records, requireRoot
+from vdetwist.backends.vxlan import VxlanPlug, openVxlanSocket
+from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets, openVxvdeSockets
+from vdetwist.errors import VdeError, VNLError
+from vdetwist.registry import registry
+from vdetwist.stream import StreamDecoder
+from vdetwist.testing import FrameCollector
+from vdetwist.vnl import resolve
+from vdetwist.vxlanwire import Verdict, packHeader, parseVxlan, parseVxvde
+
+#: Ethertypes of the frames checked (L{frame} uses 0x88b5) and of probes.
+DATA_TYPE = b"\x88\xb5"
+PROBE_TYPE = b"\x88\xb6"
+#: Upper bound for any single wait; a passing run never gets close.
+TIMEOUT = 10.0
+BROADCAST = b"\xff" * 6
+JUMBO = 9234
+
+
+def mac(n: int) -> bytes:
+    return bytes([0x02, 0x78, 0, 0, 0, n])
+
+
+def dataFrame(n: int, size: int = 100, src: int = 1, dst: bytes = BROADCAST) -> bytes:
+    return frame(n, size, src=mac(src), dst=dst)
+
+
+# ---------------------------------------------------------------------------
+# In-process plugs on loopback
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.01)
+
+
+def settle(seconds: float = 0.1):
+    return deferLater(reactor, seconds)
+
+
+def udp(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, port))
+    sock.settimeout(2)
+    return sock
+
+
+def pending(sock: socket.socket) -> list[tuple[bytes, Any]]:
+    """
+    Everything queued on C{sock} now.
+    """
+    found = []
+    sock.setblocking(False)
+    try:
+        while True:
+            found.append(sock.recvfrom(65536))
+    except BlockingIOError:
+        pass
+    finally:
+        sock.settimeout(2)
+    return found
+
+
+class FakeTime:
+    """
+    The reactor, with a clock the test sets.
+    """
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.now = 1000.0
+
+    def seconds(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class LogCapture:
+    def __init__(self, test: TestCase) -> None:
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def rejections(self) -> list[dict]:
+        return [e for e in self.events if "rejected" in e.get("log_format", "")]
+
+
+class LoopbackCase(TestCase):
+    def sock(self, host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+        sock = udp(host, port)
+        self.addCleanup(sock.close)
+        return sock
+
+    def start(self, plug) -> FrameCollector:
+        self.addCleanup(plug.close)
+        collector = FrameCollector()
+        plug.startReceiving(collector)
+        return collector
+
+
+class VxvdeLoopbackTests(LoopbackCase):
+    """
+    A vxvde plug whose "group" is a loopback socket: either its own group
+    socket (so what it sends to the group comes back as its own packets,
+    as with multicast loopback) or a separate listener.
+    """
+
+    def vxvde(self, vnl: str = "vxvde:///v=5", ownGroup: bool = True, clock: Any = reactor):
+        config = parseVxvde(resolve(vnl))
+        multicast = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        multicast.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        multicast.bind(("127.0.0.1", 0))
+        unicast = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        unicast.bind(("127.0.0.1", 0))
+        if ownGroup:
+            self.group = None
+            groupAddress = multicast.getsockname()
+        else:
+            self.group = self.sock()
+            groupAddress = self.group.getsockname()
+        for s in (multicast, unicast):
+            s.setblocking(False)
+        plug = VxvdePlug(
+            clock, vnl, config, VxvdeSockets(multicast, unicast, groupAddress, socket.AF_INET)
+        )
+        return plug, self.start(plug)
+
+    async def test_learnAndUnicast(self) -> None:
+        """
+        A frame from a member is delivered and its source MAC learned with
+        the member's address; frames to that MAC go to it directly, group
+        traffic does not reach it, and the plug drops its own looped-back
+        group packets.
+        """
+        plug, collector = self.vxvde()
+        header = packHeader(5)
+        peer = self.sock()
+        peer.sendto(header + dataFrame(1, src=7), plug.group)
+        await until(lambda: collector.frames, "the member's frame")
+        self.assertEqual(collector.frames, [dataFrame(1, src=7)])
+        self.assertEqual(plug.macs.lookup(mac(7), 1), peer.getsockname())
+
+        plug.send(dataFrame(2, dst=mac(7)))
+        data, source = peer.recvfrom(65536)
+        self.assertEqual(data, header + dataFrame(2, dst=mac(7)))
+        self.assertEqual(source, plug.unicastSocket.getsockname())
+
+        plug.send(dataFrame(3))
+        plug.send(dataFrame(4, dst=mac(9)))
+        await until(lambda: plug.ownDropped == 2, "own packets dropped")
+        self.assertEqual(pending(peer), [])
+        self.assertEqual(collector.frames, [dataFrame(1, src=7)])
+        self.assertEqual((plug.stats.sent, plug.stats.received), (3, 1))
+
+        # Unicast to the plug's own socket is heard, and learned, too.
+        other = self.sock()
+        other.sendto(header + dataFrame(5, src=8, dst=mac(1)), plug.unicastSocket.getsockname())
+        await until(lambda: len(collector.frames) == 2, "the unicast frame")
+        self.assertEqual(plug.macs.lookup(mac(8), 1), other.getsockname())
+
+    async def test_goodbye(self) -> None:
+        """
+        The bare header from a member makes the plug forget its MACs (frames
+        to them go to the group again); one with a wrong VNI does not.
+        """
+        plug, collector = self.vxvde(ownGroup=False)
+        peer = self.sock()
+        peer.sendto(packHeader(5) + dataFrame(1, src=7), plug.unicastSocket.getsockname())
+        peer.sendto(packHeader(5) + dataFrame(2, src=6), plug.unicastSocket.getsockname())
+        await until(lambda: len(collector.frames) == 2, "the frames")
+        peer.sendto(packHeader(6), plug.unicastSocket.getsockname())
+        await until(lambda: plug.rejected.total == 1, "a rejection")
+        self.assertEqual(plug.macs.lookup(mac(7), 1), peer.getsockname())
+        peer.sendto(packHeader(5), plug.unicastSocket.getsockname())
+        await until(lambda: plug.goodbyes == 1, "the goodbye")
+        self.assertIsNone(plug.macs.lookup(mac(7), 1))
+        self.assertIsNone(plug.macs.lookup(mac(6), 1))
+        plug.send(dataFrame(3, dst=mac(7)))
+        self.assertEqual(self.group.recv(65536), packHeader(5) + dataFrame(3, dst=mac(7)))
+        self.assertEqual(pending(peer), [])
+
+    async def test_closeSaysGoodbye(self) -> None:
+        plug, collector = self.vxvde(ownGroup=False)
+        address = plug.unicastSocket.getsockname()
+        plug.close()
+        self.assertEqual(self.group.recvfrom(65536), (packHeader(5), address))
+        self.assertIsNotNone(collector.reason)
+
+    async def test_expiry(self) -> None:
+        """
+        A learned address is used for C{expiretime} seconds after the last
+        frame from that MAC; lookups do not refresh it.
+        """
+        clock = FakeTime(reactor)
+        plug, collector = self.vxvde("vxvde:///v=5/expiretime=30", ownGroup=False, clock=clock)
+        peer = self.sock()
+        peer.sendto(packHeader(5) + dataFrame(1, src=7), plug.unicastSocket.getsockname())
+        await until(lambda: collector.frames, "the frame")
+        clock.now += 30
+        plug.send(dataFrame(2, dst=mac(7)))
+        self.assertEqual(peer.recv(65536)[8:], dataFrame(2, dst=mac(7)))
+        clock.now += 0.5
+        plug.send(dataFrame(3, dst=mac(7)))
+        self.assertEqual(self.group.recv(65536)[8:], dataFrame(3, dst=mac(7)))
+        self.assertEqual(pending(peer), [])
+
+    async def test_badInput(self) -> None:
+        """
+        Malformed headers, wrong VNIs, truncated and oversized datagrams are
+        counted by reason, reported once (not per datagram), and the plug
+        keeps working.
+        """
+        logs = LogCapture(self)
+        plug, collector = self.vxvde(ownGroup=False)
+        peer = self.sock()
+        good = dataFrame(1, src=7)
+        bad = [
+            (bytes.fromhex("0c00000000000500") + good, Verdict.BAD_FLAGS),
+            (bytes.fromhex("0000000000000500") + good, Verdict.BAD_FLAGS),
+            (bytes.fromhex("0801020300000509") + good, Verdict.BAD_RESERVED),
+            (packHeader(6) + good, Verdict.WRONG_VNI),
+            (packHeader(5)[:5], Verdict.TRUNCATED),
+            (b"", Verdict.TRUNCATED),
+            (packHeader(5) + good[:14], Verdict.TRUNCATED),
+            (packHeader(5) + bytes(JUMBO + 1), Verdict.OVERSIZED),
+            (packHeader(5) + bytes(20000), Verdict.OVERSIZED),
+        ]
+        rounds = 20
+        for _ in range(rounds):
+            for datagram, _ in bad:
+                peer.sendto(datagram, plug.unicastSocket.getsockname())
+            await settle(0.005)
+        await until(lambda: plug.rejected.total == rounds * len(bad), "the rejections")
+        expected: dict = {}
+        for _, verdict in bad:
+            expected[verdict] = expected.get(verdict, 0) + rounds
+        self.assertEqual(plug.rejected.counts, expected)
+        self.assertEqual(collector.frames, [])
+        self.assertIsNone(plug.macs.lookup(mac(7), 1))
+        self.assertEqual(len(logs.rejections()), 1)
+        peer.sendto(packHeader(5) + good, plug.unicastSocket.getsockname())
+        await until(lambda: collector.frames == [good], "the good frame")
+        plug.close()
+        # What was pending is summarised once at close.
+        self.assertEqual(len(logs.rejections()), 2)
+
+    async def test_jumbo(self) -> None:
+        plug, collector = self.vxvde(ownGroup=False)
+        peer = self.sock()
+        big = dataFrame(1, JUMBO, src=7)
+        peer.sendto(packHeader(5) + big, plug.unicastSocket.getsockname())
+        await until(lambda: collector.frames, "the jumbo frame")
+        self.assertEqual(collector.frames, [big])
+        plug.send(dataFrame(2, JUMBO, dst=mac(7)))
+        self.assertEqual(peer.recv(65536), packHeader(5) + dataFrame(2, JUMBO, dst=mac(7)))
+        plug.send(dataFrame(3, JUMBO + 1, dst=mac(7)))
+        self.assertEqual(plug.stats.dropped, 1)
+
+    async def test_shortFrames(self) -> None:
+        """
+        Frames shorter than an Ethernet header are discarded, but reported
+        sent, as in C.
+        """
+        plug, _ = self.vxvde(ownGroup=False)
+        plug.send(b"\xff" * 13)
+        plug.send(b"")
+        self.assertEqual((plug.stats.sent, plug.stats.dropped), (2, 0))
+        self.assertEqual(pending(self.group), [])
+
+    async def test_pause(self) -> None:
+        plug, collector = self.vxvde(ownGroup=False)
+        peer = self.sock()
+        plug.pauseProducing()
+        peer.sendto(packHeader(5) + dataFrame(1, src=7), plug.unicastSocket.getsockname())
+        await settle()
+        self.assertEqual(collector.frames, [])
+        plug.resumeProducing()
+        await until(lambda: collector.frames, "the frame after resuming")
+
+
+class VxlanLoopbackTests(LoopbackCase):
+    """
+    A vxlan plug on 127.0.0.1:P, a remote VTEP on 127.0.0.2 (listening on
+    P, sending from another port, like a kernel VXLAN device), the group a
+    listener on 127.0.0.3:P.
+    """
+
+    def vxlan(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        vnl = f"vxlan:///v=9/port={port}"
+        self.group = self.sock("127.0.0.3", port)
+        self.vtepListener = self.sock("127.0.0.2", port)
+        self.vtepSender = self.sock("127.0.0.2")
+        plug = VxlanPlug(reactor, vnl, parseVxlan(resolve(vnl)), sock, ("127.0.0.3", port), socket.AF_INET)
+        self.address = ("127.0.0.1", port)
+        return plug, self.start(plug)
+
+    async def test_unicastToLearnedPeer(self) -> None:
+        """
+        Frames to a MAC learned from a VTEP go to the VTEP's IP at the VXLAN
+        port, whatever source port the VTEP sent from.  The C plugin never
+        captures the sender's address (vxvde-vxlan.md section 4.4) and so
+        fails to send these at all (EDESTADDRREQ): we match the wire format
+        its code intends, not the bug.
+        """
+        plug, collector = self.vxlan()
+        self.vtepSender.sendto(packHeader(9) + dataFrame(1, src=7), self.address)
+        await until(lambda: collector.frames, "the VTEP's frame")
+        self.assertEqual(plug.macs.lookup(mac(7), 1), ("127.0.0.2", self.address[1]))
+        plug.send(dataFrame(2, dst=mac(7)))
+        data, source = self.vtepListener.recvfrom(65536)
+        self.assertEqual((data, source), (packHeader(9) + dataFrame(2, dst=mac(7)), self.address))
+        self.assertEqual(pending(self.vtepSender), [])
+        self.assertEqual(pending(self.group), [])
+        # Broadcast and unknown destinations go to the group, from the port.
+        plug.send(dataFrame(3))
+        plug.send(dataFrame(4, dst=mac(8)))
+        self.assertEqual(
+            pending(self.group),
+            [(packHeader(9) + dataFrame(3), self.address),
+             (packHeader(9) + dataFrame(4, dst=mac(8)), self.address)],
+        )
+
+    async def test_validation(self) -> None:
+        """
+        Reserved bits are ignored (RFC 7348, and C); bad flags, other VNIs,
+        runts and oversized datagrams are counted and dropped.
+        """
+        plug, collector = self.vxlan()
+        good = dataFrame(1, src=7)
+        send = lambda datagram: self.vtepSender.sendto(datagram, self.address)
+        send(bytes.fromhex("0c00000000000900") + good)
+        send(packHeader(8) + good)
+        send(packHeader(9))
+        send(packHeader(9) + good[:14])
+        send(packHeader(9) + bytes(JUMBO + 1))
+        send(bytes.fromhex("0801020300000909") + good)
+        send(packHeader(9) + dataFrame(2, JUMBO, src=7))
+        await until(lambda: len(collector.frames) == 2, "the good frames")
+        self.assertEqual(collector.frames, [good, dataFrame(2, JUMBO, src=7)])
+        self.assertEqual(
+            plug.rejected.counts,
+            {Verdict.BAD_FLAGS: 1, Verdict.WRONG_VNI: 1, Verdict.TRUNCATED: 2,
+             Verdict.OVERSIZED: 1},
+        )
+
+
+class OpenTests(TestCase):
+    """
+    Opening through the registry: bad VNLs fail before any socket exists.
+    """
+
+    async def test_badOption(self) -> None:
+        for vnl in ["vxvde:///x=1", "vxlan:///bind=10.78.0.1", "vxlan:///port=abc"]:
+            with self.assertRaises(VNLError):
+                await registry.open(reactor, vnl)
+
+    async def test_notMulticast(self) -> None:
+        for vnl in ["vxvde://10.78.0.1", "vxlan://10.78.0.1", "vxvde://fd78::1"]:
+            with self.assertRaises(VdeError) as caught:
+                await registry.open(reactor, vnl)
+            self.assertIn("is not a multicast address", str(caught.exception))
+            self.assertEqual(caught.exception.errno, errno.EINVAL)
+
+
+# ---------------------------------------------------------------------------
+# Namespaces
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+_names = itertools.count()
+
+
+def inNamespace(namespace: str, function: Callable[..., Any], *args: Any) -> Any:
+    """
+    Call C{function} in a thread that has entered C{namespace}: sockets it
+    makes belong to that namespace for good, and may be used from any
+    thread afterwards.
+    """
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            fd = os.open(f"/var/run/netns/{namespace}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, f"setns {namespace}: {os.strerror(error)}")
+            finally:
+                os.close(fd)
+            result["value"] = function(*args)
+        except BaseException as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(TIMEOUT)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def nsSocket(namespace: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    return inNamespace(namespace, socket.socket, family, kind, proto)
+
+
+def disableTxChecksum(namespace: str, device: str) -> None:
+    """
+    Make C{device} checksum in software (C{ethtool -K DEV tx off}).
+
+    A veth leaves the checksums of locally made packets to "hardware" that
+    never computes them; inside a kernel VXLAN tunnel the partial inner TCP
+    checksum then reaches the peer's UDP socket (our plug) and, through the
+    tap, a stack that rightly drops it.  Real NICs compute it.
+    """
+    ETHTOOL_STXCSUM, SIOCETHTOOL = 0x17, 0x8946
+
+    def disable() -> None:
+        value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
+        request = struct.pack("16sP", device.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, request)
+
+    inNamespace(namespace, disable)
+
+
+class Net:
+    """
+    The namespaces and links of one test; all removed at cleanup.
+    """
+
+    def __init__(self, test: TestCase) -> None:
+        self.test = test
+        self.tag = f"vxt{os.getpid() % 100000}n{next(_names)}"
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+        if check and done.returncode:
+            raise AssertionError(f"{' '.join(argv)}: {done.stderr.strip()}")
+        return done
+
+    def ip(self, namespace: str, *args: str) -> None:
+        self.run("ip", "-n", namespace, *args)
+
+    def namespace(self, name: str) -> str:
+        full = self.tag + name
+        self.run("ip", "netns", "add", full)
+        self.test.addCleanup(self.run, "ip", "netns", "del", full, check=False)
+        self.ip(full, "link", "set", "lo", "up")
+        return full
+
+    def veth(self, ns1: str, if1: str, ns2: str, if2: str) -> None:
+        self.run("ip", "link", "add", if1, "netns", ns1, "type", "veth",
+                 "peer", "name", if2, "netns", ns2)
+
+    def address(self, namespace: str, device: str, *cidrs: str) -> None:
+        for cidr in cidrs:
+            extra = ["nodad"] if ":" in cidr else []
+            self.ip(namespace, "addr", "add", cidr, "dev", device, *extra)
+        self.ip(namespace, "link", "set", device, "up")
+
+    def member(self, namespace: str, device: str, n: int, subnet: int) -> None:
+        """
+        C{device} gets 10.78.SUBNET.N/24 and fd78::SUBNET:N/64, and carries
+        IPv4 multicast.
+        """
+        self.address(namespace, device, f"10.78.{subnet}.{n}/24", f"fd78::{subnet}:{n}/64")
+        self.ip(namespace, "route", "add", "224.0.0.0/4", "dev", device)
+
+    def waitForLink(self, namespace: str, device: str) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while self.run("ip", "-n", namespace, "link", "show", device, check=False).returncode:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{device} did not appear in {namespace}")
+            time.sleep(0.05)
+
+
+class Proc:
+    """
+    A process in a namespace whose stdin takes, and whose stdout gives, the
+    VDE stream encoding.
+    """
+
+    def __init__(self, test: TestCase, name: str, namespace: str, argv: list[str],
+                 env: Optional[dict] = None) -> None:
+        self.name = name
+        self.frames: list[bytes] = []
+        self._stderr = bytearray()
+        self._decoder = StreamDecoder(self.frames.append, lambda *a: None)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", namespace] + argv,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, process_group=0,
+        )
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self._decoder.feed), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.extend), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        test.addCleanup(self.stop)
+
+    @staticmethod
+    def _pump(pipe, sink) -> None:
+        while True:
+            try:
+                data = os.read(pipe.fileno(), 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            sink(data)
+
+    def send(self, *frames: bytes) -> None:
+        self.proc.stdin.write(records(frames))
+        self.proc.stdin.flush()
+
+    def data(self) -> list[bytes]:
+        return [f for f in list(self.frames) if f[12:14] == DATA_TYPE]
+
+    def probesFrom(self, n: int) -> int:
+        return sum(1 for f in list(self.frames) if f[12:14] == PROBE_TYPE and f[6:12] == mac(n))
+
+    def stderrText(self) -> str:
+        return bytes(self._stderr).decode("utf-8", "replace")
+
+    def waitFor(self, predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{self.name}: no {what} (status {self.proc.poll()}); stderr:\n"
+                    + self.stderrText()
+                )
+            time.sleep(0.01)
+
+    def end(self) -> int:
+        """
+        Close stdin (the clean way to end a vde_plug) and wait.
+        """
+        self.proc.stdin.close()
+        return self.proc.wait(TIMEOUT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        for thread in self._threads:
+            thread.join(5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def probe(n: int, seq: int) -> bytes:
+    return BROADCAST + mac(n) + PROBE_TYPE + struct.pack(">I", seq) + bytes(46)
+
+
+def handshake(members: dict[int, Proc]) -> None:
+    """
+    Each member broadcasts probes until every other member has heard one:
+    then all are up, joined, and know each other's MAC (member n is
+    C{mac(n)}).
+    """
+    deadline = time.monotonic() + TIMEOUT
+    for n, sender in members.items():
+        others = [p for m, p in members.items() if m != n]
+        seq = 0
+        while not all(p.probesFrom(n) for p in others):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"probes from member {n} not heard:"
+                    + "".join(f"\n--- {p.name}:\n{p.stderrText()}" for p in members.values())
+                )
+            sender.send(probe(n, seq))
+            seq += 1
+            time.sleep(0.05)
+
+
+def sendPaced(proc: Proc, frames: Sequence[bytes]) -> None:
+    for i in range(0, len(frames), 8):
+        proc.send(*frames[i : i + 8])
+        time.sleep(0.004)
+
+
+def sendInStep(sender: Proc, receiver: Proc, frames: Sequence[bytes], step: int = 10) -> None:
+    """
+    Send C{step} frames at a time, each batch once the previous one has
+    arrived, so that a busy machine cannot overflow a socket buffer: UDP
+    would drop, and the test is about the wire format, not about load.
+    """
+    start = len(receiver.data())
+    for i in range(0, len(frames), step):
+        batch = frames[i : i + step]
+        sender.send(*batch)
+        done = start + i + len(batch)
+        receiver.waitFor(lambda: len(receiver.data()) >= done, f"frames {i}..{done - start}")
+
+
+def ourPlug(test: TestCase, name: str, namespace: str, *vnls: str) -> Proc:
+    return Proc(test, name, namespace, ourTool("vde_plug") + list(vnls), env=ourEnv())
+
+
+def cPlug(test: TestCase, name: str, namespace: str, *vnls: str) -> Proc:
+    return Proc(test, name, namespace, [cTool("vde_plug")] + list(vnls))
+
+
+def sizes(count: int) -> list[int]:
+    edges = [15, 60, 64, 1000, 1400, 1500, 1514, 4000, 9000, JUMBO]
+    return (edges * (count // len(edges) + 1))[:count]
+
+
+class NamespaceCase(TestCase):
+    def setUp(self) -> None:
+        requireRoot()
+        cTool("vde_plug")
+        self.net = Net(self)
+
+
+class SocketTests(NamespaceCase):
+    def test_sharing(self) -> None:
+        """
+        Several vxvde members share a namespace (the group socket is
+        reusable, unicast ports differ); a vxlan port is exclusive, also
+        against a kernel VXLAN device on the same port.
+        """
+        a = self.net.namespace("a")
+        self.net.ip(a, "link", "set", "lo", "multicast", "on")
+        self.net.ip(a, "route", "add", "224.0.0.0/4", "dev", "lo")
+        config = parseVxvde(resolve("vxvde://239.78.6.1"))
+        first = inNamespace(a, openVxvdeSockets, config)
+        self.addCleanup(first.close)
+        second = inNamespace(a, openVxvdeSockets, config)
+        self.addCleanup(second.close)
+        self.assertEqual(first.group, ("239.78.6.1", 14789))
+        self.assertNotEqual(first.unicast.getsockname(), second.unicast.getsockname())
+
+        config = parseVxlan(resolve("vxlan://239.78.6.2"))
+        sock, group, family = inNamespace(a, openVxlanSocket, config)
+        self.addCleanup(sock.close)
+        self.assertEqual((sock.getsockname(), group), (("0.0.0.0", 4789), ("239.78.6.2", 4789)))
+        with self.assertRaises(VdeError) as caught:
+            inNamespace(a, openVxlanSocket, config)
+        self.assertEqual(caught.exception.errno, errno.EADDRINUSE)
+        self.assertIn("kernel VXLAN device", str(caught.exception))
+        sock.close()
+        self.net.ip(a, "link", "add", "vx0", "type", "vxlan", "id", "5", "dstport", "4789",
+                    "group", "239.78.6.2", "dev", "lo")
+        self.net.ip(a, "link", "set", "vx0", "up")
+        with self.assertRaises(VdeError) as caught:
+            inNamespace(a, openVxlanSocket, config)
+        self.assertEqual(caught.exception.errno, errno.EADDRINUSE)
+
+
+class VxvdeInteropTests(NamespaceCase):
+    """
+    vdetwist's vde_plug and the C vde_plug as vxvde members in different
+    namespaces.
+    """
+
+    def twoMembers(self, ours: str, theirs: str) -> None:
+        a, b = self.net.namespace("a"), self.net.namespace("b")
+        self.net.veth(a, "eth0", b, "eth0")
+        self.net.member(a, "eth0", 1, 1)
+        self.net.member(b, "eth0", 2, 1)
+        members = {1: ourPlug(self, "ours", a, ours), 2: cPlug(self, "C", b, theirs)}
+        handshake(members)
+        # Each side has learned the other's MAC: unicast from now on, in
+        # both directions, jumbo frames included.
+        toC = [dataFrame(n, size, src=1, dst=mac(2)) for n, size in enumerate(sizes(60))]
+        toUs = [dataFrame(n, size, src=2, dst=mac(1)) for n, size in enumerate(sizes(60))]
+        toAll = [dataFrame(100 + n, 200, src=1) for n in range(10)]
+        sendInStep(members[1], members[2], toC + toAll)
+        sendInStep(members[2], members[1], toUs)
+        time.sleep(0.2)
+        # Group and unicast arrive on different sockets: compare as sets.
+        self.assertEqual(sorted(members[2].data()), sorted(toC + toAll))
+        self.assertEqual(sorted(members[1].data()), sorted(toUs))
+
+    def test_ipv4(self) -> None:
+        """
+        IPv4, with more options on our side: the unicast socket bound to
+        the member's address, a receive buffer, a larger TTL.
+        """
+        self.twoMembers(
+            "vxvde://239.78.1.1/v=781/bind=10.78.1.1/rcvbuf=1m/ttl=2",
+            "vxvde://239.78.1.1/v=781",
+        )
+
+    def test_ipv6(self) -> None:
+        """
+        IPv6, with the group interface given (C{if=}) on our side only.
+        """
+        self.twoMembers("vxvde://ff15::78:1/v=782/if=eth0", "vxvde://ff15::78:1/v=782")
+
+    def capture(self, namespace: str, device: str) -> socket.socket:
+        sock = nsSocket(namespace, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.addCleanup(sock.close)
+        sock.bind((device, 0))
+        return sock
+
+    def test_threeMembersLearn(self) -> None:
+        """
+        Three members on a bridge: ours and two C ones.  Once MACs are
+        learned, frames to a known MAC are unicast to its member (the third
+        does not get them, and the capture shows the member's address, not
+        the group, as destination) in both directions; after our plug says
+        goodbye on close the C members send to our MAC via the group again.
+        """
+        net = self.net
+        hub = net.namespace("h")
+        net.ip(hub, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        net.ip(hub, "link", "set", "br0", "up")
+        spaces = {}
+        for n in (1, 2, 3):
+            spaces[n] = net.namespace(f"m{n}")
+            net.veth(hub, f"p{n}", spaces[n], "eth0")
+            net.ip(hub, "link", "set", f"p{n}", "master", "br0", "up")
+            net.member(spaces[n], "eth0", n, 2)
+        tap = self.capture(hub, "p2")
+        vnl = "vxvde://239.78.2.1/v=782"
+        members = {
+            1: ourPlug(self, "ours", spaces[1], vnl),
+            2: cPlug(self, "C2", spaces[2], vnl),
+            3: cPlug(self, "C3", spaces[3], vnl),
+        }
+        handshake(members)
+        pending(tap)
+
+        toTwo = [dataFrame(n, 300, src=1, dst=mac(2)) for n in range(20)]
+        toOne = [dataFrame(50 + n, 300, src=2, dst=mac(1)) for n in range(20)]
+        unknown = [dataFrame(90, 300, src=1, dst=mac(42))]
+        sendPaced(members[1], toTwo + unknown)
+        sendPaced(members[2], toOne)
+        members[2].waitFor(lambda: len(members[2].data()) == 21, "our frames")
+        members[1].waitFor(lambda: len(members[1].data()) == 20, "C2's frames")
+        members[3].waitFor(lambda: len(members[3].data()) == 1, "the flooded frame")
+        time.sleep(0.3)
+        self.assertEqual(sorted(members[2].data()), sorted(toTwo + unknown))
+        self.assertEqual(members[1].data(), toOne)
+        self.assertEqual(members[3].data(), unknown)
+
+        # On the wire to member 2: ours to 10.78.2.2 (unicast), port C2's.
+        seen = {}
+        for packet, _ in pending(tap):
+            if packet[12:14] != b"\x08\x00" or packet[23] != 17:
+                continue
+            ihl = (packet[14] & 0x0F) * 4
+            udpStart = 14 + ihl
+            inner = packet[udpStart + 16 :]
+            if inner[12:14] == DATA_TYPE and inner[6:12] == mac(1):
+                seen[inner] = socket.inet_ntoa(packet[30:34])
+                self.assertEqual(packet[22], 1)  # TTL 1, unicast too, as in C
+        for f in toTwo:
+            self.assertEqual(seen.get(f), "10.78.2.2")
+        self.assertEqual(seen.get(unknown[0]), "239.78.2.1")
+
+        self.assertEqual(members[1].end(), 0)
+        time.sleep(0.2)
+        after = dataFrame(99, 300, src=2, dst=mac(1))
+        members[2].send(after)
+        members[3].waitFor(lambda: after in members[3].data(), "the frame to our forgotten MAC")
+
+    def test_grpOnTheWire(self) -> None:
+        """
+        C{grp} puts the gid into the VNI and the group address: 239.1.2.3
+        with gid 0x4e0005 is group 239.78.0.5, VNI 0x4e0005; the C plug
+        agrees.
+        """
+        a, b = self.net.namespace("a"), self.net.namespace("b")
+        self.net.veth(a, "eth0", b, "eth0")
+        self.net.member(a, "eth0", 1, 3)
+        self.net.member(b, "eth0", 2, 3)
+        gid = 0x4E0005
+        listener = nsSocket(b, socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(listener.close)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("239.78.0.5", 14789))
+        listener.setsockopt(
+            socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton("239.78.0.5") + socket.inet_aton("10.78.3.2"),
+        )
+        listener.settimeout(TIMEOUT)
+        vnl = f"vxvde://239.1.2.3/grp={gid}"
+        members = {1: ourPlug(self, "ours", a, vnl), 2: cPlug(self, "C", b, vnl)}
+        handshake(members)
+        data, source = listener.recvfrom(65536)
+        while data[14:20] != mac(1):
+            data, source = listener.recvfrom(65536)
+        self.assertEqual(data[:8], bytes.fromhex("080000004e000500"))
+        self.assertEqual(source[0], "10.78.3.1")
+
+    def test_badInput(self) -> None:
+        """
+        Malformed headers, wrong VNIs, truncated and oversized datagrams sent
+        at a running vde_plug, to the group and to its unicast port: dropped,
+        reported in one line rather than one per datagram, and the plug
+        still delivers a good frame afterwards.
+        """
+        a = self.net.namespace("a")
+        self.net.ip(a, "link", "set", "lo", "multicast", "on")
+        self.net.ip(a, "route", "add", "224.0.0.0/4", "dev", "lo")
+        ours = ourPlug(self, "ours", a, "vxvde://239.78.3.1/v=783")
+        raw = nsSocket(a, socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(raw.close)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        raw.bind(("239.78.3.1", 14789))
+        raw.setsockopt(
+            socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton("239.78.3.1") + socket.inet_aton("127.0.0.1"),
+        )
+        raw.settimeout(0.2)
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # find the plug's unicast address from its own frame
+            ours.send(probe(1, 0))
+            try:
+                data, unicast = raw.recvfrom(65536)
+                if data[14:20] == mac(1):
+                    break
+            except socket.timeout:
+                pass
+            self.assertLess(time.monotonic(), deadline, ours.stderrText())
+        good = packHeader(783) + dataFrame(1, src=7)
+        bad = [
+            bytes.fromhex("0c00000000030f00") + good[8:],
+            packHeader(784) + good[8:],
+            bytes.fromhex("08ff000000030f00") + good[8:],
+            packHeader(783)[:6],
+            packHeader(783) + good[8:22],
+            packHeader(783) + bytes(JUMBO + 1),
+        ]
+        sender = nsSocket(a, socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        for _ in range(30):
+            for datagram in bad:
+                sender.sendto(datagram, ("239.78.3.1", 14789))
+                sender.sendto(datagram, unicast)
+            time.sleep(0.002)
+        time.sleep(0.3)
+        sender.sendto(good, ("239.78.3.1", 14789))
+        ours.waitFor(lambda: ours.data(), "the good frame")
+        time.sleep(0.2)
+        self.assertEqual(ours.data(), [dataFrame(1, src=7)])
+        self.assertEqual(ours.end(), 0)
+        reports = [line for line in ours.stderrText().splitlines() if "rejected" in line]
+        self.assertTrue(1 <= len(reports) <= 2, ours.stderrText())
+        self.assertIn("wrong VNI", reports[0] + reports[-1])
+
+
+# ---------------------------------------------------------------------------
+# vxlan:// and the Linux kernel
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ping(namespace: str, target: str, count: int = 3) -> int:
+    """
+    ICMP echo from C{namespace} to C{target}; how many replies came back.
+    """
+    sock = nsSocket(namespace, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    replies = 0
+    ident = os.getpid() & 0xFFFF
+    try:
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + TIMEOUT
+        seq = 0
+        while replies < count and time.monotonic() < deadline:
+            seq += 1
+            body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"vdetwist-vxlan" * 4
+            body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+            sock.sendto(body, (target, 0))
+            try:
+                while True:
+                    packet, source = sock.recvfrom(65536)
+                    icmp = packet[(packet[0] & 0x0F) * 4 :]
+                    if source[0] == target and icmp[0] == 0 and icmp[4:8] == struct.pack("!HH", ident, seq):
+                        replies += 1
+                        break
+            except socket.timeout:
+                continue
+    finally:
+        sock.close()
+    return replies
+
+
+def tcpExchange(serverNs: str, serverIp: str, clientNs: str, size: int = 300_000) -> None:
+    """
+    A TCP connection from C{clientNs} to C{serverNs}: C{size} bytes one way,
+    their digest back.
+    """
+    listener = nsSocket(serverNs, socket.AF_INET, socket.SOCK_STREAM)
+    client = nsSocket(clientNs, socket.AF_INET, socket.SOCK_STREAM)
+    payload = os.urandom(size)
+    got: dict[str, Any] = {}
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((serverIp, 0))
+        listener.listen(1)
+        listener.settimeout(TIMEOUT)
+
+        def serve() -> None:
+            try:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(TIMEOUT)
+                    received = bytearray()
+                    while len(received) < size:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                    conn.sendall(hashlib.sha256(received).digest())
+            except Exception as e:
+                got["error"] = e
+
+        server = threading.Thread(target=serve)
+        server.start()
+        client.settimeout(TIMEOUT)
+        client.connect(listener.getsockname())
+        client.sendall(payload)
+        digest = b""
+        while len(digest) < 32:
+            chunk = client.recv(64)
+            if not chunk:
+                break
+            digest += chunk
+        server.join(TIMEOUT)
+        if "error" in got:
+            raise got["error"]
+        assert digest == hashlib.sha256(payload).digest(), "TCP data corrupted"
+    finally:
+        client.close()
+        listener.close()
+
+
+class KernelVxlanTests(NamespaceCase):
+    """
+    A Linux VXLAN device (dstport 4789) in one namespace, vdetwist's
+    vxlan:// in another, cabled to a tap there.
+    """
+
+    def kernelInterop(self, v6: bool) -> None:
+        """
+        ARP, ping and TCP both ways, over an IPv4 or IPv6 underlay.  The
+        capture shows our unicast to the kernel: to its IP at port 4789,
+        although the kernel sends from random ports.  The C plugin loses
+        exactly these frames (its unicast is broken, vxvde-vxlan.md section
+        4.4): we match the wire format, not the bug.
+        """
+        net = self.net
+        k, v = net.namespace("k"), net.namespace("v")
+        net.veth(k, "eth0", v, "eth0")
+        net.member(k, "eth0", 1, 4)
+        net.member(v, "eth0", 2, 4)
+        disableTxChecksum(k, "eth0")
+        group = "ff15::78:9" if v6 else "239.78.4.9"
+        net.ip(k, "link", "add", "vx0", "type", "vxlan", "id", "78", "group", group,
+               "dstport", "4789", "dev", "eth0", "ttl", "1")
+        net.address(k, "vx0", "10.78.5.1/24")
+        mtu = json.loads(net.run("ip", "-j", "-n", k, "link", "show", "vx0").stdout)[0]["mtu"]
+        vnl = f"vxlan://{group}/v=78/if=eth0"
+        if "tap" in registry.backends():
+            plugs = [ourPlug(self, "ours", v, "tap://vxtap0", vnl)]
+        else:
+            path = os.path.abspath(self.mktemp())
+            plugs = [cPlug(self, "C tap", v, "tap://vxtap0", "ptp://" + path)]
+            deadline = time.monotonic() + TIMEOUT
+            while not os.path.exists(path):
+                self.assertLess(time.monotonic(), deadline, plugs[0].stderrText())
+                time.sleep(0.02)
+            plugs.append(ourPlug(self, "ours", v, "ptp://" + path, vnl))
+        net.waitForLink(v, "vxtap0")
+        net.ip(v, "link", "set", "vxtap0", "mtu", str(mtu))
+        net.address(v, "vxtap0", "10.78.5.2/24")
+        capture = nsSocket(k, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.addCleanup(capture.close)
+        capture.bind(("eth0", 0))
+
+        # Our plug is a Python process starting up: retry until it answers.
+        deadline = time.monotonic() + TIMEOUT
+        while ping(k, "10.78.5.2", 1) < 1:
+            for p in plugs:
+                self.assertIsNone(p.proc.poll(), p.stderrText())
+            self.assertLess(time.monotonic(), deadline, "no ping reply through vxlan://")
+        self.assertEqual(ping(k, "10.78.5.2", 3), 3)
+        self.assertEqual(ping(v, "10.78.5.1", 3), 3)
+        tcpExchange(v, "10.78.5.2", k)
+        tcpExchange(k, "10.78.5.1", v)
+
+        if v6:
+            ethertype, kernel, plug = b"\x86\xdd", "fd78::4:1", "fd78::4:2"
+        else:
+            ethertype, kernel, plug = b"\x08\x00", "10.78.4.1", "10.78.4.2"
+        family = socket.AF_INET6 if v6 else socket.AF_INET
+        kernel, plug = socket.inet_pton(family, kernel), socket.inet_pton(family, plug)
+        unicast = fromKernel = 0
+        for packet, _ in pending(capture):
+            if packet[12:14] != ethertype:
+                continue
+            if v6:
+                if packet[20] != 17:
+                    continue
+                udpStart, source, target = 54, packet[22:38], packet[38:54]
+            else:
+                if packet[23] != 17:
+                    continue
+                udpStart = 14 + (packet[14] & 0x0F) * 4
+                source, target = packet[26:30], packet[30:34]
+            sport, dport = struct.unpack("!HH", packet[udpStart : udpStart + 4])
+            if source == plug and target == kernel:
+                self.assertEqual((sport, dport), (4789, 4789))
+                self.assertEqual(packet[udpStart + 8 : udpStart + 16], packHeader(78))
+                unicast += 1
+            elif source == kernel and dport == 4789:
+                fromKernel += 1
+        self.assertGreater(unicast, 10)
+        self.assertGreater(fromKernel, 10)
+
+    def test_ipv4(self) -> None:
+        self.kernelInterop(v6=False)
+
+    def test_ipv6(self) -> None:
+        self.kernelInterop(v6=True)
