@@ -41,9 +41,12 @@ class StreamDecoder:
     @ivar lengthError: called with C{(length, discarded)} when a record
         header announces more than L{MAX_STREAM_FRAME} bytes; C{discarded} is
         how many buffered bytes were thrown away to resynchronise.
+    @ivar paused: while true, L{feed} only buffers: set it (even from within
+        C{frameReceived}) to stop delivery after the current frame, clear it
+        and call C{feed(b"")} to deliver what was held back.
     """
 
-    __slots__ = ("frameReceived", "lengthError", "_pending")
+    __slots__ = ("frameReceived", "lengthError", "_pending", "paused")
 
     def __init__(
         self,
@@ -53,6 +56,7 @@ class StreamDecoder:
         self.frameReceived = frameReceived
         self.lengthError = lengthError
         self._pending = b""
+        self.paused = False
 
     @property
     def buffered(self) -> int:
@@ -65,6 +69,9 @@ class StreamDecoder:
         if self._pending:
             data = self._pending + data
             self._pending = b""
+        if self.paused:
+            self._pending = data
+            return
         deliver = self.frameReceived
         end = len(data)
         pos = 0
@@ -81,5 +88,7 @@ class StreamDecoder:
                 break
             deliver(data[pos + 2 : stop])
             pos = stop
+            if self.paused:
+                break
         if pos < end:
             self._pending = data[pos:]

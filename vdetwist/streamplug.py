@@ -96,9 +96,18 @@ class StreamPlug(PlugBase, Protocol):
             self.transport.resumeProducing()
 
     def pauseProducing(self) -> None:
+        # Stop within the chunk being decoded too, or the rest of a large
+        # read would be pushed at a consumer that asked us to stop.
+        self.decoder.paused = True
         self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
+        decoder = self.decoder
+        decoder.paused = False
+        if decoder.buffered:
+            decoder.feed(b"")
+            if decoder.paused or self.closed:
+                return
         self.transport.resumeProducing()
 
     def _release(self) -> None:

@@ -100,6 +100,30 @@ class Options:
     command: list[str] = field(default_factory=list)
 
 
+def _getoptMessage(error: getopt.GetoptError) -> str:
+    """
+    Python's getopt complaint in glibc getopt_long's words, as the C tool
+    prints them.
+    """
+    opt, msg = error.opt, error.msg
+    if msg.startswith("option --"):
+        if msg.endswith("not recognized"):
+            return f"unrecognized option '--{opt}'"
+        if msg.endswith("requires argument"):
+            return f"option '--{opt}' requires an argument"
+        if msg.endswith("must not have an argument"):
+            return f"option '--{opt}' doesn't allow an argument"
+        if msg.endswith("not a unique prefix"):
+            names = " ".join(f"'--{n.rstrip('=')}'" for n in LONG if n.startswith(opt))
+            return f"option '--{opt}' is ambiguous; possibilities: {names}"
+    elif msg.startswith("option -"):
+        if msg.endswith("not recognized"):
+            return f"invalid option -- '{opt}'"
+        if msg.endswith("requires argument"):
+            return f"option requires an argument -- '{opt}'"
+    return msg
+
+
 def _setArg(options: Options, which: int, **change) -> None:
     current = options.args[which]
     values = {"port": current.port, "group": current.group, "mode": current.mode}
@@ -114,7 +138,7 @@ def parseArgs(argv: list[str]) -> Options:
     try:
         opts, rest = getopt.gnu_getopt(argv, SHORT, LONG)
     except getopt.GetoptError as e:
-        raise UsageError(f"vde_plug: {e}") from None
+        raise UsageError(f"vde_plug: {_getoptMessage(e)}") from None
     options = Options()
     for name, value in opts:
         if name in ("-h", "--help"):
@@ -325,6 +349,9 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
     from twisted.internet import reactor
 
     run = Run(reactor, options, lambda text: syslog.syslog(syslog.LOG_INFO, text))
+    # Catch signals from the start (react opens the plugs before the reactor
+    # runs), and again once running, as the reactor installs its own.
+    _onSignal(run)
     reactor.callWhenRunning(_onSignal, run)
     status = 0
     try:
