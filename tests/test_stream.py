@@ -194,6 +194,37 @@ class StreamPlugTests(SynchronousTestCase):
         self.transport.producer.resumeProducing()
         self.assertFalse(sender.paused)
 
+    def test_pauseWithinChunk(self) -> None:
+        """
+        A receiver that pauses the plug gets no more frames, even from the
+        chunk being decoded; they come on resume, in order.
+        """
+        frames = [frame(i) for i in range(5)]
+
+        class Pauser(FrameCollector):
+            def frameReceived(inner, f: bytes) -> None:
+                super().frameReceived(f)
+                if len(inner.frames) == 2:
+                    self.plug.pauseProducing()
+
+        receiver = Pauser()
+        self.plug.startReceiving(receiver)
+        self.plug.dataReceived(records(frames))
+        self.assertEqual(receiver.frames, frames[:2])
+        self.plug.resumeProducing()
+        self.assertEqual(receiver.frames, frames)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_peerDied(self) -> None:
+        """
+        The transport stopping its producer before reporting a lost
+        connection does not hide the loss.
+        """
+        self.plug.startReceiving(self.collector)
+        self.transport.producer.stopProducing()
+        self.plug.connectionLost(Failure(ConnectionLost("peer killed")))
+        self.assertTrue(self.collector.reason.check(PlugLost))
+
     def test_pauseStopsReading(self) -> None:
         self.plug.startReceiving(self.collector)
         self.plug.pauseProducing()

@@ -43,7 +43,9 @@ class _OutputThrottle:
             self.plug.producer.resumeProducing()
 
     def stopProducing(self) -> None:
-        self.plug.close()
+        # The transport is going away; its connectionLost follows with the
+        # real reason, which is what the plug must report.
+        pass
 
 
 @implementer(IVdePlug)

@@ -25,6 +25,7 @@ from typing import Callable, NoReturn, Optional
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import ProcessEndpoint
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.stdio import StandardIO
 from twisted.logger import (
     FilteringLogObserver,
@@ -307,10 +308,17 @@ class _IpLogReceiver:
         self.receiver.frameReceived(frame)
 
 
+def _stopReactor(reactor) -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass  # a second signal, or the cable ended at the same time
+
+
 def _onSignal(run: Run) -> None:
     def handler(signum: int, frame) -> None:
         run.caught.append(signum)
-        run.reactor.callFromThread(run.reactor.stop)
+        run.reactor.callFromThread(_stopReactor, run.reactor)
 
     for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
