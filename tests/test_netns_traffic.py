@@ -1,7 +1,8 @@
 """
 Real IP traffic through vdetwist: two network namespaces, each with a tap
-that a C{vde_plug tap://NAME CABLE} process holds, the two plugs joined by a
-cable (ptp://, udp://).  Ping and a byte-exact 2 MB TCP transfer must pass.
+that a C{vde_plug tap://NAME NETWORK} process holds, the two plugs joined by
+a cable (ptp://, udp://), a switch (switch://, twistd vde) or a vxvde group.
+Ping and a byte-exact 2 MB TCP transfer must pass.
 
 Every address and interface lives in namespaces the test makes and removes:
 the taps are made (persistent) in a third, "cable" namespace where the
@@ -188,3 +189,46 @@ class TrafficTests(TestCase):
         self.assertTraffic(
             (ourTool("vde_plug"), [cTool("vde_plug")]), (f"ptp://{path}", f"ptp://{path}")
         )
+
+    def test_ourSwitch(self) -> None:
+        """
+        vdeplug4's kind of switch: the first plug runs C{switch://} with its
+        tap as the host port, the second joins it with C{vde://}.
+        """
+        switch = os.path.join(self.tmp, "sw")
+        ours = ourTool("vde_plug")
+        self.assertTraffic((ours, ours), (f"switch://{switch}", f"vde://{switch}"))
+
+    def test_twistdSwitch(self) -> None:
+        """
+        Both taps plugged into a C{twistd vde} switch, one by our vde_plug
+        and one by the C one.
+        """
+        switch = os.path.join(self.tmp, "sw")
+        log = open(os.path.join(self.tmp, "twistd.log"), "w+")
+        self.addCleanup(log.close)
+        service = self.cable.popen(
+            [sys.executable, "-m", "twisted", "vde", "--switch", switch],
+            env=ourEnv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )
+        self.addCleanup(stop, service)
+        deadline = time.monotonic() + 15
+        while not os.path.exists(os.path.join(switch, "ctl")):
+            if service.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                self.fail(f"twistd vde did not start: {log.read()}")
+            time.sleep(0.05)
+        self.assertTraffic(
+            (ourTool("vde_plug"), [cTool("vde_plug")]), (f"vde://{switch}", f"vde://{switch}")
+        )
+
+    def test_vxvde(self) -> None:
+        """
+        No switch at all: both taps' plugs in one vxvde group (multicast on
+        the cable namespace's loopback).
+        """
+        self.cable.run(["ip", "link", "set", "lo", "multicast", "on"], check=True)
+        self.cable.run(["ip", "route", "add", "224.0.0.0/4", "dev", "lo"], check=True)
+        vnl = "vxvde://239.77.0.7/port=14789/vni=77"
+        ours = ourTool("vde_plug")
+        self.assertTraffic((ours, ours), (vnl, vnl))
