@@ -70,6 +70,8 @@ class DatagramPlug(PlugBase):
         self.paused = False
         self._fileno = sock.fileno()
         self._queue: deque[bytes] = deque()
+        # The hot path of an already connected socket is the bare send.
+        self._transmit = sock.send if peer is None else self._connectingSend
         sock.setblocking(False)
 
     def fileno(self) -> int:
@@ -130,7 +132,7 @@ class DatagramPlug(PlugBase):
             self.connected = False
 
     def send(self, frame: bytes) -> None:
-        if self._queue:
+        if self._queue or len(frame) > VDE_ETHBUFSIZE:
             self._enqueue(frame)
             return
         try:
@@ -142,9 +144,11 @@ class DatagramPlug(PlugBase):
         else:
             self.stats.sent += 1
 
-    def _transmit(self, frame: bytes) -> None:
-        if len(frame) > VDE_ETHBUFSIZE or self.closed:
-            raise OSError(errno.EMSGSIZE, "frame too large")
+    def _connectingSend(self, frame: bytes) -> None:
+        """
+        Send, connecting to C{peer} first if the socket is not connected
+        (yet, or any more).
+        """
         try:
             self.socket.send(frame)
         except OSError as e:
@@ -157,7 +161,11 @@ class DatagramPlug(PlugBase):
     def _enqueue(self, frame: bytes) -> None:
         # An unconnected socket is always "writable", so waiting for
         # writability would spin: drop instead, as the C plugs do.
-        if len(self._queue) >= self.queueLimit or not self.connected:
+        if (
+            len(self._queue) >= self.queueLimit
+            or not self.connected
+            or len(frame) > VDE_ETHBUFSIZE
+        ):
             self.stats.dropped += 1
             return
         self._queue.append(frame)

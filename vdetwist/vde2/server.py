@@ -195,26 +195,10 @@ class ServerEndpoint(DatagramPlug):
         self.uid = uid
         self.port = None
         self.path: Optional[str] = None
-        self._sockSend = sock.send
 
     def __repr__(self) -> str:
         number = None if self.port is None else self.port.number
         return f"<ServerEndpoint id={self.endpointId} port={number} {self.description!r}>"
-
-    # The hot path: the socket is always connected, so skip DatagramPlug's
-    # connect-on-first-send logic.
-    def send(self, frame: bytes) -> None:
-        if self._queue:
-            self._enqueue(frame)
-            return
-        try:
-            self._sockSend(frame)
-        except BlockingIOError:
-            self._enqueue(frame)
-        except OSError:
-            self.stats.dropped += 1
-        else:
-            self.stats.sent += 1
 
     def connectionLost(self, reason: Failure) -> None:
         self._lost(
