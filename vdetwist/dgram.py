@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from vdetwist.errors import PlugLost
 from vdetwist.interfaces import IVdePlug
-from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
 
 #: Read this many datagrams at most per readiness event, so that one busy
 #: plug cannot starve the others.
@@ -43,7 +43,7 @@ def disconnect(sock: socket.socket) -> None:
 
 
 @implementer(IVdePlug, IReadWriteDescriptor)
-class DatagramPlug(PlugBase):
+class DatagramPlug(ReaderPlug):
     """
     A plug over a connected (or connect-on-first-send) datagram socket.
 
@@ -62,12 +62,10 @@ class DatagramPlug(PlugBase):
         description: str,
         peer: Any = None,
     ) -> None:
-        super().__init__(description)
-        self.reactor = reactor
+        super().__init__(reactor, description)
         self.socket = sock
         self.peer = peer
         self.connected = peer is None
-        self.paused = False
         self._fileno = sock.fileno()
         self._queue: deque[bytes] = deque()
         # The hot path of an already connected socket is the bare send.
@@ -79,19 +77,6 @@ class DatagramPlug(PlugBase):
 
     def logPrefix(self) -> str:
         return self.description
-
-    def _startReading(self) -> None:
-        if not self.paused:
-            self.reactor.addReader(self)
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        self.reactor.removeReader(self)
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        if self.receiving and not self.closed:
-            self.reactor.addReader(self)
 
     def doRead(self) -> None:
         recv = self.socket.recv

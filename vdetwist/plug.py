@@ -5,7 +5,7 @@ exactly once.  Backends subclass L{PlugBase} and supply the I/O.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
@@ -120,3 +120,36 @@ class PlugBase:
         """
         Free the plug's resources (called once, on close).
         """
+
+
+class ReaderPlug(PlugBase):
+    """
+    A plug whose frames come from reactor readers (its own descriptor, or
+    several sockets): pausing it stops reading them, so the kernel's queues
+    fill and drop, as they would for any slow VDE peer.
+
+    @ivar readers: the L{IReadDescriptor}s to read; C{(self,)} unless a
+        subclass has others.
+    """
+
+    def __init__(self, reactor, description: str) -> None:
+        super().__init__(description)
+        self.reactor = reactor
+        self.paused = False
+        self.readers: Sequence = (self,)
+
+    def _startReading(self) -> None:
+        if not self.paused:
+            for reader in self.readers:
+                self.reactor.addReader(reader)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        for reader in self.readers:
+            self.reactor.removeReader(reader)
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self.receiving and not self.closed:
+            for reader in self.readers:
+                self.reactor.addReader(reader)

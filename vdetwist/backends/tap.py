@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from vdetwist.errors import PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
-from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
 
 #: The clone device of the tun driver.
 TUN_DEVICE = "/dev/net/tun"
@@ -208,7 +208,7 @@ def makePersistentTap(
 
 
 @implementer(IVdePlug, IReadDescriptor)
-class FramePlug(PlugBase):
+class FramePlug(ReaderPlug):
     """
     A plug over a descriptor on which one C{read} is one received frame and
     one C{write} sends one frame: a tap or macvtap device.
@@ -224,10 +224,8 @@ class FramePlug(PlugBase):
     def __init__(
         self, reactor: IReactorFDSet, fd: int, ifname: str, description: str
     ) -> None:
-        super().__init__(description)
-        self.reactor = reactor
+        super().__init__(reactor, description)
         self.ifname = ifname
-        self.paused = False
         self.discarded = 0
         self._fd = fd
         self._closing = False
@@ -237,20 +235,6 @@ class FramePlug(PlugBase):
 
     def logPrefix(self) -> str:
         return self.description
-
-    def _startReading(self) -> None:
-        if not self.paused:
-            self.reactor.addReader(self)
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        if not self.closed:
-            self.reactor.removeReader(self)
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        if self.receiving and not self.closed:
-            self.reactor.addReader(self)
 
     def doRead(self) -> None:
         read = os.read

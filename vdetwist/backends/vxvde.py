@@ -48,7 +48,7 @@ from vdetwist.dgram import READ_BATCH
 from vdetwist.errors import PlugLost, VdeError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.node.mactable import MacTable
-from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
 from vdetwist.vxlanwire import (
     HEADER_SIZE,
     LEARN_VLAN,
@@ -296,7 +296,7 @@ def _isTransient(error: OSError) -> bool:
     )
 
 
-class VxPlugBase(PlugBase):
+class VxPlugBase(ReaderPlug):
     """
     What vxvde and vxlan plugs share: the learning table, sending to the
     group or a learned peer, pausing, counting rejected datagrams.
@@ -308,13 +308,11 @@ class VxPlugBase(PlugBase):
     """
 
     def __init__(self, reactor, description: str, config: VxConfig, group: tuple, sendSocket: socket.socket) -> None:
-        super().__init__(description)
-        self.reactor = reactor
+        super().__init__(reactor, description)
         self.config = config
         self.group = group
         self.sendSocket = sendSocket
         self.header = config.header
-        self.paused = False
         self.macs = MacTable(
             reactor, hashsize=config.hashsize, expiretime=config.expiretime
         )
@@ -399,22 +397,6 @@ class VxPlugBase(PlugBase):
         )
 
     # -- flow control and lifetime
-
-    def _startReading(self) -> None:
-        if not self.paused:
-            for reader in self.readers:
-                self.reactor.addReader(reader)
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        for reader in self.readers:
-            self.reactor.removeReader(reader)
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        if self.receiving and not self.closed:
-            for reader in self.readers:
-                self.reactor.addReader(reader)
 
     def _release(self) -> None:
         for reader in self.readers:
