@@ -95,9 +95,15 @@ class Registry:
         vnl: Optional[str],
         description: str = DEFAULT_DESCRIPTION,
         args: OpenArgs = OpenArgs(),
+        *,
+        decorated: bool = False,
     ) -> Deferred[IVdePlug]:
         """
         Open C{vnl} (C{None} or C{""}: the user's default network).
+
+        @param decorated: C{description} is already decorated (a nesting
+            backend such as C{vlan://} opening its nested VNL with the
+            description it was given); it is passed on unchanged.
 
         Fails with a L{vdetwist.errors.VdeError} naming the problem.
         """
@@ -105,7 +111,8 @@ class Registry:
         def doOpen() -> Deferred[IVdePlug]:
             parsed = resolve(vnl)
             backend = self.backendFor(parsed.text, parsed.scheme)
-            return backend.open(reactor, parsed, decorate(description), args, self)
+            text = description if decorated else decorate(description)
+            return backend.open(reactor, parsed, text, args, self)
 
         def nameVNL(failure: Failure) -> Failure:
             if failure.check(VdeError) and failure.value.vnl is None:
