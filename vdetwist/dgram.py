@@ -80,32 +80,39 @@ class DatagramPlug(ReaderPlug):
 
     def doRead(self) -> None:
         recv = self.socket.recv
-        stats = self.stats
-        for _ in range(READ_BATCH):
-            try:
-                frame = recv(VDE_ETHBUFSIZE + 1)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                # ECONNREFUSED and friends report an earlier send to a gone
-                # peer; they do not end the plug.  Anything else does, with
-                # the reason logged by whoever receives plugClosed.
-                if e.errno not in (errno.ECONNREFUSED, errno.ENOTCONN, errno.EPIPE):
-                    self._lost(
-                        Failure(PlugLost(f"{self.description}: receive failed: {e.strerror}"))
-                    )
-                return
-            size = len(frame)
-            if size < ETH_HDRLEN or size > VDE_ETHBUFSIZE:
-                if size == 0:
-                    self._emptyDatagram()
-                    if self.closed:
-                        return
-                continue
-            stats.received += 1
-            self.receiver.frameReceived(frame)
-            if self.paused or self.closed:
-                return
+        deliver = self.receiver.frameReceived
+        received = 0
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    frame = recv(VDE_ETHBUFSIZE + 1)
+                except BlockingIOError:
+                    return
+                except OSError as e:
+                    self._receiveFailed(e)
+                    return
+                size = len(frame)
+                if size < ETH_HDRLEN or size > VDE_ETHBUFSIZE:
+                    if size == 0:
+                        self._emptyDatagram()
+                        if self.closed:
+                            return
+                    continue
+                received += 1
+                deliver(frame)
+                if self.paused or self.closed:
+                    return
+        finally:
+            self.stats.received += received
+
+    def _receiveFailed(self, error: OSError) -> None:
+        # ECONNREFUSED and friends report an earlier send to a gone peer;
+        # they do not end the plug.  Anything else does, with the reason
+        # logged by whoever receives plugClosed.
+        if error.errno not in (errno.ECONNREFUSED, errno.ENOTCONN, errno.EPIPE):
+            self._lost(
+                Failure(PlugLost(f"{self.description}: receive failed: {error.strerror}"))
+            )
 
     def _emptyDatagram(self) -> None:
         """
