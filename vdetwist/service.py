@@ -44,7 +44,7 @@ import sys
 from typing import Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -150,6 +150,27 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["plugs"] = []
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Accept cables in the VDE stream encoding on a Twisted server
+        endpoint (repeatable), e.g. tcp:5000:interface=127.0.0.1,
+        ssl:5001:privateKey=k.pem, unix:/run/sw.sock; each connection is a
+        port.  Clients: vde_plug endpoint://tcp:host=H:port=5000, or any
+        vde_plug behind socat/ssh.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
+        try:
+            serverFromString(reactor, description)
+        except (ValueError, KeyError, TypeError) as e:
+            raise usage.UsageError(
+                f"--listen: not a Twisted server endpoint description: {description!r}"
+                f" ({e or type(e).__name__}); e.g. tcp:5000:interface=127.0.0.1"
+            ) from None
+        self["listen"].append(description)
 
     def opt_plug(self, vnl: str) -> None:
         """
@@ -301,6 +322,7 @@ class VdeSwitchService(Service):
     @ivar console: the L{VdeConsole} (after start; it exists even without
         C{--mgmt}: it runs C{--rcfile}).
     @ivar plugs: the C{--plug} networks attached: (VNL, plug) pairs.
+    @ivar listening: the C{--listen} ports (L{IListeningPort}s).
     """
 
     name = "vde"
@@ -319,6 +341,7 @@ class VdeSwitchService(Service):
         self.console = None
         self.mgmtPort = None
         self.plugs: list[tuple[str, object]] = []
+        self.listening: list = []
         self.failed: Optional[str] = None
         self._built = False
         self._opening = False
@@ -418,6 +441,35 @@ class VdeSwitchService(Service):
             log.info("management console on {path}", path=config["mgmt"])
         self.server = server
         self._built = True
+        for description in config["listen"]:
+            self._listen(description)
+
+    def _listen(self, description: str) -> None:
+        from twisted.internet.endpoints import serverFromString
+
+        from vdetwist.streamplug import StreamPlugFactory
+
+        factory = StreamPlugFactory(f"cable via {description}", self._accept)
+        d = serverFromString(self.reactor, description).listen(factory)
+        failures: list[Failure] = []
+        d.addCallbacks(self.listening.append, failures.append)
+        if failures:
+            self._teardown()
+            self._startFailed(f"--listen {description}: {failures[0].getErrorMessage()}", errno.EADDRINUSE)
+        log.info("accepting cables on {endpoint}", endpoint=description)
+
+    def _accept(self, plug) -> None:
+        if self.node is None:
+            plug.close()
+            return
+        self.console.describePlug(plug, "stream")
+        try:
+            port = self.node.addPort(plug)
+        except VdeError as e:
+            log.warn("{plug}: refused: {why}", plug=plug.description, why=e.message)
+            plug.close()
+            return
+        log.info("{plug} is port {port}", plug=plug.description, port=port.number)
 
     def _startFailed(self, message: str, code: int):
         log.critical("cannot start: {problem}", problem=message)
@@ -506,6 +558,7 @@ class VdeSwitchService(Service):
         mgmtPort, self.mgmtPort = self.mgmtPort, None
         server, self.server = self.server, None
         node, self.node = self.node, None
+        listening, self.listening = self.listening, []
         self._built = False
         # With no node, a cancelled open is not reported as a failure.
         for d in list(self._pending):
@@ -518,7 +571,9 @@ class VdeSwitchService(Service):
             console.close()
         d = succeed(None)
         if mgmtPort is not None:
-            d = maybeDeferred(mgmtPort.stopListening)
+            listening.append(mgmtPort)
+        if listening:
+            d = DeferredList([maybeDeferred(p.stopListening) for p in listening])
 
         def stopServer(result):
             if server is not None:

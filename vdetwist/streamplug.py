@@ -9,6 +9,9 @@ factory, and the result is an ordinary L{IVdePlug}.
 
 from __future__ import annotations
 
+import os
+from typing import Callable, Optional
+
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -55,17 +58,25 @@ class StreamPlug(PlugBase, Protocol):
 
     Until C{startReceiving}, the transport is not read, so nothing is lost.
     The connection ending (EOF, a process exiting) closes the plug.
+
+    @ivar onConnect: called with the plug once its connection is made (a
+        server hands accepted plugs on this way), or C{None}.
     """
 
-    def __init__(self, description: str) -> None:
+    def __init__(
+        self, description: str, onConnect: Optional[Callable[[StreamPlug], None]] = None
+    ) -> None:
         PlugBase.__init__(self, description)
         self.decoder = StreamDecoder(self._frameDecoded, self._lengthError)
+        self.onConnect = onConnect
         self._reading = False
 
     def connectionMade(self) -> None:
         if not self._reading:
             self.transport.pauseProducing()
         self.transport.registerProducer(_OutputThrottle(self), True)
+        if self.onConnect is not None:
+            self.onConnect(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.decoder.feed(data)
@@ -127,17 +138,36 @@ class StreamPlug(PlugBase, Protocol):
         self._lost(reason)
 
 
+def describeAddress(address) -> str:
+    """
+    A peer address as people write it: C{host:port}, a socket path.
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if name:
+        return os.fsdecode(name)
+    return str(address)
+
+
 class StreamPlugFactory(Factory):
     """
-    Builds a L{StreamPlug} for each connection, e.g. for a server endpoint
-    whose clients are cables into a switch.
+    Builds a L{StreamPlug} for each connection.  As a server factory, each
+    accepted connection is a cable into something (a switch port): pass
+    C{onConnect} to be handed each plug, described with its peer address.
     """
 
-    def __init__(self, description: str) -> None:
+    def __init__(
+        self, description: str, onConnect: Optional[Callable[[StreamPlug], None]] = None
+    ) -> None:
         self.description = description
+        self.onConnect = onConnect
 
     def buildProtocol(self, addr) -> StreamPlug:
-        return StreamPlug(self.description)
+        if self.onConnect is None:
+            return StreamPlug(self.description)
+        return StreamPlug(f"{self.description} from {describeAddress(addr)}", self.onConnect)
 
 
 def connectStreamPlug(

@@ -1,0 +1,102 @@
+"""
+Cables over Twisted stream endpoints: C{twistd vde --listen ENDPOINT} accepts
+them, C{endpoint://DESCRIPTION} makes them (a vdetwist extension).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+
+from twisted.internet import reactor
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import ourEnv, ourTool
+from tests.test_service import CPlug, ConsoleClient, SwitchProcess, eth, parse, waitFor
+from vdetwist.errors import VNLError
+from vdetwist.registry import registry
+
+
+class OurPlug(CPlug):
+    """
+    Our C{vde_plug} on some VNL, driven through its stdio like L{CPlug}.
+    """
+
+    def __init__(self, testcase, vnl: str) -> None:
+        self.process = subprocess.Popen(
+            ourTool("vde_plug") + [vnl],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ourEnv(),
+        )
+        self.buffer = b""
+        testcase.addCleanup(self.kill)
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+MACS = [bytes([2, 0, 0, 0, 0, n]) for n in range(1, 4)]
+BROADCAST = b"\xff" * 6
+
+
+class ListenTests(SynchronousTestCase):
+    def test_options(self) -> None:
+        options = parse("--listen", "tcp:5000:interface=127.0.0.1", "--listen", "unix:/tmp/x")
+        self.assertEqual(options["listen"], ["tcp:5000:interface=127.0.0.1", "unix:/tmp/x"])
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--listen", "bogus:1")
+        self.assertIn("--listen: not a Twisted server endpoint description: 'bogus:1'",
+                      str(caught.exception))
+
+    def test_badClientDescription(self) -> None:
+        failure = self.failureResultOf(registry.open(reactor, "endpoint://bogus:1"), VNLError)
+        self.assertIn("not a Twisted client endpoint description", str(failure.value))
+        self.assertTrue(str(failure.value).startswith("endpoint://bogus:1: "))
+
+    def test_cablesIntoSwitch(self) -> None:
+        """
+        Cables over a UNIX socket and over TCP become ports of the switch
+        and carry frames to and from a C vde_plug on its directory; a cable
+        that goes frees its port.
+        """
+        tcp = freePort()
+        unixPath = os.path.join(os.path.abspath(os.path.dirname(self.mktemp())), "cables.sock")
+        os.makedirs(os.path.dirname(unixPath), exist_ok=True)
+        switch = SwitchProcess(
+            self, "--listen", f"unix:{unixPath}", "--listen", f"tcp:{tcp}:interface=127.0.0.1"
+        )
+        waitFor(lambda: os.path.exists(unixPath), "the cable socket", process=switch.process,
+                log=switch.log)
+        c = CPlug(self, f"vde://{switch.path}")
+        viaUnix = OurPlug(self, f"endpoint://unix:{unixPath}")
+        viaTcp = OurPlug(self, f"endpoint://tcp:host=127.0.0.1:port={tcp}")
+        plugs = [c, viaUnix, viaTcp]
+        waitFor(lambda: switch.log().count("is port") == 2, "both cables to join",
+                process=switch.process, log=switch.log)
+        for i, sender in enumerate(plugs):
+            frame = eth(BROADCAST, MACS[i], 100 + i)
+            sender.send(frame)
+            for j, receiver in enumerate(plugs):
+                if j != i:
+                    self.assertEqual(receiver.recv(), frame, (i, j))
+        # Learned: unicast to the TCP cable reaches only it.
+        unicast = eth(MACS[2], MACS[0], 200)
+        c.send(unicast)
+        self.assertEqual(viaTcp.recv(), unicast)
+        self.assertIsNone(viaUnix.recv(timeout=0.5))
+        console = ConsoleClient(switch.mgmt)
+        self.addCleanup(console.close)
+        ports = console.cmd("port/print")
+        self.assertIn(b"module stream", ports)
+        viaTcp.kill()
+        waitFor(lambda: b"from 127.0.0.1" not in console.cmd("port/print"),
+                "the TCP cable's port to go", process=switch.process, log=switch.log)
+        # SIGTERM: Twisted re-raises it after a clean shutdown.
+        self.assertIn(switch.stop(), (0, -signal.SIGTERM))
+        self.assertFalse(os.path.exists(unixPath))
+        self.assertFalse(os.path.exists(switch.path))
