@@ -1,0 +1,418 @@
+"""
+The Twisted host side of the slirp engine, on the real reactor and the
+host's loopback: TCP connects (success, refusal), half-close both ways,
+abort as a reset, write back-pressure, UNIX sockets, commands, UDP sockets,
+ICMP echo sockets (ping or raw), listeners; then the engine with this host
+and a synthetic guest, end to end through a real TCP server.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import tempfile
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import SkipTest, TestCase
+from zope.interface import implementer
+
+from vdetwist.slirp import packets as P
+from vdetwist.slirp.config import SlirpConfig
+from vdetwist.slirp.engine import Driver, Engine
+from vdetwist.slirp.host import TwistedHost
+from vdetwist.slirp.hostapi import IStreamHandler
+from vdetwist.slirp.testing import GATEWAY, Guest, decode
+
+
+@implementer(IStreamHandler)
+class Recorder:
+    def __init__(self):
+        self.events = []
+        self.data = b""
+        self.stream = None
+        self.done = defer.Deferred()
+        self.connectedD = defer.Deferred()
+        self.paused = 0
+        self.resumed = 0
+
+    def connected(self, stream):
+        self.stream = stream
+        self.events.append("connected")
+        self.connectedD.callback(stream)
+
+    def connectFailed(self, code):
+        self.events.append(("failed", code))
+        self.connectedD.errback(OSError(code, os.strerror(code)))
+
+    def dataReceived(self, data):
+        self.data += data
+
+    def readEOF(self):
+        self.events.append("eof")
+
+    def connectionLost(self, clean):
+        self.events.append(("lost", clean))
+        self.done.callback(clean)
+
+    def pauseWriting(self):
+        self.paused += 1
+
+    def resumeWriting(self):
+        self.resumed += 1
+
+
+class Echo(Protocol):
+    """
+    Echoes, and half-closes after the peer's EOF.
+    """
+
+    def connectionMade(self):
+        from twisted.internet.interfaces import IHalfCloseableProtocol
+        from zope.interface import directlyProvides
+
+        directlyProvides(self, IHalfCloseableProtocol)
+
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+    def readConnectionLost(self):
+        self.transport.loseWriteConnection()
+
+    def writeConnectionLost(self):
+        pass
+
+
+class Sink(Protocol):
+    """
+    Never reads (paused from the start).
+    """
+
+    def connectionMade(self):
+        self.transport.pauseProducing()
+        self.factory.connected.callback(self)
+
+
+def wait(condition, timeout=5.0):
+    d = defer.Deferred()
+    start = reactor.seconds()
+
+    def check():
+        if condition():
+            loop.stop()
+            d.callback(None)
+        elif reactor.seconds() - start > timeout:
+            loop.stop()
+            d.errback(AssertionError("timed out waiting"))
+
+    loop = task.LoopingCall(check)
+    loop.start(0.01)
+    return d
+
+
+class StreamTests(TestCase):
+    timeout = 30
+
+    def setUp(self):
+        self.host = TwistedHost(reactor)
+
+    def listen(self, factory):
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_connectHalfCloseEcho(self):
+        port = self.listen(Factory.forProtocol(Echo))
+        r = Recorder()
+        self.host.connect(("tcp", "127.0.0.1", port), r)
+        stream = yield r.connectedD
+        stream.write(b"hello")
+        stream.writeEOF()
+        yield wait(lambda: "eof" in r.events)
+        # both halves are shut: Twisted leaves closing to the protocol (the
+        # engine closes once both FINs are acknowledged)
+        stream.close()
+        clean = yield r.done
+        self.assertTrue(clean)
+        self.assertEqual(r.data, b"hello")
+        self.assertEqual(r.events, ["connected", "eof", ("lost", True)])
+
+    @defer.inlineCallbacks
+    def test_refused(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        r = Recorder()
+        self.host.connect(("tcp", "127.0.0.1", port), r)
+        with self.assertRaises(OSError) as e:
+            yield r.connectedD
+        self.assertEqual(e.exception.errno, errno.ECONNREFUSED)
+
+    @defer.inlineCallbacks
+    def test_ipv6Loopback(self):
+        try:
+            port = reactor.listenTCP(0, Factory.forProtocol(Echo), interface="::1")
+        except Exception:
+            raise SkipTest("no IPv6 loopback")
+        self.addCleanup(port.stopListening)
+        r = Recorder()
+        self.host.connect(("tcp", "::1", port.getHost().port), r)
+        stream = yield r.connectedD
+        stream.write(b"six")
+        stream.writeEOF()
+        yield wait(lambda: "eof" in r.events)
+        stream.close()
+        yield r.done
+        self.assertEqual(r.data, b"six")
+
+    @defer.inlineCallbacks
+    def test_abortResets(self):
+        accepted = defer.Deferred()
+
+        class Watch(Protocol):
+            def connectionMade(self):
+                accepted.callback(self)
+
+            def connectionLost(self, reason):
+                self.reason = reason
+
+        port = self.listen(Factory.forProtocol(Watch))
+        r = Recorder()
+        self.host.connect(("tcp", "127.0.0.1", port), r)
+        stream = yield r.connectedD
+        peer = yield accepted
+        stream.abort()
+        yield wait(lambda: hasattr(peer, "reason"))
+        from twisted.internet.error import ConnectionLost
+
+        self.assertTrue(peer.reason.check(ConnectionLost), peer.reason)
+
+    @defer.inlineCallbacks
+    def test_backPressure(self):
+        factory = Factory.forProtocol(Sink)
+        factory.connected = defer.Deferred()
+        port = self.listen(factory)
+        r = Recorder()
+        self.host.connect(("tcp", "127.0.0.1", port), r)
+        stream = yield r.connectedD
+        sink = yield factory.connected
+        chunk = b"b" * 65536
+        for _ in range(200):
+            if r.paused:
+                break
+            stream.write(chunk)
+            yield task.deferLater(reactor, 0.001, lambda: None)
+        self.assertEqual(r.paused, 1)
+        sink.transport.resumeProducing()
+        yield wait(lambda: r.resumed)
+        stream.abort()
+
+    @defer.inlineCallbacks
+    def test_eofAfterBackPressure(self):
+        """
+        A half-close asked for while the write buffer is full (producer
+        paused) still happens once the peer reads everything.
+        """
+        factory = Factory.forProtocol(Sink)
+        factory.connected = defer.Deferred()
+        port = self.listen(factory)
+        r = Recorder()
+        self.host.connect(("tcp", "127.0.0.1", port), r)
+        stream = yield r.connectedD
+        sink = yield factory.connected
+        received = []
+        sink.dataReceived = received.append
+        ended = defer.Deferred()
+        sink.connectionLost = lambda reason: ended.callback(None)
+        total = 0
+        while not r.paused:
+            stream.write(b"e" * 65536)
+            total += 65536
+            yield task.deferLater(reactor, 0.001, lambda: None)
+        stream.writeEOF()
+        sink.transport.resumeProducing()
+        yield ended
+        self.assertEqual(sum(map(len, received)), total)
+        stream.abort()
+
+    @defer.inlineCallbacks
+    def test_unixSocket(self):
+        path = tempfile.mktemp(suffix=".sock")
+        port = reactor.listenUNIX(path, Factory.forProtocol(Echo))
+        self.addCleanup(port.stopListening)
+        r = Recorder()
+        self.host.connect(("unix", path), r)
+        stream = yield r.connectedD
+        stream.write(b"unix")
+        yield wait(lambda: r.data == b"unix")
+        stream.close()
+        yield r.done
+
+    @defer.inlineCallbacks
+    def test_command(self):
+        r = Recorder()
+        self.host.connect(("cmd", "tr a-z A-Z"), r)
+        stream = yield r.connectedD
+        stream.write(b"shout")
+        stream.writeEOF()
+        yield r.done
+        self.assertEqual(r.data, b"SHOUT")
+        self.assertIn("eof", r.events)
+
+
+class DatagramTests(TestCase):
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_udp(self):
+        host = TwistedHost(reactor)
+        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        echo.bind(("127.0.0.1", 0))
+        self.addCleanup(echo.close)
+        got = []
+
+        class H:
+            def datagramReceived(self, data, address):
+                got.append((data, address))
+
+        sock = host.openUDP(4, H())
+        self.addCleanup(sock.close)
+        sock.sendto(b"ping", echo.getsockname())
+        echo.settimeout(5)
+        data, addr = yield defer.maybeDeferred(echo.recvfrom, 100)
+        echo.sendto(b"pong", addr)
+        yield wait(lambda: got)
+        self.assertEqual(got, [(b"pong", echo.getsockname())])
+
+    @defer.inlineCallbacks
+    def test_icmpEchoLoopback(self):
+        host = TwistedHost(reactor)
+        got = []
+
+        class H:
+            def datagramReceived(self, data, address):
+                if data[0] == 0:
+                    got.append((data, address))
+
+        try:
+            sock = host.openICMP(4, H())
+        except OSError as e:
+            raise SkipTest(f"no ICMP socket: {e}")
+        self.addCleanup(sock.close)
+        message = P.icmp4(8, 0, struct.pack("!HH", 0x4321, 1) + b"payload")
+        sock.sendto(message, ("127.0.0.1", 0))
+        yield wait(lambda: got)
+        data, address = got[0]
+        self.assertEqual(address, ("127.0.0.1", 0))
+        self.assertEqual(data[8:], b"payload")
+        if not sock.rewritesIdentifier:
+            self.assertEqual(struct.unpack("!H", data[4:6])[0], 0x4321)
+
+    def test_listenBusy(self):
+        host = TwistedHost(reactor)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        self.addCleanup(s.close)
+        with self.assertRaises(OSError) as e:
+            host.listenTCP("127.0.0.1", s.getsockname()[1], lambda *a: None)
+        self.assertEqual(e.exception.errno, errno.EADDRINUSE)
+
+
+class EngineWithRealHostTests(TestCase):
+    """
+    A synthetic guest talks through the engine to a real TCP server on
+    127.0.0.1 (reached as 10.0.2.2).
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_connectThroughGateway(self):
+        port = reactor.listenTCP(0, Factory.forProtocol(Echo), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        frames = []
+        got = defer.Deferred()
+
+        def output(frame):
+            frames.append(frame)
+            f = decode(frame)
+            if f.proto == "tcp" and f.flags & P.TCP_SYN and not got.called:
+                got.callback(f)
+
+        driver = Driver(reactor)
+        engine = Engine(SlirpConfig(resolvConf="/none", ipv6=False), TwistedHost(reactor),
+                        output, clock=reactor.seconds, timerChanged=driver.timerChanged,
+                        strict=True)
+        driver.attach(engine)
+        self.addCleanup(driver.stop)
+        self.addCleanup(engine.close)
+        g = Guest()
+        engine.receive(g.arpRequest(GATEWAY))
+        dport = port.getHost().port
+        engine.receive(g.tcp(GATEWAY, 40000, dport, 100, 0, P.TCP_SYN))
+        synack = yield got
+        self.assertEqual(synack.flags, P.TCP_SYN | P.TCP_ACK)
+        frames.clear()
+        engine.receive(g.tcp(GATEWAY, 40000, dport, 101, synack.seq + 1,
+                             P.TCP_ACK | P.TCP_PSH | P.TCP_FIN, payload=b"echo me"))
+        yield wait(lambda: any(decode(f).flags & P.TCP_FIN for f in frames
+                               if decode(f).proto == "tcp"))
+        data = b"".join(decode(f).payload for f in frames if decode(f).proto == "tcp")
+        self.assertEqual(data, b"echo me")
+
+
+class PlugTests(TestCase):
+    """
+    The slirp:// plug: frames in, answers to the receiver, pausing holds
+    output back, closing stops every timer.
+    """
+
+    def setUp(self):
+        from vdetwist.backends.slirp import SlirpPlug
+        from vdetwist.slirp.memhost import MemoryHost
+        from vdetwist.testing import FrameCollector
+
+        self.clock = task.Clock()
+        self.plug = SlirpPlug(self.clock, SlirpConfig(resolvConf="/none"), "slirp://",
+                              host=MemoryHost())
+        self.collector = FrameCollector()
+        self.g = Guest()
+
+    def test_answers(self):
+        self.plug.send(self.g.arpRequest(GATEWAY))
+        self.clock.advance(0)
+        self.assertEqual(self.plug.stats.dropped, 1)  # nobody listening yet
+        self.plug.startReceiving(self.collector)
+        self.plug.send(self.g.arpRequest(GATEWAY))
+        self.plug.send(self.g.ping(GATEWAY))
+        self.assertEqual(self.collector.frames, [])  # handled as a batch, later
+        self.clock.advance(0)
+        self.assertEqual([decode(f).proto for f in self.collector.frames], ["arp", "icmp"])
+        self.assertEqual((self.plug.stats.sent, self.plug.stats.received), (3, 2))
+
+    def test_pause(self):
+        self.plug.startReceiving(self.collector)
+        self.plug.pauseProducing()
+        self.plug.send(self.g.arpRequest(GATEWAY))
+        self.clock.advance(0)
+        self.assertEqual(self.collector.frames, [])
+        self.plug.resumeProducing()
+        self.assertEqual(len(self.collector.frames), 1)
+
+    def test_close(self):
+        from vdetwist.errors import PlugClosed
+
+        self.plug.startReceiving(self.collector)
+        self.plug.send(self.g.arpRequest(GATEWAY))
+        self.assertTrue(self.clock.getDelayedCalls())
+        self.plug.close()
+        self.assertTrue(self.collector.reason.check(PlugClosed))
+        self.assertTrue(self.plug.engine.closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.plug.send(self.g.arpRequest(GATEWAY))
+        self.assertEqual(self.plug.stats.dropped, 1)

@@ -1,0 +1,385 @@
+"""
+The C{slirp://} options, their defaults (those of libslirp as configured by
+libvdeplug_slirp) and the C{verbose} configuration table.
+
+L{fromOptions} turns the option dictionary L{vdetwist.vnl.parse_slash}
+returns into a L{SlirpConfig}; L{SlirpConfig.table} is the text C{verbose}
+prints, line for line as the C plugin prints it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Mapping, Optional
+
+from vdetwist.errors import VdeError
+
+DEFAULT_ADDR = IPv4Address("10.0.2.2")
+DEFAULT_PREFIX = 24
+DEFAULT_DHCP = IPv4Address("10.0.2.15")
+DEFAULT_DNS = IPv4Address("10.0.2.3")
+#: The host part cmdfwd/unixfwd addresses default to (network + .2.4).
+DEFAULT_FWD = IPv4Address("10.0.2.4")
+DEFAULT_ADDR6 = IPv6Address("fd00::2")
+DEFAULT_PREFIX6 = 64
+DEFAULT_DNS6 = IPv6Address("fd00::3")
+DEFAULT_MTU = 1500
+MIN_MTU = 68
+MAX_MTU = 65521
+#: Where the DNS proxy finds the host's name servers unless told otherwise.
+RESOLV_CONF = "/etc/resolv.conf"
+#: Environment variable naming another resolv.conf (tests, containers).
+RESOLV_CONF_ENV = "VDETWIST_RESOLV_CONF"
+
+
+@dataclass(frozen=True)
+class HostForward:
+    """
+    A C{tcpfwd}/C{udpfwd} entry: the host listens on C{hostAddr:hostPort}
+    and relays to C{guestAddr:guestPort} (C{0.0.0.0}: the first DHCP
+    address).
+    """
+
+    proto: str
+    hostAddr: IPv4Address
+    hostPort: int
+    guestAddr: IPv4Address
+    guestPort: int
+
+
+@dataclass(frozen=True)
+class GuestForward:
+    """
+    A C{unixfwd}/C{cmdfwd} entry: guest connections to C{addr:port} are
+    relayed to the UNIX socket or command C{target}.
+    """
+
+    kind: str
+    addr: IPv4Address
+    port: int
+    target: str
+
+
+@dataclass
+class SlirpConfig:
+    """
+    Everything the engine needs to know, defaults as in libslirp.
+    """
+
+    ipv4: bool = True
+    ipv6: bool = True
+    restricted: bool = False
+    network: IPv4Network = IPv4Network("10.0.2.0/24")
+    host: IPv4Address = DEFAULT_ADDR
+    dhcpStart: IPv4Address = DEFAULT_DHCP
+    dns: IPv4Address = DEFAULT_DNS
+    network6: IPv6Network = IPv6Network("fd00::/64")
+    host6: IPv6Address = DEFAULT_ADDR6
+    dns6: IPv6Address = DEFAULT_DNS6
+    hostname: Optional[str] = "slirp"
+    tftpServerName: Optional[str] = None
+    tftpPath: Optional[str] = None
+    bootfile: Optional[str] = None
+    dnsSearch: tuple[str, ...] = ()
+    domainName: Optional[str] = None
+    #: As given: 0 means the default (1500).
+    mtuOption: int = 0
+    mruOption: int = 0
+    disableHostLoopback: bool = False
+    verbose: bool = False
+    hostForwards: list[HostForward] = field(default_factory=list)
+    guestForwards: list[GuestForward] = field(default_factory=list)
+    resolvConf: str = RESOLV_CONF
+    #: Number of DHCP leases (libslirp: 16).
+    leases: int = 16
+    leaseTime: int = 86400
+
+    @property
+    def mtu(self) -> int:
+        return self.mtuOption or DEFAULT_MTU
+
+    @property
+    def mru(self) -> int:
+        return self.mruOption or DEFAULT_MTU
+
+    @property
+    def netmask(self) -> IPv4Address:
+        return self.network.netmask
+
+    def mss4(self) -> int:
+        return min(self.mtu, self.mru) - 40
+
+    def mss6(self) -> int:
+        return min(self.mtu, self.mru) - 60
+
+    def table(self) -> str:
+        """
+        The configuration as C{verbose} prints it (one trailing newline).
+        """
+
+        def s(value: Optional[str]) -> str:
+            return "(null)" if value is None else value
+
+        lines = [
+            "SLIRP configuration",
+            "version       1",
+            f"ipv4-enable   {int(self.ipv4)}",
+            f"ipv4-network  {self.network.network_address}",
+            f"ipv4-netmask  {self.network.netmask}",
+            f"ipv4-host     {self.host}",
+            f"ipv6-enabled  {int(self.ipv6)}",
+            f"ipv6-prefix   {self.network6.network_address}",
+            f"ipv6-preflen  {self.network6.prefixlen}",
+            f"ipv6-host     {self.host6}",
+            f"hostname      {s(self.hostname)}",
+            f"tftp-servname {s(self.tftpServerName)}",
+            f"tftp-path     {s(self.tftpPath)}",
+            f"bootfile      {s(self.bootfile)}",
+            f"dhcp-start    {self.dhcpStart}",
+            f"ipv4-vDNS     {self.dns}",
+            f"ipv6-vDNS     {self.dns6}",
+            "vDNS-search   " + "".join(d + " " for d in self.dnsSearch),
+            f"vdomainname   {s(self.domainName)}",
+            f"MTU(0=def)    {self.mtuOption}",
+            f"MRU(0=def)    {self.mruOption}",
+            f"disable-lback {int(self.disableHostLoopback)}",
+            "enable-emu    0",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def forwardLine(forward, result: str = "Success") -> str:
+    """
+    The line C{verbose} prints for a forward, ending with C{result} (the
+    C{strerror} text of setting it up).
+    """
+    if isinstance(forward, HostForward):
+        return (
+            f"{forward.proto}fwd host   {forward.hostAddr} {forward.hostPort} "
+            f"-> guest {forward.guestAddr} {forward.guestPort}: {result}\n"
+        )
+    if forward.kind == "unix":
+        return (
+            f"unixfwd       gw {forward.addr} {forward.port} -> host "
+            f"{forward.target}: {result}\n"
+        )
+    return (
+        f"cmdfwd        gw {forward.addr} {forward.port} -> "
+        f"'{forward.target}': {result}\n"
+    )
+
+
+def _fail(vnl: str, message: str) -> VdeError:
+    return VdeError(message, errno.EINVAL, vnl)
+
+
+def _ipv4(text: str) -> Optional[IPv4Address]:
+    """
+    C{inet_pton}'s IPv4 dotted quad, or C{None}.
+    """
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        return None
+
+
+def _port(text: str) -> Optional[int]:
+    if not text.isdigit():
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None
+
+
+def _rebase(network, address):
+    """
+    C{address}'s host part moved into C{network}.
+    """
+    hostmask = int(network.hostmask)
+    return type(address)(int(network.network_address) | (int(address) & hostmask))
+
+
+def _prefixed4(vnl: str, key: str, value: str) -> tuple[IPv4Address, int]:
+    text, slash, prefix = value.partition("/")
+    address = _ipv4(text)
+    if address is None:
+        raise _fail(vnl, f"{key}={value}: not an IPv4 address")
+    if not slash:
+        return address, DEFAULT_PREFIX
+    if not prefix.isdigit() or not 0 < int(prefix) <= 30:
+        raise _fail(vnl, f"{key}={value}: the prefix length must be 1 to 30")
+    return address, int(prefix)
+
+
+def _prefixed6(vnl: str, key: str, value: str) -> tuple[IPv6Address, int]:
+    text, slash, prefix = value.partition("/")
+    try:
+        address = IPv6Address(text)
+    except ValueError:
+        raise _fail(vnl, f"{key}={value}: not an IPv6 address") from None
+    if not slash:
+        return address, DEFAULT_PREFIX6
+    if not prefix.isdigit() or not 0 < int(prefix) <= 126:
+        raise _fail(vnl, f"{key}={value}: the prefix length must be 1 to 126")
+    return address, int(prefix)
+
+
+def _mtu(vnl: str, key: str, value: str) -> int:
+    if not value.isdigit():
+        raise _fail(vnl, f"{key}={value}: not a number")
+    number = int(value)
+    if number and not MIN_MTU <= number <= MAX_MTU:
+        raise _fail(vnl, f"{key}={value}: must be 0 (default) or {MIN_MTU} to {MAX_MTU}")
+    return number
+
+
+def parseHostForwards(proto: str, value: str, firstGuest: IPv4Address) -> list[HostForward]:
+    """
+    C{[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT[,...]}; unparsable entries are
+    skipped, as in C.  A guest address of C{0.0.0.0} is kept as given (the
+    engine maps it to C{firstGuest} when it connects).
+    """
+    found = []
+    for entry in value.split(","):
+        fields = entry.split(":")
+        if len(fields) == 3:
+            fields.insert(0, "")
+        if len(fields) != 4:
+            continue
+        hostText, hostPort, guestText, guestPort = fields
+        hostAddr = IPv4Address("0.0.0.0") if hostText == "" else _ipv4(hostText)
+        guestAddr = _ipv4(guestText)
+        hp, gp = _port(hostPort), _port(guestPort)
+        if None in (hostAddr, guestAddr, hp, gp):
+            continue
+        found.append(HostForward(proto, hostAddr, hp, guestAddr, gp))
+    return found
+
+
+def parseGuestForwards(
+    kind: str, value: str, network: IPv4Network
+) -> list[GuestForward]:
+    """
+    C{[SLIRPIP:]SLIRPPORT:TARGET[,...]}; a missing or C{0.0.0.0} SLIRPIP is
+    the network's C{.2.4} address.
+    """
+    found = []
+    default = _rebase(network, DEFAULT_FWD)
+    for entry in value.split(","):
+        first, sep, rest = entry.partition(":")
+        address = _ipv4(first) if sep else None
+        if address is not None:
+            portText, sep, target = rest.partition(":")
+        else:
+            address, portText, target = default, first, rest
+        port = _port(portText)
+        if not sep or port is None or not target:
+            continue
+        if address == IPv4Address("0.0.0.0"):
+            address = default
+        found.append(GuestForward(kind, address, port, target))
+    return found
+
+
+def fromOptions(
+    options: Mapping[str, str],
+    vnl: str = "slirp://",
+    environ: Optional[Mapping[str, str]] = None,
+) -> SlirpConfig:
+    """
+    Build the configuration from parsed C{slirp://} options (full names, as
+    L{vdetwist.vnl.parse_slash} returns them).
+
+    @raise VdeError: (EINVAL) for a value that cannot be used.
+    """
+    environ = os.environ if environ is None else environ
+    config = SlirpConfig()
+    config.resolvConf = environ.get(RESOLV_CONF_ENV) or RESOLV_CONF
+    has = options.__contains__
+    if has("v4") or has("v6"):
+        config.ipv4 = has("v4")
+        config.ipv6 = has("v6")
+    config.restricted = has("restricted")
+    config.disableHostLoopback = has("disable_host_loopback")
+    config.verbose = has("verbose")
+    # host= and addr= are one option; addr (later in the table) wins.
+    for key in ("host", "addr"):
+        if key in options:
+            address, prefix = _prefixed4(vnl, key, options[key])
+            network = IPv4Network((int(address), prefix), strict=False)
+            if address in (network.network_address, network.broadcast_address):
+                raise _fail(vnl, f"{key}={options[key]}: not a host address")
+            config.host = address
+            config.network = network
+            config.dhcpStart = _rebase(network, DEFAULT_DHCP)
+            config.dns = _rebase(network, DEFAULT_DNS)
+    for key in ("host6", "addr6"):
+        if key in options:
+            address, prefix = _prefixed6(vnl, key, options[key])
+            network = IPv6Network((int(address), prefix), strict=False)
+            config.host6 = address
+            config.network6 = network
+            config.dns6 = _rebase(network, DEFAULT_DNS6)
+    if "hostname" in options:
+        config.hostname = options["hostname"]
+    for key, attr in (
+        ("tftp_server_name", "tftpServerName"),
+        ("tftp_path", "tftpPath"),
+        ("bootfile", "bootfile"),
+        ("vdomainname", "domainName"),
+    ):
+        if key in options:
+            setattr(config, attr, options[key])
+    if "dhcp" in options:
+        address = _ipv4(options["dhcp"])
+        if address is None or address not in config.network:
+            raise _fail(vnl, f"dhcp={options['dhcp']}: not an address in {config.network}")
+        config.dhcpStart = address
+    if "vnameserver" in options:
+        address = _ipv4(options["vnameserver"])
+        if address is None or address not in config.network:
+            raise _fail(
+                vnl, f"vnameserver={options['vnameserver']}: not an address in {config.network}"
+            )
+        config.dns = address
+    if "vnameserver6" in options:
+        try:
+            config.dns6 = IPv6Address(options["vnameserver6"])
+        except ValueError:
+            raise _fail(vnl, f"vnameserver6={options['vnameserver6']}: not an IPv6 address") from None
+    if "vdnssearch" in options:
+        config.dnsSearch = tuple(d for d in options["vdnssearch"].split(",") if d)
+    for key, attr in (("mtu", "mtuOption"), ("mru", "mruOption")):
+        if key in options:
+            setattr(config, attr, _mtu(vnl, key, options[key]))
+    for proto in ("tcp", "udp"):
+        key = proto + "fwd"
+        if key in options:
+            config.hostForwards += parseHostForwards(proto, options[key], config.dhcpStart)
+    for kind in ("unix", "cmd"):
+        key = kind + "fwd"
+        if key in options:
+            config.guestForwards += parseGuestForwards(kind, options[key], config.network)
+    return config
+
+
+def fromVNL(vnl, environ: Optional[Mapping[str, str]] = None) -> SlirpConfig:
+    """
+    The configuration a C{slirp://} L{vdetwist.vnl.VNL} asks for.
+    """
+    from vdetwist.vnl import SLIRP_OPTIONS
+
+    _, options = vnl.parse_slash(SLIRP_OPTIONS)
+    return fromOptions(options, vnl.text, environ)
+
+
+__all__ = [
+    "SlirpConfig",
+    "HostForward",
+    "GuestForward",
+    "fromOptions",
+    "fromVNL",
+    "forwardLine",
+]

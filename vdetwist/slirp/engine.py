@@ -1,0 +1,603 @@
+"""
+The sans-IO core of the slirp engine.
+
+Frames from the guests go in through L{Engine.input}; frames for the guests
+come out through the C{output} callback.  Time comes from the C{clock}
+callable and advances through L{Engine.advance}; the engine tells its
+driver when it next needs to run through C{timerChanged}.  Host sockets are
+behind L{vdetwist.slirp.hostapi.IHost}.  L{Driver} runs an engine on a
+Twisted clock (the reactor, or L{twisted.internet.task.Clock} in tests).
+
+No exception raised while handling a guest frame leaves L{Engine.input}:
+it is counted in C{stats["errors"]} and logged (with C{strict}, re-raised,
+for tests).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import time
+from collections import Counter, deque
+from typing import Callable, Optional
+
+from twisted.logger import Logger
+
+from vdetwist.slirp import packets as P
+from vdetwist.slirp.config import SlirpConfig
+from vdetwist.slirp.dhcp import DHCP6_SERVER_PORT, DhcpServer, RouterAdvertiser, dhcp6Reply
+from vdetwist.slirp.dns import Resolvers
+from vdetwist.slirp.icmp import IcmpNat
+from vdetwist.slirp.ipv4 import ICMP_ECHO, Reassembler
+from vdetwist.slirp.ipv4 import parse as parse4
+from vdetwist.slirp.ipv6 import ICMP6_ECHO_REQUEST, Ndp, l4ok
+from vdetwist.slirp.ipv6 import parse as parse6
+from vdetwist.slirp.link import Link
+from vdetwist.slirp.tcp import TcpLayer
+from vdetwist.slirp.udp import UdpNat, ntop
+
+log = Logger()
+
+#: Frames kept while the link is not writable (more are dropped).
+MAX_OUTPUT_QUEUE = 512
+HOUSEKEEPING_INTERVAL = 1.0
+
+_LOOPBACK4 = "127.0.0.1"
+_LOOPBACK6 = "::1"
+
+
+class Timer:
+    """
+    A one-shot timer of an L{Engine}; C{reset} re-arms it (cheaply when
+    moved later), C{cancel} stops it.
+    """
+
+    __slots__ = ("engine", "callback", "when", "queued")
+
+    def __init__(self, engine: "Engine", callback: Callable[[], None]) -> None:
+        self.engine = engine
+        self.callback = callback
+        self.when: Optional[float] = None
+        self.queued: Optional[float] = None
+
+    def reset(self, when: float) -> None:
+        self.when = when
+        if self.queued is None or when < self.queued:
+            self.queued = when
+            self.engine._push(when, self)
+
+    def cancel(self) -> None:
+        self.when = None
+
+    @property
+    def active(self) -> bool:
+        return self.when is not None
+
+
+class _Net4:
+    __slots__ = ("net", "mask")
+
+    def __init__(self, network) -> None:
+        self.net = int(network.network_address)
+        self.mask = int(network.netmask)
+
+    def __contains__(self, address: bytes) -> bool:
+        return len(address) == 4 and int.from_bytes(address, "big") & self.mask == self.net
+
+
+class _Net6:
+    __slots__ = ("net", "mask")
+
+    def __init__(self, network) -> None:
+        self.net = int(network.network_address)
+        self.mask = int(network.netmask)
+
+    def __contains__(self, address: bytes) -> bool:
+        return len(address) == 16 and int.from_bytes(address, "big") & self.mask == self.net
+
+
+class Engine:
+    """
+    @param config: a L{SlirpConfig}.
+    @param host: an L{vdetwist.slirp.hostapi.IHost}.
+    @param output: called with each frame for the guests.
+    @param clock: returns the current time in seconds.
+    @param timerChanged: called with the new earliest deadline when a timer
+        is set earlier than the last one announced.
+    @param strict: re-raise exceptions from C{input} (tests).
+    """
+
+    def __init__(self, config: SlirpConfig, host, output: Callable[[bytes], None],
+                 clock: Callable[[], float] = time.monotonic,
+                 timerChanged: Optional[Callable[[float], None]] = None,
+                 strict: bool = False, seed: Optional[int] = None) -> None:
+        self.config = config
+        self.host = host
+        self.output = output
+        self.now = clock
+        self.timerChanged = timerChanged
+        self.strict = strict
+        self.random = random.Random(seed)
+        self.stats: Counter = Counter()
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._announced: Optional[float] = None
+        self.writable = True
+        self.outQueue: deque[bytes] = deque()
+        self.closed = False
+
+        self.host4 = config.host.packed
+        self.dns4 = config.dns.packed
+        self.network4 = _Net4(config.network)
+        self.broadcast4 = config.network.broadcast_address.packed
+        self.host6 = config.host6.packed
+        self.dns6 = config.dns6.packed
+        self.network6 = _Net6(config.network6)
+        self.guestForwards = {(f.addr.packed, f.port): f for f in config.guestForwards}
+        self.local4 = {self.host4, self.dns4} | {a for a, _ in self.guestForwards}
+        self.local6 = {self.host6, self.dns6, P.IP6_ROUTER_LL}
+
+        self.link = Link(self)
+        self.ndp = Ndp(self)
+        self.dhcp = DhcpServer(self)
+        self.dnsResolver = Resolvers(config.resolvConf, clock)
+        self.ra = RouterAdvertiser(self)
+        self.reassembler = Reassembler()
+        self.udp = UdpNat(self)
+        self.tcp = TcpLayer(self)
+        self.icmp = IcmpNat(self)
+        self.tftp = None
+        if config.tftpPath:
+            from vdetwist.slirp.tftp import TftpServer
+
+            self.tftp = TftpServer(self, config.tftpPath)
+        self.housekeeping = Timer(self, self._housekeep)
+
+    # -- starting and stopping ----------------------------------------------
+
+    def start(self) -> list[tuple[object, str]]:
+        """
+        Start the periodic work and the host forwards; returns each forward
+        with the result of setting it up (C{"Success"} or the error text),
+        for C{verbose}.
+        """
+        import os
+
+        results = []
+        for forward in self.config.hostForwards:
+            try:
+                if forward.proto == "tcp":
+                    self.tcp.listen(forward)
+                else:
+                    self.udp.listen(forward)
+                results.append((forward, "Success"))
+            except OSError as e:
+                results.append((forward, os.strerror(e.errno) if e.errno else str(e)))
+        for forward in self.config.guestForwards:
+            results.append((forward, "Success"))
+        if self.config.ipv6:
+            self.ra.start()
+        return results
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.tcp.close()
+        self.udp.close()
+        self.icmp.close()
+        if self.tftp is not None:
+            self.tftp.close()
+        self.link.clear()
+        self._heap.clear()
+        self.outQueue.clear()
+
+    # -- timers ---------------------------------------------------------------
+
+    def timer(self, callback: Callable[[], None]) -> Timer:
+        return Timer(self, callback)
+
+    def _push(self, when: float, timer: Timer) -> None:
+        if self.closed:
+            return
+        heapq.heappush(self._heap, (when, next(self._seq), timer))
+        if self.timerChanged is not None and (self._announced is None or when < self._announced):
+            self._announced = when
+            self.timerChanged(when)
+
+    def nextDeadline(self) -> Optional[float]:
+        """
+        When the engine next needs L{advance} (possibly a little early).
+        """
+        heap = self._heap
+        while heap:
+            when, _, timer = heap[0]
+            if timer.queued != when or timer.when is None:
+                heapq.heappop(heap)
+                if timer.queued == when:
+                    timer.queued = None
+                continue
+            return when
+        return None
+
+    def advance(self, now: Optional[float] = None) -> None:
+        """
+        Run the timers due at C{now} (default: the clock).
+        """
+        if now is None:
+            now = self.now()
+        heap = self._heap
+        self._announced = None
+        while heap and heap[0][0] <= now:
+            when, _, timer = heapq.heappop(heap)
+            if timer.queued != when:
+                continue  # superseded by an earlier entry
+            timer.queued = None
+            if timer.when is None:
+                continue
+            if timer.when > now:
+                timer.queued = timer.when
+                heapq.heappush(heap, (timer.when, next(self._seq), timer))
+                continue
+            timer.when = None
+            try:
+                timer.callback()
+            except Exception:
+                self.stats["errors"] += 1
+                if self.strict:
+                    raise
+                log.failure("slirp timer")
+        self.flush()
+        deadline = self.nextDeadline()
+        if deadline is not None and self.timerChanged is not None:
+            self._announced = deadline
+            self.timerChanged(deadline)
+
+    def ensureHousekeeping(self) -> None:
+        if not self.housekeeping.active:
+            self.housekeeping.reset(self.now() + HOUSEKEEPING_INTERVAL)
+
+    def _housekeep(self) -> None:
+        now = self.now()
+        self.udp.expire(now)
+        self.icmp.expire(now)
+        self.reassembler.expire(now)
+        if self.udp.flows or self.icmp.flows or self.reassembler.queues:
+            self.housekeeping.reset(now + HOUSEKEEPING_INTERVAL)
+
+    # -- output ---------------------------------------------------------------
+
+    def emit(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        self.stats["frames_out"] += 1
+        if self.writable:
+            self.output(frame)
+        elif len(self.outQueue) < MAX_OUTPUT_QUEUE:
+            self.outQueue.append(frame)
+        else:
+            self.stats["frames_dropped"] += 1
+
+    def pauseOutput(self) -> None:
+        """
+        The link cannot take more frames for now.
+        """
+        self.writable = False
+
+    def resumeOutput(self) -> None:
+        self.writable = True
+        queue = self.outQueue
+        while queue and self.writable:
+            self.output(queue.popleft())
+        if self.writable:
+            self.tcp.resume()
+
+    # -- address mapping -------------------------------------------------------
+
+    def mapOutbound(self, destination: bytes, port: int, proto: str):
+        """
+        Where a guest packet to C{destination:port} goes on the host:
+        C{(host, port)}, a guest forward's C{("unix", path)} or
+        C{("cmd", command)}, or C{None} (refused).
+        """
+        config = self.config
+        if len(destination) == 4:
+            if destination == self.host4:
+                return None if config.disableHostLoopback else (_LOOPBACK4, port)
+            if destination == self.dns4:
+                if port == 53 and proto != "icmp" and not config.restricted:
+                    server = self.dnsResolver.forFamily(4)
+                    return None if server is None else (server, 53)
+                return None
+            if proto == "tcp":
+                forward = self.guestForwards.get((destination, port))
+                if forward is not None:
+                    return (forward.kind, forward.target)
+            if destination == P.IP4_BROADCAST:
+                if proto == "udp" and not config.disableHostLoopback:
+                    return (_LOOPBACK4, port)
+                return None
+            if destination in self.network4 or destination in self.local4:
+                return None
+            first = destination[0]
+            if first == 0 or first == 127 or first >= 224:
+                return None
+            if config.restricted:
+                return None
+            return (ntop(destination), port)
+        if destination == self.host6:
+            return None if config.disableHostLoopback else (_LOOPBACK6, port)
+        if destination == self.dns6:
+            if port == 53 and proto != "icmp" and not config.restricted:
+                server = self.dnsResolver.forFamily(6)
+                return None if server is None else (server, 53)
+            return None
+        if destination in self.network6 or destination in self.local6:
+            return None
+        if destination[0] == 0xFF or destination[:2] == b"\xfe\x80" or \
+                destination == P.IP6_LOOPBACK or destination == P.IP6_ANY:
+            return None
+        if destination[:12] == b"\0" * 10 + b"\xff\xff":
+            return None
+        if config.restricted:
+            return None
+        return (ntop(destination), port)
+
+    def mapInbound(self, address: bytes) -> bytes:
+        """
+        The address the guest sees for a host-side C{address}: the host's
+        loopback appears as the gateway, anything else as itself.
+        """
+        if len(address) == 4:
+            if address[0] == 127:
+                return self.host4
+            return address
+        if address == P.IP6_LOOPBACK:
+            return self.host6
+        return address
+
+    def portUnreachable(self, packet: bytes) -> None:
+        """
+        Answer a guest packet sent to a port of an emulated address that
+        nothing serves with an ICMP port unreachable.
+        """
+        if packet[0] >> 4 == 4:
+            from vdetwist.slirp.ipv4 import UNREACH_PORT, unreachable
+
+            self.link.send4(packet[12:16], unreachable(packet, UNREACH_PORT, packet[16:20]))
+        else:
+            from vdetwist.slirp.ipv6 import UNREACH6_PORT, unreachable6
+
+            self.link.send6(packet[8:24], unreachable6(packet, UNREACH6_PORT, packet[24:40]))
+
+    def forwardGuest(self, address) -> bytes:
+        """
+        The guest address of a forward (C{0.0.0.0}: the first DHCP address).
+        """
+        packed = address.packed
+        if packed == P.IP4_ANY:
+            return self.config.dhcpStart.packed
+        return packed
+
+    # -- input ------------------------------------------------------------------
+
+    def input(self, frame: bytes) -> None:
+        """
+        Handle one Ethernet frame from the guests.  Never raises (unless
+        C{strict}).
+        """
+        try:
+            self._input(frame)
+        except Exception:
+            self.stats["errors"] += 1
+            if self.strict:
+                raise
+            log.failure("slirp: handling a guest frame")
+
+    def flush(self) -> None:
+        """
+        Send what was held back during a batch of input (cumulative ACKs).
+        """
+        if self.tcp.pendingAcks:
+            try:
+                self.tcp.flush()
+            except Exception:
+                self.stats["errors"] += 1
+                if self.strict:
+                    raise
+                log.failure("slirp: flushing")
+
+    def receive(self, frame: bytes) -> None:
+        """
+        C{input} then C{flush}: one frame as a batch of its own.
+        """
+        self.input(frame)
+        self.flush()
+
+    def _input(self, frame: bytes) -> None:
+        if self.closed or len(frame) < P.ETH_HLEN:
+            return
+        self.stats["frames_in"] += 1
+        if not frame[0] & 1 and frame[:6] not in self.link.ownMacs:
+            self.stats["frames_not_ours"] += 1
+            return
+        ethertype = (frame[12] << 8) | frame[13]
+        if ethertype == P.ETH_IP:
+            if self.config.ipv4:
+                self._ip4(frame)
+        elif ethertype == P.ETH_ARP:
+            if self.config.ipv4:
+                self.link.arpInput(frame)
+        elif ethertype == P.ETH_IPV6:
+            if self.config.ipv6:
+                self._ip6(frame)
+
+    def _ip4(self, frame: bytes) -> None:
+        parsed = parse4(frame[P.ETH_HLEN:])
+        if parsed is None:
+            self.stats["ip4_bad"] += 1
+            return
+        ihl, packet = parsed
+        source, destination = packet[12:16], packet[16:20]
+        if source in self.network4 and source not in self.local4 and source != self.broadcast4:
+            if self.link.table4.get(source) != frame[6:12]:
+                self.link.learn(source, frame[6:12])
+        elif source != P.IP4_ANY and (source[0] >= 224 or source[0] == 127):
+            return
+        if packet[6] & 0x3F or packet[7]:
+            packet = self.reassembler.add(ihl, packet, self.now())
+            self.ensureHousekeeping()
+            if packet is None:
+                return
+            ihl = (packet[0] & 0x0F) << 2
+        proto = packet[9]
+        if proto == P.PROTO_TCP:
+            if destination[0] < 224 and destination != self.broadcast4:
+                self.tcp.input(packet, ihl)
+        elif proto == P.PROTO_UDP:
+            self._udp4(packet, ihl, frame)
+        elif proto == P.PROTO_ICMP:
+            self._icmp4(packet, ihl)
+
+    def _udp4(self, packet: bytes, ihl: int, frame: bytes) -> None:
+        if len(packet) < ihl + 8:
+            return
+        length = (packet[ihl + 4] << 8) | packet[ihl + 5]
+        if length < 8 or ihl + length > len(packet):
+            return
+        if ihl + length < len(packet):
+            packet = packet[: ihl + length]
+        if packet[ihl + 6] or packet[ihl + 7]:
+            from vdetwist.slirp.checksum import pseudo4, residue
+
+            if (residue(packet[ihl:]) + pseudo4(packet[12:16], packet[16:20], P.PROTO_UDP,
+                                                length)) % 0xFFFF:
+                self.stats["udp_bad_checksum"] += 1
+                return
+        destination = packet[16:20]
+        dport = (packet[ihl + 2] << 8) | packet[ihl + 3]
+        if dport == 67 and (destination == P.IP4_BROADCAST or destination == self.host4):
+            self.dhcp.input(packet, ihl, frame[6:12])
+            return
+        if dport == 69 and destination == self.host4 and self.tftp is not None:
+            self.tftp.input(packet, ihl)
+            return
+        if destination == self.broadcast4 or (destination[0] >= 224 and destination
+                                               != P.IP4_BROADCAST):
+            return
+        self.udp.input(packet, ihl)
+
+    def _icmp4(self, packet: bytes, ihl: int) -> None:
+        message = packet[ihl:]
+        if len(message) < 8:
+            return
+        from vdetwist.slirp.checksum import residue
+
+        if residue(message) != 0:
+            self.stats["icmp_bad_checksum"] += 1
+            return
+        if message[0] != ICMP_ECHO:
+            return
+        destination = packet[16:20]
+        if destination in self.local4:
+            self.icmp.echoLocal4(packet, ihl)
+        elif destination[0] < 224 and destination not in self.network4:
+            self.icmp.output(packet[12:16], destination, message)
+
+    def _ip6(self, frame: bytes) -> None:
+        packet = parse6(frame[P.ETH_HLEN:])
+        if packet is None:
+            self.stats["ip6_bad"] += 1
+            return
+        source, destination = packet[8:24], packet[24:40]
+        if source[0] == 0xFF:
+            return
+        nextHeader = packet[6]
+        if source != P.IP6_ANY and (source in self.network6 or source[:2] == b"\xfe\x80") \
+                and source not in self.local6:
+            if self.link.table6.get(source) != frame[6:12]:
+                self.link.learn(source, frame[6:12])
+        if nextHeader == P.PROTO_ICMPV6:
+            if len(packet) < 44 or not l4ok(packet, P.PROTO_ICMPV6):
+                return
+            if self.ndp.input(packet, frame[6:12]):
+                return
+            if packet[40] != ICMP6_ECHO_REQUEST or len(packet) < 48:
+                return
+            if destination in self.local6:
+                self.icmp.echoLocal6(packet)
+            elif destination[0] != 0xFF:
+                self.icmp.output(source, destination, packet[40:])
+        elif nextHeader == P.PROTO_UDP:
+            if len(packet) < 48 or not l4ok(packet, P.PROTO_UDP):
+                return
+            length = (packet[44] << 8) | packet[45]
+            if length < 8 or 40 + length > len(packet):
+                return
+            packet = packet[: 40 + length]
+            dport = (packet[42] << 8) | packet[43]
+            if dport == DHCP6_SERVER_PORT and destination[0] == 0xFF:
+                sport = (packet[40] << 8) | packet[41]
+                dhcp6Reply(self, source, sport, packet[48:])
+                return
+            if destination[0] == 0xFF:
+                return
+            self.udp.input(packet, 40)
+        elif nextHeader == P.PROTO_TCP:
+            if destination[0] != 0xFF:
+                self.tcp.input(packet, 40)
+
+
+class Driver:
+    """
+    Runs an L{Engine} on a Twisted clock: one C{DelayedCall} at the
+    earliest deadline, and batched input (L{Driver.input} collects frames
+    and handles them, then flushes, once per reactor turn).
+    """
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self.engine: Optional[Engine] = None
+        self._call = None
+        self._batch: list[bytes] = []
+        self._batchCall = None
+
+    def attach(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def timerChanged(self, when: float) -> None:
+        call = self._call
+        delay = max(0.0, when - self.clock.seconds())
+        if call is not None and call.active():
+            if call.getTime() <= when:
+                return
+            call.cancel()
+        self._call = self.clock.callLater(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._call = None
+        if self.engine is not None and not self.engine.closed:
+            self.engine.advance(self.clock.seconds())
+
+    def input(self, frame: bytes) -> None:
+        self._batch.append(frame)
+        if self._batchCall is None:
+            self._batchCall = self.clock.callLater(0, self._drain)
+
+    def _drain(self) -> None:
+        self._batchCall = None
+        batch, self._batch = self._batch, []
+        engine = self.engine
+        if engine is None or engine.closed:
+            return
+        for frame in batch:
+            engine.input(frame)
+        engine.flush()
+
+    def stop(self) -> None:
+        for call in (self._call, self._batchCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._call = self._batchCall = None
+        self._batch = []

@@ -1,0 +1,378 @@
+"""
+The host side of the slirp engine on a Twisted reactor: TCP/UNIX
+connections and commands as streams with producer/consumer flow control
+both ways, UDP ports, ICMP echo sockets, and the listeners of the forwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+
+from twisted.internet import error as terror
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from vdetwist.slirp.hostapi import IDatagramSocket, IHost, IListening, IStream
+
+log = Logger()
+
+CONNECT_TIMEOUT = 75
+
+
+def _errno(reason) -> int:
+    value = reason.value
+    if isinstance(value, terror.ConnectionRefusedError):
+        return errno.ECONNREFUSED
+    if isinstance(value, terror.NoRouteError):
+        return errno.EHOSTUNREACH
+    if isinstance(value, (terror.TCPTimedOutError, terror.TimeoutError)):
+        return errno.ETIMEDOUT
+    code = getattr(value, "osError", None)
+    if isinstance(code, int):
+        return code
+    code = getattr(value, "errno", None)
+    if isinstance(code, int):
+        return code
+    return errno.ECONNREFUSED
+
+
+@implementer(IStream)
+class _TransportStream:
+    """
+    An L{IStream} over a Twisted TCP or UNIX transport.
+    """
+
+    def __init__(self, transport, tcp: bool) -> None:
+        self.transport = transport
+        self.tcp = tcp
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def writeEOF(self) -> None:
+        # Twisted resumes a paused producer instead of shutting down when
+        # the buffer drains: nothing more is written, so unregister first.
+        self.transport.unregisterProducer()
+        self.transport.loseWriteConnection()
+
+    def close(self) -> None:
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def abort(self) -> None:
+        if self.tcp:
+            try:  # a zero linger time makes close() send a reset
+                self.transport.getHandle().setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except (OSError, AttributeError):
+                pass
+        self.transport.abortConnection()
+
+    def pauseReading(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        self.transport.resumeProducing()
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class _StreamProtocol(Protocol):
+    """
+    Relays a transport's events to an engine stream handler; registered as
+    the transport's producer, so a full write buffer pauses the guest.
+    """
+
+    def __init__(self, handler=None, onAccept=None, tcp: bool = True) -> None:
+        self.handler = handler
+        self.onAccept = onAccept
+        self.tcp = tcp
+        self.stream = None
+
+    def connectionMade(self) -> None:
+        self.stream = _TransportStream(self.transport, self.tcp)
+        self.transport.registerProducer(self, True)
+        if self.onAccept is not None:
+            peer = self.transport.getPeer()
+            self.handler = self.onAccept(self.stream, (peer.host, peer.port))
+            if self.handler is None:
+                self.transport.abortConnection()
+                return
+        else:
+            self.handler.connected(self.stream)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.handler is not None:
+            self.handler.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        if self.handler is not None:
+            self.handler.readEOF()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason) -> None:
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            handler.connectionLost(bool(reason.check(terror.ConnectionDone)))
+
+    # IPushProducer: the transport's write buffer
+    def pauseProducing(self) -> None:
+        if self.handler is not None:
+            self.handler.pauseWriting()
+
+    def resumeProducing(self) -> None:
+        if self.handler is not None:
+            self.handler.resumeWriting()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _ConnectFactory(ClientFactory):
+    def __init__(self, handler, tcp: bool) -> None:
+        self.handler = handler
+        self.tcp = tcp
+
+    def buildProtocol(self, addr):
+        return _StreamProtocol(self.handler, tcp=self.tcp)
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.handler.connectFailed(_errno(reason))
+
+
+@implementer(IStream)
+class _ProcessStream:
+    def __init__(self, transport) -> None:
+        self.transport = transport
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def _unregister(self) -> None:
+        stdin = self.transport.pipes.get(0)
+        if stdin is not None:
+            stdin.unregisterProducer()
+
+    def writeEOF(self) -> None:
+        self._unregister()
+        self.transport.closeStdin()
+
+    def close(self) -> None:
+        self._unregister()
+        self.transport.closeStdin()
+
+    def abort(self) -> None:
+        self.transport.loseConnection()
+        try:
+            self.transport.signalProcess("KILL")
+        except (OSError, terror.ProcessExitedAlready):
+            pass
+
+    def pauseReading(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        self.transport.resumeProducing()
+
+
+@implementer(IPushProducer)
+class _CommandProtocol(ProcessProtocol):
+    """
+    A C{cmdfwd} command: its stdin and stdout are the stream.
+    """
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+
+    def connectionMade(self) -> None:
+        stdin = self.transport.pipes.get(0)
+        if stdin is not None:
+            stdin.registerProducer(self, True)
+        self.handler.connected(_ProcessStream(self.transport))
+
+    def outReceived(self, data: bytes) -> None:
+        if self.handler is not None:
+            self.handler.dataReceived(data)
+
+    def outConnectionLost(self) -> None:
+        if self.handler is not None:
+            self.handler.readEOF()
+
+    def processEnded(self, reason) -> None:
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            handler.readEOF()
+            handler.connectionLost(True)
+
+    def pauseProducing(self) -> None:
+        if self.handler is not None:
+            self.handler.pauseWriting()
+
+    def resumeProducing(self) -> None:
+        if self.handler is not None:
+            self.handler.resumeWriting()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _Datagrams(DatagramProtocol):
+    def __init__(self, handler) -> None:
+        self.handler = handler
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        self.handler.datagramReceived(data, (addr[0], addr[1]))
+
+
+@implementer(IDatagramSocket)
+class _UdpSocket:
+    rewritesIdentifier = False
+
+    def __init__(self, port, family: int) -> None:
+        self.port = port
+        self.family = family
+
+    def sendto(self, data: bytes, address: tuple) -> None:
+        try:
+            self.port.write(data, address)
+        except (OSError, terror.MessageLengthError):
+            pass
+
+    def close(self) -> None:
+        self.port.stopListening()
+
+
+@implementer(IDatagramSocket)
+class _IcmpSocket:
+    """
+    A ping (or raw ICMP) socket read by the reactor.
+    """
+
+    def __init__(self, reactor, sock: socket.socket, family: int, raw: bool, handler) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.family = family
+        self.raw = raw
+        self.rewritesIdentifier = not raw
+        self.handler = handler
+        reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "slirp-icmp"
+
+    def doRead(self) -> None:
+        for _ in range(64):
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            if self.raw and self.family == 4 and data:
+                data = data[(data[0] & 0x0F) * 4 :]
+            self.handler.datagramReceived(data, (addr[0], 0))
+
+    def connectionLost(self, reason) -> None:
+        pass
+
+    def sendto(self, data: bytes, address: tuple) -> None:
+        try:
+            self.sock.sendto(data, address)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.reactor.removeReader(self)
+            self.sock.close()
+
+
+@implementer(IListening)
+class _Listening:
+    def __init__(self, port) -> None:
+        self.port = port
+
+    def close(self) -> None:
+        self.port.stopListening()
+
+
+class _AcceptFactory(Factory):
+    def __init__(self, onAccept) -> None:
+        self.onAccept = onAccept
+
+    def buildProtocol(self, addr):
+        return _StreamProtocol(onAccept=self.onAccept)
+
+
+@implementer(IHost)
+class TwistedHost:
+    """
+    Host sockets on C{reactor}.
+    """
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+
+    def connect(self, target: tuple, handler) -> None:
+        kind = target[0]
+        if kind == "tcp":
+            _, host, port = target
+            self.reactor.connectTCP(host, port, _ConnectFactory(handler, True),
+                                    timeout=CONNECT_TIMEOUT)
+        elif kind == "unix":
+            self.reactor.connectUNIX(target[1], _ConnectFactory(handler, False),
+                                     timeout=CONNECT_TIMEOUT)
+        elif kind == "cmd":
+            try:
+                self.reactor.spawnProcess(_CommandProtocol(handler), "/bin/sh",
+                                          ["/bin/sh", "-c", target[1]], env=None,
+                                          childFDs={0: "w", 1: "r", 2: 2})
+            except OSError as e:
+                handler.connectFailed(e.errno or errno.ENOENT)
+        else:  # pragma: no cover
+            handler.connectFailed(errno.EINVAL)
+
+    def openUDP(self, family: int, handler) -> _UdpSocket:
+        interface = "::" if family == 6 else "0.0.0.0"
+        try:
+            port = self.reactor.listenUDP(0, _Datagrams(handler), interface=interface)
+        except terror.CannotListenError as e:
+            raise OSError(getattr(e.socketError, "errno", errno.EIO), str(e)) from None
+        return _UdpSocket(port, family)
+
+    def listenUDP(self, address: str, port: int, handler) -> _UdpSocket:
+        try:
+            listening = self.reactor.listenUDP(port, _Datagrams(handler), interface=address)
+        except terror.CannotListenError as e:
+            raise OSError(getattr(e.socketError, "errno", errno.EIO),
+                          getattr(e.socketError, "strerror", str(e))) from None
+        return _UdpSocket(listening, 6 if ":" in address else 4)
+
+    def listenTCP(self, address: str, port: int, onAccept) -> _Listening:
+        try:
+            listening = self.reactor.listenTCP(port, _AcceptFactory(onAccept), interface=address)
+        except terror.CannotListenError as e:
+            raise OSError(getattr(e.socketError, "errno", errno.EIO),
+                          getattr(e.socketError, "strerror", str(e))) from None
+        return _Listening(listening)
+
+    def openICMP(self, family: int, handler) -> _IcmpSocket:
+        af = socket.AF_INET6 if family == 6 else socket.AF_INET
+        proto = socket.IPPROTO_ICMPV6 if family == 6 else socket.IPPROTO_ICMP
+        try:
+            sock = socket.socket(af, socket.SOCK_DGRAM, proto)
+            raw = False
+        except OSError:
+            sock = socket.socket(af, socket.SOCK_RAW, proto)
+            raw = True
+        sock.setblocking(False)
+        return _IcmpSocket(self.reactor, sock, family, raw, handler)

@@ -1,0 +1,156 @@
+"""
+ICMP echo: answered locally for the emulated addresses, NATed to the host
+for the others through an ICMP datagram ("ping") socket when the host's
+C{net.ipv4.ping_group_range} allows it, else a raw socket.
+
+A ping socket's kernel replaces the echo identifier with the socket's port;
+a raw socket keeps it, so each flow sends with an identifier of its own.
+Either way the guest's identifier is put back on the replies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from typing import TYPE_CHECKING, Optional
+
+from zope.interface import implementer
+
+from vdetwist.slirp import packets as P
+from vdetwist.slirp.hostapi import IDatagramHandler
+from vdetwist.slirp.udp import pton
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vdetwist.slirp.engine import Engine
+
+ECHO_REPLY4, ECHO4 = 0, 8
+ECHO_REQUEST6, ECHO_REPLY6 = 128, 129
+IDLE_TIMEOUT = 30.0
+MAX_FLOWS = 64
+ECHO = struct.Struct("!BBHHH")
+
+
+@implementer(IDatagramHandler)
+class EchoFlow:
+    def __init__(self, nat: "IcmpNat", key: tuple, ident: int) -> None:
+        self.nat = nat
+        self.key = key  # (guest address, guest identifier)
+        self.ident = ident
+        self.socket = None
+        self.expires = 0.0
+        #: host address bytes -> guest-visible address bytes
+        self.visible: dict[bytes, bytes] = {}
+
+    def datagramReceived(self, data: bytes, address: tuple) -> None:
+        self.nat.fromHost(self, data, address)
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+
+
+class IcmpNat:
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self.flows: dict[tuple, EchoFlow] = {}
+        self._idents = itertools.count(0x4000)
+
+    def echoLocal4(self, packet: bytes, ihl: int) -> None:
+        """
+        Answer an echo request to an emulated address.
+        """
+        message = packet[ihl:]
+        reply = P.icmp4(ECHO_REPLY4, 0, message[4:])
+        self.engine.link.send4(packet[12:16], P.ipv4(packet[16:20], packet[12:16],
+                                                     P.PROTO_ICMP, reply, ttl=255))
+
+    def echoLocal6(self, packet: bytes) -> None:
+        source, destination = packet[24:40], packet[8:24]
+        reply = P.icmp6(source, destination, ECHO_REPLY6, 0, packet[44:])
+        self.engine.link.send6(destination, P.ipv6(source, destination, P.PROTO_ICMPV6, reply,
+                                                   255))
+
+    def output(self, guest: bytes, destination: bytes, message: bytes) -> None:
+        """
+        Send the guest's echo request C{message} (ICMP header and data) to
+        C{destination} through a host socket.
+        """
+        engine = self.engine
+        if len(message) < 8:
+            return
+        target = engine.mapOutbound(destination, 0, "icmp")
+        if target is None:
+            return
+        host = target[0]
+        _, _, _, gid, seq = ECHO.unpack_from(message)
+        key = (guest, gid)
+        flow = self.flows.get(key)
+        if flow is None:
+            if len(self.flows) >= MAX_FLOWS:
+                oldest = min(self.flows.values(), key=lambda f: f.expires)
+                self.flows.pop(oldest.key).close()
+            flow = EchoFlow(self, key, next(self._idents) & 0xFFFF)
+            try:
+                flow.socket = engine.host.openICMP(6 if ":" in host else 4, flow)
+            except OSError:
+                engine.stats["icmp_socket_failed"] += 1
+                return
+            self.flows[key] = flow
+            engine.ensureHousekeeping()
+        flow.expires = engine.now() + IDLE_TIMEOUT
+        flow.visible[pton(host)] = destination
+        kind = ECHO4 if ":" not in host else ECHO_REQUEST6
+        body = struct.pack("!HH", flow.ident, seq) + message[8:]
+        if kind == ECHO4:
+            request = P.icmp4(kind, 0, body)
+        else:
+            # The kernel fills in the ICMPv6 checksum (it needs the source).
+            request = bytes((kind, 0, 0, 0)) + body
+        engine.stats["icmp_out"] += 1
+        flow.socket.sendto(request, (host, 0))
+
+    def fromHost(self, flow: EchoFlow, data: bytes, address: tuple) -> None:
+        engine = self.engine
+        if self.flows.get(flow.key) is not flow or len(data) < 8:
+            return
+        kind, code, _, ident, seq = ECHO.unpack_from(data)
+        if kind not in (ECHO_REPLY4, ECHO_REPLY6) or code != 0:
+            return
+        if not flow.socket.rewritesIdentifier and ident != flow.ident:
+            return
+        try:
+            hostBytes = pton(address[0])
+        except OSError:
+            return
+        visible = flow.visible.get(hostBytes)
+        if visible is None:
+            return
+        guest, gid = flow.key
+        body = struct.pack("!HH", gid, seq) + data[8:]
+        if len(guest) == 4:
+            if len(visible) != 4:
+                return
+            reply = P.icmp4(ECHO_REPLY4, 0, body)
+            engine.link.send4(guest, P.ipv4(visible, guest, P.PROTO_ICMP, reply))
+        else:
+            if len(visible) != 16:
+                return
+            reply = P.icmp6(visible, guest, ECHO_REPLY6, 0, body)
+            engine.link.send6(guest, P.ipv6(visible, guest, P.PROTO_ICMPV6, reply))
+        engine.stats["icmp_in"] += 1
+
+    def expire(self, now: float) -> None:
+        for key in [k for k, f in self.flows.items() if f.expires <= now]:
+            self.flows.pop(key).close()
+
+    def close(self) -> None:
+        for flow in self.flows.values():
+            flow.close()
+        self.flows.clear()
+
+    def nextExpiry(self) -> Optional[float]:
+        if not self.flows:
+            return None
+        return min(f.expires for f in self.flows.values())
+

@@ -1,0 +1,177 @@
+"""
+IPv6 input checks and neighbour discovery (RFC 4861) for the router
+(fe80::2), the host address (fd00::2) and the DNS address (fd00::3).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Optional
+
+from vdetwist.slirp import packets as P
+from vdetwist.slirp.checksum import pseudo6, residue
+from vdetwist.slirp.dhcp import (
+    ND_NA, ND_NS, ND_RA, ND_RS, OPT_SOURCE_LL, OPT_TARGET_LL,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vdetwist.slirp.engine import Engine
+
+ICMP6_UNREACH = 1
+ICMP6_TOO_BIG = 2
+ICMP6_ECHO_REQUEST = 128
+ICMP6_ECHO_REPLY = 129
+UNREACH6_ADDRESS = 3
+UNREACH6_PORT = 4
+
+
+def parse(data: bytes) -> Optional[bytes]:
+    """
+    Check an IPv6 packet (Ethernet payload, maybe padded); returns it cut to
+    its length, or C{None}.
+    """
+    if len(data) < 40 or data[0] >> 4 != 6:
+        return None
+    length = ((data[4] << 8) | data[5]) + 40
+    if length > len(data):
+        return None
+    return data if length == len(data) else data[:length]
+
+
+def l4ok(packet: bytes, proto: int) -> bool:
+    """
+    Whether the upper-layer checksum of an IPv6 packet (no extension
+    headers) is right.
+    """
+    segment = packet[40:]
+    return (residue(segment) + pseudo6(packet[8:24], packet[24:40], proto, len(segment))) \
+        % 0xFFFF == 0
+
+
+def ndOptions(data: bytes) -> Optional[dict[int, bytes]]:
+    """
+    Neighbour discovery options; C{None} if one has length 0 or overruns.
+    """
+    options: dict[int, bytes] = {}
+    i = 0
+    while i + 2 <= len(data):
+        kind, length = data[i], data[i + 1] * 8
+        if length == 0 or i + length > len(data):
+            return None
+        options.setdefault(kind, data[i + 2 : i + length])
+        i += length
+    return options
+
+
+def unreachable6(packet: bytes, code: int, source: bytes, kind: int = ICMP6_UNREACH,
+                 mtu: int = 0) -> bytes:
+    quoted = packet[: 1280 - 48]
+    body = struct.pack("!I", mtu) + quoted
+    message = P.icmp6(source, packet[8:24], kind, code, body)
+    return P.ipv6(source, packet[8:24], P.PROTO_ICMPV6, message)
+
+
+def fragment6(packet: bytes, mtu: int, ident: int) -> list[bytes]:
+    """
+    C{packet} (no extension headers) cut into fragments of at most C{mtu}
+    bytes with fragment headers (RFC 8200 4.5).
+    """
+    if len(packet) <= mtu:
+        return [packet]
+    nextHeader = packet[6]
+    payload = packet[40:]
+    step = (mtu - 48) & ~7
+    pieces = []
+    for offset in range(0, len(payload), step):
+        piece = payload[offset : offset + step]
+        more = 1 if offset + step < len(payload) else 0
+        fragmentHeader = struct.pack("!BBHI", nextHeader, 0, offset | more, ident)
+        pieces.append(packet[:4] + struct.pack("!HB", 8 + len(piece), 44) + packet[7:40]
+                      + fragmentHeader + piece)
+    return pieces
+
+
+class Ndp:
+    """
+    Answers solicitations for the emulated addresses, learns guests'
+    addresses, and solicits guests' MACs for the link layer.
+    """
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+
+    def input(self, packet: bytes, frameSource: bytes) -> bool:
+        """
+        Handle an ICMPv6 neighbour discovery message; C{False} if it is not
+        one (for the caller to handle).
+        """
+        kind = packet[40]
+        if kind not in (ND_RS, ND_NS, ND_NA, ND_RA):
+            return False
+        # RFC 4861: hop limit 255 and code 0, or it came from off-link.
+        if packet[7] != 255 or packet[41] != 0:
+            return True
+        source = packet[8:24]
+        engine = self.engine
+        link = engine.link
+        if kind == ND_RS:
+            if len(packet) < 48:
+                return True
+            options = ndOptions(packet[48:])
+            if options is None:
+                return True
+            mac = options.get(OPT_SOURCE_LL)
+            if source != P.IP6_ANY and mac is not None and len(mac) >= 6:
+                link.learn(source, mac[:6])
+            engine.ra.send()
+        elif kind == ND_NS:
+            if len(packet) < 64:
+                return True
+            target = packet[48:64]
+            options = ndOptions(packet[64:])
+            if options is None or target[0] == 0xFF:
+                return True
+            mac = options.get(OPT_SOURCE_LL)
+            if source == P.IP6_ANY:
+                if mac is not None:
+                    return True  # RFC 4861 7.1.1: no source LL option in DAD
+            elif mac is not None and len(mac) >= 6:
+                link.learn(source, mac[:6])
+            if target in engine.local6:
+                self._advertise(target, source, solicited=source != P.IP6_ANY)
+        elif kind == ND_NA:
+            if len(packet) < 64:
+                return True
+            target = packet[48:64]
+            options = ndOptions(packet[64:])
+            if options is None:
+                return True
+            mac = options.get(OPT_TARGET_LL)
+            if mac is not None and len(mac) >= 6 and target not in engine.local6:
+                link.learn(target, mac[:6])
+        return True
+
+    def _advertise(self, target: bytes, to: bytes, solicited: bool) -> None:
+        flags = 0x80000000 | 0x20000000  # router, override
+        if solicited:
+            flags |= 0x40000000
+        destination = to if solicited else P.IP6_ALL_NODES
+        mac = P.mac6(target) if target != P.IP6_ROUTER_LL else self.engine.link.routerMac6
+        body = struct.pack("!I", flags) + target + bytes((OPT_TARGET_LL, 1)) + mac
+        message = P.icmp6(target, destination, ND_NA, 0, body)
+        packet = P.ipv6(target, destination, P.PROTO_ICMPV6, message, 255)
+        frameDest = P.multicastMac6(destination) if destination[0] == 0xFF else \
+            self.engine.link.lookup(destination)
+        if frameDest is None:
+            return
+        self.engine.emit(P.ETH.pack(frameDest, mac, P.ETH_IPV6) + packet)
+
+    def solicit(self, target: bytes) -> None:
+        engine = self.engine
+        source = P.IP6_ROUTER_LL if target[:2] == b"\xfe\x80" else engine.host6
+        destination = P.solicitedNode(target)
+        mac = engine.link.sourceMac6(source)
+        body = b"\0\0\0\0" + target + bytes((OPT_SOURCE_LL, 1)) + mac
+        message = P.icmp6(source, destination, ND_NS, 0, body)
+        packet = P.ipv6(source, destination, P.PROTO_ICMPV6, message, 255)
+        engine.emit(P.ETH.pack(P.multicastMac6(destination), mac, P.ETH_IPV6) + packet)

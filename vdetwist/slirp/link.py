@@ -1,0 +1,195 @@
+"""
+The link layer: which MACs belong to which guest addresses (ARP for IPv4,
+neighbour discovery for IPv6), the frames waiting for an address to
+resolve, and ARP answers for the emulated hosts.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING
+
+from vdetwist.slirp import packets as P
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vdetwist.slirp.engine import Engine
+
+#: Neighbour table entries kept per family (oldest forgotten first).
+MAX_NEIGHBOURS = 1024
+#: Frames waiting for one address to resolve, and addresses waited for.
+MAX_QUEUED_PER_ADDRESS = 32
+MAX_PENDING_ADDRESSES = 64
+#: Resolution requests sent before the waiting frames are dropped.
+RESOLVE_TRIES = 3
+RESOLVE_INTERVAL = 1.0
+#: ARP replies are padded to this length, as libslirp pads them.
+ARP_FRAME_LENGTH = 64
+
+
+class _Pending:
+    __slots__ = ("frames", "tries", "timer")
+
+    def __init__(self) -> None:
+        self.frames: deque[bytes] = deque()
+        self.tries = 0
+        self.timer = None
+
+
+class Link:
+    """
+    Neighbour tables and the resolution queue for both families.
+    """
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.table4: OrderedDict[bytes, bytes] = OrderedDict()
+        self.table6: OrderedDict[bytes, bytes] = OrderedDict()
+        self.pending: dict[bytes, _Pending] = {}
+        self.gatewayMac = P.mac4(engine.host4)
+        self.routerMac6 = P.mac6(P.IP6_ROUTER_LL)
+        self.mtu = self.config.mtu
+        self.fragmentIdent = 0
+        #: the unicast MACs of the emulated hosts, for the destination filter
+        self.ownMacs = frozenset(
+            [P.mac4(a) for a in engine.local4] + [P.mac6(a) for a in engine.local6])
+
+    # -- tables ---------------------------------------------------------
+
+    def learn(self, address: bytes, mac: bytes) -> None:
+        """
+        C{address} (4 or 16 bytes) is at C{mac}; send what waited for it.
+        """
+        if mac[0] & 1 or mac == P.ZERO_MAC:
+            return
+        table = self.table4 if len(address) == 4 else self.table6
+        if table.get(address) != mac:
+            table[address] = mac
+            table.move_to_end(address)
+            if len(table) > MAX_NEIGHBOURS:
+                table.popitem(last=False)
+        waiting = self.pending.pop(address, None)
+        if waiting is not None:
+            if waiting.timer is not None:
+                waiting.timer.cancel()
+            for frame in waiting.frames:
+                self.engine.emit(mac + frame[6:])
+
+    def lookup(self, address: bytes):
+        table = self.table4 if len(address) == 4 else self.table6
+        return table.get(address)
+
+    # -- sending --------------------------------------------------------
+
+    def sourceMac4(self, source: bytes) -> bytes:
+        # libslirp sends every IPv4 frame from the gateway's MAC (only ARP
+        # replies carry the MAC of the address asked for)
+        return self.gatewayMac
+
+    def sourceMac6(self, source: bytes) -> bytes:
+        if source in self.engine.local6:
+            return P.mac6(source)
+        return self.routerMac6
+
+    def send4(self, destination: bytes, packet: bytes) -> None:
+        """
+        Send an IPv4 packet to the guest at C{destination} (broadcast
+        addresses go to the broadcast MAC), in fragments if it is larger
+        than the MTU.
+        """
+        if len(packet) > self.mtu:
+            from vdetwist.slirp.ipv4 import fragment
+
+            for piece in fragment(packet, self.mtu):
+                self.send4(destination, piece)
+            return
+        source = self.sourceMac4(packet[12:16])
+        if destination == P.IP4_BROADCAST or destination == self.engine.broadcast4:
+            self.engine.emit(P.ETH.pack(P.BROADCAST_MAC, source, P.ETH_IP) + packet)
+            return
+        mac = self.table4.get(destination)
+        frame = P.ETH.pack(mac or P.BROADCAST_MAC, source, P.ETH_IP) + packet
+        if mac is not None:
+            self.engine.emit(frame)
+        else:
+            self._queue(destination, frame)
+
+    def send6(self, destination: bytes, packet: bytes) -> None:
+        if len(packet) > self.mtu:
+            from vdetwist.slirp.ipv6 import fragment6
+
+            self.fragmentIdent = (self.fragmentIdent + 1) & 0xFFFFFFFF
+            for piece in fragment6(packet, self.mtu, self.fragmentIdent):
+                self.send6(destination, piece)
+            return
+        source = self.sourceMac6(packet[8:24])
+        if destination[0] == 0xFF:
+            mac = P.multicastMac6(destination)
+            self.engine.emit(P.ETH.pack(mac, source, P.ETH_IPV6) + packet)
+            return
+        mac = self.table6.get(destination)
+        frame = P.ETH.pack(mac or P.BROADCAST_MAC, source, P.ETH_IPV6) + packet
+        if mac is not None:
+            self.engine.emit(frame)
+        else:
+            self._queue(destination, frame)
+
+    def _queue(self, destination: bytes, frame: bytes) -> None:
+        waiting = self.pending.get(destination)
+        if waiting is None:
+            if len(self.pending) >= MAX_PENDING_ADDRESSES:
+                self.engine.stats["dropped_unresolved"] += 1
+                return
+            waiting = self.pending[destination] = _Pending()
+            waiting.timer = self.engine.timer(lambda: self._retry(destination))
+            self._solicit(destination)
+            waiting.tries = 1
+            waiting.timer.reset(self.engine.now() + RESOLVE_INTERVAL)
+        if len(waiting.frames) >= MAX_QUEUED_PER_ADDRESS:
+            waiting.frames.popleft()
+            self.engine.stats["dropped_unresolved"] += 1
+        waiting.frames.append(frame)
+
+    def _retry(self, destination: bytes) -> None:
+        waiting = self.pending.get(destination)
+        if waiting is None:
+            return
+        if waiting.tries >= RESOLVE_TRIES:
+            del self.pending[destination]
+            self.engine.stats["dropped_unresolved"] += len(waiting.frames)
+            return
+        waiting.tries += 1
+        self._solicit(destination)
+        waiting.timer.reset(self.engine.now() + RESOLVE_INTERVAL)
+
+    def _solicit(self, destination: bytes) -> None:
+        if len(destination) == 4:
+            request = P.ARP.pack(1, P.ETH_IP, 6, 4, 1, self.gatewayMac,
+                                 self.engine.host4, P.ZERO_MAC, destination)
+            # unpadded, as libslirp sends its requests (its replies are padded)
+            self.engine.emit(P.ETH.pack(P.BROADCAST_MAC, self.gatewayMac, P.ETH_ARP) + request)
+        else:
+            self.engine.ndp.solicit(destination)
+
+    def clear(self) -> None:
+        for waiting in self.pending.values():
+            if waiting.timer is not None:
+                waiting.timer.cancel()
+        self.pending.clear()
+
+    # -- ARP input ------------------------------------------------------
+
+    def arpInput(self, frame: bytes) -> None:
+        if len(frame) < P.ETH_HLEN + P.ARP.size:
+            return
+        (htype, ptype, hlen, plen, op, sha, spa, tha, tpa) = P.ARP.unpack_from(frame, P.ETH_HLEN)
+        if htype != 1 or ptype != P.ETH_IP or hlen != 6 or plen != 4:
+            return
+        engine = self.engine
+        if spa != P.IP4_ANY and spa in engine.network4 and spa not in engine.local4:
+            self.learn(spa, sha)
+        if op == 1 and tpa in engine.local4 and tpa != spa:
+            mac = P.mac4(tpa)
+            reply = P.ARP.pack(1, P.ETH_IP, 6, 4, 2, mac, tpa, sha, spa)
+            engine.emit(P.ETH.pack(frame[6:12], mac, P.ETH_ARP)
+                        + reply.ljust(ARP_FRAME_LENGTH - P.ETH_HLEN, b"\0"))
