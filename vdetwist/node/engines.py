@@ -107,6 +107,40 @@ class Engine:
         self.input(port, frame)
 
 
+def arrived(port, frame: bytes) -> int:
+    """
+    Count C{frame} in at C{port}: its length, or 0 for a frame too short to
+    be Ethernet (counted as dropped).
+    """
+    n = len(frame)
+    if n < ETH_HDRLEN:
+        port.inDropped += 1
+        return 0
+    port.inFrames += 1
+    port.inBytes += n
+    return n
+
+
+def deliver(port, frame: bytes, n: int) -> None:
+    """
+    Send C{frame} (C{n} bytes) out of C{port}, counting it.
+    """
+    port.outFrames += 1
+    port.outBytes += n
+    port.output(frame)
+
+
+def flood(ports, ingress, frame: bytes, n: int) -> None:
+    """
+    L{deliver} C{frame} to every port of C{ports} but C{ingress}.
+    """
+    for p in ports:
+        if p is not ingress:
+            p.outFrames += 1
+            p.outBytes += n
+            p.output(frame)
+
+
 class HubEngine(Engine):
     """
     Every frame to every active port except its ingress port, unchanged: no
@@ -128,17 +162,10 @@ class HubEngine(Engine):
         self._outputs = tuple(p for p in self.node.activePorts() if p.number != 0)
 
     def input(self, port, frame: bytes) -> None:
-        n = len(frame)
-        if n < ETH_HDRLEN:
-            port.inDropped += 1
+        n = arrived(port, frame)
+        if not n:
             return
-        port.inFrames += 1
-        port.inBytes += n
-        for p in self._outputs:
-            if p is not port:
-                p.outFrames += 1
-                p.outBytes += n
-                p.output(frame)
+        flood(self._outputs, port, frame, n)
 
     hostInput = input
 
@@ -175,12 +202,9 @@ class TrunkSwitchEngine(Engine):
         self._outputs = tuple(self.node.activePorts())
 
     def input(self, port, frame: bytes) -> None:
-        n = len(frame)
-        if n < ETH_HDRLEN:
-            port.inDropped += 1
+        n = arrived(port, frame)
+        if not n:
             return
-        port.inFrames += 1
-        port.inBytes += n
         if frame[12] == 0x81 and frame[13] == 0 and n >= 18:
             vid = ((frame[14] & 0x0F) << 8) | frame[15]
             macs = self._vlans.get(vid)
@@ -202,15 +226,9 @@ class TrunkSwitchEngine(Engine):
             if e is not None and now - e.seen <= self._table.expiretime:
                 p = e.port
                 if p is not port:
-                    p.outFrames += 1
-                    p.outBytes += n
-                    p.output(frame)
+                    deliver(p, frame, n)
                 return
-        for p in self._outputs:
-            if p is not port:
-                p.outFrames += 1
-                p.outBytes += n
-                p.output(frame)
+        flood(self._outputs, port, frame, n)
 
     hostInput = input
 
@@ -295,12 +313,9 @@ class SwitchEngine(Engine):
         self._vlanmap = vlans
 
     def input(self, port, frame: bytes) -> None:
-        n = len(frame)
-        if n < ETH_HDRLEN:
-            port.inDropped += 1
+        n = arrived(port, frame)
+        if not n:
             return
-        port.inFrames += 1
-        port.inBytes += n
         if frame[12] == 0x81 and frame[13] == 0:
             if n < 18:
                 port.inDropped += 1
@@ -336,19 +351,13 @@ class SwitchEngine(Engine):
                         frame = frame[:12] + frame[16:]
                 elif not wasTagged:
                     frame = frame[:12] + vl.tag + frame[12:]
-                p.outFrames += 1
-                p.outBytes += len(frame)
-                p.output(frame)
+                deliver(p, frame, len(frame))
                 return
         if wasTagged:
             same, other = vl.tagged, vl.untagged
         else:
             same, other = vl.untagged, vl.tagged
-        for p in same:
-            if p is not port:
-                p.outFrames += 1
-                p.outBytes += n
-                p.output(frame)
+        flood(same, port, frame, n)
         if other:
             if wasTagged:
                 frame = frame[:12] + frame[16:]
@@ -356,11 +365,7 @@ class SwitchEngine(Engine):
             else:
                 frame = frame[:12] + vl.tag + frame[12:]
                 n += 4
-            for p in other:
-                if p is not port:
-                    p.outFrames += 1
-                    p.outBytes += n
-                    p.output(frame)
+            flood(other, port, frame, n)
 
     hostInput = input
 
@@ -386,29 +391,17 @@ class MultiEngine(Engine):
         self._host = host if host is not None and host.endpoints else None
 
     def input(self, port, frame: bytes) -> None:
-        n = len(frame)
-        if n < ETH_HDRLEN:
-            port.inDropped += 1
+        n = arrived(port, frame)
+        if not n:
             return
-        port.inFrames += 1
-        port.inBytes += n
-        h = self._host
-        if h is not None:
-            h.outFrames += 1
-            h.outBytes += n
-            h.output(frame)
+        if self._host is not None:
+            deliver(self._host, frame, n)
 
     def hostInput(self, port, frame: bytes) -> None:
-        n = len(frame)
-        if n < ETH_HDRLEN:
-            port.inDropped += 1
+        n = arrived(port, frame)
+        if not n:
             return
-        port.inFrames += 1
-        port.inBytes += n
-        for p in self._ports:
-            p.outFrames += 1
-            p.outBytes += n
-            p.output(frame)
+        flood(self._ports, None, frame, n)
 
 
 class BondingEngine(MultiEngine):
@@ -456,21 +449,15 @@ class BondingEngine(MultiEngine):
         self.rebuild()
 
     def hostInput(self, port, frame: bytes) -> None:
-        n = len(frame)
-        if n < ETH_HDRLEN:
-            port.inDropped += 1
+        n = arrived(port, frame)
+        if not n:
             return
-        port.inFrames += 1
-        port.inBytes += n
         links = self.links
         if not links:
             port.inDropped += 1
             return
         self.last = last = (self.last + 1) % len(links)
-        p = links[last]
-        p.outFrames += 1
-        p.outBytes += n
-        p.output(frame)
+        deliver(links[last], frame, n)
 
 
 def netnodeEngine(kind: str) -> Optional[Engine]:
