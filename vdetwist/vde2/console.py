@@ -866,26 +866,28 @@ def _portAllocatable(c: VdeConsole, arg, out, session):
     port.allocatable = bool(value)
 
 
-def _portSetuser(c: VdeConsole, arg, out, session):
+def _setAccess(c: VdeConsole, arg, which: int, parse) -> Optional[int]:
+    """
+    C{port/setuser} and C{port/setgroup}: C{PORT NAME-OR-ID} sets the
+    port's user (C{which} 0) or group (1).
+    """
     words = _words(arg)
     values = scanInts(arg, 1)
     if len(words) < 2 or not values:
         return errno.EINVAL
     port = c._port(values[0])
-    uid = _parseUser(words[1])
-    user, group = c.access.get(port.number, (-1, -1))
-    c.access[port.number] = (uid, group)
+    access = list(c.access.get(port.number, (-1, -1)))
+    access[which] = parse(words[1])
+    c.access[port.number] = tuple(access)
+    return None
+
+
+def _portSetuser(c: VdeConsole, arg, out, session):
+    return _setAccess(c, arg, 0, _parseUser)
 
 
 def _portSetgroup(c: VdeConsole, arg, out, session):
-    words = _words(arg)
-    values = scanInts(arg, 1)
-    if len(words) < 2 or not values:
-        return errno.EINVAL
-    port = c._port(values[0])
-    gid = _parseGroup(words[1])
-    user, group = c.access.get(port.number, (-1, -1))
-    c.access[port.number] = (user, gid)
+    return _setAccess(c, arg, 1, _parseGroup)
 
 
 def _portEpclose(c: VdeConsole, arg, out, session):
