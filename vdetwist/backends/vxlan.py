@@ -150,7 +150,8 @@ class VxlanPlug(VxPlugBase):
             except OSError as e:
                 if _isTransient(e):
                     continue
-                raise
+                self._receiveFailed(e)
+                return
             size = len(data)
             if (
                 _MIN_FRAME_DATAGRAM <= size <= MAX_DATAGRAM

@@ -396,6 +396,15 @@ class VxPlugBase(ReaderPlug):
             ),
         )
 
+    def _receiveFailed(self, error: OSError) -> None:
+        """
+        A socket error that is not a passing one ends the plug, with the
+        reason (not a traceback in the reactor).
+        """
+        self._lost(
+            Failure(PlugLost(f"{self.description}: receive failed: {error.strerror or error}"))
+        )
+
     # -- flow control and lifetime
 
     def _release(self) -> None:
@@ -451,7 +460,8 @@ class VxvdePlug(VxPlugBase):
             except OSError as e:
                 if _isTransient(e):
                     continue
-                raise
+                self._receiveFailed(e)
+                return
             size = len(data)
             if _MIN_FRAME_DATAGRAM <= size <= MAX_DATAGRAM and data.startswith(header):
                 self.learn(data[14:20], source, now)
@@ -479,7 +489,8 @@ class VxvdePlug(VxPlugBase):
             except OSError as e:
                 if _isTransient(e):
                     continue
-                raise
+                self._receiveFailed(e)
+                return
             size = len(data)
             if _MIN_FRAME_DATAGRAM <= size <= MAX_DATAGRAM and data.startswith(header):
                 if source[1] == ownPort and self._isOwn(source, ancillary):
