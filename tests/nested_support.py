@@ -1,35 +1,29 @@
 """
 What the interop tests of the nesting backends (C{vlan://}, C{agno://})
-share: a C C{vde_switch} in hub mode, plug processes (C or ours) driven
-through the VDE stream encoding on their stdio, all in the test's reactor.
+share: a C C{vde_switch} in hub mode and an observer on it, in the test's
+reactor, with plug processes (C or ours, L{tests.support.StreamProcess})
+driven through the VDE stream encoding on their stdio.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import struct
-import tempfile
 import time
 from typing import Callable, Optional
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.defer import succeed
 from twisted.internet.task import deferLater
 from twisted.plugin import IPlugin
 from twisted.trial.unittest import TestCase
 
-from tests.support import cTool, ourEnv, ourTool, records
+from tests.support import TIMEOUT, CSwitch, StreamProcess, describeAll, tmpdir
 from vdetwist.registry import registry
-from vdetwist.stream import StreamDecoder
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.testing import FrameCollector, MemoryPlug, plugPair
 from zope.interface import implementer
 
-#: Upper bound of any single wait; passing runs are far below.
-TIMEOUT = 10.0
 #: Ethertype of the test frames.
 ETHERTYPE = 0x88B5
 
@@ -60,64 +54,12 @@ def numberOf(frame: bytes) -> Optional[int]:
     return None
 
 
-async def until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT,
-                describe: Callable[[], str] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{describe()}")
-        await deferLater(reactor, 0.01)
-
-
-class StreamProcess(ProcessProtocol):
+def numbers(proc: StreamProcess, src: Optional[int] = None) -> list[Optional[int]]:
     """
-    A C{vde_plug VNL}-like process: frames in on stdin, out on stdout.
+    The numbers of the frames C{proc} delivered (from C{mac(src)} only, if
+    given).
     """
-
-    def __init__(self, test: TestCase, name: str, argv: list[str],
-                 env: Optional[dict] = None) -> None:
-        self.name = name
-        self.frames: list[bytes] = []
-        self.stderr = b""
-        self.ended: Deferred = Deferred()
-        self.running = True
-        self._decoder = StreamDecoder(self.frames.append, lambda n, d: None)
-        reactor.spawnProcess(self, argv[0], argv, env=env or dict(os.environ))
-        test.addCleanup(self.stop)
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        if fd == 1:
-            self._decoder.feed(data)
-        else:
-            self.stderr += data
-
-    def processEnded(self, reason) -> None:
-        self.running = False
-        self.ended.callback(None)
-
-    def send(self, *frames: bytes) -> None:
-        self.transport.write(records(frames))
-
-    def numbers(self, src: Optional[int] = None) -> list[Optional[int]]:
-        return [numberOf(f) for f in self.frames if src is None or f[6:12] == mac(src)]
-
-    def describe(self) -> str:
-        return f"\n--- {self.name} stderr:\n{self.stderr.decode('utf-8', 'replace')}"
-
-    async def stop(self) -> None:
-        if self.running:
-            try:
-                self.transport.signalProcess(signal.SIGTERM)
-            except Exception:
-                pass
-            killer = reactor.callLater(3, self._kill)
-            await self.ended
-            if killer.active():
-                killer.cancel()
-
-    def _kill(self) -> None:
-        if self.running:
-            self.transport.signalProcess(signal.SIGKILL)
+    return [numberOf(f) for f in list(proc.frames) if src is None or f[6:12] == mac(src)]
 
 
 class HubTestCase(TestCase):
@@ -127,13 +69,10 @@ class HubTestCase(TestCase):
     """
 
     async def startHub(self) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="vtn-", dir="/tmp")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.hubDir = os.path.join(self.tmp, "hub")
-        switch = [cTool("vde_switch"), "-x", "-s", self.hubDir]
-        self.hub = StreamProcess(self, "vde_switch", switch)
-        await until(lambda: os.path.exists(os.path.join(self.hubDir, "ctl")),
-                    "vde_switch to start", describe=self.hub.describe)
+        self.tmp = tmpdir(self, "vtn-")
+        self.hub = CSwitch(self, "-x", mgmt=False)
+        self.hubDir = self.hub.path
+        await self.hub.started()
         self.observer = await registry.open(reactor, "vde://" + self.hubDir, "observer")
         self.addCleanup(self.observer.close)
         self.seen = FrameCollector()
@@ -142,13 +81,6 @@ class HubTestCase(TestCase):
     def path(self, name: str) -> str:
         return os.path.join(self.tmp, name)
 
-    def cPlug(self, vnl: str) -> StreamProcess:
-        return StreamProcess(self, f"C vde_plug {vnl}", [cTool("vde_plug"), vnl])
-
-    def ourPlug(self, vnl: str) -> StreamProcess:
-        return StreamProcess(self, f"our vde_plug {vnl}", ourTool("vde_plug") + [vnl],
-                             env=ourEnv())
-
     async def probeUntilUp(self, procs: list[StreamProcess],
                            probe: Callable[[], bytes]) -> None:
         """
@@ -156,10 +88,9 @@ class HubTestCase(TestCase):
         until every process has delivered one: they are all on the hub.
         """
         deadline = time.monotonic() + TIMEOUT
-        while not all(0 in p.numbers(9) for p in procs):
-            if time.monotonic() > deadline or not all(p.running for p in procs):
-                raise AssertionError("the plugs did not come up" +
-                                     "".join(p.describe() for p in procs))
+        while not all(0 in numbers(p, 9) for p in procs):
+            if time.monotonic() > deadline or not all(p.running() for p in procs):
+                raise AssertionError("the plugs did not come up" + describeAll(procs))
             self.observer.send(probe())
             await deferLater(reactor, 0.1)
 

@@ -1,19 +1,39 @@
 """
 What the tests share: finding the real C tools (skipping with a reason when
-they are missing) and running vdetwist's own scripts from this checkout.
+they are missing), running vdetwist's own scripts from this checkout, test
+frames, waiting for conditions, and driving processes whose stdio carries
+the VDE stream encoding (C{vde_plug}, C or ours; the C C{vde_switch}).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import struct
+import subprocess
 import sys
-from typing import Iterator
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Iterator, Optional, Sequence
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest
 
+from vdetwist.stream import StreamDecoder
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Upper bound of any single wait; a passing run is far below.
+TIMEOUT = 15.0
+#: Ethertype of the test frames made by L{frame} (other frames, such as
+#: probes, use other ethertypes).
+DATA_TYPE = b"\x88\xb5"
 
 #: Debian package that ships each C tool.
 PACKAGES = {
@@ -86,7 +106,7 @@ def frame(n: int, size: int = 100, src: bytes = b"\x02\x00\x00\x00\x00\x01",
     loss, duplication and reordering can be told apart.
     """
     body = struct.pack(">I", n) * ((size - 14) // 4 + 1)
-    return dst + src + b"\x88\xb5" + body[: size - 14]
+    return dst + src + DATA_TYPE + body[: size - 14]
 
 
 def records(frames: Iterator[bytes]) -> bytes:
@@ -94,3 +114,528 @@ def records(frames: Iterator[bytes]) -> bytes:
     The frames in the VDE stream encoding.
     """
     return b"".join(struct.pack(">H", len(f)) + f for f in frames)
+
+
+def tmpdir(test, prefix: str = "vt-") -> str:
+    """
+    A directory in /tmp, removed at the end of C{test}: unix socket paths
+    are limited to 107 bytes, which trial's working directory may exceed.
+    """
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    test.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Waiting
+
+
+def describeAll(procs: Sequence[Any]) -> str:
+    """
+    What C{procs} (anything with a C{describe()}) have to say, for a
+    failure message.
+    """
+    return "".join(p.describe() for p in procs)
+
+
+def _check(predicate: Callable[[], Any], what: str, timeout: float, deadline: float,
+           procs: Sequence[Any], failIfEnded: bool) -> bool:
+    """
+    Whether C{predicate} holds; an L{AssertionError} when it is too late
+    (or, with C{failIfEnded}, when one of C{procs} has ended) for it to.
+    """
+    if predicate():
+        return True
+    if failIfEnded:
+        for p in procs:
+            if not p.running():
+                raise AssertionError(f"{p.name} ended while waiting for {what}"
+                                     + describeAll(procs))
+    if time.monotonic() > deadline:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                             + describeAll(procs))
+    return False
+
+
+def waitFor(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT,
+            procs: Sequence[Any] = (), failIfEnded: bool = False,
+            interval: float = 0.01) -> None:
+    """
+    Block, polling C{predicate} every C{interval} seconds, until it holds;
+    fail naming C{what} after C{timeout} seconds.
+
+    @param procs: their C{describe()} goes into the failure message (a
+        L{StreamProcess}, or anything with C{name}, C{describe()} and
+        C{running()}).
+    @param failIfEnded: fail as soon as one of C{procs} is no longer
+        running (the predicate is checked first).
+    """
+    deadline = time.monotonic() + timeout
+    while not _check(predicate, what, timeout, deadline, procs, failIfEnded):
+        time.sleep(interval)
+
+
+async def until(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT,
+                procs: Sequence[Any] = (), failIfEnded: bool = False,
+                interval: float = 0.01) -> None:
+    """
+    L{waitFor} for tests that run in the reactor: let it run between polls.
+    """
+    deadline = time.monotonic() + timeout
+    while not _check(predicate, what, timeout, deadline, procs, failIfEnded):
+        await deferLater(reactor, interval)
+
+
+def settle(seconds: float) -> Deferred:
+    """
+    Let the reactor run for C{seconds}.
+    """
+    return deferLater(reactor, seconds)
+
+
+class LogCapture:
+    """
+    The log events emitted while a test runs.
+    """
+
+    def __init__(self, test) -> None:
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def text(self) -> str:
+        return "\n".join(formatEvent(e) for e in self.events)
+
+    def withFormat(self, fragment: str) -> list[dict]:
+        """
+        The events whose format string contains C{fragment}.
+        """
+        return [e for e in self.events if fragment in (e.get("log_format") or "")]
+
+
+# ---------------------------------------------------------------------------
+# Processes
+
+
+class StreamProcess:
+    """
+    A process whose stdin takes, and whose stdout gives, the VDE stream
+    encoding (C{vde_plug VNL}, C or ours, and the like).
+
+    Reader threads decode stdout into L{frames} and collect stderr, so this
+    works in synchronous tests and in tests that run in the reactor alike.
+    The process leads a process group of its own: L{stop} and L{kill} end
+    whatever it started too (a C{cmd://} child, C{dpipe}'s children).  It is
+    stopped at the end of the test in any case.
+
+    @ivar frames: the frames decoded from stdout so far (appended to by a
+        reader thread: take a copy, C{list(p.frames)}, to iterate at
+        leisure).
+    @ivar lengthErrors: C{(length, discarded)} for each oversized record
+        header on stdout: the process wrote a bad stream.
+    @ivar proc: the L{subprocess.Popen}.
+    """
+
+    def __init__(self, test, name: str, argv: Sequence[str], env: Optional[dict] = None,
+                 namespace: Optional[str] = None, pass_fds: Sequence[int] = ()) -> None:
+        """
+        @param namespace: run C{argv} in this network namespace (through
+            C{ip netns exec}, which execs it: the pid stays C{argv}'s).
+        """
+        self.name = name
+        self.argv = list(argv)
+        self.frames: list[bytes] = []
+        self.lengthErrors: list[tuple[int, int]] = []
+        self._stderr = bytearray()
+        self._arrived = threading.Condition()
+        self._eof = False
+        self._taken = 0
+        decoder = StreamDecoder(self._frameReceived, self._lengthError)
+        command = self.argv
+        if namespace is not None:
+            command = ["ip", "netns", "exec", namespace, *command]
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, pass_fds=pass_fds, process_group=0,
+        )
+        self.pid = self.proc.pid
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, decoder.feed, self._ended),
+                             daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.extend),
+                             daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        test.addCleanup(self.stop)
+
+    @staticmethod
+    def _pump(pipe, sink: Callable[[bytes], None],
+              atEnd: Callable[[], None] = lambda: None) -> None:
+        fd = pipe.fileno()
+        try:
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                sink(data)
+        finally:
+            atEnd()
+
+    def _frameReceived(self, frame: bytes) -> None:
+        with self._arrived:
+            self.frames.append(frame)
+            self._arrived.notify_all()
+
+    def _lengthError(self, length: int, discarded: int) -> None:
+        self.lengthErrors.append((length, discarded))
+
+    def _ended(self) -> None:
+        with self._arrived:
+            self._eof = True
+            self._arrived.notify_all()
+
+    # -- stdin
+
+    def write(self, data: bytes) -> None:
+        """
+        Write raw bytes (good records or not) to stdin.
+        """
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def send(self, *frames: bytes) -> None:
+        self.write(records(frames))
+
+    def closeStdin(self) -> None:
+        """
+        Close stdin: the clean way to end a C{vde_plug} or C{vde_switch}.
+        """
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    # -- stdout and stderr
+
+    def data(self) -> list[bytes]:
+        """
+        The frames of L{DATA_TYPE} (as L{frame} makes: not probes) so far.
+        """
+        return [f for f in list(self.frames) if f[12:14] == DATA_TYPE]
+
+    def recv(self, timeout: float = TIMEOUT) -> Optional[bytes]:
+        """
+        The next frame not yet returned by C{recv}, waiting up to C{timeout}
+        seconds for it; C{None} if none comes (or stdout is closed).
+        """
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while self._taken >= len(self.frames):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._eof:
+                    return None
+                self._arrived.wait(left)
+            self._taken += 1
+            return self.frames[self._taken - 1]
+
+    def stderrText(self) -> str:
+        return bytes(self._stderr).decode("utf-8", "replace")
+
+    def describe(self) -> str:
+        return f"\n--- {self.name} (status {self.proc.poll()}) stderr:\n{self.stderrText()}"
+
+    def waitFor(self, predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> None:
+        """
+        L{waitFor} C{predicate}, failing early (with this process's stderr)
+        if this process ends first.
+        """
+        waitFor(predicate, f"{self.name}: {what}", timeout, procs=[self], failIfEnded=True)
+
+    # -- the process
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        """
+        Send C{signum} to the process (not to its group).
+        """
+        if self.running():
+            os.kill(self.pid, signum)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        """
+        The exit status; fails (with stderr) if it does not exit in time.
+        """
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout}s; stderr:\n{self.stderrText()}"
+            ) from None
+
+    def end(self, timeout: float = TIMEOUT) -> int:
+        """
+        Close stdin and wait: the exit status.
+        """
+        self.closeStdin()
+        return self.wait(timeout)
+
+    def finish(self, timeout: float = TIMEOUT) -> str:
+        """
+        Wait for the exit and for the readers to see EOF: all of stderr.
+        """
+        self.wait(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        return self.stderrText()
+
+    def stop(self) -> None:
+        """
+        End the process (SIGTERM, SIGKILL after 3 s) and anything left in
+        its process group; close the pipes.  Safe to call more than once.
+        """
+        if self.running():
+            self._signalGroup(signal.SIGTERM)
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self._signalGroup(signal.SIGKILL)
+                self.proc.wait(5)
+        self._close()
+
+    def kill(self) -> None:
+        """
+        SIGKILL the process (and its group) at once, and wait for it.
+        """
+        self._signalGroup(signal.SIGKILL)
+        self.proc.wait(5)
+        self._close()
+
+    def _signalGroup(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _close(self) -> None:
+        self._signalGroup(signal.SIGKILL)
+        self.closeStdin()
+        for thread in self._threads:
+            thread.join(5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def cPlug(test, name: str, *args: str, **kwargs: Any) -> StreamProcess:
+    """
+    The C C{vde_plug ARGS}; C{kwargs} as for L{StreamProcess}.
+    """
+    return StreamProcess(test, name, [cTool("vde_plug"), *args], **kwargs)
+
+
+def ourPlug(test, name: str, *args: str, env: Optional[dict] = None,
+            **kwargs: Any) -> StreamProcess:
+    """
+    vdetwist's C{vde_plug ARGS} from this checkout; C{kwargs} as for
+    L{StreamProcess}.
+    """
+    return StreamProcess(test, name, ourTool("vde_plug") + list(args),
+                         env=ourEnv() if env is None else env, **kwargs)
+
+
+def isListening(path: str) -> bool:
+    """
+    Whether a unix stream socket at C{path} accepts connections.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+#: What the vde_switch console (C and ours) ends each answer with.
+PROMPT = b"\nvde$ "
+
+
+class ConsoleClient:
+    """
+    A raw management console client, as the stock clients behave: wait for
+    the prompt, send one command, read up to the next prompt.
+    """
+
+    def __init__(self, path: str, timeout: float = TIMEOUT) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+            self.greeting = self._until(PROMPT)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _until(self, marker: bytes) -> bytes:
+        data = b""
+        while not data.endswith(marker):
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def cmd(self, line: str) -> bytes:
+        """
+        The answer to C{line}, without the prompt.
+        """
+        self.sock.sendall(line.encode() + b"\n")
+        answer = self._until(PROMPT)
+        assert answer.endswith(PROMPT), answer
+        return answer[: -len(PROMPT)]
+
+    def end(self, line: str = "logout") -> bytes:
+        """
+        Send C{logout} or C{shutdown}: everything until EOF.
+        """
+        self.sock.sendall(line.encode() + b"\n")
+        data = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class CSwitch:
+    """
+    The C C{vde_switch} in a directory of its own in /tmp; its stdin is kept
+    open (EOF on it ends the switch: C{process.closeStdin()}).
+
+    @ivar path: the switch directory (for C{vde://}).
+    @ivar mgmt: the management socket, or C{None}.
+    @ivar process: the L{StreamProcess}.
+    """
+
+    def __init__(self, test, *args: str, mgmt: bool = True) -> None:
+        self.dir = tmpdir(test, "vtsw-")
+        self.path = os.path.join(self.dir, "sw")
+        self.mgmt = os.path.join(self.dir, "mgmt") if mgmt else None
+        argv = [cTool("vde_switch"), "-s", self.path]
+        if self.mgmt is not None:
+            argv += ["-M", self.mgmt]
+        self.process = StreamProcess(test, "C vde_switch", argv + list(args))
+
+    def ready(self) -> bool:
+        return os.path.exists(os.path.join(self.path, "ctl")) and (
+            self.mgmt is None or isListening(self.mgmt))
+
+    def waitReady(self) -> None:
+        waitFor(self.ready, "vde_switch to start", procs=[self.process], failIfEnded=True)
+
+    async def started(self) -> None:
+        await until(self.ready, "vde_switch to start", procs=[self.process], failIfEnded=True)
+
+    def command(self, line: str) -> str:
+        """
+        The answer to one console command, in a session of its own
+        (blocking: the switch is another process).
+        """
+        console = ConsoleClient(self.mgmt)
+        try:
+            return console.cmd(line).decode("utf-8", "replace")
+        finally:
+            console.close()
+
+
+# ---------------------------------------------------------------------------
+# Network namespaces (root only), with L{vdetwist.netns}: imported when used,
+# as it needs pyroute2.
+
+
+def requireTun() -> None:
+    from vdetwist.backends.tap import TUN_DEVICE
+
+    requireRoot()
+    requireCommand("ip", "iproute2")
+    if not os.path.exists(TUN_DEVICE):
+        raise SkipTest(f"{TUN_DEVICE} is missing: modprobe tun")
+
+
+def makeNamespace(test, name: Optional[str] = None, ipv6: bool = False):
+    """
+    A fresh network namespace (a L{vdetwist.netns.Namespace}, loopback up,
+    IPv6 off unless C{ipv6}; a unique name unless C{name}), removed when
+    C{test} ends; skips the test where namespaces cannot be made (a
+    container without CAP_SYS_ADMIN).
+    """
+    from vdetwist import netns
+
+    try:
+        namespace = netns.Namespace.create(name, ipv6=ipv6)
+    except OSError as e:
+        raise SkipTest(f"cannot create a network namespace: {e}")
+    test.addCleanup(namespace.remove)
+    return namespace
+
+
+def linkExists(ifname: str, namespace) -> bool:
+    from vdetwist import netns
+
+    try:
+        netns.ifindex(ifname, namespace)
+    except LookupError:
+        return False
+    return True
+
+
+def nsSocket(namespace: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """
+    A socket of C{namespace}'s (usable from any thread).
+    """
+    from vdetwist.netns import entered
+
+    with entered(namespace):
+        return socket.socket(family, kind, proto)
+
+
+def ping(namespace: str, target: str, count: int = 3, timeout: float = TIMEOUT) -> int:
+    """
+    ICMP echo from C{namespace} to the IPv4 C{target}, one request at a
+    time until C{count} replies or C{timeout} seconds: how many replies came
+    back.  Blocks the calling thread.
+    """
+    from vdetwist.slirp.checksum import checksum
+
+    sock = nsSocket(namespace, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    replies = 0
+    ident = os.getpid() & 0xFFFF
+    try:
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + timeout
+        seq = 0
+        while replies < count and time.monotonic() < deadline:
+            seq += 1
+            body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"vdetwist-ping" * 4
+            body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+            sock.sendto(body, (target, 0))
+            try:
+                while True:
+                    packet, source = sock.recvfrom(65536)
+                    icmp = packet[(packet[0] & 0x0F) * 4 :]
+                    if (source[0] == target and icmp[0] == 0
+                            and icmp[4:8] == struct.pack("!HH", ident, seq)):
+                        replies += 1
+                        break
+            except socket.timeout:
+                continue
+    finally:
+        sock.close()
+    return replies

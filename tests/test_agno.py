@@ -15,7 +15,8 @@ import time
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.nested_support import HubTestCase, MemoryBackend, mac, numberOf, testFrame, until
+from tests.nested_support import HubTestCase, MemoryBackend, mac, numberOf, numbers, testFrame
+from tests.support import cPlug, ourPlug, until
 from vdetwist import agnocrypt
 from vdetwist.agnocrypt import (
     DEFAULT_ETHTYPE,
@@ -335,12 +336,10 @@ class InteropTests(HubTestCase):
         with open(keyfile, "w") as f:
             f.write(keytext)
         vnl = f"agno://{keyfile}{options}{{vde://{self.hubDir}}}"
-        c, ours = self.cPlug(vnl), self.ourPlug(vnl)
+        c = cPlug(self, f"C vde_plug {vnl}", vnl)
+        ours = ourPlug(self, f"our vde_plug {vnl}", vnl)
         procs = [c, ours]
         cipher = AgnoCipher(key)
-
-        def describe() -> str:
-            return "".join(p.describe() for p in procs)
 
         await self.probeUntilUp(procs, lambda: cipher.encrypt(testFrame(9, 0), time.time()))
 
@@ -351,7 +350,7 @@ class InteropTests(HubTestCase):
         c.send(*sent[1])
         ours.send(*sent[2])
         await until(lambda: len(self.seenFrom(1)) == len(sizes) == len(self.seenFrom(2)),
-                    "the encrypted frames on the wire", describe=describe)
+                    "the encrypted frames on the wire", procs=procs)
         for src in (1, 2):
             for frame, encrypted in zip(sent[src], self.seenFrom(src)):
                 self.assertEqual(len(encrypted), encryptedLength(len(frame)))
@@ -360,9 +359,9 @@ class InteropTests(HubTestCase):
                 if notKey is not None:
                     self.assertIsNone(AgnoCipher(notKey).decrypt(encrypted, time.time()))
         # Each decrypted the other's.
-        await until(lambda: ours.numbers(1)[-1:] == [len(sizes)] and
-                    c.numbers(2)[-1:] == [len(sizes)], "the plugs to hear each other",
-                    describe=describe)
+        await until(lambda: numbers(ours, 1)[-1:] == [len(sizes)] and
+                    numbers(c, 2)[-1:] == [len(sizes)], "the plugs to hear each other",
+                    procs=procs)
         self.assertEqual([f for f in ours.frames if f[6:12] == mac(1)], sent[1])
         self.assertEqual([f for f in c.frames if f[6:12] == mac(2)], sent[2])
 
@@ -377,8 +376,8 @@ class InteropTests(HubTestCase):
                       other.encrypt(testFrame(9, 105), now),
                       cipher.encrypt(testFrame(9, 106, size=18), now)]:
             self.observer.send(frame)
-        await until(lambda: ours.numbers(9)[-1:] == [106] and c.numbers(9)[-1:] == [106],
-                    "the observer's frames", describe=describe)
+        await until(lambda: numbers(ours, 9)[-1:] == [106] and numbers(c, 9)[-1:] == [106],
+                    "the observer's frames", procs=procs)
         for proc in procs:
             got = [f for f in proc.frames if f[6:12] == mac(9) and numberOf(f) != 0]
             self.assertEqual(got, [testFrame(9, 101, size=100), testFrame(9, 104),

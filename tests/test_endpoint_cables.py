@@ -8,30 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 
 from twisted.internet import reactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import ourEnv, ourTool
-from tests.test_service import CPlug, ConsoleClient, SwitchProcess, eth, parse, waitFor
+from tests.support import ConsoleClient, cPlug, ourPlug
+from tests.test_service import SwitchProcess, eth, parse
 from vdetwist.errors import VNLError
 from vdetwist.registry import registry
-
-
-class OurPlug(CPlug):
-    """
-    Our C{vde_plug} on some VNL, driven through its stdio like L{CPlug}.
-    """
-
-    def __init__(self, testcase, vnl: str) -> None:
-        self.process = subprocess.Popen(
-            ourTool("vde_plug") + [vnl],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ourEnv(),
-        )
-        self.buffer = b""
-        testcase.addCleanup(self.kill)
 
 
 def freePort() -> int:
@@ -70,14 +55,12 @@ class ListenTests(SynchronousTestCase):
         switch = SwitchProcess(
             self, "--listen", f"unix:{unixPath}", "--listen", f"tcp:{tcp}:interface=127.0.0.1"
         )
-        waitFor(lambda: os.path.exists(unixPath), "the cable socket", process=switch.process,
-                log=switch.log)
-        c = CPlug(self, f"vde://{switch.path}")
-        viaUnix = OurPlug(self, f"endpoint://unix:{unixPath}")
-        viaTcp = OurPlug(self, f"endpoint://tcp:host=127.0.0.1:port={tcp}")
+        switch.waitFor(lambda: os.path.exists(unixPath), "the cable socket")
+        c = cPlug(self, "C vde_plug", f"vde://{switch.path}")
+        viaUnix = ourPlug(self, "our vde_plug (unix)", f"endpoint://unix:{unixPath}")
+        viaTcp = ourPlug(self, "our vde_plug (tcp)", f"endpoint://tcp:host=127.0.0.1:port={tcp}")
         plugs = [c, viaUnix, viaTcp]
-        waitFor(lambda: switch.log().count("is port") == 2, "both cables to join",
-                process=switch.process, log=switch.log)
+        switch.waitFor(lambda: switch.log().count("is port") == 2, "both cables to join")
         for i, sender in enumerate(plugs):
             frame = eth(BROADCAST, MACS[i], 100 + i)
             sender.send(frame)
@@ -94,8 +77,8 @@ class ListenTests(SynchronousTestCase):
         ports = console.cmd("port/print")
         self.assertIn(b"module stream", ports)
         viaTcp.kill()
-        waitFor(lambda: b"from 127.0.0.1" not in console.cmd("port/print"),
-                "the TCP cable's port to go", process=switch.process, log=switch.log)
+        switch.waitFor(lambda: b"from 127.0.0.1" not in console.cmd("port/print"),
+                       "the TCP cable's port to go")
         # SIGTERM: Twisted re-raises it after a clean shutdown.
         self.assertIn(switch.stop(), (0, -signal.SIGTERM))
         self.assertFalse(os.path.exists(unixPath))

@@ -23,23 +23,18 @@ import signal
 import socket
 import stat
 import struct
-import subprocess
-import threading
 import time
 from typing import Callable, Optional, Sequence
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ROOT, cTool, frame, ourEnv, ourTool, records
-from vdetwist.stream import StreamDecoder
+from tests.support import (
+    ROOT, TIMEOUT, StreamProcess, cTool, frame, ourEnv, ourTool, records, waitFor,
+)
 
-#: Ethertype of the frames whose delivery is checked (L{frame} uses it).
-DATA_TYPE = b"\x88\xb5"
 #: Ethertype of the probes that find out when an arrangement is up.
 PROBE_TYPE = b"\x88\xb6"
 
-#: Upper bound for any single wait; a passing run never gets close.
-TIMEOUT = 15.0
 #: Frames sent each way by L{exchange}.
 COUNT = 200
 #: Frames written per burst, and the pause between bursts (~800 frames/s).
@@ -80,158 +75,22 @@ def probe(side: int, n: int) -> bytes:
     return b"\xff" * 6 + bytes([0x02, side, 0, 0, 0, n & 0xFF]) + PROBE_TYPE + bytes(50)
 
 
-def waitFor(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT,
-            procs: Sequence["Proc"] = ()) -> None:
+def childrenOf(pid: int) -> list[int]:
     """
-    Poll C{predicate} until it holds; fail naming C{what} (and showing the
-    processes' stderr) after C{timeout} seconds.
+    Pids of C{pid}'s direct children.
     """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            details = "".join(
-                f"\n--- {p.name} (status {p.proc.poll()}) stderr:\n{p.stderrText()}"
-                for p in procs
-            )
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{details}")
-        time.sleep(0.01)
-
-
-class Proc:
-    """
-    A process whose stdin takes, and whose stdout gives, the VDE stream
-    encoding; stdout is decoded (and stderr collected) by reader threads.
-    """
-
-    def __init__(self, test: TestCase, name: str, argv: list[str],
-                 env: Optional[dict] = None, pass_fds: Sequence[int] = ()) -> None:
-        self.name = name
-        self.argv = argv
-        self.frames: list[bytes] = []
-        self.lengthErrors: list[tuple[int, int]] = []
-        self._stderr = bytearray()
-        self._decoder = StreamDecoder(self.frames.append, self._lengthError)
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            pass_fds=pass_fds,
-            process_group=0,
-        )
-        self.pid = self.proc.pid
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self._decoder.feed), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.extend), daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        test.addCleanup(self.stop)
-
-    def _lengthError(self, length: int, discarded: int) -> None:
-        self.lengthErrors.append((length, discarded))
-
-    @staticmethod
-    def _pump(pipe, sink) -> None:
-        fd = pipe.fileno()
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            sink(data)
-
-    def write(self, data: bytes) -> None:
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def send(self, frames: Sequence[bytes]) -> None:
-        self.write(records(frames))
-
-    def closeStdin(self) -> None:
-        self.proc.stdin.close()
-
-    def received(self) -> list[bytes]:
-        """
-        The data frames (not the probes) that came out of stdout so far.
-        """
-        return [f for f in list(self.frames) if f[12:14] == DATA_TYPE]
-
-    def stderrText(self) -> str:
-        return bytes(self._stderr).decode("utf-8", "replace")
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait(self, timeout: float = TIMEOUT) -> int:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name} did not exit within {timeout}s; stderr:\n{self.stderrText()}"
-            ) from None
-
-    def finish(self, timeout: float = TIMEOUT) -> str:
-        """
-        Wait for the exit and for the reader threads to see EOF; return stderr.
-        """
-        self.wait(timeout)
-        for thread in self._threads:
-            thread.join(timeout)
-        return self.stderrText()
-
-    def signal(self, signum: int) -> None:
-        if self.running():
-            os.kill(self.pid, signum)
-
-    def children(self) -> list[int]:
-        """
-        Pids of this process's direct children.
-        """
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.pid:
-                found.append(int(entry))
-        return found
-
-    def stop(self) -> None:
-        """
-        End this process and anything left in its process group (which it
-        leads: it was started in a new one).
-        """
-        if self.running():
-            self._killGroup(signal.SIGTERM)
-            try:
-                self.proc.wait(3)
-            except subprocess.TimeoutExpired:
-                self._killGroup(signal.SIGKILL)
-                self.proc.wait(5)
-        self._killGroup(signal.SIGKILL)
-        for pipe in (self.proc.stdin,):
-            try:
-                pipe.close()
-            except OSError:
-                pass
-        for thread in self._threads:
-            thread.join(5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-    def _killGroup(self, signum: int) -> None:
-        try:
-            os.killpg(self.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
 
 
 def ourPlug() -> list[str]:
@@ -276,7 +135,7 @@ def isSocket(path: str) -> bool:
         return False
 
 
-def handshake(a: Proc, b: Proc) -> None:
+def handshake(a: StreamProcess, b: StreamProcess) -> None:
     """
     Send probes both ways until each end has seen one from the other: the
     whole arrangement is up.  Probes still in flight are harmless: they are
@@ -290,9 +149,9 @@ def handshake(a: Proc, b: Proc) -> None:
             waitFor(lambda: False, f"probes between {a.name} and {b.name}",
                     timeout=0, procs=(a, b))
         if not seenB:
-            a.send([probe(0, n)])
+            a.send(probe(0, n))
         if not seenA:
-            b.send([probe(1, n)])
+            b.send(probe(1, n))
         n += 1
         time.sleep(0.05)
         seenB = any(f[12:14] == PROBE_TYPE and f[7] == 0 for f in list(b.frames))
@@ -316,8 +175,8 @@ def assertFrames(test: TestCase, received: list[bytes], sent: list[bytes], where
     )
 
 
-def exchange(test: TestCase, a: Proc, b: Proc, count: int = COUNT,
-             jumbo: bool = True, procs: Sequence[Proc] = ()) -> None:
+def exchange(test: TestCase, a: StreamProcess, b: StreamProcess, count: int = COUNT,
+             jumbo: bool = True, procs: Sequence[StreamProcess] = ()) -> None:
     """
     Once C{a} and C{b} can hear each other, send C{count} frames each way,
     paced, and check both ends got exactly what the other sent.
@@ -326,15 +185,15 @@ def exchange(test: TestCase, a: Proc, b: Proc, count: int = COUNT,
     handshake(a, b)
     forward, backward = dataFrames(0, count, jumbo), dataFrames(1, count, jumbo)
     for i in range(0, count, BURST):
-        a.send(forward[i : i + BURST])
-        b.send(backward[i : i + BURST])
+        a.send(*forward[i : i + BURST])
+        b.send(*backward[i : i + BURST])
         time.sleep(PACE)
-    waitFor(lambda: len(b.received()) >= count and len(a.received()) >= count,
+    waitFor(lambda: len(b.data()) >= count and len(a.data()) >= count,
             f"{count} frames each way between {a.name} and {b.name} "
-            f"(got {len(b.received())} and {len(a.received())})", procs=procs)
+            f"(got {len(b.data())} and {len(a.data())})", procs=procs)
     time.sleep(0.1)  # let duplicates, if any, show up
-    assertFrames(test, b.received(), forward, f"{a.name} -> {b.name}")
-    assertFrames(test, a.received(), backward, f"{b.name} -> {a.name}")
+    assertFrames(test, b.data(), forward, f"{a.name} -> {b.name}")
+    assertFrames(test, a.data(), backward, f"{b.name} -> {a.name}")
     for p in procs:
         test.assertNotIn("Traceback", p.stderrText(), p.name)
     for p in (a, b):
@@ -353,13 +212,14 @@ class InteropTestCase(TestCase):
         return os.path.join(self.dir, name)
 
     def start(self, name: str, argv: list[str], env: Optional[dict] = None,
-              pass_fds: Sequence[int] = ()) -> Proc:
-        return Proc(self, name, argv, env=ourEnv() if env is None else env, pass_fds=pass_fds)
+              pass_fds: Sequence[int] = ()) -> StreamProcess:
+        return StreamProcess(self, name, argv, env=ourEnv() if env is None else env,
+                             pass_fds=pass_fds)
 
-    def waitForSocket(self, path: str, *procs: Proc) -> None:
+    def waitForSocket(self, path: str, *procs: StreamProcess) -> None:
         waitFor(lambda: isSocket(path), f"socket {path}", procs=procs)
 
-    def assertClean(self, proc: Proc, status: int = 0) -> str:
+    def assertClean(self, proc: StreamProcess, status: int = 0) -> str:
         """
         C{proc} exits (after whatever ended it) with C{status}, no traceback.
         """
@@ -375,7 +235,8 @@ class PtpTests(InteropTestCase):
     the other, in both orders, and the life cycle of the socket files.
     """
 
-    def pair(self, firstArgv: list[str], secondArgv: list[str]) -> tuple[Proc, Proc, str]:
+    def pair(self, firstArgv: list[str],
+             secondArgv: list[str]) -> tuple[StreamProcess, StreamProcess, str]:
         vnl = "ptp://" + self.path("cable")
         first = self.start("first", firstArgv + [vnl])
         self.waitForSocket(self.path("cable"), first)
@@ -383,7 +244,7 @@ class PtpTests(InteropTestCase):
         self.waitForSocket(self.path("cable+"), first, second)
         return first, second, vnl
 
-    def endBoth(self, first: Proc, second: Proc) -> None:
+    def endBoth(self, first: StreamProcess, second: StreamProcess) -> None:
         """
         stdin EOF ends both with status 0 and each removes its socket file.
         """
@@ -394,7 +255,7 @@ class PtpTests(InteropTestCase):
         self.assertClean(second)
         self.assertFalse(os.path.lexists(self.path("cable+")), "PATH+ left behind")
 
-    def assertModes(self, *procs: Proc) -> None:
+    def assertModes(self, *procs: StreamProcess) -> None:
         """
         Both socket files get mode 0700 (chmod follows bind, in C as here).
         """
@@ -415,15 +276,15 @@ class PtpTests(InteropTestCase):
         exchange(self, first, second)
         self.endBoth(first, second)
 
-    def burst(self, ours: Proc, c: Proc) -> None:
+    def burst(self, ours: StreamProcess, c: StreamProcess) -> None:
         handshake(ours, c)
         frames = [frame(n, 60 + n % 200, src=b"\x02\x00\x00\x00" + struct.pack(">H", n))
                   for n in range(3000)]
         ours.write(records(frames))
-        waitFor(lambda: len(c.received()) >= len(frames),
-                f"{len(frames)} frames (got {len(c.received())})", procs=(ours, c))
+        waitFor(lambda: len(c.data()) >= len(frames),
+                f"{len(frames)} frames (got {len(c.data())})", procs=(ours, c))
         time.sleep(0.05)
-        assertFrames(self, c.received(), frames, "burst ours -> C")
+        assertFrames(self, c.data(), frames, "burst ours -> C")
 
     def test_burstFromFirst(self) -> None:
         """
@@ -579,7 +440,7 @@ class CmdTests(InteropTestCase):
         vnl = "ptp://" + self.path("p")
         ours = self.start("ours cmd://", ourPlug() + [f"cmd://{cTool('vde_plug')} {vnl}"])
         self.waitForSocket(self.path("p"), ours)
-        children = ours.children()
+        children = childrenOf(ours.pid)
         self.assertEqual(len(children), 1, children)
         os.kill(children[0], signal.SIGKILL)
         stderr = self.assertClean(ours)
@@ -603,7 +464,7 @@ class SeqpacketTests(InteropTestCase):
     C{seqpacket://FD}: one end of a socketpair given to each process.
     """
 
-    def pair(self, kind: int) -> tuple[Proc, Proc]:
+    def pair(self, kind: int) -> tuple[StreamProcess, StreamProcess]:
         left, right = socket.socketpair(socket.AF_UNIX, kind)
         try:
             ours = self.start("ours", ourPlug() + [f"seqpacket://{left.fileno()}"],
@@ -875,7 +736,7 @@ class BadInputTests(InteropTestCase):
     Malformed streams and VNLs.
     """
 
-    def pairOursC(self) -> tuple[Proc, Proc]:
+    def pairOursC(self) -> tuple[StreamProcess, StreamProcess]:
         vnl = "ptp://" + self.path("p")
         ours = self.start("ours", ourPlug() + [vnl])
         self.waitForSocket(self.path("p"), ours)
@@ -892,14 +753,14 @@ class BadInputTests(InteropTestCase):
         """
         ours, c = self.pairOursC()
         good = dataFrames(0, 30)
-        ours.send(good[:10])
-        waitFor(lambda: len(c.received()) >= 10, "frames before the junk", procs=(ours, c))
+        ours.send(*good[:10])
+        waitFor(lambda: len(c.data()) >= 10, "frames before the junk", procs=(ours, c))
         ours.write(b"\xff\xff" + bytes(range(256)) * 4)
         waitFor(lambda: "length" in ours.stderrText(), "a warning", procs=(ours,))
-        ours.send(good[10:])
-        waitFor(lambda: len(c.received()) >= 30, "frames after the junk", procs=(ours, c))
+        ours.send(*good[10:])
+        waitFor(lambda: len(c.data()) >= 30, "frames after the junk", procs=(ours, c))
         time.sleep(0.1)
-        assertFrames(self, c.received(), good, "ours -> C")
+        assertFrames(self, c.data(), good, "ours -> C")
         warning = ours.stderrText()
         self.assertIn("65535", warning)
         self.assertIn("9236", warning)
@@ -909,9 +770,9 @@ class BadInputTests(InteropTestCase):
         c.write(b"\xff\xff" + bytes(range(256)) * 4)
         time.sleep(0.3)
         back = dataFrames(1, 10)
-        c.send(back)
-        waitFor(lambda: len(ours.received()) >= 10, "C's frames after the junk", procs=(ours, c))
-        assertFrames(self, ours.received(), back, "C -> ours")
+        c.send(*back)
+        waitFor(lambda: len(ours.data()) >= 10, "C's frames after the junk", procs=(ours, c))
+        assertFrames(self, ours.data(), back, "C -> ours")
 
     def test_headerSplit(self) -> None:
         """
@@ -926,8 +787,8 @@ class BadInputTests(InteropTestCase):
             ours.write(data[i : i + 1])
             if i < 6 or i % 97 == 0:
                 time.sleep(0.01)
-        waitFor(lambda: len(c.received()) >= 3, "the dribbled frames", procs=(ours, c))
-        assertFrames(self, c.received(), good, "ours -> C")
+        waitFor(lambda: len(c.data()) >= 3, "the dribbled frames", procs=(ours, c))
+        assertFrames(self, c.data(), good, "ours -> C")
 
     def test_shortFrames(self) -> None:
         """
@@ -938,14 +799,14 @@ class BadInputTests(InteropTestCase):
         ours, c = self.pairOursC()
         short = [b"\x01" * n for n in (1, 6, 13)]
         good = dataFrames(0, 5)
-        ours.send(short + good[:2])
-        c.send(short + dataFrames(1, 2))
-        ours.send(good[2:])
-        waitFor(lambda: len(c.received()) >= 5 and len(ours.received()) >= 2,
+        ours.send(*short, *good[:2])
+        c.send(*short, *dataFrames(1, 2))
+        ours.send(*good[2:])
+        waitFor(lambda: len(c.data()) >= 5 and len(ours.data()) >= 2,
                 "the good frames", procs=(ours, c))
         time.sleep(0.1)
-        assertFrames(self, c.received(), good, "ours -> C")
-        assertFrames(self, ours.received(), dataFrames(1, 2), "C -> ours")
+        assertFrames(self, c.data(), good, "ours -> C")
+        assertFrames(self, ours.data(), dataFrames(1, 2), "C -> ours")
         for p in (ours, c):
             self.assertFalse([f for f in p.frames if len(f) < 14], p.name)
 

@@ -26,8 +26,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import cTool, ourEnv, ourTool, requireCommand
-from tests.test_tap import makeNamespace, requireTun
+from tests.support import cTool, makeNamespace, ourEnv, ourTool, requireCommand, requireTun
 from vdetwist import netns
 
 IFF_LOWER_UP = 0x10000

@@ -19,169 +19,44 @@ import errno
 import os
 import pty
 import select
-import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
-import tempfile
 import time
-from typing import Optional
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import deferLater
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.internet.threads import deferToThread
+from twisted.logger import LogLevel, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import cTool, ourEnv
+from tests.support import (
+    TIMEOUT, ConsoleClient, CSwitch, LogCapture, cPlug, cTool, isListening, ourEnv, tmpdir,
+    until, waitFor,
+)
 from vdetwist.errors import VdeError
 from vdetwist.node import HubEngine, SwitchEngine
 from vdetwist.registry import openVNL
 from vdetwist.service import Options, VdeSwitchService, defaultSwitchPath, makeService
 from vdetwist.testing import FrameCollector, MemoryPlug
 
-#: Upper bound of any single wait; a passing run is far below.
-TIMEOUT = 10.0
 A = bytes.fromhex("020000000001")
 B = bytes.fromhex("020000000002")
 BCAST = b"\xff" * 6
-PROMPT = b"\nvde$ "
 
 
 def eth(dst, src, size=60):
     return dst + src + b"\x88\xb5" + bytes(range(size - 14))
 
 
-def tmpdir(testcase) -> str:
-    path = tempfile.mkdtemp(prefix="vdetw-", dir="/tmp")
-    testcase.addCleanup(shutil.rmtree, path, True)
-    return path
-
-
 def parse(*argv) -> Options:
     options = Options()
     options.parseOptions(list(argv))
     return options
-
-
-def waitFor(predicate, what: str, timeout: float = TIMEOUT, process=None, log=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if process is not None and process.poll() is not None:
-            break
-        time.sleep(0.02)
-    details = ""
-    if log is not None:
-        details = "\n" + log()
-    raise AssertionError(f"timed out waiting for {what}{details}")
-
-
-def isListening(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(path)
-        except OSError:
-            return False
-    return True
-
-
-class ConsoleClient:
-    """
-    A raw management console client, as the stock clients behave: wait for
-    the prompt, send one command, read up to the next prompt.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(TIMEOUT)
-        self.sock.connect(path)
-        self.greeting = self._until(PROMPT)
-
-    def _until(self, marker: bytes) -> bytes:
-        data = b""
-        while not data.endswith(marker):
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-    def cmd(self, line: str) -> bytes:
-        """
-        The answer to C{line}, without the prompt.
-        """
-        self.sock.sendall(line.encode() + b"\n")
-        answer = self._until(PROMPT)
-        assert answer.endswith(PROMPT), answer
-        return answer[: -len(PROMPT)]
-
-    def end(self, line: str = "logout") -> bytes:
-        """
-        Send C{logout} or C{shutdown}: everything until EOF.
-        """
-        self.sock.sendall(line.encode() + b"\n")
-        data = b""
-        while True:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class CPlug:
-    """
-    The C C{vde_plug} joined to a switch; its stdio carries the VDE stream
-    encoding (2-byte big-endian length + frame).
-    """
-
-    def __init__(self, testcase, vnl: str) -> None:
-        self.process = subprocess.Popen(
-            [cTool("vde_plug"), vnl], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        self.buffer = b""
-        testcase.addCleanup(self.kill)
-
-    def send(self, frame: bytes) -> None:
-        self.process.stdin.write(struct.pack(">H", len(frame)) + frame)
-        self.process.stdin.flush()
-
-    def recv(self, timeout: float = TIMEOUT) -> Optional[bytes]:
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while True:
-            if len(self.buffer) >= 2:
-                (n,) = struct.unpack(">H", self.buffer[:2])
-                if len(self.buffer) >= 2 + n:
-                    frame, self.buffer = self.buffer[2 : 2 + n], self.buffer[2 + n :]
-                    return frame
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    return None
-                self.buffer += chunk
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        for f in (self.process.stdin, self.process.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
 
 
 class SwitchProcess:
@@ -195,6 +70,7 @@ class SwitchProcess:
         self.dir = tmpdir(testcase)
         self.path = os.path.join(self.dir, "sw")
         self.mgmt = os.path.join(self.dir, "mgmt") if mgmt else None
+        self.name = "twistd vde" if twistd else "python -m twisted vde"
         if twistd:
             argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                     "-n", "--pidfile=", "vde"]
@@ -218,12 +94,23 @@ class SwitchProcess:
         with open(self.logPath, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def describe(self) -> str:
+        return f"\n--- {self.name} (status {self.process.poll()}) log:\n{self.log()}"
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def waitFor(self, predicate, what: str, timeout: float = TIMEOUT) -> None:
+        """
+        L{waitFor} C{predicate}, failing early (with the log) if the switch
+        exits first.
+        """
+        waitFor(predicate, what, timeout, procs=[self], failIfEnded=True)
+
     def waitReady(self) -> None:
         ctl = os.path.join(self.path, "ctl")
-        waitFor(
-            lambda: isListening(ctl) and (self.mgmt is None or isListening(self.mgmt)),
-            "the switch to listen", process=self.process, log=self.log,
-        )
+        self.waitFor(lambda: isListening(ctl) and (self.mgmt is None or isListening(self.mgmt)),
+                     "the switch to listen")
 
     def wait(self, timeout: float = TIMEOUT) -> int:
         try:
@@ -239,30 +126,6 @@ class SwitchProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-class CSwitch:
-    """
-    The C C{vde_switch} with a management socket (its stdin is kept open:
-    EOF on it would stop it).
-    """
-
-    def __init__(self, testcase, *args: str) -> None:
-        self.dir = tmpdir(testcase)
-        self.path = os.path.join(self.dir, "sw")
-        self.mgmt = os.path.join(self.dir, "mgmt")
-        self.process = subprocess.Popen(
-            [cTool("vde_switch"), "-s", self.path, "-M", self.mgmt, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        testcase.addCleanup(self.kill)
-        waitFor(lambda: isListening(self.mgmt), "vde_switch to listen", process=self.process)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self.process.stdin.close()
 
 
 def runVdeterm(path: str, commands: list[tuple[str, bytes]]) -> bytes:
@@ -514,15 +377,13 @@ class ServiceTests(TestCase):
         A C{--plug} that fails after the start is logged as critical.
         """
         pending = Deferred()
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        logs = LogCapture(self)
         service = self.makeService("--plug", "null://", opener=lambda *a: pending)
         service.startService()
         pending.errback(VdeError("timed out", errno.ETIMEDOUT))
         self.assertEqual(service.failed, "--plug null://: timed out")
         self.assertTrue(
-            [e for e in events if e.get("log_level") == LogLevel.critical
+            [e for e in logs.events if e.get("log_level") == LogLevel.critical
              and "--plug null://: timed out" in formatEvent(e)]
         )
 
@@ -622,29 +483,12 @@ class ServiceTests(TestCase):
             c.sock.sendall(b"shutdown\n")
 
         return deferLater(reactor, 0, lambda: None).addCallback(
-            lambda _: deferToThreadAndWait(talk)
-        ).addCallback(lambda _: waitUntil(lambda: service.node is None)).addCallback(
+            lambda _: deferToThread(talk)
+        ).addCallback(lambda _: Deferred.fromCoroutine(
+            until(lambda: service.node is None, "the service to stop"))
+        ).addCallback(
             lambda _: client[0].close()
         )
-
-
-def deferToThreadAndWait(function):
-    from twisted.internet.threads import deferToThread
-
-    return deferToThread(function)
-
-
-def waitUntil(predicate, timeout: float = TIMEOUT) -> Deferred:
-    deadline = time.monotonic() + timeout
-
-    def check():
-        if predicate():
-            return None
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        return deferLater(reactor, 0.02, check)
-
-    return deferLater(reactor, 0, check)
 
 
 # -- the real thing ---------------------------------------------------------------
@@ -661,10 +505,10 @@ class ProcessTests(SynchronousTestCase):
         console = ConsoleClient(sw.mgmt)
         self.assertTrue(console.greeting.startswith(b"VDE switch V.2.3.2"))
         self.assertTrue(console.greeting.endswith(b"\n\nvde$ "))
-        one = CPlug(self, sw.path)
-        waitFor(lambda: b"Port 0001" in console.cmd("port/print"), "port 1", log=sw.log)
-        two = CPlug(self, sw.path)
-        waitFor(lambda: b"Port 0002" in console.cmd("port/print"), "port 2", log=sw.log)
+        one = cPlug(self, "one", sw.path)
+        waitFor(lambda: b"Port 0001" in console.cmd("port/print"), "port 1", procs=[sw, one])
+        two = cPlug(self, "two", sw.path)
+        waitFor(lambda: b"Port 0002" in console.cmd("port/print"), "port 2", procs=[sw, two])
         frame = eth(BCAST, A)
         one.send(frame)
         self.assertEqual(two.recv(), frame)
@@ -690,11 +534,11 @@ class ProcessTests(SynchronousTestCase):
         # Close port 2's endpoint from the console: its vde_plug sees EOF.
         ident = int(ports.split("Port 0002")[1].split("endpoint ID ")[1][:4])
         self.assertEqual(console.cmd(f"port/epclose 2 {ident}"), b"1000 Success\n")
-        self.assertEqual(two.process.wait(TIMEOUT), 0)
+        self.assertEqual(two.wait(), 0)
         self.assertIn(b"INACTIVE", console.cmd("port/allprint 2"))
         # SIGTERM: clients see EOF, sockets and directory go.
         self.assertIn(sw.stop(), (0, -signal.SIGTERM))
-        self.assertEqual(one.process.wait(TIMEOUT), 0)
+        self.assertEqual(one.wait(), 0)
         self.assertFalse(os.path.exists(sw.path))
         self.assertFalse(os.path.exists(sw.mgmt))
         log = sw.log()
@@ -732,6 +576,7 @@ class ProcessTests(SynchronousTestCase):
         mac = "02:12:34:56:78:9a"
         ours = SwitchProcess(self, "-n", "8", "--macaddr", mac)
         theirs = CSwitch(self, "-n", "8", "--macaddr", mac)
+        theirs.waitReady()
         commands = [
             "port/showinfo", "bogus", "port", "", "# comment", "helpfoo",
             "vlan/create 0", "vlan/create 5", "vlan/create 5", "vlan/create 4094",
@@ -777,14 +622,14 @@ class ProcessTests(SynchronousTestCase):
         """
         sw = SwitchProcess(self, "--plug", "null://", twistd=True)
         self.assertEqual(stat.S_IMODE(os.stat(sw.path).st_mode), 0o2700)
-        plug = CPlug(self, sw.path)
+        plug = cPlug(self, "C vde_plug", sw.path)
         console = ConsoleClient(sw.mgmt)
-        waitFor(lambda: b"Port 0002" in console.cmd("port/print"), "the client")
+        waitFor(lambda: b"Port 0002" in console.cmd("port/print"), "the client", procs=[sw, plug])
         answer = console.cmd("port/print 1").decode()
         self.assertIn("module vdeplug     : null://", answer)
         self.assertTrue(any(n.startswith("002.") for n in os.listdir(sw.path)))
         self.assertIn(sw.stop(), (0, -signal.SIGTERM))
-        self.assertEqual(plug.process.wait(TIMEOUT), 0)
+        self.assertEqual(plug.wait(), 0)
         self.assertFalse(os.path.exists(sw.path))
         self.assertFalse(os.path.exists(sw.mgmt))
         self.assertIn("Server Shut Down", sw.log())

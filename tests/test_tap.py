@@ -13,8 +13,6 @@ import os
 import re
 import socket
 import subprocess
-import time
-from typing import Callable
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -23,9 +21,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface.verify import verifyObject
 
-from tests.support import cTool, frame, ourEnv, ourTool, requireCommand, requireRoot
+from tests.support import (
+    cTool, frame, linkExists, makeNamespace, ourEnv, ourTool, requireCommand, requireTun,
+    until,
+)
 from vdetwist import netns
-from vdetwist.backends.tap import TUN_DEVICE, checkInterfaceName
+from vdetwist.backends.tap import checkInterfaceName
 from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import registry
@@ -35,7 +36,6 @@ ETH_P_ALL = 3
 #: Frames the tests send carry this EtherType (local experimental), so that
 #: anything else on the wire is ignored.
 TEST_ETHERTYPE = b"\x88\xb5"
-TIMEOUT = 5.0
 
 
 def ours(received: list[bytes]) -> list[bytes]:
@@ -51,34 +51,6 @@ def ours(received: list[bytes]) -> list[bytes]:
 def vlanFrame(n: int, size: int, vid: int = 5) -> bytes:
     plain = frame(n, size - 4)
     return plain[:12] + b"\x81\x00" + vid.to_bytes(2, "big") + plain[12:]
-
-
-async def waitFor(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.01)
-
-
-def requireTun() -> None:
-    requireRoot()
-    requireCommand("ip", "iproute2")
-    if not os.path.exists(TUN_DEVICE):
-        raise SkipTest(f"{TUN_DEVICE} is missing: modprobe tun")
-
-
-def makeNamespace(test: TestCase) -> netns.Namespace:
-    """
-    A fresh network namespace, removed when C{test} ends; skips the test
-    where namespaces cannot be made (a container without CAP_SYS_ADMIN).
-    """
-    try:
-        namespace = netns.Namespace.create()
-    except OSError as e:
-        raise SkipTest(f"cannot create a network namespace: {e}")
-    test.addCleanup(namespace.remove)
-    return namespace
 
 
 class Wire:
@@ -114,7 +86,7 @@ class Wire:
             self.received.append(data)
 
     async def expect(self, count: int) -> list[bytes]:
-        await waitFor(lambda: len(self.drain()) >= count, f"{count} frames on the wire")
+        await until(lambda: len(self.drain()) >= count, f"{count} frames on the wire")
         return ours(self.received)
 
 
@@ -181,7 +153,7 @@ class TapTests(DeviceTestCase):
                           stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.addCleanup(c.wait)
         self.addCleanup(c.kill)
-        await waitFor(lambda: _exists(name, self.ns), f"the C plug's tap {name}")
+        await until(lambda: linkExists(name, self.ns), f"the C plug's tap {name}")
         theirs = self.ipDetails(name)
         c.kill()
 
@@ -192,7 +164,7 @@ class TapTests(DeviceTestCase):
         self.assertEqual(plug.ifname, ourName)
         self.assertTrue(fcntl.fcntl(plug.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
         plug.close()
-        await waitFor(lambda: not _exists(ourName, self.ns), "the tap to go with the plug")
+        await until(lambda: not linkExists(ourName, self.ns), "the tap to go with the plug")
 
     async def test_kernelChoosesName(self) -> None:
         """
@@ -200,7 +172,7 @@ class TapTests(DeviceTestCase):
         """
         plug, _ = await self.openPlug("tap://")
         self.assertRegex(plug.ifname, r"^tap\d+$")
-        self.assertTrue(_exists(plug.ifname, self.ns))
+        self.assertTrue(linkExists(plug.ifname, self.ns))
 
     async def test_framesBothWays(self) -> None:
         """
@@ -222,7 +194,7 @@ class TapTests(DeviceTestCase):
         back = [frame(11, 60), frame(12, 1514), frame(13, 9000), vlanFrame(14, 9234)]
         for f in back:
             wire.send(f)
-        await waitFor(lambda: len(ours(collector.frames)) >= len(back), "frames at the plug")
+        await until(lambda: len(ours(collector.frames)) >= len(back), "frames at the plug")
         self.assertEqual(ours(collector.frames), back)
 
     async def test_downAndOversizeDropped(self) -> None:
@@ -254,7 +226,7 @@ class TapTests(DeviceTestCase):
         plug.send(frame(1, 500))
         self.assertEqual(await wire.expect(1), [frame(1, 500)])
         wire.send(frame(2, 600))
-        await waitFor(lambda: ours(collector.frames), "a frame at the plug")
+        await until(lambda: ours(collector.frames), "a frame at the plug")
         self.assertEqual(ours(collector.frames), [frame(2, 600)])
 
         error = await self.openFails(f"tap://{name}")
@@ -262,7 +234,7 @@ class TapTests(DeviceTestCase):
         self.assertIn("already open", str(error))
 
         plug.close()
-        self.assertTrue(_exists(name, self.ns))
+        self.assertTrue(linkExists(name, self.ns))
         again, _ = await self.openPlug(f"tap://{name}")
         self.assertEqual(again.ifname, name)
 
@@ -294,7 +266,7 @@ class TapTests(DeviceTestCase):
         name = netns.uniqueName("vtx")
         plug, collector = await self.openPlug(f"tap://{name}")
         self.ns.run(["ip", "link", "del", name], check=True)
-        await waitFor(lambda: collector.reason is not None, "the plug to close")
+        await until(lambda: collector.reason is not None, "the plug to close")
         self.assertIsInstance(collector.reason.value, PlugLost)
         self.assertIn(f"interface {name} was deleted", str(collector.reason.value))
         self.assertTrue(plug.closed)
@@ -313,7 +285,7 @@ class TapTests(DeviceTestCase):
         self.ns.run(["ip", "link", "del", name], check=True)
         plug.send(frame(1))
         self.assertEqual(plug.stats.dropped, 1)
-        await waitFor(lambda: collector.reason is not None, "the plug to close")
+        await until(lambda: collector.reason is not None, "the plug to close")
         self.assertIsInstance(collector.reason.value, PlugLost)
 
     async def test_closeIsClean(self) -> None:
@@ -405,7 +377,7 @@ class MacvtapTests(DeviceTestCase):
         back = [frame(3, 60, dst=mac), frame(4, 1514, dst=mac)]
         for f in back:
             wire.send(f)
-        await waitFor(lambda: len(ours(collector.frames)) >= 2, "frames at the plug")
+        await until(lambda: len(ours(collector.frames)) >= 2, "frames at the plug")
         self.assertEqual(ours(collector.frames), back)
 
     async def test_deleted(self) -> None:
@@ -416,7 +388,7 @@ class MacvtapTests(DeviceTestCase):
         watch = Watch(self)
         plug, collector = await self.openPlug(f"macvtap://{self.name}")
         netns.removeLink(self.name, self.ns)
-        await waitFor(lambda: collector.reason is not None, "the plug to close")
+        await until(lambda: collector.reason is not None, "the plug to close")
         self.assertIsInstance(collector.reason.value, PlugLost)
         self.assertIn(f"interface {self.name} was deleted", str(collector.reason.value))
         self.assertNotIn(plug.watcher, reactor.getReaders())
@@ -453,7 +425,7 @@ class PcapTests(DeviceTestCase):
                 frame(4, 200, dst=b"\x02\x00\x00\x00\x00\x99")]
         for f in sent:
             wire.send(f)
-        await waitFor(lambda: len(ours(collector.frames)) >= len(sent), "captured frames")
+        await until(lambda: len(ours(collector.frames)) >= len(sent), "captured frames")
         self.assertEqual(ours(collector.frames), sent)
 
         injected = [frame(11, 60), frame(12, 1514), vlanFrame(13, 1000, vid=7)]
@@ -498,7 +470,7 @@ class PcapTests(DeviceTestCase):
         netns.waitOperational(self.b, self.ns)
         wire = Wire(self, self.b, self.ns)
         wire.send(frame(2))
-        await waitFor(lambda: ours(collector.frames), "a frame after up")
+        await until(lambda: ours(collector.frames), "a frame after up")
         self.assertEqual(ours(collector.frames), [frame(2)])
         self.assertIsNone(collector.reason)
 
@@ -506,16 +478,8 @@ class PcapTests(DeviceTestCase):
         watch = Watch(self)
         plug, collector = await self.openPlug(f"pcap://{self.a}")
         netns.removeLink(self.a, self.ns)
-        await waitFor(lambda: collector.reason is not None, "the plug to close")
+        await until(lambda: collector.reason is not None, "the plug to close")
         self.assertIsInstance(collector.reason.value, PlugLost)
         self.assertIn(f"interface {self.a} was deleted", str(collector.reason.value))
         self.assertNotIn(plug, reactor.getReaders())
         self.assertFalse([t for t in watch.texts if "Traceback" in t], watch.texts)
-
-
-def _exists(ifname: str, namespace) -> bool:
-    try:
-        netns.ifindex(ifname, namespace)
-    except LookupError:
-        return False
-    return True

@@ -17,37 +17,31 @@ import errno
 import os
 import re
 import shutil
-import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import cTool, ourEnv, ourTool, records, requireRoot
+from tests.support import (
+    DATA_TYPE, TIMEOUT, CSwitch, LogCapture, StreamProcess, cPlug, cTool, describeAll,
+    makeNamespace, ourPlug, ping, requireRoot, requireTun, settle, tmpdir, until,
+)
+from vdetwist import netns
 from vdetwist.errors import PlugClosed, VdeError
 from vdetwist.node import MacTable, Node, SwitchEngine, TrunkSwitchEngine
 from vdetwist.registry import registry
-from vdetwist.stream import StreamDecoder
 from vdetwist.testing import FrameCollector
 from vdetwist.vde2 import protocol
 from vdetwist.vde2.client import connectVde
 from vdetwist.vde2.server import VdeServer
 
-#: Upper bound of any single wait; a passing run is far below.
-TIMEOUT = 10.0
-#: Ethertype of the test frames.
-ETHERTYPE = b"\x88\xb5"
 BROADCAST = b"\xff" * 6
 
 
@@ -62,7 +56,7 @@ def mkframe(dst: bytes, src: bytes, tag: int, size: int = 64, vlan: Optional[int
     header = dst + src
     if vlan is not None:
         header += b"\x81\x00" + struct.pack(">H", vlan)
-    header += ETHERTYPE
+    header += DATA_TYPE
     body = struct.pack(">I", tag)
     return (header + body).ljust(size, b"\xa5")
 
@@ -73,103 +67,7 @@ def tagOf(frame: bytes) -> int:
 
 
 def tags(frames: Sequence[bytes]) -> list[int]:
-    return [tagOf(f) for f in list(frames) if ETHERTYPE in f[12:18]]
-
-
-def settle(seconds: float = 0.02):
-    return deferLater(reactor, seconds)
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT,
-                procs: Sequence["Proc"] = (), interval: float = 0.01) -> None:
-    """
-    Let the reactor run until C{predicate} holds; fail naming C{what} (and
-    showing the processes' stderr) after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            details = "".join(
-                f"\n--- {p.name} (status {p.proc.poll()}) stderr:\n{p.stderrText()}"
-                for p in procs
-            )
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{details}")
-        await deferLater(reactor, interval)
-
-
-class Proc:
-    """
-    A process speaking the VDE stream encoding on stdin/stdout.
-    """
-
-    def __init__(self, test: TestCase, name: str, argv: list[str],
-                 env: Optional[dict] = None) -> None:
-        self.name = name
-        self.frames: list[bytes] = []
-        self._stderr = bytearray()
-        decoder = StreamDecoder(self.frames.append, lambda n, d: None)
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, process_group=0,
-        )
-        self.pid = self.proc.pid
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, decoder.feed), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.extend),
-                             daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        test.addCleanup(self.stop)
-
-    @staticmethod
-    def _pump(pipe, sink) -> None:
-        fd = pipe.fileno()
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            sink(data)
-
-    def send(self, *frames: bytes) -> None:
-        self.proc.stdin.write(records(frames))
-        self.proc.stdin.flush()
-
-    def tags(self) -> list[int]:
-        return tags(self.frames)
-
-    def stderrText(self) -> str:
-        return bytes(self._stderr).decode("utf-8", "replace")
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.running():
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(3)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        for thread in self._threads:
-            thread.join(5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+    return [tagOf(f) for f in list(frames) if DATA_TYPE in f[12:18]]
 
 
 class RawClient:
@@ -238,27 +136,13 @@ class RawClient:
             pass
 
 
-class LogCapture:
-    def __init__(self, test: TestCase) -> None:
-        self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-
-    def text(self) -> str:
-        return "\n".join(formatEvent(e) for e in self.events)
-
-
 class Vde2TestCase(TestCase):
     def setUp(self) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="vt2-", dir="/tmp")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.tmp = tmpdir(self, "vt2-")
         self.log = LogCapture(self)
 
     def path(self, name: str) -> str:
         return os.path.join(self.tmp, name)
-
-    def cPlug(self, name: str, *vnls: str) -> Proc:
-        return Proc(self, name, [cTool("vde_plug"), *vnls])
 
     def ourServer(self, name: str = "sw", flavour: str = "vde_switch", engine=None,
                   numports: int = 32, **kw) -> VdeServer:
@@ -310,62 +194,6 @@ class Vde2TestCase(TestCase):
 # Our client on the C vde_switch
 
 
-class CSwitch:
-    """
-    A C C{vde_switch} with a management socket; stdin kept open (EOF on its
-    stdin ends it).
-    """
-
-    def __init__(self, test: Vde2TestCase, *args: str) -> None:
-        self.dir = test.path("csw")
-        self.mgmtPath = test.path("mgmt")
-        self.stderr = open(test.path("csw.err"), "w+b")
-        self.proc = subprocess.Popen(
-            [cTool("vde_switch"), "-s", self.dir, "-M", self.mgmtPath, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.stderr,
-        )
-        test.addCleanup(self.stop)
-
-    async def started(self) -> None:
-        await until(lambda: os.path.exists(os.path.join(self.dir, "ctl"))
-                    and os.path.exists(self.mgmtPath), "vde_switch to start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        self.stderr.close()
-
-    def mgmt(self, command: str) -> str:
-        """
-        Run a console command; its output (blocking: the switch is another
-        process).
-        """
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
-            s.connect(self.mgmtPath)
-            data = b""
-            while not data.endswith(b"vde$ "):
-                data += s.recv(4096)
-            s.sendall(command.encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\nvde$ "):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            s.sendall(b"logout\n")
-            return data.decode("utf-8", "replace")
-
-
 class OurClientOnCSwitchTests(Vde2TestCase):
     async def startSwitch(self, *args: str) -> CSwitch:
         switch = CSwitch(self, *args)
@@ -379,37 +207,37 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         port on close.
         """
         switch = await self.startSwitch()
-        plug = await registry.open(reactor, "vde://" + switch.dir, "vdetwist-test")
+        plug = await registry.open(reactor, "vde://" + switch.path, "vdetwist-test")
         self.addCleanup(plug.close)
         ours = FrameCollector()
         plug.startReceiving(ours)
         expected = f"vdetwist-test user=root pid={os.getpid()}" if os.geteuid() == 0 else \
             "vdetwist-test user="
-        printed = switch.mgmt("port/print")
+        printed = switch.command("port/print")
         self.assertIn("module unix prog   : " + expected, printed)
-        other = self.cPlug("c", switch.dir)
-        await until(lambda: switch.mgmt("port/print").count("endpoint ID") == 2,
+        other = cPlug(self, "c", switch.path)
+        await until(lambda: switch.command("port/print").count("endpoint ID") == 2,
                     "the C plug to join", procs=[other])
         # Learning frames both ways, then unicast both ways.
         other.send(mkframe(BROADCAST, mac(2), 1))
         await until(lambda: tags(ours.frames) == [1], "C -> ours broadcast", procs=[other])
         plug.send(mkframe(BROADCAST, mac(1), 2))
-        await until(lambda: other.tags() == [2], "ours -> C broadcast", procs=[other])
+        await until(lambda: tags(other.frames) == [2], "ours -> C broadcast", procs=[other])
         # (Sizes up to 1514: vde_switch 2.3.2 truncates longer frames.)
         for n in range(10, 30):
             plug.send(mkframe(mac(2), mac(1), n, size=60 + 70 * (n - 10)))
             other.send(mkframe(mac(1), mac(2), 100 + n, size=60 + 70 * (n - 10)))
             await settle(0.005)
-        await until(lambda: len(other.tags()) == 21 and len(tags(ours.frames)) == 21,
+        await until(lambda: len(tags(other.frames)) == 21 and len(tags(ours.frames)) == 21,
                     "20 unicast frames each way", procs=[other])
-        self.assertEqual(other.tags(), [2] + list(range(10, 30)))
+        self.assertEqual(tags(other.frames), [2] + list(range(10, 30)))
         self.assertEqual(tags(ours.frames), [1] + list(range(110, 130)))
         self.assertEqual(ours.frames[-1], mkframe(mac(1), mac(2), 129, size=60 + 70 * 19))
         # Leaving: the port is inactive, our socket files are gone.
         plug.close()
-        await until(lambda: expected not in switch.mgmt("port/print"), "our port to go")
-        self.assertEqual(switch.mgmt("port/print").count("endpoint ID"), 1)
-        names = self.files(switch.dir)
+        await until(lambda: expected not in switch.command("port/print"), "our port to go")
+        self.assertEqual(switch.command("port/print").count("endpoint ID"), 1)
+        names = self.files(switch.path)
         self.assertEqual(len(names), 2, names)  # ctl and the C plug's socket
         self.assertFalse([n for n in names if n.startswith(".")])
 
@@ -418,14 +246,15 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         C{port/epclose} closes our plug cleanly.
         """
         switch = await self.startSwitch()
-        plug = await connectVde(reactor, switch.dir, description=b"kick-me")
+        plug = await connectVde(reactor, switch.path, description=b"kick-me")
         ours = FrameCollector()
         plug.startReceiving(ours)
-        printed = switch.mgmt("port/print")
+        printed = switch.command("port/print")
         match = re.search(r"Port (\d+) .*?endpoint ID (\d+) module unix prog   : kick-me",
                           printed, re.S)
         self.assertIsNotNone(match, printed)
-        self.assertIn("1000 Success", switch.mgmt(f"port/epclose {int(match[1])} {int(match[2])}"))
+        self.assertIn("1000 Success",
+                      switch.command(f"port/epclose {int(match[1])} {int(match[2])}"))
         await until(lambda: ours.reason is not None, "our plug to close")
         ours.reason.trap(PlugClosed)
         self.assertTrue(plug.closed)
@@ -435,10 +264,10 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         When the switch exits, the plug closes cleanly.
         """
         switch = await self.startSwitch()
-        plug = await connectVde(reactor, switch.dir, description=b"t")
+        plug = await connectVde(reactor, switch.path, description=b"t")
         ours = FrameCollector()
         plug.startReceiving(ours)
-        switch.proc.stdin.close()
+        switch.process.closeStdin()
         await until(lambda: ours.reason is not None, "our plug to close")
         ours.reason.trap(PlugClosed)
 
@@ -447,9 +276,9 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         C{[0]} gets the management port's socket C{000.N}, C{[5]} C{005.N}.
         """
         switch = await self.startSwitch()
-        zero = await registry.open(reactor, f"vde://{switch.dir}[0]")
+        zero = await registry.open(reactor, f"vde://{switch.path}[0]")
         self.addCleanup(zero.close)
-        five = await registry.open(reactor, f"{switch.dir}[5]")
+        five = await registry.open(reactor, f"{switch.path}[5]")
         self.addCleanup(five.close)
         self.assertTrue(os.path.basename(zero.serverPath).startswith("000."), zero.serverPath)
         self.assertTrue(os.path.basename(five.serverPath).startswith("005."), five.serverPath)
@@ -461,10 +290,10 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         """
         switch = await self.startSwitch("-n", "8")
         with self.assertRaises(VdeError) as caught:
-            await connectVde(reactor, switch.dir, port=40, timeout=0.3)
+            await connectVde(reactor, switch.path, port=40, timeout=0.3)
         self.assertEqual(caught.exception.errno, errno.ETIMEDOUT)
         self.assertIn("no answer", str(caught.exception))
-        self.assertFalse([n for n in self.files(switch.dir) if n.startswith(".")])
+        self.assertFalse([n for n in self.files(switch.path) if n.startswith(".")])
 
     async def test_ourScript(self) -> None:
         """
@@ -472,15 +301,15 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         C client; it exits with status 0 when the switch goes away.
         """
         switch = await self.startSwitch()
-        ours = Proc(self, "our vde_plug", ourTool("vde_plug") + [switch.dir], env=ourEnv())
-        other = self.cPlug("c", switch.dir)
-        await until(lambda: switch.mgmt("port/print").count("endpoint ID") == 2,
+        ours = ourPlug(self, "our vde_plug", switch.path)
+        other = cPlug(self, "c", switch.path)
+        await until(lambda: switch.command("port/print").count("endpoint ID") == 2,
                     "both plugs to join", procs=[ours, other])
         ours.send(mkframe(BROADCAST, mac(1), 1))
         other.send(mkframe(BROADCAST, mac(2), 2))
-        await until(lambda: ours.tags() == [2] and other.tags() == [1], "frames",
+        await until(lambda: tags(ours.frames) == [2] and tags(other.frames) == [1], "frames",
                     procs=[ours, other])
-        switch.proc.stdin.close()
+        switch.process.closeStdin()
         self.assertEqual(await deferToThread(ours.proc.wait, TIMEOUT), 0)
         self.assertNotIn("Traceback", ours.stderrText())
 
@@ -490,18 +319,18 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         garbage after the path), exchanging frames with a C client.
         """
         directory = self.path("cnode")
-        node = Proc(self, "C switch://", [cTool("vde_plug"), "null://", "switch://" + directory])
+        node = cPlug(self, "C switch://", "null://", "switch://" + directory)
         await until(lambda: os.path.exists(directory + "/ctl"), "the C node", procs=[node])
         plug = await connectVde(reactor, directory, description=b"ours")
         self.addCleanup(plug.close)
         self.assertRegex(plug.serverPath, r"/fd\d+$")
         ours = FrameCollector()
         plug.startReceiving(ours)
-        other = self.cPlug("c", directory)
+        other = cPlug(self, "c", directory)
         other.send(mkframe(BROADCAST, mac(2), 1))
         await until(lambda: tags(ours.frames) == [1], "C -> ours", procs=[node, other])
         plug.send(mkframe(mac(2), mac(1), 2, size=9000))
-        await until(lambda: other.tags() == [2], "ours -> C (jumbo)", procs=[node, other])
+        await until(lambda: tags(other.frames) == [2], "ours -> C (jumbo)", procs=[node, other])
         node.proc.terminate()
         await until(lambda: ours.reason is not None, "our plug to close")
         ours.reason.trap(PlugClosed)
@@ -522,8 +351,8 @@ class OurClientOnCSwitchTests(Vde2TestCase):
 
 
 class NetnodeTests(Vde2TestCase):
-    async def joinC(self, server: VdeServer, directory: str, n: int) -> list[Proc]:
-        procs = [self.cPlug(f"c{i}", directory) for i in range(n)]
+    async def joinC(self, server: VdeServer, directory: str, n: int) -> list[StreamProcess]:
+        procs = [cPlug(self, f"c{i}", directory) for i in range(n)]
         await until(lambda: len(server.endpoints) == n, f"{n} C clients to join", procs=procs)
         return procs
 
@@ -538,21 +367,21 @@ class NetnodeTests(Vde2TestCase):
         for i, p in enumerate(procs):
             p.send(mkframe(BROADCAST, mac(10 + i), i))
         await until(lambda: sorted(tags(atHost.frames)) == [0, 1, 2]
-                    and all(len(p.tags()) == 2 for p in procs), "broadcasts", procs=procs)
-        self.assertEqual(sorted(a.tags()), [1, 2])
-        self.assertEqual(sorted(b.tags()), [0, 2])
+                    and all(len(tags(p.frames)) == 2 for p in procs), "broadcasts", procs=procs)
+        self.assertEqual(sorted(tags(a.frames)), [1, 2])
+        self.assertEqual(sorted(tags(b.frames)), [0, 2])
         host.send(mkframe(BROADCAST, mac(1), 3))
-        await until(lambda: all(p.tags()[-1:] == [3] for p in procs), "host broadcast", procs=procs)
+        await until(lambda: all(tags(p.frames)[-1:] == [3] for p in procs), "host broadcast", procs=procs)
         # Unicast A -> B, B -> host, host -> C.
         a.send(mkframe(mac(11), mac(10), 4))
         b.send(mkframe(mac(1), mac(11), 5))
         host.send(mkframe(mac(12), mac(1), 6))
-        await until(lambda: b.tags()[-1] == 4 and tags(atHost.frames)[-1] == 5
-                    and c.tags()[-1] == 6, "unicast", procs=procs)
+        await until(lambda: tags(b.frames)[-1] == 4 and tags(atHost.frames)[-1] == 5
+                    and tags(c.frames)[-1] == 6, "unicast", procs=procs)
         await settle(0.2)
-        self.assertEqual(a.tags()[2:], [3])
-        self.assertEqual(b.tags()[2:], [3, 4])
-        self.assertEqual(c.tags()[2:], [3, 6])
+        self.assertEqual(tags(a.frames)[2:], [3])
+        self.assertEqual(tags(b.frames)[2:], [3, 4])
+        self.assertEqual(tags(c.frames)[2:], [3, 6])
         self.assertEqual(tags(atHost.frames)[3:], [5])
         # The description of C clients is kept (netnode ignores it, we log it).
         self.assertTrue(all(e.description.startswith("vdeplug: user=")
@@ -566,10 +395,10 @@ class NetnodeTests(Vde2TestCase):
         host, atHost, server = await self.openNode("switch")
         a, b = await self.joinC(server, self.path("node"), 2)
         b.send(mkframe(BROADCAST, mac(11), 1))
-        await until(lambda: a.tags() == [1], "learning", procs=[a, b])
+        await until(lambda: tags(a.frames) == [1], "learning", procs=[a, b])
         tagged = mkframe(BROADCAST, mac(10), 2, size=100, vlan=5)
         a.send(tagged)
-        await until(lambda: b.tags() == [2], "a tagged broadcast", procs=[a, b])
+        await until(lambda: tags(b.frames) == [2], "a tagged broadcast", procs=[a, b])
         self.assertEqual(b.frames[-1], tagged)
         unicast = mkframe(mac(11), mac(10), 3, vlan=5)
         a.send(unicast)
@@ -582,10 +411,10 @@ class NetnodeTests(Vde2TestCase):
         a, b, c = await self.joinC(server, self.path("node"), 3)
         b.send(mkframe(BROADCAST, mac(11), 1))
         a.send(mkframe(mac(11), mac(10), 2))
-        await until(lambda: sorted(c.tags()) == [1, 2] and sorted(tags(atHost.frames)) == [1, 2]
-                    and b.tags() == [2] and a.tags() == [1], "flooding", procs=[a, b, c])
+        await until(lambda: sorted(tags(c.frames)) == [1, 2] and sorted(tags(atHost.frames)) == [1, 2]
+                    and tags(b.frames) == [2] and tags(a.frames) == [1], "flooding", procs=[a, b, c])
         host.send(mkframe(mac(10), mac(1), 3))
-        await until(lambda: [p.tags()[-1] for p in (a, b, c)] == [3, 3, 3], "host flooding",
+        await until(lambda: [tags(p.frames)[-1] for p in (a, b, c)] == [3, 3, 3], "host flooding",
                     procs=[a, b, c])
 
     async def test_layoutAndLife(self) -> None:
@@ -646,15 +475,14 @@ class NetnodeTests(Vde2TestCase):
         clients; stopping it ends them cleanly and removes the directory.
         """
         directory = self.path("hub")
-        hub = Proc(self, "our hub", ourTool("vde_plug") + ["null://", "hub://" + directory],
-                   env=ourEnv())
+        hub = ourPlug(self, "our hub", "null://", "hub://" + directory)
         await until(lambda: os.path.exists(directory + "/ctl"), "our hub to start", procs=[hub])
-        a, b = self.cPlug("a", directory), self.cPlug("b", directory)
+        a, b = cPlug(self, "a", directory), cPlug(self, "b", directory)
         await until(lambda: len([n for n in os.listdir(directory) if n.startswith("fd")]) == 2,
                     "clients to join", procs=[hub, a, b])
         a.send(mkframe(BROADCAST, mac(10), 1))
         b.send(mkframe(BROADCAST, mac(11), 2))
-        await until(lambda: a.tags() == [2] and b.tags() == [1], "frames", procs=[hub, a, b])
+        await until(lambda: tags(a.frames) == [2] and tags(b.frames) == [1], "frames", procs=[hub, a, b])
         hub.proc.terminate()
         self.assertEqual(await deferToThread(a.proc.wait, TIMEOUT), 0)
         self.assertEqual(await deferToThread(b.proc.wait, TIMEOUT), 0)
@@ -675,7 +503,7 @@ class SwitchServerTests(Vde2TestCase):
         """
         server = self.ourServer()
         d = server.path
-        three, zero, anyp = self.cPlug("3", d + "[3]"), self.cPlug("0", d + "[0]"), self.cPlug("any", d)
+        three, zero, anyp = cPlug(self, "3", d + "[3]"), cPlug(self, "0", d + "[0]"), cPlug(self, "any", d)
         procs = [three, zero, anyp]
         await until(lambda: len(server.endpoints) == 3, "3 clients", procs=procs)
         byPid = {int(re.search(r"pid=(\d+)", e.description)[1]): e
@@ -692,7 +520,7 @@ class SwitchServerTests(Vde2TestCase):
         # Frames between C clients through our SwitchEngine.
         three.send(mkframe(BROADCAST, mac(3), 1))
         anyp.send(mkframe(mac(3), mac(1), 2))
-        await until(lambda: anyp.tags() == [1] and three.tags() == [2], "frames", procs=procs)
+        await until(lambda: tags(anyp.frames) == [1] and tags(three.frames) == [2], "frames", procs=procs)
         self.assertIn("port 3 connected: vdeplug: user=", self.log.text())
         three.proc.kill()
         await until(lambda: len(server.endpoints) == 2, "a client to leave", procs=procs)
@@ -730,13 +558,13 @@ class SwitchServerTests(Vde2TestCase):
         self.assertEqual(endpoint.port.number, 7)
         self.assertEqual(endpoint.description, f"ours user=root pid={os.getpid()}"
                          if os.geteuid() == 0 else endpoint.description)
-        c = self.cPlug("c", server.path)
+        c = cPlug(self, "c", server.path)
         await until(lambda: len(server.endpoints) == 2, "the C client", procs=[c])
         c.send(mkframe(BROADCAST, mac(2), 1))
         await until(lambda: tags(ours.frames) == [1], "C -> ours", procs=[c])
         big = mkframe(mac(2), mac(1), 2, size=9000)
         plug.send(big)
-        await until(lambda: c.tags() == [2], "ours -> C (jumbo)", procs=[c])
+        await until(lambda: tags(c.frames) == [2], "ours -> C (jumbo)", procs=[c])
         self.assertEqual(c.frames[-1], big)
         self.assertTrue(server.closeEndpoint(endpoint.endpointId))
         self.assertFalse(server.closeEndpoint(endpoint.endpointId))
@@ -779,7 +607,7 @@ class SwitchServerTests(Vde2TestCase):
         ours = FrameCollector()
         plug.startReceiving(ours)
         # The C client falls back the same way.
-        other = self.cPlug("c", long)
+        other = cPlug(self, "c", long)
         await until(lambda: len(server.endpoints) == 2, "the C client", procs=[other])
         other.send(mkframe(BROADCAST, mac(9), 1))
         await until(lambda: tags(ours.frames) == [1], "a frame", procs=[other])
@@ -914,7 +742,7 @@ class SwitchServerTests(Vde2TestCase):
         port is inactive (vde_switch keeps it), the others keep working.
         """
         server = self.ourServer()
-        a, b = self.cPlug("a", server.path), self.cPlug("b", server.path)
+        a, b = cPlug(self, "a", server.path), cPlug(self, "b", server.path)
         await until(lambda: len(server.endpoints) == 2, "clients", procs=[a, b])
         ports = {e.port.number for e in server.endpoints.values()}
         a.proc.kill()
@@ -959,7 +787,7 @@ class SwitchServerTests(Vde2TestCase):
 
     async def test_stopEndsClients(self) -> None:
         server = self.ourServer()
-        a = self.cPlug("a", server.path)
+        a = cPlug(self, "a", server.path)
         await until(lambda: len(server.endpoints) == 1, "a to join", procs=[a])
         server.stop()
         self.assertFalse(os.path.exists(server.path))
@@ -1006,76 +834,24 @@ class SwitchServerTests(Vde2TestCase):
 # ---------------------------------------------------------------------------
 # Two network namespaces, a C tap plug in each, through our switch.
 
-PING = r"""
-import os, socket, struct, sys, time
-def checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    s = (s >> 16) + (s & 0xffff)
-    s += s >> 16
-    return ~s & 0xffff
-dst = sys.argv[1]
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-s.settimeout(0.5)
-ident = os.getpid() & 0xffff
-deadline = time.monotonic() + 8
-seq = 0
-while time.monotonic() < deadline:
-    seq += 1
-    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"vdetwist ping"
-    packet = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
-    s.sendto(packet, (dst, 0))
-    try:
-        while True:
-            data, addr = s.recvfrom(2048)
-            icmp = data[(data[0] & 15) * 4:]
-            if addr[0] == dst and icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
-                print("reply from", dst, "seq", seq)
-                sys.exit(0)
-    except socket.timeout:
-        pass
-sys.exit(1)
-"""
-
 
 class NamespaceTests(Vde2TestCase):
-    def run_(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=15)
-
     async def test_pingThroughOurSwitch(self) -> None:
-        requireRoot()
-        if shutil.which("ip") is None:
-            raise SkipTest("the ip command (iproute2) is not installed")
+        requireTun()
         cTool("vde_plug")
-        if not os.path.exists("/dev/net/tun"):
-            raise SkipTest("no /dev/net/tun")
+        namespaces = [makeNamespace(self), makeNamespace(self)]
         tag = f"{os.getpid() % 100000}"
-        namespaces = [f"vt2ns{tag}a", f"vt2ns{tag}b"]
         taps = [f"vt2t{tag}a", f"vt2t{tag}b"]
-        for ns in namespaces:
-            try:
-                self.run_("ip", "netns", "add", ns)
-            except subprocess.CalledProcessError as e:
-                raise SkipTest(f"cannot create network namespaces: {e.stderr.strip()}")
-            self.addCleanup(self.run_, "ip", "netns", "del", ns, check=False)
         host, atHost, server = await self.openNode("switch")
-        procs = []
-        for tap in taps:
-            procs.append(self.cPlug(tap, "tap://" + tap, self.path("node")))
+        procs = [cPlug(self, tap, "tap://" + tap, self.path("node")) for tap in taps]
         await until(lambda: len(server.endpoints) == 2, "both tap plugs to join", procs=procs)
         for i, (ns, tap) in enumerate(zip(namespaces, taps)):
-            await deferToThread(self.run_, "ip", "link", "set", tap, "netns", ns)
-            for command in (["ip", "addr", "add", f"10.77.0.{i + 1}/24", "dev", tap],
-                            ["ip", "link", "set", tap, "up"],
-                            ["ip", "link", "set", "lo", "up"]):
-                await deferToThread(self.run_, "ip", "netns", "exec", ns, *command)
-        result = await deferToThread(
-            self.run_, "ip", "netns", "exec", namespaces[0], sys.executable, "-c", PING,
-            "10.77.0.2", check=False,
-        )
-        self.assertEqual(result.returncode, 0, f"ping failed: {result.stdout} {result.stderr}")
-        self.assertIn("reply from 10.77.0.2", result.stdout)
+            netns.moveLink(tap, ns)
+            netns.addAddress(tap, f"10.77.0.{i + 1}/24", ns)
+            netns.setUp(tap, ns)
+        # In a thread: our switch, in the reactor, carries the ping.
+        replies = await deferToThread(ping, namespaces[0].name, "10.77.0.2", 1)
+        self.assertEqual(replies, 1, "no ping reply from 10.77.0.2" + describeAll(procs))
         # The switch saw the traffic (ARP broadcasts reach the host port too).
         self.assertTrue(atHost.frames)
 

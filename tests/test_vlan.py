@@ -16,14 +16,8 @@ from twisted.plugin import IPlugin
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tests.nested_support import (
-    HubTestCase,
-    MemoryBackend,
-    mac,
-    numberOf,
-    testFrame,
-    until,
-)
+from tests.nested_support import HubTestCase, MemoryBackend, mac, numberOf, numbers, testFrame
+from tests.support import cPlug, ourPlug, until
 from vdetwist.backends.agno import AgnoBackend
 from vdetwist.backends.vlan import VlanBackend, vlanRules
 from vdetwist.errors import PlugClosed, VNLError
@@ -425,11 +419,9 @@ class InteropTests(HubTestCase):
         """
         await self.startHub()
         config = vnl.replace("HUB", "vde://" + self.hubDir)
-        c, ours = self.cPlug(config), self.ourPlug(config)
+        c = cPlug(self, f"C vde_plug {config}", config)
+        ours = ourPlug(self, f"our vde_plug {config}", config)
         procs = [c, ours]
-
-        def describe() -> str:
-            return "".join(p.describe() for p in procs)
 
         await self.probeUntilUp(procs, lambda: wireFrame(9, 0, *probe))
 
@@ -441,7 +433,7 @@ class InteropTests(HubTestCase):
         await until(lambda: all(numberOf(f) == last for f in
                                 (self.seenFrom(1)[-1:] + self.seenFrom(2)[-1:])) and
                     self.seenFrom(1) and self.seenFrom(2), "the frames on the wire",
-                    describe=describe)
+                    procs=procs)
         fromC = [f[:6] + mac(0) + f[12:] for f in self.seenFrom(1)]
         fromOurs = [f[:6] + mac(0) + f[12:] for f in self.seenFrom(2)]
         self.assertEqual(fromOurs, fromC)
@@ -452,8 +444,8 @@ class InteropTests(HubTestCase):
         for n, tags in enumerate(fromNet, 101):
             self.observer.send(wireFrame(9, n, *tags))
         last = 100 + len(fromNet)
-        await until(lambda: ours.numbers(9)[-1:] == [last] and c.numbers(9)[-1:] == [last],
-                    "the network's frames", describe=describe)
+        await until(lambda: numbers(ours, 9)[-1:] == [last] and numbers(c, 9)[-1:] == [last],
+                    "the network's frames", procs=procs)
         await deferLater(reactor, 0.1)  # anything after the last one?
 
         def same(cFrames, ourFrames):

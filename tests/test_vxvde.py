@@ -20,7 +20,6 @@ import ctypes
 import errno
 import fcntl
 import hashlib
-import itertools
 import json
 import os
 import socket
@@ -28,28 +27,26 @@ import struct
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Sequence
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.support import cTool, frame, ourEnv, ourTool, records, requireRoot
+from tests.support import (
+    DATA_TYPE, TIMEOUT, LogCapture, StreamProcess, cPlug, cTool, frame, linkExists,
+    makeNamespace, nsSocket, ourPlug, ping, requireRoot, settle, until, waitFor,
+)
 from vdetwist.backends.vxlan import VxlanPlug, openVxlanSocket
 from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets, openVxvdeSockets
 from vdetwist.errors import VdeError, VNLError
+from vdetwist.netns import createVeth, entered, uniqueName
 from vdetwist.registry import registry
-from vdetwist.stream import StreamDecoder
 from vdetwist.testing import FrameCollector
 from vdetwist.vnl import resolve
 from vdetwist.vxlanwire import Verdict, packHeader, parseVxlan, parseVxvde
 
-#: Ethertypes of the frames checked (L{frame} uses 0x88b5) and of probes.
-DATA_TYPE = b"\x88\xb5"
+#: Ethertype of the probes (the frames checked are L{frame}'s, DATA_TYPE).
 PROBE_TYPE = b"\x88\xb6"
-#: Upper bound for any single wait; a passing run never gets close.
-TIMEOUT = 10.0
 BROADCAST = b"\xff" * 6
 JUMBO = 9234
 
@@ -64,18 +61,6 @@ def dataFrame(n: int, size: int = 100, src: int = 1, dst: bytes = BROADCAST) -> 
 
 # ---------------------------------------------------------------------------
 # In-process plugs on loopback
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.01)
-
-
-def settle(seconds: float = 0.1):
-    return deferLater(reactor, seconds)
 
 
 def udp(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -115,16 +100,6 @@ class FakeTime:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
-
-
-class LogCapture:
-    def __init__(self, test: TestCase) -> None:
-        self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-
-    def rejections(self) -> list[dict]:
-        return [e for e in self.events if "rejected" in e.get("log_format", "")]
 
 
 class LoopbackCase(TestCase):
@@ -279,12 +254,12 @@ class VxvdeLoopbackTests(LoopbackCase):
         self.assertEqual(plug.rejected.counts, expected)
         self.assertEqual(collector.frames, [])
         self.assertIsNone(plug.macs.lookup(mac(7), 1))
-        self.assertEqual(len(logs.rejections()), 1)
+        self.assertEqual(len(logs.withFormat("rejected")), 1)
         peer.sendto(packHeader(5) + good, plug.unicastSocket.getsockname())
         await until(lambda: collector.frames == [good], "the good frame")
         plug.close()
         # What was pending is summarised once at close.
-        self.assertEqual(len(logs.rejections()), 2)
+        self.assertEqual(len(logs.withFormat("rejected")), 2)
 
     async def test_jumbo(self) -> None:
         plug, collector = self.vxvde(ownGroup=False)
@@ -314,7 +289,7 @@ class VxvdeLoopbackTests(LoopbackCase):
         peer = self.sock()
         plug.pauseProducing()
         peer.sendto(packHeader(5) + dataFrame(1, src=7), plug.unicastSocket.getsockname())
-        await settle()
+        await settle(0.1)
         self.assertEqual(collector.frames, [])
         plug.resumeProducing()
         await until(lambda: collector.frames, "the frame after resuming")
@@ -411,43 +386,6 @@ class OpenTests(TestCase):
 # ---------------------------------------------------------------------------
 # Namespaces
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-_names = itertools.count()
-
-
-def inNamespace(namespace: str, function: Callable[..., Any], *args: Any) -> Any:
-    """
-    Call C{function} in a thread that has entered C{namespace}: sockets it
-    makes belong to that namespace for good, and may be used from any
-    thread afterwards.
-    """
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(f"/var/run/netns/{namespace}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    error = ctypes.get_errno()
-                    raise OSError(error, f"setns {namespace}: {os.strerror(error)}")
-            finally:
-                os.close(fd)
-            result["value"] = function(*args)
-        except BaseException as e:
-            result["error"] = e
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(TIMEOUT)
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def nsSocket(namespace: str, family: int, kind: int, proto: int = 0) -> socket.socket:
-    return inNamespace(namespace, socket.socket, family, kind, proto)
-
 
 def disableTxChecksum(namespace: str, device: str) -> None:
     """
@@ -459,24 +397,21 @@ def disableTxChecksum(namespace: str, device: str) -> None:
     tap, a stack that rightly drops it.  Real NICs compute it.
     """
     ETHTOOL_STXCSUM, SIOCETHTOOL = 0x17, 0x8946
-
-    def disable() -> None:
-        value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
-        request = struct.pack("16sP", device.encode(), ctypes.addressof(value)).ljust(40, b"\0")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, request)
-
-    inNamespace(namespace, disable)
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
+    request = struct.pack("16sP", device.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+    # The socket's namespace is where the ioctl looks the device up.
+    with nsSocket(namespace, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, request)
 
 
 class Net:
     """
-    The namespaces and links of one test; all removed at cleanup.
+    The namespaces of one test (and the links in them): all removed at
+    cleanup.
     """
 
     def __init__(self, test: TestCase) -> None:
         self.test = test
-        self.tag = f"vxt{os.getpid() % 100000}n{next(_names)}"
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
@@ -487,16 +422,14 @@ class Net:
     def ip(self, namespace: str, *args: str) -> None:
         self.run("ip", "-n", namespace, *args)
 
-    def namespace(self, name: str) -> str:
-        full = self.tag + name
-        self.run("ip", "netns", "add", full)
-        self.test.addCleanup(self.run, "ip", "netns", "del", full, check=False)
-        self.ip(full, "link", "set", "lo", "up")
-        return full
+    def namespace(self, label: str) -> str:
+        """
+        A new namespace (IPv6 on, loopback up), named after C{label}.
+        """
+        return makeNamespace(self.test, uniqueName("vxt" + label), ipv6=True).name
 
     def veth(self, ns1: str, if1: str, ns2: str, if2: str) -> None:
-        self.run("ip", "link", "add", if1, "netns", ns1, "type", "veth",
-                 "peer", "name", if2, "netns", ns2)
+        createVeth(if1, if2, ns1, ns2)
 
     def address(self, namespace: str, device: str, *cidrs: str) -> None:
         for cidr in cidrs:
@@ -513,102 +446,18 @@ class Net:
         self.ip(namespace, "route", "add", "224.0.0.0/4", "dev", device)
 
     def waitForLink(self, namespace: str, device: str) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while self.run("ip", "-n", namespace, "link", "show", device, check=False).returncode:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{device} did not appear in {namespace}")
-            time.sleep(0.05)
+        waitFor(lambda: linkExists(device, namespace), f"{device} to appear in {namespace}")
 
 
-class Proc:
-    """
-    A process in a namespace whose stdin takes, and whose stdout gives, the
-    VDE stream encoding.
-    """
-
-    def __init__(self, test: TestCase, name: str, namespace: str, argv: list[str],
-                 env: Optional[dict] = None) -> None:
-        self.name = name
-        self.frames: list[bytes] = []
-        self._stderr = bytearray()
-        self._decoder = StreamDecoder(self.frames.append, lambda *a: None)
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", namespace] + argv,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, process_group=0,
-        )
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self._decoder.feed), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.extend), daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        test.addCleanup(self.stop)
-
-    @staticmethod
-    def _pump(pipe, sink) -> None:
-        while True:
-            try:
-                data = os.read(pipe.fileno(), 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            sink(data)
-
-    def send(self, *frames: bytes) -> None:
-        self.proc.stdin.write(records(frames))
-        self.proc.stdin.flush()
-
-    def data(self) -> list[bytes]:
-        return [f for f in list(self.frames) if f[12:14] == DATA_TYPE]
-
-    def probesFrom(self, n: int) -> int:
-        return sum(1 for f in list(self.frames) if f[12:14] == PROBE_TYPE and f[6:12] == mac(n))
-
-    def stderrText(self) -> str:
-        return bytes(self._stderr).decode("utf-8", "replace")
-
-    def waitFor(self, predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(
-                    f"{self.name}: no {what} (status {self.proc.poll()}); stderr:\n"
-                    + self.stderrText()
-                )
-            time.sleep(0.01)
-
-    def end(self) -> int:
-        """
-        Close stdin (the clean way to end a vde_plug) and wait.
-        """
-        self.proc.stdin.close()
-        return self.proc.wait(TIMEOUT)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        for thread in self._threads:
-            thread.join(5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+def probesFrom(proc: StreamProcess, n: int) -> int:
+    return sum(1 for f in list(proc.frames) if f[12:14] == PROBE_TYPE and f[6:12] == mac(n))
 
 
 def probe(n: int, seq: int) -> bytes:
     return BROADCAST + mac(n) + PROBE_TYPE + struct.pack(">I", seq) + bytes(46)
 
 
-def handshake(members: dict[int, Proc]) -> None:
+def handshake(members: dict[int, StreamProcess]) -> None:
     """
     Each member broadcasts probes until every other member has heard one:
     then all are up, joined, and know each other's MAC (member n is
@@ -618,7 +467,7 @@ def handshake(members: dict[int, Proc]) -> None:
     for n, sender in members.items():
         others = [p for m, p in members.items() if m != n]
         seq = 0
-        while not all(p.probesFrom(n) for p in others):
+        while not all(probesFrom(p, n) for p in others):
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"probes from member {n} not heard:"
@@ -629,13 +478,14 @@ def handshake(members: dict[int, Proc]) -> None:
             time.sleep(0.05)
 
 
-def sendPaced(proc: Proc, frames: Sequence[bytes]) -> None:
+def sendPaced(proc: StreamProcess, frames: Sequence[bytes]) -> None:
     for i in range(0, len(frames), 8):
         proc.send(*frames[i : i + 8])
         time.sleep(0.004)
 
 
-def sendInStep(sender: Proc, receiver: Proc, frames: Sequence[bytes], step: int = 10) -> None:
+def sendInStep(sender: StreamProcess, receiver: StreamProcess, frames: Sequence[bytes],
+               step: int = 10) -> None:
     """
     Send C{step} frames at a time, each batch once the previous one has
     arrived, so that a busy machine cannot overflow a socket buffer: UDP
@@ -649,14 +499,6 @@ def sendInStep(sender: Proc, receiver: Proc, frames: Sequence[bytes], step: int 
         receiver.waitFor(lambda: len(receiver.data()) >= done, f"frames {i}..{done - start}")
 
 
-def ourPlug(test: TestCase, name: str, namespace: str, *vnls: str) -> Proc:
-    return Proc(test, name, namespace, ourTool("vde_plug") + list(vnls), env=ourEnv())
-
-
-def cPlug(test: TestCase, name: str, namespace: str, *vnls: str) -> Proc:
-    return Proc(test, name, namespace, [cTool("vde_plug")] + list(vnls))
-
-
 def sizes(count: int) -> list[int]:
     edges = [15, 60, 64, 1000, 1400, 1500, 1514, 4000, 9000, JUMBO]
     return (edges * (count // len(edges) + 1))[:count]
@@ -667,6 +509,30 @@ class NamespaceCase(TestCase):
         requireRoot()
         cTool("vde_plug")
         self.net = Net(self)
+
+    def capture(self, namespace: str, device: str) -> socket.socket:
+        """
+        An AF_PACKET socket seeing everything on C{device}.
+        """
+        sock = nsSocket(namespace, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.addCleanup(sock.close)
+        sock.bind((device, 0))
+        return sock
+
+    def groupListener(self, namespace: str, group: str, interface: str,
+                      timeout: float) -> socket.socket:
+        """
+        A UDP socket on the vxvde port that has joined the IPv4 C{group} on
+        the interface with address C{interface}.
+        """
+        sock = nsSocket(namespace, socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((group, 14789))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                        socket.inet_aton(group) + socket.inet_aton(interface))
+        sock.settimeout(timeout)
+        return sock
 
 
 class SocketTests(NamespaceCase):
@@ -680,27 +546,29 @@ class SocketTests(NamespaceCase):
         self.net.ip(a, "link", "set", "lo", "multicast", "on")
         self.net.ip(a, "route", "add", "224.0.0.0/4", "dev", "lo")
         config = parseVxvde(resolve("vxvde://239.78.6.1"))
-        first = inNamespace(a, openVxvdeSockets, config)
-        self.addCleanup(first.close)
-        second = inNamespace(a, openVxvdeSockets, config)
-        self.addCleanup(second.close)
+        with entered(a):
+            first = openVxvdeSockets(config)
+            self.addCleanup(first.close)
+            second = openVxvdeSockets(config)
+            self.addCleanup(second.close)
         self.assertEqual(first.group, ("239.78.6.1", 14789))
         self.assertNotEqual(first.unicast.getsockname(), second.unicast.getsockname())
 
         config = parseVxlan(resolve("vxlan://239.78.6.2"))
-        sock, group, family = inNamespace(a, openVxlanSocket, config)
+        with entered(a):
+            sock, group, family = openVxlanSocket(config)
         self.addCleanup(sock.close)
         self.assertEqual((sock.getsockname(), group), (("0.0.0.0", 4789), ("239.78.6.2", 4789)))
-        with self.assertRaises(VdeError) as caught:
-            inNamespace(a, openVxlanSocket, config)
+        with self.assertRaises(VdeError) as caught, entered(a):
+            openVxlanSocket(config)
         self.assertEqual(caught.exception.errno, errno.EADDRINUSE)
         self.assertIn("kernel VXLAN device", str(caught.exception))
         sock.close()
         self.net.ip(a, "link", "add", "vx0", "type", "vxlan", "id", "5", "dstport", "4789",
                     "group", "239.78.6.2", "dev", "lo")
         self.net.ip(a, "link", "set", "vx0", "up")
-        with self.assertRaises(VdeError) as caught:
-            inNamespace(a, openVxlanSocket, config)
+        with self.assertRaises(VdeError) as caught, entered(a):
+            openVxlanSocket(config)
         self.assertEqual(caught.exception.errno, errno.EADDRINUSE)
 
 
@@ -715,7 +583,8 @@ class VxvdeInteropTests(NamespaceCase):
         self.net.veth(a, "eth0", b, "eth0")
         self.net.member(a, "eth0", 1, 1)
         self.net.member(b, "eth0", 2, 1)
-        members = {1: ourPlug(self, "ours", a, ours), 2: cPlug(self, "C", b, theirs)}
+        members = {1: ourPlug(self, "ours", ours, namespace=a),
+                   2: cPlug(self, "C", theirs, namespace=b)}
         handshake(members)
         # Each side has learned the other's MAC: unicast from now on, in
         # both directions, jumbo frames included.
@@ -745,12 +614,6 @@ class VxvdeInteropTests(NamespaceCase):
         """
         self.twoMembers("vxvde://ff15::78:1/v=782/if=eth0", "vxvde://ff15::78:1/v=782")
 
-    def capture(self, namespace: str, device: str) -> socket.socket:
-        sock = nsSocket(namespace, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-        self.addCleanup(sock.close)
-        sock.bind((device, 0))
-        return sock
-
     def test_threeMembersLearn(self) -> None:
         """
         Three members on a bridge: ours and two C ones.  Once MACs are
@@ -772,9 +635,9 @@ class VxvdeInteropTests(NamespaceCase):
         tap = self.capture(hub, "p2")
         vnl = "vxvde://239.78.2.1/v=782"
         members = {
-            1: ourPlug(self, "ours", spaces[1], vnl),
-            2: cPlug(self, "C2", spaces[2], vnl),
-            3: cPlug(self, "C3", spaces[3], vnl),
+            1: ourPlug(self, "ours", vnl, namespace=spaces[1]),
+            2: cPlug(self, "C2", vnl, namespace=spaces[2]),
+            3: cPlug(self, "C3", vnl, namespace=spaces[3]),
         }
         handshake(members)
         pending(tap)
@@ -824,17 +687,10 @@ class VxvdeInteropTests(NamespaceCase):
         self.net.member(a, "eth0", 1, 3)
         self.net.member(b, "eth0", 2, 3)
         gid = 0x4E0005
-        listener = nsSocket(b, socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(listener.close)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("239.78.0.5", 14789))
-        listener.setsockopt(
-            socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-            socket.inet_aton("239.78.0.5") + socket.inet_aton("10.78.3.2"),
-        )
-        listener.settimeout(TIMEOUT)
+        listener = self.groupListener(b, "239.78.0.5", "10.78.3.2", TIMEOUT)
         vnl = f"vxvde://239.1.2.3/grp={gid}"
-        members = {1: ourPlug(self, "ours", a, vnl), 2: cPlug(self, "C", b, vnl)}
+        members = {1: ourPlug(self, "ours", vnl, namespace=a),
+                   2: cPlug(self, "C", vnl, namespace=b)}
         handshake(members)
         data, source = listener.recvfrom(65536)
         while data[14:20] != mac(1):
@@ -852,16 +708,8 @@ class VxvdeInteropTests(NamespaceCase):
         a = self.net.namespace("a")
         self.net.ip(a, "link", "set", "lo", "multicast", "on")
         self.net.ip(a, "route", "add", "224.0.0.0/4", "dev", "lo")
-        ours = ourPlug(self, "ours", a, "vxvde://239.78.3.1/v=783")
-        raw = nsSocket(a, socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(raw.close)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        raw.bind(("239.78.3.1", 14789))
-        raw.setsockopt(
-            socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-            socket.inet_aton("239.78.3.1") + socket.inet_aton("127.0.0.1"),
-        )
-        raw.settimeout(0.2)
+        ours = ourPlug(self, "ours", "vxvde://239.78.3.1/v=783", namespace=a)
+        raw = self.groupListener(a, "239.78.3.1", "127.0.0.1", 0.2)
         deadline = time.monotonic() + TIMEOUT
         while True:  # find the plug's unicast address from its own frame
             ours.send(probe(1, 0))
@@ -901,45 +749,6 @@ class VxvdeInteropTests(NamespaceCase):
 
 # ---------------------------------------------------------------------------
 # vxlan:// and the Linux kernel
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ping(namespace: str, target: str, count: int = 3) -> int:
-    """
-    ICMP echo from C{namespace} to C{target}; how many replies came back.
-    """
-    sock = nsSocket(namespace, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    replies = 0
-    ident = os.getpid() & 0xFFFF
-    try:
-        sock.settimeout(0.5)
-        deadline = time.monotonic() + TIMEOUT
-        seq = 0
-        while replies < count and time.monotonic() < deadline:
-            seq += 1
-            body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"vdetwist-vxlan" * 4
-            body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
-            sock.sendto(body, (target, 0))
-            try:
-                while True:
-                    packet, source = sock.recvfrom(65536)
-                    icmp = packet[(packet[0] & 0x0F) * 4 :]
-                    if source[0] == target and icmp[0] == 0 and icmp[4:8] == struct.pack("!HH", ident, seq):
-                        replies += 1
-                        break
-            except socket.timeout:
-                continue
-    finally:
-        sock.close()
-    return replies
 
 
 def tcpExchange(serverNs: str, serverIp: str, clientNs: str, size: int = 300_000) -> None:
@@ -1019,21 +828,19 @@ class KernelVxlanTests(NamespaceCase):
         mtu = json.loads(net.run("ip", "-j", "-n", k, "link", "show", "vx0").stdout)[0]["mtu"]
         vnl = f"vxlan://{group}/v=78/if=eth0"
         if "tap" in registry.backends():
-            plugs = [ourPlug(self, "ours", v, "tap://vxtap0", vnl)]
+            plugs = [ourPlug(self, "ours", "tap://vxtap0", vnl, namespace=v)]
         else:
             path = os.path.abspath(self.mktemp())
-            plugs = [cPlug(self, "C tap", v, "tap://vxtap0", "ptp://" + path)]
+            plugs = [cPlug(self, "C tap", "tap://vxtap0", "ptp://" + path, namespace=v)]
             deadline = time.monotonic() + TIMEOUT
             while not os.path.exists(path):
                 self.assertLess(time.monotonic(), deadline, plugs[0].stderrText())
                 time.sleep(0.02)
-            plugs.append(ourPlug(self, "ours", v, "ptp://" + path, vnl))
+            plugs.append(ourPlug(self, "ours", "ptp://" + path, vnl, namespace=v))
         net.waitForLink(v, "vxtap0")
         net.ip(v, "link", "set", "vxtap0", "mtu", str(mtu))
         net.address(v, "vxtap0", "10.78.5.2/24")
-        capture = nsSocket(k, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-        self.addCleanup(capture.close)
-        capture.bind(("eth0", 0))
+        capture = self.capture(k, "eth0")
 
         # Our plug is a Python process starting up: retry until it answers.
         deadline = time.monotonic() + TIMEOUT
