@@ -228,6 +228,11 @@ class IPv4Tests(TestCase):
         self.h.advance(31, step=1)
         self.assertEqual(len(self.h.engine.reassembler.queues), 0)
         self.assertEqual(self.h.engine.reassembler.held, 0)
+        # fragment zero came in: ICMP time exceeded, reassembly (code 1),
+        # quoting its header and first 8 bytes
+        f = self.h.takeOne()
+        self.assertEqual((f.icmptype, f.icmpcode, f.ipsrc, f.ipdst), (11, 1, GATEWAY, GUEST_IP))
+        self.assertEqual(f.data, frames[0][14:14 + 28])
         self.h.send(frames[-1])
         self.assertEqual(self.h.frames, [])
 

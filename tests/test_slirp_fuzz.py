@@ -48,6 +48,18 @@ SEEDS = [
     GUEST.udp6(bytes.fromhex("ff020000000000000000000000010002"), 546, 547,
                b"\x0b\x01\x02\x03\x00\x01\x00\x04abcd"),
     GUEST.tcp6(HOST6, 40001, 22, 5, 0, P.TCP_SYN),
+    # IPv6 fragments (first and last of one echo request), TTL / hop limit 1
+    GUEST.ether6(GUEST.ip6packet(HOST6, P.PROTO_FRAG6, struct.pack("!BBHI", 58, 0, 1, 9)
+                                 + P.icmp6(GUEST.ip6, HOST6, 128, 0,
+                                           b"\0\1\0\2" + b"x" * 36)[:16])),
+    GUEST.ether6(GUEST.ip6packet(HOST6, P.PROTO_FRAG6, struct.pack("!BBHI", 58, 0, 16, 9)
+                                 + b"x" * 28)),
+    GUEST.ether(P.ETH_IP, GUEST.ipPacket(ip4("192.0.2.1"), P.PROTO_UDP, P.udpSegment(
+        GUEST_IP, ip4("192.0.2.1"), 1000, 2000, b"ttl"), ttl=1)),
+    GUEST.ether6(GUEST.ip6packet(bytes.fromhex("20010db8000000000000000000000001"),
+                                 P.PROTO_UDP, P.udpSegment(
+        GUEST.ip6, bytes.fromhex("20010db8000000000000000000000001"), 1000, 2000, b"hop"),
+        hopLimit=1)),
 ]
 
 

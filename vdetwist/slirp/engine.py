@@ -31,7 +31,7 @@ from vdetwist.slirp.dns import Resolvers
 from vdetwist.slirp.icmp import IcmpNat
 from vdetwist.slirp.ipv4 import ICMP_ECHO, Reassembler
 from vdetwist.slirp.ipv4 import parse as parse4
-from vdetwist.slirp.ipv6 import ICMP6_ECHO_REQUEST, Ndp, l4ok
+from vdetwist.slirp.ipv6 import FRAGMENT_HLEN, ICMP6_ECHO_REQUEST, Ndp, Reassembler6, l4ok
 from vdetwist.slirp.ipv6 import parse as parse6
 from vdetwist.slirp.link import Link
 from vdetwist.slirp.tcp import TcpLayer
@@ -143,7 +143,8 @@ class Engine:
         self.dhcp = DhcpServer(self)
         self.dnsResolver = Resolvers(config.resolvConf, clock)
         self.ra = RouterAdvertiser(self)
-        self.reassembler = Reassembler()
+        self.reassembler = Reassembler(self._reassemblyTimedOut)
+        self.reassembler6 = Reassembler6(self._reassemblyTimedOut)
         self.udp = UdpNat(self)
         self.tcp = TcpLayer(self)
         self.icmp = IcmpNat(self)
@@ -263,7 +264,9 @@ class Engine:
         self.udp.expire(now)
         self.icmp.expire(now)
         self.reassembler.expire(now)
-        if self.udp.flows or self.icmp.flows or self.reassembler.queues:
+        self.reassembler6.expire(now)
+        if self.udp.flows or self.icmp.flows or self.reassembler.queues or \
+                self.reassembler6.queues:
             self.housekeeping.reset(now + HOUSEKEEPING_INTERVAL)
 
     # -- output ---------------------------------------------------------------
@@ -370,6 +373,75 @@ class Engine:
             from vdetwist.slirp.ipv6 import UNREACH6_PORT, unreachable6
 
             self.link.send6(packet[8:24], unreachable6(packet, UNREACH6_PORT, packet[24:40]))
+
+    def _errorTarget(self, packet: bytes) -> Optional[bytes]:
+        """
+        The source of a guest packet if an ICMP error may answer it (not an
+        unspecified, multicast or broadcast address), else C{None}.
+        """
+        if packet[0] >> 4 == 4:
+            source = packet[12:16]
+            if source == P.IP4_ANY or source[0] >= 224 or source == self.broadcast4:
+                return None
+            return source
+        source = packet[8:24]
+        if source == P.IP6_ANY or source[0] == 0xFF:
+            return None
+        return source
+
+    def hopLimitExpired(self, packet: bytes) -> bool:
+        """
+        Whether a guest packet the engine is about to forward to the host
+        has a TTL (hop limit) of 1 or less; if so it is answered, like a
+        router would, with an ICMP time exceeded (code 0) from the gateway
+        and must not be forwarded.
+        """
+        if packet[0] >> 4 == 4:
+            if packet[8] > 1:
+                return False
+            self.stats["ttl_exceeded"] += 1
+            target = self._errorTarget(packet)
+            if target is not None:
+                from vdetwist.slirp.ipv4 import ICMP_TIME_EXCEEDED, unreachable
+
+                self.link.send4(target, unreachable(packet, 0, self.host4, ICMP_TIME_EXCEEDED))
+            return True
+        if packet[7] > 1:
+            return False
+        self.stats["ttl_exceeded"] += 1
+        target = self._errorTarget(packet)
+        if target is not None:
+            from vdetwist.slirp.ipv6 import ICMP6_TIME_EXCEEDED, unreachable6
+
+            source = P.IP6_ROUTER_LL if target[:2] == b"\xfe\x80" else self.host6
+            self.link.send6(target, unreachable6(packet, 0, source, ICMP6_TIME_EXCEEDED))
+        return True
+
+    def _reassemblyTimedOut(self, quote: bytes) -> None:
+        """
+        A datagram whose first fragment (C{quote}: its start) came in was
+        not completed in time: ICMP time exceeded, code 1 (RFC 792, RFC
+        8200 4.5), from the datagram's destination when that is unicast.
+        """
+        self.stats["reassembly_timeouts"] += 1
+        target = self._errorTarget(quote)
+        if target is None:
+            return
+        if quote[0] >> 4 == 4:
+            from vdetwist.slirp.ipv4 import ICMP_TIME_EXCEEDED, unreachable
+
+            source = quote[16:20]
+            if source[0] >= 224 or source == self.broadcast4 or source == P.IP4_BROADCAST \
+                    or source == P.IP4_ANY:
+                source = self.host4
+            self.link.send4(target, unreachable(quote, 1, source, ICMP_TIME_EXCEEDED))
+        else:
+            from vdetwist.slirp.ipv6 import ICMP6_TIME_EXCEEDED, unreachable6
+
+            source = quote[24:40]
+            if source[0] == 0xFF or source == P.IP6_ANY:
+                source = self.host6
+            self.link.send6(target, unreachable6(quote, 1, source, ICMP6_TIME_EXCEEDED))
 
     def forwardGuest(self, address) -> bytes:
         """
@@ -503,7 +575,7 @@ class Engine:
         if destination in self.local4:
             self.icmp.echoLocal4(packet, ihl)
         elif destination[0] < 224 and destination not in self.network4:
-            self.icmp.output(packet[12:16], destination, message)
+            self.icmp.output(packet[12:16], destination, message, packet)
 
     def _ip6(self, frame: bytes) -> None:
         packet = parse6(frame[P.ETH_HLEN:])
@@ -513,11 +585,18 @@ class Engine:
         source, destination = packet[8:24], packet[24:40]
         if source[0] == 0xFF:
             return
-        nextHeader = packet[6]
         if source != P.IP6_ANY and (source in self.network6 or source[:2] == b"\xfe\x80") \
                 and source not in self.local6:
             if self.link.table6.get(source) != frame[6:12]:
                 self.link.learn(source, frame[6:12])
+        if packet[6] == P.PROTO_FRAG6:
+            if len(packet) < FRAGMENT_HLEN:
+                return
+            packet = self.reassembler6.add(FRAGMENT_HLEN, packet, self.now())
+            self.ensureHousekeeping()
+            if packet is None:
+                return
+        nextHeader = packet[6]
         if nextHeader == P.PROTO_ICMPV6:
             if len(packet) < 44 or not l4ok(packet, P.PROTO_ICMPV6):
                 return
@@ -528,7 +607,7 @@ class Engine:
             if destination in self.local6:
                 self.icmp.echoLocal6(packet)
             elif destination[0] != 0xFF:
-                self.icmp.output(source, destination, packet[40:])
+                self.icmp.output(source, destination, packet[40:], packet)
         elif nextHeader == P.PROTO_UDP:
             if len(packet) < 48 or not l4ok(packet, P.PROTO_UDP):
                 return

@@ -71,16 +71,21 @@ class IcmpNat:
         self.engine.link.send6(destination, P.ipv6(source, destination, P.PROTO_ICMPV6, reply,
                                                    255))
 
-    def output(self, guest: bytes, destination: bytes, message: bytes) -> None:
+    def output(self, guest: bytes, destination: bytes, message: bytes,
+               packet: Optional[bytes] = None) -> None:
         """
         Send the guest's echo request C{message} (ICMP header and data) to
-        C{destination} through a host socket.
+        C{destination} through a host socket.  With C{packet} (the guest's
+        IP packet), a TTL or hop limit of 1 or less gets an ICMP time
+        exceeded instead.
         """
         engine = self.engine
         if len(message) < 8:
             return
         target = engine.mapOutbound(destination, 0, "icmp")
         if target is None:
+            return
+        if packet is not None and engine.hopLimitExpired(packet):
             return
         host = target[0]
         _, _, _, gid, seq = ECHO.unpack_from(message)

@@ -4,7 +4,7 @@ IPv4 input checks, bounded reassembly of fragments and ICMP error messages.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.checksum import residue
@@ -48,14 +48,15 @@ def parse(data: bytes) -> Optional[tuple[int, bytes]]:
     return ihl, data
 
 
-def unreachable(packet: bytes, code: int, source: bytes) -> bytes:
+def unreachable(packet: bytes, code: int, source: bytes, kind: int = ICMP_UNREACH) -> bytes:
     """
-    The ICMP destination unreachable message (with its IP header, from
-    C{source}) answering C{packet}: its header and first 8 bytes of data.
+    The ICMP error message (destination unreachable, or C{kind}) with its IP
+    header, from C{source}, answering C{packet}: its header and first 8
+    bytes of data.
     """
     ihl = (packet[0] & 0x0F) << 2
     quoted = packet[: ihl + 8]
-    message = P.icmp4(ICMP_UNREACH, code, b"\0\0\0\0" + quoted)
+    message = P.icmp4(kind, code, b"\0\0\0\0" + quoted)
     return P.ipv4(source, packet[12:16], P.PROTO_ICMP, message)
 
 
@@ -100,38 +101,75 @@ class _Queue:
 
 class Reassembler:
     """
-    Collects fragments by (source, destination, protocol, identification).
+    Collects fragments by a key of the family (for IPv4: source,
+    destination, protocol, identification).
     Overlapping fragments spoil the whole datagram (RFC 5722's rule, applied
-    to IPv4 too), as do datagrams over 65535 bytes; the oldest queue is
+    to IPv4 too; an exact duplicate is only dropped), as do datagrams over
+    65535 bytes; the oldest queue is
     dropped when too many are open or too many bytes are held, and queues
-    expire after C{REASSEMBLY_TIMEOUT} seconds.
+    expire after C{timeout} seconds.  When a datagram whose first fragment
+    came in expires, C{onTimeout} is called with the start of that fragment
+    (for an ICMP time exceeded message).
+
+    This class does IPv4; L{vdetwist.slirp.ipv6.Reassembler6} overrides
+    L{locate}, L{rebuild} and L{quote} for IPv6.
     """
 
-    def __init__(self) -> None:
+    timeout = REASSEMBLY_TIMEOUT
+    #: Header bytes the reassembled length limit (C{MAX_DATAGRAM}) counts.
+    headerRoom = 20
+
+    def __init__(self, onTimeout: Optional[Callable[[bytes], None]] = None) -> None:
         self.queues: dict[tuple, _Queue] = {}
         self.held = 0
         self.dropped = 0
+        self.onTimeout = onTimeout
+
+    def locate(self, ihl: int, packet: bytes) -> tuple[tuple, int, bool]:
+        """
+        The queue key, payload offset and more-fragments flag of a fragment.
+        """
+        flags = (packet[6] << 8) | packet[7]
+        return ((packet[12:16], packet[16:20], packet[9], packet[4:6]),
+                (flags & 0x1FFF) << 3, bool(flags & 0x2000))
+
+    def rebuild(self, header: bytes, body: bytes) -> bytes:
+        """
+        The reassembled packet: the first fragment's C{header} with its
+        fragment fields cleared, then C{body}.
+        """
+        from vdetwist.slirp.checksum import checksum
+
+        total = len(header) + len(body)
+        header = (header[:2] + P.U16.pack(total) + header[4:6] + b"\0\0"
+                  + header[8:10] + b"\0\0" + header[12:])
+        header = header[:10] + P.U16.pack(checksum(header)) + header[12:]
+        return header + body
+
+    def quote(self, header: bytes, first: bytes) -> bytes:
+        """
+        What an ICMP error about a datagram quotes, from its first
+        fragment's C{header} and payload C{first}.
+        """
+        return header + first[:8]
 
     def add(self, ihl: int, packet: bytes, now: float) -> Optional[bytes]:
         """
-        Add a fragment; returns the complete packet (header of the first
-        fragment, fragment fields cleared) once all pieces are in.
+        Add a fragment (whose headers take C{ihl} bytes); returns the
+        complete packet (L{rebuild}) once all pieces are in.
         """
         self.expire(now)
-        key = (packet[12:16], packet[16:20], packet[9], packet[4:6])
-        flags = (packet[6] << 8) | packet[7]
-        offset = (flags & 0x1FFF) << 3
-        more = bool(flags & 0x2000)
+        key, offset, more = self.locate(ihl, packet)
         payload = packet[ihl:]
         end = offset + len(payload)
         queue = self.queues.get(key)
         if queue is None:
             if len(self.queues) >= MAX_QUEUES:
                 self._drop(next(iter(self.queues)))
-            queue = self.queues[key] = _Queue(now + REASSEMBLY_TIMEOUT)
+            queue = self.queues[key] = _Queue(now + self.timeout)
         if queue.broken:
             return None
-        bad = end + 20 > MAX_DATAGRAM or (more and len(payload) % 8) or (
+        bad = end + self.headerRoom > MAX_DATAGRAM or (more and len(payload) % 8) or (
             not payload and more)
         if not bad and not more:
             if queue.total is not None and queue.total != end:
@@ -140,6 +178,8 @@ class Reassembler:
         if not bad and queue.total is not None and end > queue.total:
             bad = True
         if not bad:
+            if queue.pieces.get(offset) == payload:
+                return None  # an exact duplicate: dropped alone (RFC 5722 4)
             for start, piece in queue.pieces.items():
                 if start < end and offset < start + len(piece):
                     bad = True
@@ -161,14 +201,7 @@ class Reassembler:
         del self.queues[key]
         self.held -= queue.size
         body = b"".join(queue.pieces[k] for k in sorted(queue.pieces))
-        header = queue.header
-        total = len(header) + len(body)
-        header = (header[:2] + P.U16.pack(total) + header[4:6] + b"\0\0"
-                  + header[8:10] + b"\0\0" + header[12:])
-        from vdetwist.slirp.checksum import checksum
-
-        header = header[:10] + P.U16.pack(checksum(header)) + header[12:]
-        return header + body
+        return self.rebuild(queue.header, body)
 
     def _spoil(self, key, queue: _Queue) -> None:
         """
@@ -190,7 +223,11 @@ class Reassembler:
         if not self.queues:
             return
         for key in [k for k, q in self.queues.items() if q.expires <= now]:
+            queue = self.queues[key]
+            first = queue.pieces.get(0)
             self._drop(key)
+            if first is not None and queue.header and self.onTimeout is not None:
+                self.onTimeout(self.quote(queue.header, first))
 
     def nextExpiry(self) -> Optional[float]:
         if not self.queues:

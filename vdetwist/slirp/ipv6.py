@@ -13,12 +13,19 @@ from vdetwist.slirp.checksum import pseudo6, residue
 from vdetwist.slirp.dhcp import (
     ND_NA, ND_NS, ND_RA, ND_RS, OPT_SOURCE_LL, OPT_TARGET_LL,
 )
+from vdetwist.slirp.ipv4 import Reassembler
+
+#: RFC 8200 4.5: reassembly is abandoned 60 s after the first fragment.
+REASSEMBLY_TIMEOUT6 = 60.0
+#: The IPv6 header and a fragment header right after it.
+FRAGMENT_HLEN = 48
 
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.slirp.engine import Engine
 
 ICMP6_UNREACH = 1
 ICMP6_TOO_BIG = 2
+ICMP6_TIME_EXCEEDED = 3
 ICMP6_ECHO_REQUEST = 128
 ICMP6_ECHO_REPLY = 129
 UNREACH6_ADDRESS = 3
@@ -89,6 +96,37 @@ def fragment6(packet: bytes, mtu: int, ident: int) -> list[bytes]:
         pieces.append(packet[:4] + struct.pack("!HB", 8 + len(piece), 44) + packet[7:40]
                       + fragmentHeader + piece)
     return pieces
+
+
+class Reassembler6(Reassembler):
+    """
+    IPv6 reassembly (RFC 8200 4.5) with the bounds of the IPv4 one, for
+    fragment headers right after the IPv6 header (C{ihl} is 48): fragments
+    are keyed by source, destination and identification; the reassembled
+    packet is the first fragment's IPv6 header with the fragment header's
+    next header.  Atomic fragments (offset 0, no more) are handled on
+    their own (RFC 6946).
+    """
+
+    timeout = REASSEMBLY_TIMEOUT6
+    #: The payload length field counts only what follows the fixed header.
+    headerRoom = 0
+
+    def locate(self, ihl: int, packet: bytes) -> tuple[tuple, int, bool]:
+        word = (packet[42] << 8) | packet[43]
+        return (packet[8:24], packet[24:40], packet[44:48]), word & 0xFFF8, bool(word & 1)
+
+    def rebuild(self, header: bytes, body: bytes) -> bytes:
+        return header[:4] + struct.pack("!HB", len(body), header[40]) + header[7:40] + body
+
+    def quote(self, header: bytes, first: bytes) -> bytes:
+        # RFC 4443 2.4(c): as much as fits in a minimum-MTU packet.
+        return (header + first)[: 1280 - 48]
+
+    def add(self, ihl: int, packet: bytes, now: float) -> Optional[bytes]:
+        if not ((packet[42] << 8) | packet[43]) & 0xFFF9:
+            return self.rebuild(packet[:ihl], packet[ihl:])
+        return super().add(ihl, packet, now)
 
 
 class Ndp:

@@ -120,6 +120,9 @@ class UdpNat:
             if destination in engine.local4 or destination in engine.local6:
                 engine.portUnreachable(packet)
             return
+        if destination not in engine.local4 and destination not in engine.local6 and \
+                destination != P.IP4_BROADCAST and engine.hopLimitExpired(packet):
+            return  # forwarded off the link: TTL 1 gets ICMP time exceeded
         host, port = target
         if flow is None:
             flow = self._newFlow(key)
