@@ -45,13 +45,12 @@ libvdeplug-slirp).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 
 import benchlib
-from benchlib import Processes, cpuSeconds, waitFor, which
+from benchlib import Processes, cpuSeconds, waitFor
 from vdetwist import netns
 
 GUEST = "10.0.2.15"
@@ -61,22 +60,11 @@ PREFIX = 24
 #: through the engine's ICMP NAT.
 THROUGH = "10.98.0.1"
 IPERF_PORT = 5281
-#: IFF_LOWER_UP: a tap has carrier once somebody holds it open.
-IFF_LOWER_UP = 0x10000
-
-
-def ourPlug() -> list[str]:
-    return [sys.executable, "-m", "vdetwist.scripts.vde_plug"]
-
-
-def cPlug() -> list[str]:
-    return [which("vde_plug")]
-
 
 #: (key, label, the plug's argv prefix)
 PLUGS = [
-    ("ours", "ours", ourPlug),
-    ("c", "C", cPlug),
+    ("ours", "ours", benchlib.ourPlug),
+    ("c", "C", benchlib.cPlug),
 ]
 
 
@@ -135,7 +123,7 @@ class Bench:
             run.plug = self.procs.start(
                 self.host.command([*plug, f"tap://{run.tap}", f"slirp:///mtu={mtu}/mru={mtu}"]),
                 env=benchlib.ourEnv(), stdin=subprocess.DEVNULL)
-            waitFor(lambda: netns.linkInfo(run.tap, self.host)["flags"] & IFF_LOWER_UP,
+            waitFor(lambda: netns.linkInfo(run.tap, self.host)["flags"] & benchlib.IFF_LOWER_UP,
                     15, f"{plug[-1]} to open {run.tap}", (run.plug,))
             netns.moveLink(run.tap, self.guest, self.host)
             run.where = self.guest
@@ -209,30 +197,21 @@ DIAGNOSTICS = [
 ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0,
-                        help="length of each iperf3 test (default 3)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="rounds over every plug and MTU (default 3)")
+def addOptions(parser: argparse.ArgumentParser) -> None:
+    """
+    This bench's own options: the MTUs and the pings per RTT measurement.
+    """
     parser.add_argument("--mtu", default="1500,9000",
                         help="comma-separated MTUs (default 1500,9000)")
     parser.add_argument("--pings", type=int, default=10,
                         help="pings per RTT measurement, 0.2 s apart (default 10)")
-    parser.add_argument("--only", default="",
-                        help="comma-separated plug keys: " + ", ".join(k for k, *_ in PLUGS))
-    parser.add_argument("--verbose", "-v", action="store_true", help="print every run")
-    options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("needs root (network namespaces and taps)")
-    for tool in ("iperf3", "vde_plug", "ping", "ip"):
-        which(tool)
-    plugs = PLUGS
-    if options.only:
-        wanted = options.only.split(",")
-        plugs = [p for p in PLUGS if p[0] in wanted]
-        if not plugs:
-            sys.exit(f"--only: none of {wanted} is a plug key")
+
+
+def main() -> int:
+    options = benchlib.argumentParser(__doc__, 3, "every plug and MTU",
+                                      [k for k, *_ in PLUGS], "plug", addOptions).parse_args()
+    benchlib.checkSystem(("iperf3", "vde_plug", "ping", "ip"))
+    plugs = benchlib.selectKeys(PLUGS, options.only, "plug")
     try:
         mtus = [int(m) for m in options.mtu.split(",")]
     except ValueError:
@@ -244,10 +223,7 @@ def main() -> int:
     candidates = [(f"{key}-{mtu}", f"{label} mtu {mtu}", (plug, mtu))
                   for mtu in mtus for key, label, plug in plugs]
     ratios = [(f"ours-{mtu}", f"c-{mtu}") for mtu in mtus]
-    benchlib.cleanUpOnSignals()
-    bench = Bench(options.seconds, options.pings)
-    results = benchlib.runRounds(candidates, bench.runOne, options.repeat, options.seconds,
-                                 options.verbose, bench.setUp, bench.tearDown)
+    results = benchlib.runBench(Bench(options.seconds, options.pings), candidates, options)
     benchlib.printTables(
         results,
         [(key, label) for key, label, _ in candidates],

@@ -37,7 +37,6 @@ Needs iperf3 (apt-get install iperf3) and the C vde2/vdeplug4 tools.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -186,25 +185,12 @@ class Bench:
 
 
 #: The main table: key, header, format.
-COLUMNS = [
-    ("tcp_mbps", "TCP Mb/s", "{:.0f}"),
-    ("udp_kfps", "UDP64 rx kf/s", "{:.1f}"),
-    ("udp_sent_kfps", "(sent kf/s)", "{:.1f}"),
-    ("cpu_flood", "µs/f flood", "{:.2f}"),
-    ("cpu_10k", "µs/f @10k", "{:.2f}"),
-    ("cpu_tcp", "µs/f TCP", "{:.2f}"),
-]
+COLUMNS = benchlib.IPERF_COLUMNS
 #: Why: the user-mode part of the switch's CPU per frame (the kernel part
 #: is the socket work every switch does), its wake-ups per frame (how well
 #: it batches), and the two C tap plugs' CPU per frame (same program for
 #: every switch).
-DIAGNOSTICS = [
-    ("user_flood", "user µs/f flood", "{:.2f}"),
-    ("user_10k", "@10k", "{:.2f}"),
-    ("user_tcp", "TCP", "{:.2f}"),
-    ("wake_flood", "wakeups/f flood", "{:.3f}"),
-    ("wake_10k", "@10k", "{:.3f}"),
-    ("wake_tcp", "TCP", "{:.3f}"),
+DIAGNOSTICS = benchlib.USER_WAKEUP_COLUMNS + [
     ("plugs_flood", "plugs µs/f flood", "{:.2f}"),
     ("plugs_tcp", "TCP", "{:.2f}"),
 ]
@@ -224,33 +210,13 @@ def printTable(results: dict[str, list[dict[str, float]]], switches) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0,
-                        help="length of each iperf3 test (default 3)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="rounds over all switches (default 3)")
-    parser.add_argument("--only", default="",
-                        help="comma-separated switch keys: "
-                        + ", ".join(k for k, *_ in SWITCHES))
-    parser.add_argument("--verbose", "-v", action="store_true", help="print every run")
-    options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("needs root (network namespaces and taps)")
-    for tool in ("iperf3", "vde_switch", "vde_plug", "ping"):
-        which(tool)
-    switches = SWITCHES
-    if options.only:
-        wanted = options.only.split(",")
-        switches = [s for s in SWITCHES if s[0] in wanted]
-        if not switches:
-            sys.exit(f"--only: none of {wanted} is a switch key")
-
-    # SIGTERM and SIGHUP clean up like Ctrl-C does.
-    benchlib.cleanUpOnSignals()
-    bench = Bench(options.seconds)
-    results = benchlib.runRounds(
-        [(key, label, command) for key, label, command, _ in switches], bench.runOne,
-        options.repeat, options.seconds, options.verbose, bench.setUp, bench.tearDown)
+    options = benchlib.argumentParser(__doc__, 3, "all switches",
+                                      [k for k, *_ in SWITCHES], "switch").parse_args()
+    benchlib.checkSystem(("iperf3", "vde_switch", "vde_plug", "ping"))
+    switches = benchlib.selectKeys(SWITCHES, options.only, "switch")
+    results = benchlib.runBench(
+        Bench(options.seconds),
+        [(key, label, command) for key, label, command, _ in switches], options)
     printTable(results, switches)
     return 0 if results else 1
 

@@ -43,15 +43,13 @@ vxvde plugins (apt-get install vdeplug).
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
 from typing import Optional
 
 import benchlib
 from benchlib import (
-    FIXED, FLOOD, TCP, Processes, cpuSeconds, linkStats, schedStats, waitFor, which,
+    FIXED, FLOOD, TCP, Processes, cpuSeconds, linkStats, schedStats, waitFor,
 )
 from vdetwist import netns
 
@@ -60,22 +58,11 @@ PREFIX = 24
 IPERF_PORT = 5280
 GROUP = "239.80.0.1"
 VNL = f"vxvde://{GROUP}/port=14880/vni=80"
-#: IFF_LOWER_UP: a tap has carrier once somebody holds it open.
-IFF_LOWER_UP = 0x10000
-
-
-def ourPlug() -> list[str]:
-    return [sys.executable, "-m", "vdetwist.scripts.vde_plug"]
-
-
-def cPlug() -> list[str]:
-    return [which("vde_plug")]
-
 
 #: (key, label, the plug's argv prefix)
 PLUGS = [
-    ("ours", "ours vde_plug", ourPlug),
-    ("c", "C vde_plug", cPlug),
+    ("ours", "ours vde_plug", benchlib.ourPlug),
+    ("c", "C vde_plug", benchlib.cPlug),
 ]
 RATIOS = [("ours", "c")]
 
@@ -134,7 +121,7 @@ class Bench:
         process = self.procs.start(self.cable.command([*plug, f"tap://{name}", VNL]),
                                    env=benchlib.ourEnv(), stdin=subprocess.DEVNULL)
         pair.plugs.append(process)
-        waitFor(lambda: netns.linkInfo(name, self.cable)["flags"] & IFF_LOWER_UP,
+        waitFor(lambda: netns.linkInfo(name, self.cable)["flags"] & benchlib.IFF_LOWER_UP,
                 15, f"{plug[-1]} to open {name}", (process,))
         host = self.hosts.namespaces[side]
         netns.moveLink(name, host, self.cable)
@@ -215,26 +202,13 @@ class Bench:
 
 
 #: The main table: key, header, format.
-COLUMNS = [
-    ("tcp_mbps", "TCP Mb/s", "{:.0f}"),
-    ("udp_kfps", "UDP64 rx kf/s", "{:.1f}"),
-    ("udp_sent_kfps", "(sent kf/s)", "{:.1f}"),
-    ("cpu_flood", "µs/f flood", "{:.2f}"),
-    ("cpu_10k", "µs/f @10k", "{:.2f}"),
-    ("cpu_tcp", "µs/f TCP", "{:.2f}"),
-]
+COLUMNS = benchlib.IPERF_COLUMNS
 #: Why: the user-mode part of the plugs' CPU per frame (the kernel part is
 #: the tap and socket work both do), their wake-ups per frame (how well
 #: they batch), and the flood seen per plug: how fast A took frames off its
 #: tap, A's CPU per frame read, B's per frame written, the frames A sent
 #: that B never wrote.
-DIAGNOSTICS = [
-    ("user_flood", "user µs/f flood", "{:.2f}"),
-    ("user_10k", "@10k", "{:.2f}"),
-    ("user_tcp", "TCP", "{:.2f}"),
-    ("wake_flood", "wakeups/f flood", "{:.3f}"),
-    ("wake_10k", "@10k", "{:.3f}"),
-    ("wake_tcp", "TCP", "{:.3f}"),
+DIAGNOSTICS = benchlib.USER_WAKEUP_COLUMNS + [
     ("read_kfps", "flood: A read kf/s", "{:.1f}"),
     ("sender_us", "A µs/f read", "{:.2f}"),
     ("receiver_us", "B µs/f written", "{:.2f}"),
@@ -256,30 +230,11 @@ def printTable(results: dict[str, list[dict[str, float]]], plugs) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0,
-                        help="length of each iperf3 test (default 3)")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="rounds over both implementations (default 5)")
-    parser.add_argument("--only", default="",
-                        help="comma-separated plug keys: " + ", ".join(k for k, *_ in PLUGS))
-    parser.add_argument("--verbose", "-v", action="store_true", help="print every run")
-    options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("needs root (network namespaces and taps)")
-    for tool in ("iperf3", "vde_plug", "ping", "ip"):
-        which(tool)
-    plugs = PLUGS
-    if options.only:
-        wanted = options.only.split(",")
-        plugs = [p for p in PLUGS if p[0] in wanted]
-        if not plugs:
-            sys.exit(f"--only: none of {wanted} is a plug key")
-
-    benchlib.cleanUpOnSignals()
-    bench = Bench(options.seconds)
-    results = benchlib.runRounds(plugs, bench.runOne, options.repeat, options.seconds,
-                                 options.verbose, bench.setUp, bench.tearDown)
+    options = benchlib.argumentParser(__doc__, 5, "both implementations",
+                                      [k for k, *_ in PLUGS], "plug").parse_args()
+    benchlib.checkSystem(("iperf3", "vde_plug", "ping", "ip"))
+    plugs = benchlib.selectKeys(PLUGS, options.only, "plug")
+    results = benchlib.runBench(Bench(options.seconds), plugs, options)
     printTable(results, plugs)
     return 0 if results else 1
 

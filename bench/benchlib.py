@@ -1,8 +1,10 @@
 """
-What the namespace benchmarks (bench_switch.py, bench_vxvde.py) share:
-starting and stopping their processes, CPU accounting from /proc, tap
-counters, two host namespaces with an iperf3 server and client, the
-interleaved rounds, and the tables of medians and ratios ours/C.
+What the namespace benchmarks (bench_switch.py, bench_vxvde.py,
+bench_slirp.py) share: their command line (L{argumentParser},
+L{checkSystem}, L{selectKeys}), starting and stopping their processes, CPU
+accounting from /proc, tap counters, two host namespaces with an iperf3
+server and client, the interleaved rounds (L{runBench}), and the tables of
+medians and ratios ours/C (with the iperf3 columns switch and vxvde share).
 
 Import it from a script in this directory (C{import benchlib}): it puts the
 project root on C{sys.path}, so that C{vdetwist} is importable too.
@@ -10,6 +12,7 @@ project root on C{sys.path}, so that C{vdetwist} is importable too.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -36,6 +39,8 @@ SMALL_PAYLOAD = 18
 FLOOD = ["-u", "-l", str(SMALL_PAYLOAD), "-b", "0"]
 FIXED = ["-u", "-l", str(SMALL_PAYLOAD), "-b", str(FIXED_RATE * SMALL_PAYLOAD * 8)]
 TCP: list[str] = []
+#: IFF_LOWER_UP: a tap has carrier once somebody holds it open.
+IFF_LOWER_UP = 0x10000
 
 
 def which(name: str) -> str:
@@ -56,6 +61,71 @@ def ourEnv() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [ROOT, env.get("PYTHONPATH", "")] if p)
     return env
+
+
+def ourPlug() -> list[str]:
+    """
+    The argv prefix of this checkout's vde_plug.
+    """
+    return [sys.executable, "-m", "vdetwist.scripts.vde_plug"]
+
+
+def cPlug() -> list[str]:
+    """
+    The argv prefix of the C vde_plug.
+    """
+    return [which("vde_plug")]
+
+
+# -- the command line --------------------------------------------------------
+
+def argumentParser(doc: str, repeat: int, repeatHelp: str, keys: Sequence[str], kind: str,
+                   addOptions: Callable[[argparse.ArgumentParser], None] = lambda parser: None,
+                   ) -> argparse.ArgumentParser:
+    """
+    The options every bench takes: C{--seconds} (3 by default), C{--repeat}
+    (C{repeat} by default; C{repeatHelp} says rounds over what),
+    C{--only} (a comma-separated list of C{keys}, C{kind} naming what
+    they are) and C{--verbose}.  C{addOptions} adds a bench's own options
+    between C{--repeat} and C{--only}.  The description is the first
+    paragraph of C{doc}.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="length of each iperf3 test (default 3)")
+    parser.add_argument("--repeat", type=int, default=repeat,
+                        help=f"rounds over {repeatHelp} (default {repeat})")
+    addOptions(parser)
+    parser.add_argument("--only", default="",
+                        help=f"comma-separated {kind} keys: " + ", ".join(keys))
+    parser.add_argument("--verbose", "-v", action="store_true", help="print every run")
+    return parser
+
+
+def checkSystem(tools: Sequence[str]) -> None:
+    """
+    Exit unless this runs as root (network namespaces and taps) and every
+    program of C{tools} is installed.
+    """
+    if os.geteuid() != 0:
+        sys.exit("needs root (network namespaces and taps)")
+    for tool in tools:
+        which(tool)
+
+
+def selectKeys(candidates: Sequence[tuple], only: str, kind: str) -> list[tuple]:
+    """
+    The C{candidates} (tuples, key first) whose key is in the
+    comma-separated C{only}, or all of them when it is empty; exits when
+    C{only} names none of them (C{kind} says what the keys are).
+    """
+    if not only:
+        return list(candidates)
+    wanted = only.split(",")
+    chosen = [c for c in candidates if c[0] in wanted]
+    if not chosen:
+        sys.exit(f"--only: none of {wanted} is a {kind} key")
+    return chosen
 
 
 # -- processes ---------------------------------------------------------------
@@ -392,8 +462,42 @@ def runRounds(candidates: Sequence[tuple[str, str, Any]], runOne: Callable[[Any]
     return results
 
 
+def runBench(bench: Any, candidates: Sequence[tuple[str, str, Any]],
+             options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    """
+    L{runRounds} of C{bench} (its C{runOne}, C{setUp} and C{tearDown})
+    over C{candidates} as the options C{--repeat}, C{--seconds} and
+    C{--verbose} say, SIGTERM and SIGHUP cleaning up like Ctrl-C does.
+    """
+    cleanUpOnSignals()
+    return runRounds(candidates, bench.runOne, options.repeat, options.seconds,
+                     options.verbose, bench.setUp, bench.tearDown)
+
+
 #: A column: (key in a run's results, header, format).
 Column = tuple[str, str, str]
+
+#: The main table of the iperf3 benches (switch, vxvde): TCP and UDP
+#: throughput and the CPU µs per frame of what is under test.
+IPERF_COLUMNS: list[Column] = [
+    ("tcp_mbps", "TCP Mb/s", "{:.0f}"),
+    ("udp_kfps", "UDP64 rx kf/s", "{:.1f}"),
+    ("udp_sent_kfps", "(sent kf/s)", "{:.1f}"),
+    ("cpu_flood", "µs/f flood", "{:.2f}"),
+    ("cpu_10k", "µs/f @10k", "{:.2f}"),
+    ("cpu_tcp", "µs/f TCP", "{:.2f}"),
+]
+#: The first diagnostics of the iperf3 benches: the user-mode part of the
+#: CPU per frame (the kernel part is the socket work every implementation
+#: does) and the wake-ups per frame (how well it batches).
+USER_WAKEUP_COLUMNS: list[Column] = [
+    ("user_flood", "user µs/f flood", "{:.2f}"),
+    ("user_10k", "@10k", "{:.2f}"),
+    ("user_tcp", "TCP", "{:.2f}"),
+    ("wake_flood", "wakeups/f flood", "{:.3f}"),
+    ("wake_10k", "@10k", "{:.3f}"),
+    ("wake_tcp", "TCP", "{:.3f}"),
+]
 
 
 def printTables(results: dict[str, list[dict[str, float]]], rows: Sequence[tuple[str, str]],
