@@ -31,29 +31,26 @@ import errno
 import socket
 from typing import Any, Optional
 
-from twisted.internet.threads import deferToThreadPool
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vdetwist.backends.vxvde import (
+    _MIN_FRAME_DATAGRAM,
     SocketReader,
+    VxBackendBase,
     VxPlugBase,
     _isTransient,
     _scoped,
-    groupAddresses,
-    interfaceIndex,
     joinGroup,
+    openFirstGroupAddress,
     requireMulticast,
     setMulticastSending,
     setReceiveBuffer,
 )
 from vdetwist.dgram import READ_BATCH
-from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
-from vdetwist.plug import ETH_HDRLEN
 from vdetwist.vxlanwire import (
     FLAG_VNI,
-    HEADER_SIZE,
     MAX_DATAGRAM,
     RECV_SIZE,
     Verdict,
@@ -61,8 +58,6 @@ from vdetwist.vxlanwire import (
     checkVxlan,
     parseVxlan,
 )
-
-_MIN_FRAME_DATAGRAM = HEADER_SIZE + ETH_HDRLEN + 1
 
 
 def _makeVxlanSocket(config: VxConfig, family: int, group: tuple, ifindex: int):
@@ -97,24 +92,16 @@ def openVxlanSocket(
     @raise VdeError: nothing worked (for instance the port is taken, by
         another vxlan:// or a kernel VXLAN device in this namespace).
     """
-    if ifindex is None:
-        ifindex = interfaceIndex(config)
-    failure: Optional[OSError] = None
-    for family, group in groupAddresses(config):
-        try:
-            return _makeVxlanSocket(config, family, group, ifindex)
-        except OSError as e:
-            failure = e
-    if failure is None:
-        raise VdeError(f"group {config.group!r}: no IPv4 or IPv6 address", errno.EINVAL)
-    hint = ""
-    if failure.errno == errno.EADDRINUSE:
-        hint = " (another vxlan:// or a kernel VXLAN device uses that port here)"
-    raise VdeError(
-        f"cannot open VXLAN port {config.port} for group {config.group}: "
-        f"{failure.strerror or failure}{hint}",
-        failure.errno or errno.EIO,
-    )
+    def failed(failure: OSError) -> str:
+        hint = ""
+        if failure.errno == errno.EADDRINUSE:
+            hint = " (another vxlan:// or a kernel VXLAN device uses that port here)"
+        return (
+            f"cannot open VXLAN port {config.port} for group {config.group}: "
+            f"{failure.strerror or failure}{hint}"
+        )
+
+    return openFirstGroupAddress(config, ifindex, _makeVxlanSocket, failed)
 
 
 @implementer(IVdePlug)
@@ -179,16 +166,15 @@ class VxlanPlug(VxPlugBase):
 
 
 @implementer(IPlugin, IVdeBackend)
-class VxlanBackend:
+class VxlanBackend(VxBackendBase):
     schemes = ("vxlan",)
     summary = "VXLAN segment over UDP multicast (interoperates with Linux VXLAN devices)"
 
-    def open(self, reactor, vnl, description, args, registry):
-        config = parseVxlan(vnl)  # syntax errors at once, not from a thread
-        ifindex = interfaceIndex(config, vnl.text)
-        opening = deferToThreadPool(
-            reactor, reactor.getThreadPool(), openVxlanSocket, config, ifindex
-        )
-        return opening.addCallback(
-            lambda opened: VxlanPlug(reactor, vnl.text, config, *opened)
-        )
+    def parse(self, vnl) -> VxConfig:
+        return parseVxlan(vnl)
+
+    def openSockets(self, config: VxConfig, ifindex: int) -> tuple[socket.socket, tuple, int]:
+        return openVxlanSocket(config, ifindex)
+
+    def makePlug(self, reactor, description: str, config: VxConfig, opened: tuple) -> VxlanPlug:
+        return VxlanPlug(reactor, description, config, *opened)

@@ -35,8 +35,9 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -74,6 +75,8 @@ _MIN_FRAME_DATAGRAM = HEADER_SIZE + ETH_HDRLEN + 1
 #: How often (seconds) the local IPv6 addresses may be re-read when a
 #: multicast datagram from our own port comes from an unknown address.
 _ADDRESS_REFRESH = 1.0
+
+_Opened = TypeVar("_Opened")
 
 
 # ---------------------------------------------------------------------------
@@ -229,29 +232,47 @@ def _makeVxvdeSockets(config: VxConfig, family: int, group: tuple, ifindex: int)
     return VxvdeSockets(multicast, unicast, group, family)
 
 
-def openVxvdeSockets(config: VxConfig, ifindex: Optional[int] = None) -> VxvdeSockets:
+def openFirstGroupAddress(
+    config: VxConfig,
+    ifindex: Optional[int],
+    make: Callable[[VxConfig, int, tuple, int], _Opened],
+    failed: Callable[[OSError], str],
+) -> _Opened:
     """
-    Resolve the group and make the two sockets for the first address that
-    works, as the C plugin does.
+    C{make(config, family, group, ifindex)} for each of the group's
+    addresses until one works, as the C plugins do.
 
     @param ifindex: the C{if} interface's index, if already looked up.
-    @raise VdeError: nothing worked; the message says why.
+    @param failed: the message for the last failure, when none worked.
+    @raise VdeError: nothing worked.
     """
     if ifindex is None:
         ifindex = interfaceIndex(config)
-    candidates = groupAddresses(config)
     failure: Optional[OSError] = None
-    for family, group in candidates:
+    for family, group in groupAddresses(config):
         try:
-            return _makeVxvdeSockets(config, family, group, ifindex)
+            return make(config, family, group, ifindex)
         except OSError as e:
             failure = e
     if failure is None:
         raise VdeError(f"group {config.group!r}: no IPv4 or IPv6 address", errno.EINVAL)
-    raise VdeError(
-        f"cannot join group {config.group} port {config.port}: "
-        f"{failure.strerror or failure}",
-        failure.errno or errno.EIO,
+    raise VdeError(failed(failure), failure.errno or errno.EIO)
+
+
+def openVxvdeSockets(config: VxConfig, ifindex: Optional[int] = None) -> VxvdeSockets:
+    """
+    Resolve the group and make the two sockets for the first address that
+    works.
+
+    @param ifindex: the C{if} interface's index, if already looked up.
+    @raise VdeError: nothing worked; the message says why.
+    """
+    return openFirstGroupAddress(
+        config, ifindex, _makeVxvdeSockets,
+        lambda failure: (
+            f"cannot join group {config.group} port {config.port}: "
+            f"{failure.strerror or failure}"
+        ),
     )
 
 
@@ -562,17 +583,43 @@ def localIPv6Addresses() -> frozenset[str]:
     return frozenset(found)
 
 
+class VxBackendBase:
+    """
+    Opens vxvde and vxlan plugs: the VNL is parsed at once, so syntax errors
+    are not deferred, and the sockets are made in the reactor's thread pool,
+    as name resolution blocks.
+    """
+
+    def parse(self, vnl) -> VxConfig:
+        raise NotImplementedError()
+
+    def openSockets(self, config: VxConfig, ifindex: int) -> Any:
+        raise NotImplementedError()
+
+    def makePlug(self, reactor, description: str, config: VxConfig, opened: Any) -> VxPlugBase:
+        raise NotImplementedError()
+
+    def open(self, reactor, vnl, description, args, registry) -> Deferred:
+        config = self.parse(vnl)
+        ifindex = interfaceIndex(config, vnl.text)
+        opening = deferToThreadPool(
+            reactor, reactor.getThreadPool(), self.openSockets, config, ifindex
+        )
+        return opening.addCallback(
+            lambda opened: self.makePlug(reactor, vnl.text, config, opened)
+        )
+
+
 @implementer(IPlugin, IVdeBackend)
-class VxvdeBackend:
+class VxvdeBackend(VxBackendBase):
     schemes = ("vxvde",)
     summary = "distributed Ethernet over UDP multicast with unicast to learned peers"
 
-    def open(self, reactor, vnl, description, args, registry):
-        config = parseVxvde(vnl)  # syntax errors at once, not from a thread
-        ifindex = interfaceIndex(config, vnl.text)
-        opening = deferToThreadPool(
-            reactor, reactor.getThreadPool(), openVxvdeSockets, config, ifindex
-        )
-        return opening.addCallback(
-            lambda sockets: VxvdePlug(reactor, vnl.text, config, sockets)
-        )
+    def parse(self, vnl) -> VxConfig:
+        return parseVxvde(vnl)
+
+    def openSockets(self, config: VxConfig, ifindex: int) -> VxvdeSockets:
+        return openVxvdeSockets(config, ifindex)
+
+    def makePlug(self, reactor, description: str, config: VxConfig, opened: VxvdeSockets) -> VxvdePlug:
+        return VxvdePlug(reactor, description, config, opened)

@@ -41,18 +41,52 @@ def _errno(reason) -> int:
     return errno.ECONNREFUSED
 
 
+class _Stream:
+    """
+    What the L{IStream}s over a transport share: writing and reading
+    flow control go straight to it.
+    """
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def pauseReading(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        self.transport.resumeProducing()
+
+
+class _HandlerProducer:
+    """
+    An L{IPushProducer} that relays a transport's write-buffer flow control
+    to C{self.handler}, the engine's stream handler (C{None} once gone).
+    """
+
+    def pauseProducing(self) -> None:
+        if self.handler is not None:
+            self.handler.pauseWriting()
+
+    def resumeProducing(self) -> None:
+        if self.handler is not None:
+            self.handler.resumeWriting()
+
+    def stopProducing(self) -> None:
+        pass
+
+
 @implementer(IStream)
-class _TransportStream:
+class _TransportStream(_Stream):
     """
     An L{IStream} over a Twisted TCP or UNIX transport.
     """
 
     def __init__(self, transport, tcp: bool) -> None:
-        self.transport = transport
+        super().__init__(transport)
         self.tcp = tcp
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
 
     def writeEOF(self) -> None:
         # Twisted resumes a paused producer instead of shutting down when
@@ -73,15 +107,9 @@ class _TransportStream:
                 pass
         self.transport.abortConnection()
 
-    def pauseReading(self) -> None:
-        self.transport.pauseProducing()
-
-    def resumeReading(self) -> None:
-        self.transport.resumeProducing()
-
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class _StreamProtocol(Protocol):
+class _StreamProtocol(_HandlerProducer, Protocol):
     """
     Relays a transport's events to an engine stream handler; registered as
     the transport's producer, so a full write buffer pauses the guest.
@@ -121,18 +149,6 @@ class _StreamProtocol(Protocol):
         if handler is not None:
             handler.connectionLost(bool(reason.check(terror.ConnectionDone)))
 
-    # IPushProducer: the transport's write buffer
-    def pauseProducing(self) -> None:
-        if self.handler is not None:
-            self.handler.pauseWriting()
-
-    def resumeProducing(self) -> None:
-        if self.handler is not None:
-            self.handler.resumeWriting()
-
-    def stopProducing(self) -> None:
-        pass
-
 
 class _ConnectFactory(ClientFactory):
     def __init__(self, handler, tcp: bool) -> None:
@@ -147,13 +163,7 @@ class _ConnectFactory(ClientFactory):
 
 
 @implementer(IStream)
-class _ProcessStream:
-    def __init__(self, transport) -> None:
-        self.transport = transport
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
+class _ProcessStream(_Stream):
     def _unregister(self) -> None:
         stdin = self.transport.pipes.get(0)
         if stdin is not None:
@@ -163,9 +173,8 @@ class _ProcessStream:
         self._unregister()
         self.transport.closeStdin()
 
-    def close(self) -> None:
-        self._unregister()
-        self.transport.closeStdin()
+    # Closing a command's stream is closing its stdin: it ends by itself.
+    close = writeEOF
 
     def abort(self) -> None:
         self.transport.loseConnection()
@@ -174,15 +183,9 @@ class _ProcessStream:
         except (OSError, terror.ProcessExitedAlready):
             pass
 
-    def pauseReading(self) -> None:
-        self.transport.pauseProducing()
-
-    def resumeReading(self) -> None:
-        self.transport.resumeProducing()
-
 
 @implementer(IPushProducer)
-class _CommandProtocol(ProcessProtocol):
+class _CommandProtocol(_HandlerProducer, ProcessProtocol):
     """
     A C{cmdfwd} command: its stdin and stdout are the stream.
     """
@@ -209,17 +212,6 @@ class _CommandProtocol(ProcessProtocol):
         if handler is not None:
             handler.readEOF()
             handler.connectionLost(True)
-
-    def pauseProducing(self) -> None:
-        if self.handler is not None:
-            self.handler.pauseWriting()
-
-    def resumeProducing(self) -> None:
-        if self.handler is not None:
-            self.handler.resumeWriting()
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class _Datagrams(DatagramProtocol):

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.hostapi import IDatagramHandler
-from vdetwist.slirp.udp import pton
+from vdetwist.slirp.udp import FlowTable, pton
 
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.slirp.engine import Engine
@@ -50,7 +50,7 @@ class EchoFlow:
             self.socket = None
 
 
-class IcmpNat:
+class IcmpNat(FlowTable):
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
         self.flows: dict[tuple, EchoFlow] = {}
@@ -144,18 +144,3 @@ class IcmpNat:
             reply = P.icmp6(visible, guest, ECHO_REPLY6, 0, body)
             engine.link.send6(guest, P.ipv6(visible, guest, P.PROTO_ICMPV6, reply))
         engine.stats["icmp_in"] += 1
-
-    def expire(self, now: float) -> None:
-        for key in [k for k, f in self.flows.items() if f.expires <= now]:
-            self.flows.pop(key).close()
-
-    def close(self) -> None:
-        for flow in self.flows.values():
-            flow.close()
-        self.flows.clear()
-
-    def nextExpiry(self) -> Optional[float]:
-        if not self.flows:
-            return None
-        return min(f.expires for f in self.flows.values())
-

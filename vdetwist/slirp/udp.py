@@ -40,6 +40,29 @@ def ntop(address: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6 if len(address) == 16 else socket.AF_INET, address)
 
 
+class FlowTable:
+    """
+    The idle-timeout housekeeping of a NAT's C{flows}: a mapping of key to
+    flows with an C{expires} time and a C{close()}.
+    """
+
+    flows: dict
+
+    def expire(self, now: float) -> None:
+        for key in [k for k, f in self.flows.items() if f.expires <= now]:
+            self.flows.pop(key).close()
+
+    def close(self) -> None:
+        for flow in self.flows.values():
+            flow.close()
+        self.flows.clear()
+
+    def nextExpiry(self) -> Optional[float]:
+        if not self.flows:
+            return None
+        return min(f.expires for f in self.flows.values())
+
+
 @implementer(IDatagramHandler)
 class UdpFlow:
     """
@@ -91,7 +114,7 @@ class _ForwardHandler:
         self.nat.fromForward(self, data, address)
 
 
-class UdpNat:
+class UdpNat(FlowTable):
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
         self.flows: OrderedDict[tuple, UdpFlow] = OrderedDict()
@@ -214,19 +237,8 @@ class UdpNat:
 
     # -- housekeeping ----------------------------------------------------
 
-    def expire(self, now: float) -> None:
-        for key in [k for k, f in self.flows.items() if f.expires <= now]:
-            self.flows.pop(key).close()
-
     def close(self) -> None:
-        for flow in self.flows.values():
-            flow.close()
-        self.flows.clear()
+        super().close()
         for handler in self.listeners:
             handler.socket.close()
         self.listeners.clear()
-
-    def nextExpiry(self) -> Optional[float]:
-        if not self.flows:
-            return None
-        return min(f.expires for f in self.flows.values())

@@ -541,22 +541,25 @@ class VdeConsole:
                 session.debugLine(line)
 
 
-def _userName(uid: int) -> str:
-    if uid == -1:
+def _idName(ident: int, lookup: Callable[[int], str]) -> str:
+    """
+    A user or group name as C's console shows it: C{NONE} for -1, the
+    number when the id has no name.
+    """
+    if ident == -1:
         return "NONE"
     try:
-        return pwd.getpwuid(uid).pw_name
+        return lookup(ident)
     except KeyError:
-        return str(uid)
+        return str(ident)
+
+
+def _userName(uid: int) -> str:
+    return _idName(uid, lambda uid: pwd.getpwuid(uid).pw_name)
 
 
 def _groupName(gid: int) -> str:
-    if gid == -1:
-        return "NONE"
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
+    return _idName(gid, lambda gid: grp.getgrgid(gid).gr_name)
 
 
 def _inGroup(uid: int, gid: int) -> bool:
@@ -572,30 +575,29 @@ def _inGroup(uid: int, gid: int) -> bool:
         return False
 
 
-def _parseUser(text: str) -> int:
+def _parseId(text: str, lookup: Callable[[str], int]) -> int:
+    """
+    A user or group name or number, as C takes them: C{NONE} and C{ANY}
+    are -1, a number must be all of C{text}.
+    """
     if text in ("NONE", "ANY"):
         return -1
     try:
-        return pwd.getpwnam(text).pw_uid
+        return lookup(text)
     except KeyError:
         pass
     values = scanInts(text, 1)
     if values and str(values[0]) == text.lstrip("+"):
         return values[0]
     raise ConsoleError(errno.EINVAL)
+
+
+def _parseUser(text: str) -> int:
+    return _parseId(text, lambda name: pwd.getpwnam(name).pw_uid)
 
 
 def _parseGroup(text: str) -> int:
-    if text in ("NONE", "ANY"):
-        return -1
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        pass
-    values = scanInts(text, 1)
-    if values and str(values[0]) == text.lstrip("+"):
-        return values[0]
-    raise ConsoleError(errno.EINVAL)
+    return _parseId(text, lambda name: grp.getgrnam(name).gr_gid)
 
 
 @implementer(INodeObserver)
