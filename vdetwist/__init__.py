@@ -1,8 +1,22 @@
 """
 vdetwist: Virtual Distributed Ethernet for Twisted.
 
-Open any VNL with L{vdetwist.registry.openVNL}; everything it returns is an
+Open any VNL with L{openVNL}; everything it returns is an
 L{vdetwist.interfaces.IVdePlug}.
 """
 
+from vdetwist.cable import Cable
+from vdetwist.errors import PlugClosed, PlugLost, VdeError, VNLError
+from vdetwist.registry import OpenArgs, openVNL
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Cable",
+    "OpenArgs",
+    "PlugClosed",
+    "PlugLost",
+    "VNLError",
+    "VdeError",
+    "openVNL",
+]
