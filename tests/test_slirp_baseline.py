@@ -19,6 +19,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from tests.support import until
 from vdetwist.slirp import packets as P
 from vdetwist.slirp import udp as slirpudp
 from vdetwist.slirp.config import SlirpConfig
@@ -206,20 +207,7 @@ def baseline() -> defer.Deferred:
 
 
 def waitUntil(condition, timeout: float, what: str) -> defer.Deferred:
-    d = defer.Deferred()
-    start = reactor.seconds()
-
-    def check():
-        if condition():
-            loop.stop()
-            d.callback(None)
-        elif reactor.seconds() - start > timeout:
-            loop.stop()
-            d.errback(AssertionError(f"timed out waiting for {what}"))
-
-    loop = task.LoopingCall(check)
-    loop.start(0.02)
-    return d
+    return defer.ensureDeferred(until(condition, what, timeout, interval=0.02))
 
 
 class BaselineTests(TestCase):

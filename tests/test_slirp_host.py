@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
 
+from tests.support import until
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import SlirpConfig
 from vdetwist.slirp.engine import Driver, Engine
@@ -96,20 +97,7 @@ class Sink(Protocol):
 
 
 def wait(condition, timeout=5.0):
-    d = defer.Deferred()
-    start = reactor.seconds()
-
-    def check():
-        if condition():
-            loop.stop()
-            d.callback(None)
-        elif reactor.seconds() - start > timeout:
-            loop.stop()
-            d.errback(AssertionError("timed out waiting"))
-
-    loop = task.LoopingCall(check)
-    loop.start(0.01)
-    return d
+    return defer.ensureDeferred(until(condition, "the condition", timeout))
 
 
 class StreamTests(TestCase):
