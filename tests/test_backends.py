@@ -15,7 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from tests.support import frame
+from tests.support import frame, tmpdir
 from vdetwist.backends.cmd import s2argv
 from vdetwist.backends.seqpacket import strtol0
 from vdetwist.backends.udp import parseUdp
@@ -56,7 +56,7 @@ class PtpTests(PlugTestCase):
         default), and frames pass both ways, the first end connecting on
         its first send.
         """
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(tmpdir(self), "ptp")
         a, atA = await self.open("ptp://" + path)
         b, atB = await self.open("ptp://" + path)
         for p in (path, path + "+"):
@@ -67,7 +67,7 @@ class PtpTests(PlugTestCase):
         self.assertEqual((atA.frames, atB.frames), ([frame(1, 1500)], [frame(2, 9234)]))
 
     async def test_thirdRefused(self) -> None:
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(tmpdir(self), "ptp")
         await self.open("ptp://" + path)
         await self.open("ptp://" + path)
         with self.assertRaises(VdeError) as caught:
@@ -79,7 +79,7 @@ class PtpTests(PlugTestCase):
         """
         A socket file left by a dead process is taken over.
         """
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(tmpdir(self), "ptp")
         dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         dead.bind(path)
         dead.close()
@@ -90,7 +90,7 @@ class PtpTests(PlugTestCase):
         """
         The mode of the open arguments applies; closing removes the file.
         """
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(tmpdir(self), "ptp")
         a, _ = await self.open("ptp://" + path, OpenArgs(mode=0o660))
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
         a.close()
@@ -101,7 +101,7 @@ class PtpTests(PlugTestCase):
         A zero-length datagram dissolves the pairing; the next send
         connects again.
         """
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(tmpdir(self), "ptp")
         a, atA = await self.open("ptp://" + path)
         b, atB = await self.open("ptp://" + path)
         a.send(frame(1))

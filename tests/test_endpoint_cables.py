@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import ConsoleClient, cPlug, ourPlug
+from tests.support import ConsoleClient, cPlug, ourPlug, tmpdir
 from tests.test_service import SwitchProcess, eth, parse
 from vdetwist.errors import VNLError
 from vdetwist.registry import registry
@@ -50,8 +50,7 @@ class ListenTests(SynchronousTestCase):
         that goes frees its port.
         """
         tcp = freePort()
-        unixPath = os.path.join(os.path.abspath(os.path.dirname(self.mktemp())), "cables.sock")
-        os.makedirs(os.path.dirname(unixPath), exist_ok=True)
+        unixPath = os.path.join(tmpdir(self), "cables.sock")
         switch = SwitchProcess(
             self, "--listen", f"unix:{unixPath}", "--listen", f"tcp:{tcp}:interface=127.0.0.1"
         )

@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from tests.support import ROOT, frame, ourEnv, records
+from tests.support import ROOT, frame, ourEnv, records, tmpdir
 from vdetwist.endpoints import PlugTransport, VdeAddress, VdeClientEndpoint
 from vdetwist.registry import OpenArgs, Registry, registry
 from vdetwist.testing import FrameCollector
@@ -99,7 +99,7 @@ class RealEndpointTests(TestCase):
     """
 
     async def test_ptpCable(self) -> None:
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(tmpdir(self), "ptp")
         other = await registry.open(reactor, "ptp://" + path)
         self.addCleanup(other.close)
         collector = FrameCollector()
@@ -129,7 +129,7 @@ class ExampleTests(SynchronousTestCase):
     """
 
     def test_l2chat(self) -> None:
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(tmpdir(self), "ptp")
         script = os.path.join(ROOT, "docs", "examples", "l2chat.py")
 
         def chatter(name: str) -> subprocess.Popen:

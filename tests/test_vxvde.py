@@ -34,7 +34,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import (
     DATA_TYPE, TIMEOUT, LogCapture, StreamProcess, cPlug, cTool, frame, linkExists,
-    makeNamespace, nsSocket, ourPlug, ping, requireRoot, settle, until, waitFor,
+    makeNamespace, nsSocket, ourPlug, ping, requireRoot, settle, tmpdir, until, waitFor,
 )
 from vdetwist.backends.vxlan import VxlanPlug, openVxlanSocket
 from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets, openVxvdeSockets
@@ -830,7 +830,7 @@ class KernelVxlanTests(NamespaceCase):
         if "tap" in registry.backends():
             plugs = [ourPlug(self, "ours", "tap://vxtap0", vnl, namespace=v)]
         else:
-            path = os.path.abspath(self.mktemp())
+            path = os.path.join(tmpdir(self), "ptp")
             plugs = [cPlug(self, "C tap", "tap://vxtap0", "ptp://" + path, namespace=v)]
             deadline = time.monotonic() + TIMEOUT
             while not os.path.exists(path):
