@@ -32,6 +32,13 @@ Run from the project root, as root (namespaces, taps):
 
     python3 bench/bench_switch.py [--seconds 3] [--repeat 3] [--only ours-twistd,c-vde_switch]
 
+To measure a change against the code before it in the same run, give
+another checkout as a baseline: its switches run as extra rows "base ..."
+with ratios "ours / base" (keys base-twistd, base-switch):
+
+    git worktree add /tmp/base HEAD~1
+    python3 bench/bench_switch.py --baseline /tmp/base --only ours-twistd,base-twistd
+
 Needs iperf3 (apt-get install iperf3) and the C vde2/vdeplug4 tools.
 """
 
@@ -78,6 +85,22 @@ SWITCHES: list[tuple[str, str, Callable[[str], list[str]], Optional[str]]] = [
     ("c-vde_switch", "C vde_switch", cVdeSwitch, None),
     ("c-switch", "C switch://", cNetnode, None),
 ]
+
+
+
+def baselineSwitches(root: str) -> list[tuple[str, str, Callable[[str], list[str]], Optional[str]]]:
+    """
+    Our switches from the checkout at C{root}, paired with ours: C{env}
+    sets its path and execs, so the process measured is the switch itself.
+    """
+    prefix = ["env", f"PYTHONPATH={os.path.abspath(root)}"]
+    return [
+        ("base-twistd", "base twistd vde", lambda d: prefix + ourTwistd(d), None),
+        ("base-switch", "base switch://", lambda d: prefix + ourNetnode(d), None),
+    ]
+
+
+BASELINE_PAIRS = [("ours-twistd", "base-twistd"), ("ours-switch", "base-switch")]
 
 
 # -- the bench ---------------------------------------------------------------
@@ -200,7 +223,7 @@ def printTable(results: dict[str, list[dict[str, float]]], switches) -> None:
     benchlib.printTables(
         results,
         [(key, label) for key, label, _, _ in switches],
-        [(key, other) for key, _, _, other in switches if other],
+        [(key, other) for key, _, _, other in switches if other] + BASELINE_PAIRS,
         [("Medians; µs/f = CPU µs of the switch process per frame it delivered; "
           "the 'ours / C' rows are ratios\n(throughput: >1 is better; µs/f: <1 is better)",
           COLUMNS, True, True),
@@ -210,10 +233,20 @@ def printTable(results: dict[str, list[dict[str, float]]], switches) -> None:
 
 
 def main() -> int:
-    options = benchlib.argumentParser(__doc__, 3, "all switches",
-                                      [k for k, *_ in SWITCHES], "switch").parse_args()
+    def addOptions(parser) -> None:
+        parser.add_argument("--baseline", metavar="DIR",
+                            help="another vdetwist checkout whose switches run too (base-*)")
+
+    keys = [k for k, *_ in SWITCHES] + [k for k, *_ in baselineSwitches("/")]
+    options = benchlib.argumentParser(__doc__, 3, "all switches", keys, "switch",
+                                      addOptions).parse_args()
     benchlib.checkSystem(("iperf3", "vde_switch", "vde_plug", "ping"))
-    switches = benchlib.selectKeys(SWITCHES, options.only, "switch")
+    candidates = SWITCHES
+    if options.baseline:
+        if not os.path.isdir(os.path.join(options.baseline, "vdetwist")):
+            sys.exit(f"--baseline {options.baseline}: not a vdetwist checkout")
+        candidates = SWITCHES + baselineSwitches(options.baseline)
+    switches = benchlib.selectKeys(candidates, options.only, "switch")
     results = benchlib.runBench(
         Bench(options.seconds),
         [(key, label, command) for key, label, command, _ in switches], options)
