@@ -140,6 +140,20 @@ class ForwardTests(TestCase):
             HostForward("udp", IPv4Address("0.0.0.0"), 5353, IPv4Address("10.0.2.15"), 53),
         ])
 
+    def test_hostForwardsIPv6(self):
+        """
+        Either address may be IPv6 in brackets; the unspecified IPv6
+        address is no guest.
+        """
+        c = config("slirp:///tcpfwd=[::1]:8080:10.0.2.15:80,2222:[fd00::15]:22,"
+                   "[::]:1:[::]:2,[bad]:3:10.0.2.15:4,[::]:5:[fd00::15]:6:7"
+                   "/udpfwd=[::]:5353:[fd00::15]:53")
+        self.assertEqual(c.hostForwards, [
+            HostForward("tcp", IPv6Address("::1"), 8080, IPv4Address("10.0.2.15"), 80),
+            HostForward("tcp", IPv4Address("0.0.0.0"), 2222, IPv6Address("fd00::15"), 22),
+            HostForward("udp", IPv6Address("::"), 5353, IPv6Address("fd00::15"), 53),
+        ])
+
     def test_guestForwards(self):
         c = config("slirp:///addr=192.168.5.1%2f16/unixfwd=5556:%2ftmp%2fx.sock"
                    "/cmdfwd=10.0.2.9:77:cat,0.0.0.0:78:echo hi,79:nc -U a:b")

@@ -13,6 +13,7 @@ import tempfile
 from twisted.trial.unittest import TestCase
 
 from vdetwist.slirp import packets as P
+from vdetwist.slirp import tcp as T
 from vdetwist.slirp.checksum import checksum, residue, verify
 from vdetwist.slirp.config import SlirpConfig, fromOptions
 from vdetwist.slirp.dhcp import ACK, DISCOVER, NAK, OFFER, RELEASE, REQUEST
@@ -745,3 +746,83 @@ class TftpTests(TestCase):
     def test_write(self):
         self.h.send(self.g.udp(GATEWAY, 3000, 69, b"\0\x02x\0octet\0"))
         self.assertEqual(self.h.takeOne().payload[:4], b"\0\x05\0\x02")
+
+
+class IPv6ForwardTests(TestCase):
+    """
+    tcpfwd/udpfwd with IPv6 on either side (a vdetwist extension: libslirp
+    forwards IPv4 only).  A client of the guest's family keeps its address
+    (loopback as the gateway); one of the other family appears as the
+    gateway of the guest's family.
+    """
+
+    def setUp(self):
+        config = fromOptions({
+            "udpfwd": "[::1]:5353:[fd00::15]:53,5354:[fd00::15]:54,[::]:5355:0.0.0.0:55",
+            "tcpfwd": "[::]:8080:[fd00::15]:80,[::]:8081:10.0.2.15:81",
+        }, environ={})
+        config.resolvConf = "/none"
+        self.h = Harness(config)
+        self.g = Guest(ip6=GUEST6)
+        # The engine learns the guest's MACs from its ARP and NDP.
+        self.h.send(self.g.arpRequest(GATEWAY))
+        body = b"\0\0\0\0" + HOST6 + bytes((1, 1)) + GUEST_MAC
+        self.h.send(self.g.icmp6(P.solicitedNode(HOST6), 135, body))
+        self.h.take()
+
+    def listener(self, proto: str, address: str, port: int):
+        return self.h.host.listeners[(proto, address, port)]
+
+    def test_udpIPv6(self):
+        listener = self.listener("udp", "::1", 5353)
+        listener.deliver(b"question", ("::1", 40000))
+        f = self.h.takeOne()
+        self.assertEqual((f.ipsrc, f.sport, f.ipdst, f.dport, f.payload),
+                         (HOST6, 40000, GUEST6, 53, b"question"))
+        self.h.send(self.g.udp6(HOST6, 53, 40000, b"answer"))
+        self.assertEqual(listener.sent, [(b"answer", ("::1", 40000))])
+
+    def test_udpIPv4ClientToIPv6Guest(self):
+        listener = self.listener("udp", "0.0.0.0", 5354)
+        listener.deliver(b"q", ("192.0.2.50", 40000))
+        f = self.h.takeOne()
+        self.assertEqual((f.ipsrc, f.ipdst, f.dport), (HOST6, GUEST6, 54))
+        self.h.send(self.g.udp6(HOST6, 54, 40000, b"a"))
+        self.assertEqual(listener.sent, [(b"a", ("192.0.2.50", 40000))])
+
+    def test_udpIPv6ClientToIPv4Guest(self):
+        listener = self.listener("udp", "::", 5355)
+        listener.deliver(b"q", ("2001:db8::5", 40000))
+        f = self.h.takeOne()
+        self.assertEqual((f.ipsrc, f.ipdst, f.dport), (GATEWAY, GUEST_IP, 55))
+        self.h.send(self.g.udp(GATEWAY, 55, 40000, b"a"))
+        self.assertEqual(listener.sent, [(b"a", ("2001:db8::5", 40000))])
+        # an IPv4 client of the dual-stack socket keeps its address
+        listener.deliver(b"q4", ("::ffff:192.0.2.50", 40001))
+        f = self.h.takeOne()
+        self.assertEqual((f.ipsrc, f.ipdst), (ip4("192.0.2.50"), GUEST_IP))
+        self.h.send(self.g.udp(ip4("192.0.2.50"), 55, 40001, b"a4"))
+        self.assertEqual(listener.sent[-1], (b"a4", ("::ffff:192.0.2.50", 40001)))
+
+    def test_tcp(self):
+        stream, conn = self.listener("tcp", "::", 8080).connectFrom(("2001:db8::5", 45678))
+        self.assertIsNotNone(conn)
+        syn = self.h.takeOne()
+        self.assertEqual((syn.flags, syn.ipsrc, syn.sport, syn.ipdst, syn.dport),
+                         (T.SYN, bytes.fromhex("20010db8" + "00" * 11 + "05"), 45678,
+                          GUEST6, 80))
+        stream, conn = self.listener("tcp", "::", 8081).connectFrom(("2001:db8::5", 45679))
+        syn = self.h.takeOne()
+        self.assertEqual((syn.flags, syn.ipsrc, syn.sport, syn.ipdst, syn.dport),
+                         (T.SYN, GATEWAY, 45679, GUEST_IP, 81))
+
+    def test_guestFamilyDisabled(self):
+        """
+        With IPv6 off, a forward to an IPv6 guest refuses its clients.
+        """
+        config = fromOptions({"v4": "", "tcpfwd": "8080:[fd00::15]:80"}, environ={})
+        h = Harness(config)
+        stream, conn = h.host.listeners[("tcp", "0.0.0.0", 8080)].connectFrom(
+            ("192.0.2.50", 1234))
+        self.assertIsNone(conn)
+        self.assertEqual(h.frames, [])

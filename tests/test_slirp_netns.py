@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from ipaddress import IPv6Address
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
@@ -125,9 +126,11 @@ print(data.decode())
 
 GUEST_SERVER = r"""
 import socket, sys
-t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-t.bind(("0.0.0.0", int(sys.argv[1]))); t.listen(1)
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", int(sys.argv[2])))
+family = socket.AF_INET6 if sys.argv[3:] == ["6"] else socket.AF_INET
+anywhere = "::" if family == socket.AF_INET6 else "0.0.0.0"
+t = socket.socket(family); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((anywhere, int(sys.argv[1]))); t.listen(1)
+u = socket.socket(family, socket.SOCK_DGRAM); u.bind((anywhere, int(sys.argv[2])))
 print("ready", flush=True)
 u.settimeout(20)
 data, addr = u.recvfrom(2048)
@@ -248,9 +251,19 @@ class SlirpGuestTests(TestCase):
         os.mkdir(tftp)
         with open(os.path.join(tftp, "boot.img"), "wb") as f:
             f.write(self.payload[:100000])
+        tcpfwd = f"127.0.0.1:{self.tcpfwd}:10.0.2.15:7001"
+        udpfwd = f"127.0.0.1:{self.udpfwd}:0.0.0.0:7002"
+        if self.ipv6:
+            # IPv6 forwards (a vdetwist extension) to the address the guest
+            # will make from the router advertisement and its MAC (EUI-64).
+            with open(f"/sys/class/net/{self.tap}/address") as f:
+                mac = bytes.fromhex(f.read().strip().replace(":", ""))
+            eui = bytes([mac[0] ^ 2]) + mac[1:3] + b"\xff\xfe" + mac[3:]
+            self.guest6 = str(IPv6Address(bytes.fromhex("fd00" + "00" * 6) + eui))
+            tcpfwd += f",[::1]:{self.tcpfwd}:[{self.guest6}]:7001"
+            udpfwd += f",[::1]:{self.udpfwd}:[{self.guest6}]:7002"
         slirp = yield registry.open(
-            reactor, f"slirp://{families}/tcpfwd=127.0.0.1:{self.tcpfwd}:10.0.2.15:7001"
-                     f"/udpfwd=127.0.0.1:{self.udpfwd}:0.0.0.0:7002"
+            reactor, f"slirp://{families}/tcpfwd={tcpfwd}/udpfwd={udpfwd}"
                      f"/cmdfwd=5555:tr a-z A-Z/tftp_path='{tftp}'")
         self.slirp = slirp
         self.cable = Cable(tap, slirp)
@@ -317,17 +330,26 @@ class SlirpGuestTests(TestCase):
             self.assertEqual(f.read(), self.payload[:100000])
 
         # forwards: the guest serves, the host's loopback clients appear as 10.0.2.2
+        yield self.checkForwards("127.0.0.1", "10.0.2.2")
+
+    @defer.inlineCallbacks
+    def checkForwards(self, client: str, seen: str, family: str = "4"):
+        """
+        Run the guest's server (IPv4 or IPv6), reach it through the
+        tcpfwd and udpfwd from the host's C{client} address and check that
+        the guest saw the client as C{seen}.
+        """
         proc = yield deferToThread(
             subprocess.Popen, self.ns.command([sys.executable, "-c", GUEST_SERVER, "7001",
-                                               "7002"]),
+                                               "7002", family]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         line = yield deferToThread(proc.stdout.readline)
         self.assertEqual(line.strip(), "ready")
-        udpReply = yield deferToThread(self.udpClient)
-        self.assertEqual(udpReply, b"HELLO from 10.0.2.2")
-        tcpReply = yield deferToThread(self.tcpClient)
-        self.assertEqual(tcpReply, b"olleh from 10.0.2.2")
+        udpReply = yield deferToThread(self.udpClient, client)
+        self.assertEqual(udpReply, b"HELLO from " + seen.encode())
+        tcpReply = yield deferToThread(self.tcpClient, client)
+        self.assertEqual(tcpReply, b"olleh from " + seen.encode())
         yield deferToThread(proc.wait, 10)
 
     @defer.inlineCallbacks
@@ -347,20 +369,21 @@ class SlirpGuestTests(TestCase):
             yield deferToThread(time.sleep, 0.2)
         self.fail("the guest got no address from the router advertisements")
 
-    def udpClient(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def udpClient(self, address: str):
+        s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                          socket.SOCK_DGRAM)
         s.settimeout(10)
-        s.sendto(b"hello", ("127.0.0.1", self.udpfwd))
+        s.sendto(b"hello", (address, self.udpfwd))
         try:
             return s.recv(2048)
         finally:
             s.close()
 
-    def tcpClient(self):
+    def tcpClient(self, address: str):
         deadline = time.monotonic() + 10
         while True:
             try:
-                s = socket.create_connection(("127.0.0.1", self.tcpfwd), timeout=10)
+                s = socket.create_connection((address, self.tcpfwd), timeout=10)
                 break
             except OSError:
                 if time.monotonic() > deadline:
@@ -423,4 +446,7 @@ class SlirpGuestIPv6Tests(SlirpGuestTests):
         size, digest, _ = result.stdout.split()
         self.assertEqual((int(size), digest),
                          (FILE_SIZE, hashlib.sha256(self.payload).hexdigest()))
+        # IPv6 forwards: the host's ::1 appears as fd00::2
+        self.assertEqual(address, self.guest6)
+        yield self.checkForwards("::1", "fd00::2", "6")
         self.assertEqual(self.slirp.engine.stats["errors"], 0)

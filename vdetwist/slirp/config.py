@@ -40,13 +40,13 @@ class HostForward:
     """
     A C{tcpfwd}/C{udpfwd} entry: the host listens on C{hostAddr:hostPort}
     and relays to C{guestAddr:guestPort} (C{0.0.0.0}: the first DHCP
-    address).
+    address).  Either address may be IPv6 (a vdetwist extension).
     """
 
     proto: str
-    hostAddr: IPv4Address
+    hostAddr: IPv4Address | IPv6Address
     hostPort: int
-    guestAddr: IPv4Address
+    guestAddr: IPv4Address | IPv6Address
     guestPort: int
 
 
@@ -235,22 +235,56 @@ def _mtu(vnl: str, key: str, value: str) -> int:
     return number
 
 
+def _forwardAddress(text: str) -> Optional[IPv4Address | IPv6Address]:
+    """
+    A dotted quad, or an IPv6 address in brackets (C{[::1]}); else C{None}.
+    """
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            return IPv6Address(text[1:-1])
+        except ValueError:
+            return None
+    return _ipv4(text)
+
+
+def _forwardFields(entry: str) -> list[str]:
+    """
+    C{entry} split at the colons outside brackets.
+    """
+    fields, current, depth = [], "", 0
+    for c in entry:
+        if c == ":" and not depth:
+            fields.append(current)
+            current = ""
+            continue
+        depth += {"[": 1, "]": -1}.get(c, 0)
+        current += c
+    return fields + [current]
+
+
 def parseHostForwards(proto: str, value: str, firstGuest: IPv4Address) -> list[HostForward]:
     """
     C{[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT[,...]}; unparsable entries are
     skipped, as in C.  A guest address of C{0.0.0.0} is kept as given (the
     engine maps it to C{firstGuest} when it connects).
+
+    Unlike libslirp's, either address may be IPv6 in brackets:
+    C{[::]:2222:10.0.2.15:22} listens on the host's IPv6 (and, dual-stack,
+    IPv4) addresses, C{2222:[fd00::5054:ff:fe12:3456]:22} reaches a guest
+    over IPv6.  The unspecified IPv6 address is no guest: skipped.
     """
     found = []
     for entry in value.split(","):
-        fields = entry.split(":")
+        fields = _forwardFields(entry)
         if len(fields) == 3:
             fields.insert(0, "")
         if len(fields) != 4:
             continue
         hostText, hostPort, guestText, guestPort = fields
-        hostAddr = IPv4Address("0.0.0.0") if hostText == "" else _ipv4(hostText)
-        guestAddr = _ipv4(guestText)
+        hostAddr = IPv4Address("0.0.0.0") if hostText == "" else _forwardAddress(hostText)
+        guestAddr = _forwardAddress(guestText)
+        if guestAddr == IPv6Address("::"):
+            continue
         hp, gp = _port(hostPort), _port(guestPort)
         if None in (hostAddr, guestAddr, hp, gp):
             continue

@@ -452,6 +452,29 @@ class Engine:
             return self.config.dhcpStart.packed
         return packed
 
+    def forwardEnds(self, forward, client: str) -> Optional[tuple[bytes, bytes]]:
+        """
+        (guest, what the guest sees as the client) for a host-side client
+        of C{forward} at address text C{client}, or C{None} when it cannot
+        be relayed.  A client of the other family than the guest appears
+        as the gateway of the guest's family.
+        """
+        from vdetwist.slirp.udp import pton
+
+        try:
+            address = pton(client)
+        except OSError:
+            return None
+        if len(address) == 16 and address[:12] == b"\0" * 10 + b"\xff\xff":
+            address = address[12:]
+        guest = self.forwardGuest(forward.guestAddr)
+        config = self.config
+        if not (config.ipv4 if len(guest) == 4 else config.ipv6):
+            return None
+        if len(address) != len(guest):
+            return guest, self.host4 if len(guest) == 4 else self.host6
+        return guest, self.mapInbound(address)
+
     # -- input ------------------------------------------------------------------
 
     def input(self, frame: bytes) -> None:

@@ -983,18 +983,10 @@ class TcpLayer:
 
     def accepted(self, forward, stream, peer):
         engine = self.engine
-        from vdetwist.slirp.udp import pton
-
-        try:
-            client = pton(peer[0])
-        except OSError:
+        ends = engine.forwardEnds(forward, peer[0])
+        if ends is None or len(self.conns) >= MAX_CONNECTIONS:
             return None
-        if len(client) == 16 and client[:12] == b"\0" * 10 + b"\xff\xff":
-            client = client[12:]
-        if len(client) != 4 or len(self.conns) >= MAX_CONNECTIONS:
-            return None
-        visible = engine.mapInbound(client)
-        guest = engine.forwardGuest(forward.guestAddr)
+        guest, visible = ends
         key = (guest, forward.guestPort, visible, peer[1])
         if key in self.conns:
             return None

@@ -211,29 +211,27 @@ class UdpNat(FlowTable):
     def fromForward(self, handler: _ForwardHandler, data: bytes, address: tuple) -> None:
         engine = self.engine
         forward = handler.forward
-        guest = engine.forwardGuest(forward.guestAddr)
-        try:
-            client = pton(address[0])
-        except OSError:
+        ends = engine.forwardEnds(forward, address[0])
+        if ends is None:
             return
-        if len(client) == 16 and client[:12] == b"\0" * 10 + b"\xff\xff":
-            client = client[12:]
-        if len(client) != 4:
-            return
-        visible = engine.mapInbound(client)
+        guest, visible = ends
         key = (guest, forward.guestPort)
+        fam = family(address[0])
         flow = self.flows.get(key)
-        if flow is None or flow.sockets.get(4) is not handler.socket:
+        if flow is None or flow.sockets.get(fam) is not handler.socket:
             if flow is not None:
                 flow.close()
                 del self.flows[key]
             flow = self._newFlow(key)
-            flow.sockets[4] = handler.socket
+            flow.sockets[fam] = handler.socket
         flow.outMap[(visible, address[1])] = (address[0], address[1])
-        flow.remember((client, address[1]), (visible, address[1]))
+        flow.remember((pton(address[0]), address[1]), (visible, address[1]))
         flow.expires = engine.now() + IDLE_TIMEOUT
         packet = P.udpPacket(visible, guest, address[1], forward.guestPort, data)
-        engine.link.send4(guest, packet)
+        if len(guest) == 4:
+            engine.link.send4(guest, packet)
+        else:
+            engine.link.send6(guest, packet)
 
     # -- housekeeping ----------------------------------------------------
 
