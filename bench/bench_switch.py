@@ -63,7 +63,7 @@ IPERF_PORT = 5279
 # -- the switches under test -------------------------------------------------
 
 def ourTwistd(dir: str) -> list[str]:
-    return [sys.executable, "-m", "twisted", "vde", "--switch", dir]
+    return [sys.executable, "-m", "twisted", "vde", "--switch", dir, "--rcfile="]
 
 
 def ourNetnode(dir: str) -> list[str]:

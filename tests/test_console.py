@@ -7,11 +7,18 @@ documents a deliberate difference.
 """
 
 import errno
+import fcntl
+import os
 import pwd
+import select
 
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.support import until
 
 from vdetwist.node import HubEngine, MacTable, Node, SwitchEngine
 from vdetwist.testing import MemoryPlug
@@ -19,9 +26,11 @@ from vdetwist.vde2.console import (
     DATA_HEADER,
     PROMPT,
     ConsoleFactory,
+    StdioConsoleProtocol,
     VdeConsole,
     atoi,
     scanInts,
+    serveStdio,
     statusLine,
 )
 
@@ -844,4 +853,177 @@ class ProtocolTests(SynchronousTestCase):
         self.assertIn(self.proto, self.console.sessions)
         self.proto.connectionLost(None)
         self.assertNotIn(self.proto, self.console.sessions)
+        self.assertEqual(self.shutdowns, [])
+
+
+class StdioProtocolTests(SynchronousTestCase):
+    """
+    L{StdioConsoleProtocol}: the console on stdin, as vde_switch's.
+    """
+
+    def setUp(self):
+        self.clock, self.node, self.console = makeSwitch()
+        self.shutdowns = []
+        self.console.shutdown = lambda: self.shutdowns.append(True)
+        self.transport = StringTransport()
+
+    def connect(self, prompt=b""):
+        proto = StdioConsoleProtocol(self.console, prompt)
+        proto.makeConnection(self.transport)
+        return proto
+
+    def received(self):
+        value = self.transport.value()
+        self.transport.clear()
+        return value
+
+    def test_noBannerNoPrompt(self):
+        """
+        No greeting; without a prompt (stdin is not a terminal), the answers
+        alone; an empty line or a comment gets nothing.
+        """
+        proto = self.connect()
+        self.assertEqual(self.received(), b"")
+        proto.dataReceived(b"vlan/create 3\nbogus\n\n# comment\n")
+        self.assertEqual(self.received(), OK + status(errno.ENOSYS))
+
+    def test_prompt(self):
+        """
+        With a prompt, it follows each answer, empty lines included.
+        """
+        proto = self.connect(PROMPT)
+        self.assertEqual(self.received(), b"")
+        proto.dataReceived(b"vlan/create 3\n\n")
+        self.assertEqual(self.received(), OK + PROMPT + PROMPT)
+
+    def test_logout(self):
+        """
+        C{logout} does nothing: no answer, no prompt, the console goes on.
+        """
+        proto = self.connect(PROMPT)
+        proto.dataReceived(b"logout\n")
+        self.assertEqual(self.received(), b"")
+        self.assertFalse(self.transport.disconnecting)
+        proto.dataReceived(b"port/showinfo\n")
+        self.assertIn(b"Numports=8\n", self.received())
+
+    def test_shutdown(self):
+        """
+        C{shutdown} stops the switch at once, without an answer, and stops
+        reading.
+        """
+        proto = self.connect(PROMPT)
+        proto.dataReceived(b"shutdown\nvlan/create 3\n")
+        self.assertEqual(self.received(), b"")
+        self.assertEqual(self.shutdowns, [True])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertNotIn(3, self.node.vlans)
+        self.assertNotIn(proto, self.console.sessions)
+
+    def test_eof(self):
+        """
+        The end of stdin stops the switch, with vde_switch's message.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        proto = self.connect()
+        proto.readConnectionLost()
+        self.assertEqual(self.shutdowns, [True])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIn("EOF on stdin, cleaning up and exiting",
+                      [formatEvent(e) for e in events])
+
+    def test_closeWaitsForOutput(self):
+        """
+        L{StdioConsoleProtocol.close} fires once the output is written (the
+        connection is lost), at once when stdout is gone already.
+        """
+        proto = self.connect()
+        closed = []
+        proto.close().addCallback(closed.append)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(closed, [])
+        proto.connectionLost(None)
+        self.assertEqual(closed, [None])
+        self.assertEqual(self.successResultOf(proto.close()), None)
+
+        self.transport = StringTransport()
+        proto = self.connect()
+        proto.writeConnectionLost()
+        self.assertEqual(self.successResultOf(proto.close()), None)
+
+    def test_debug(self):
+        """
+        Debug lines reach the console on stdout too.
+        """
+        proto = self.connect()
+        proto.dataReceived(b"debug/add port/+\n")
+        self.received()
+        self.node.addPort(FakeEndpoint(6, "dbg-client"))
+        self.assertEqual(self.received(), b"3021 port/+ 01\n")
+
+
+class ServeStdioTests(TestCase):
+    """
+    L{serveStdio} with real descriptors in the reactor.
+    """
+
+    def setUp(self):
+        self.clock, self.node, self.console = makeSwitch()
+        self.shutdowns = []
+        self.console.shutdown = lambda: self.shutdowns.append(True)
+
+    def fds(self, *fds):
+        for fd in fds:
+            self.addCleanup(os.close, fd)
+        return fds
+
+    def readAll(self, fd):
+        chunks = []
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def test_pipes(self):
+        """
+        Commands written before the end of a pipe all get their answer,
+        without prompts, before the end is reported.
+        """
+        inRead, inWrite = os.pipe()
+        outRead, outWrite = self.fds(*os.pipe())
+        self.addCleanup(os.close, inRead)
+        proto = serveStdio(reactor, self.console, inRead, outWrite)
+        os.write(inWrite, b"vlan/create 3\nport/showinfo\n")
+        os.close(inWrite)
+        await until(lambda: self.shutdowns, "the end of stdin")
+        await proto.close()
+        self.assertEqual(
+            self.readAll(outRead),
+            OK + data("Numports=8", "HUB=false", "counters=true") + OK,
+        )
+
+    async def test_terminal(self):
+        """
+        On a terminal the prompt follows the answers; at the end the
+        terminal is blocking again (a shell shares it).
+        """
+        master, slave = self.fds(*os.openpty())
+        (stdout,) = self.fds(os.dup(slave))
+        proto = serveStdio(reactor, self.console, slave, stdout)
+        os.write(master, b"vlan/create 3\n")
+        shown = bytearray()
+
+        def answered():
+            shown.extend(self.readAll(master))
+            return shown.endswith(b"vde$ ")
+
+        await until(answered, "the prompt")
+        self.assertTrue(shown.endswith(b"1000 Success\r\n\r\nvde$ "), shown)
+        self.assertTrue(fcntl.fcntl(slave, fcntl.F_GETFL) & os.O_NONBLOCK)
+        await proto.close()
+        self.assertFalse(fcntl.fcntl(slave, fcntl.F_GETFL) & os.O_NONBLOCK)
         self.assertEqual(self.shutdowns, [])

@@ -207,7 +207,7 @@ class TrafficTests(TestCase):
         log = open(os.path.join(self.tmp, "twistd.log"), "w+")
         self.addCleanup(log.close)
         service = self.cable.popen(
-            [sys.executable, "-m", "twisted", "vde", "--switch", switch],
+            [sys.executable, "-m", "twisted", "vde", "--switch", switch, "--rcfile="],
             env=ourEnv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         self.addCleanup(stop, service)

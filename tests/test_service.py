@@ -23,8 +23,11 @@ import signal
 import socket
 import stat
 import subprocess
+import re
 import sys
+import threading
 import time
+from typing import Optional
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
@@ -41,6 +44,7 @@ from tests.support import (
 from vdetwist.errors import VdeError
 from vdetwist.node import HubEngine, SwitchEngine
 from vdetwist.registry import openVNL
+from vdetwist import service as service_module
 from vdetwist.service import Options, VdeSwitchService, defaultSwitchPath, makeService
 from vdetwist.testing import FrameCollector, MemoryPlug
 
@@ -62,31 +66,49 @@ def parse(*argv) -> Options:
 class SwitchProcess:
     """
     C{python -m twisted vde ...} (or C{twistd -n vde ...}) as a process,
-    with a management socket.
+    with a management socket; C{HOME} is a fresh directory, so the user's
+    rc file never runs.
+
+    @param rcfile: C{--rcfile}: by default C{""} (none runs, whatever
+        C{/etc/vde2} holds); C{None} for vde_switch's default files.
+    @param home: C{HOME} (the switch's directory by default).
+    @param console: C{--console}, driven through L{stdio} (a pipe on stdin);
+        the log goes to stderr, out of the answers.
+
+    @ivar stdio: the L{StdioConsole}, with C{console}.
     """
 
     def __init__(self, testcase, *args: str, twistd: bool = False, mgmt: bool = True,
-                 wait: bool = True) -> None:
+                 wait: bool = True, rcfile: Optional[str] = "", home: Optional[str] = None,
+                 console: bool = False) -> None:
         self.dir = tmpdir(testcase)
         self.path = os.path.join(self.dir, "sw")
         self.mgmt = os.path.join(self.dir, "mgmt") if mgmt else None
         self.name = "twistd vde" if twistd else "python -m twisted vde"
         if twistd:
+            assert not console, "twistd logs to stdout: use python -m twisted"
             argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                     "-n", "--pidfile=", "vde"]
         else:
-            argv = [sys.executable, "-m", "twisted", "--log-format=text", "vde"]
+            argv = [sys.executable, "-m", "twisted", "--log-format=text",
+                    *(["--log-file=+"] if console else []), "vde"]
         argv += ["--switch", self.path]
         if mgmt:
             argv += ["--mgmt", self.mgmt]
+        if rcfile is not None:
+            argv += [f"--rcfile={rcfile}"]
+        if console:
+            argv += ["--console"]
         argv += list(args)
         self.logPath = os.path.join(self.dir, "log")
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=ourEnv(), cwd=self.dir,
+                argv, stdout=subprocess.PIPE if console else log, stderr=log,
+                stdin=subprocess.PIPE if console else subprocess.DEVNULL,
+                env=ourEnv(HOME=home or self.dir), cwd=self.dir,
             )
         testcase.addCleanup(self.kill)
+        self.stdio = StdioConsole(self.process, self.name) if console else None
         if wait:
             self.waitReady()
 
@@ -126,6 +148,86 @@ class SwitchProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self.stdio is not None:
+            self.stdio.close()
+
+
+#: The status line that ends each answer of a console.
+STATUS = re.compile(rb"(?:\A|\n)1\d{3} [^\n]*\n\Z")
+
+
+class StdioConsole:
+    """
+    The stdin console of a switch process (ours or the C C{vde_switch}),
+    driven through pipes as a script drives vde_switch: send one command,
+    read its answer up to the status line (no prompt: stdin is not a
+    terminal), then the next.
+    """
+
+    def __init__(self, process: subprocess.Popen, name: str) -> None:
+        self.process = process
+        self.name = name
+        self._output = bytearray()
+        self._taken = 0
+        self._eof = False
+        self._arrived = threading.Condition()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                data = os.read(self.process.stdout.fileno(), 65536)
+            except OSError:
+                data = b""
+            with self._arrived:
+                self._output += data
+                self._eof = not data
+                self._arrived.notify_all()
+            if not data:
+                return
+
+    def send(self, data: bytes) -> None:
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def cmd(self, line: str) -> bytes:
+        """
+        The answer to C{line}, up to and with its status line.
+        """
+        self.send(line.encode() + b"\n")
+        deadline = time.monotonic() + TIMEOUT
+        with self._arrived:
+            while not STATUS.search(bytes(self._output[self._taken:])):
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    raise AssertionError(
+                        f"{self.name}: no answer to {line!r}, only "
+                        f"{bytes(self._output[self._taken:])!r}"
+                    )
+                self._arrived.wait(left)
+            answer = bytes(self._output[self._taken:])
+            self._taken = len(self._output)
+        return answer
+
+    def end(self) -> bytes:
+        """
+        Close stdin: what comes on stdout until it closes.
+        """
+        self.process.stdin.close()
+        self._reader.join(TIMEOUT)
+        return bytes(self._output[self._taken:])
+
+    def close(self) -> None:
+        """
+        Once the process has ended: close the pipes.
+        """
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        self._reader.join(TIMEOUT)
+        self.process.stdout.close()
 
 
 def runVdeterm(path: str, commands: list[tuple[str, bytes]]) -> bytes:
@@ -215,6 +317,38 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["group"], "0")
         self.assertEqual(options["mgmtgroup"], "root")
 
+    def test_rcfile(self):
+        """
+        No C{--rcfile}: vde_switch's default files (C{None}); C{--rcfile=}:
+        none; else the absolute path.
+        """
+        self.assertIsNone(parse()["rcfile"])
+        self.assertEqual(parse("--rcfile=")["rcfile"], "")
+        self.assertEqual(parse("-f", "rel/rc")["rcfile"], os.path.abspath("rel/rc"))
+
+    def test_consoleNeedsNodaemon(self):
+        """
+        twistd without C{-n} (or C{--debug}) would daemonize: C{--console}
+        is refused; with it, and outside twistd, it is allowed.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        def twistd(*argv):
+            options = ServerOptions()
+            options.parseOptions([*argv, "vde", "--console"])
+            return options.subOptions
+
+        error = self.assertRaises(usage.UsageError, twistd)
+        self.assertIn("--console needs twistd -n", str(error))
+        self.assertTrue(twistd("-n")["console"])
+        # twistd's --debug implies -n (parsing it here would turn on
+        # Failure's post-mortem debugging for the whole test run).
+        options = Options()
+        options.parent = {"nodaemon": False, "debug": True}
+        options.parseOptions(["--console"])
+        self.assertTrue(parse("--console")["console"])
+        self.assertFalse(parse()["console"])
+
     def test_aliases(self):
         for option in ("--sock", "--vdesock", "--unix", "--switch", "-s"):
             self.assertEqual(parse(option, "/tmp/a")["switch"], "/tmp/a")
@@ -294,9 +428,16 @@ class PreflightTests(SynchronousTestCase):
 
 class ServiceTests(TestCase):
     def makeService(self, *argv, **kwargs) -> VdeSwitchService:
+        """
+        A service in a fresh directory, whose default rc files are
+        L{userRc} and L{systemRc} there (absent unless a test writes them).
+        """
         self.dir = tmpdir(self)
         self.path = os.path.join(self.dir, "sw")
         self.mgmt = os.path.join(self.dir, "mgmt")
+        self.userRc = os.path.join(self.dir, "user.rc")
+        self.systemRc = os.path.join(self.dir, "system.rc")
+        self.patch(service_module, "DEFAULT_RCFILES", (self.userRc, self.systemRc))
         options = parse("--switch", self.path, "--mgmt", self.mgmt, *argv)
         service = VdeSwitchService(options, reactor, **kwargs)
         self.addCleanup(self.stopService, service)
@@ -422,6 +563,43 @@ class ServiceTests(TestCase):
         service.startService()
         self.assertIn(12, service.node.vlans)
         self.assertIsNotNone(service.node.getPort(3))
+
+    def writeRc(self, path: str, text: str) -> None:
+        with open(path, "w") as f:
+            f.write(text)
+
+    def test_defaultRcfiles(self):
+        """
+        Without C{--rcfile} the first default rc file that exists runs (the
+        user's before the system's), and the log says which.
+        """
+        logs = LogCapture(self)
+        service = self.makeService()
+        self.writeRc(self.systemRc, "vlan/create 8\n")
+        service.startService()
+        self.assertIn(8, service.node.vlans)
+        self.assertIn(f"running the rc file {self.systemRc}", logs.text())
+        d = service.stopService()
+
+        def again(_):
+            self.writeRc(self.userRc, "vlan/create 7\n")
+            service.startService()
+            self.assertIn(7, service.node.vlans)
+            self.assertNotIn(8, service.node.vlans)
+            self.assertIn(f"running the rc file {self.userRc}", logs.text())
+
+        return d.addCallback(again)
+
+    def test_noDefaultRcfile(self):
+        """
+        C{--rcfile=} runs no rc file, not even an existing default one.
+        """
+        logs = LogCapture(self)
+        service = self.makeService("--rcfile=")
+        self.writeRc(self.userRc, "vlan/create 7\n")
+        service.startService()
+        self.assertNotIn(7, service.node.vlans)
+        self.assertNotIn("rc file", logs.text())
 
     def test_anotherSwitchThere(self):
         first = self.makeService()
@@ -674,3 +852,248 @@ class ProcessTests(SynchronousTestCase):
         self.assertIn(f"--plug vde://{silent}", sw.log())
         self.assertFalse(os.path.exists(sw.path))
         self.assertFalse(os.path.exists(sw.mgmt))
+
+
+# -- the stdin console and the rc file -----------------------------------------------
+
+
+def cStdinSwitch(test, *args: str) -> StdioConsole:
+    """
+    The C C{vde_switch} driven through its stdin console (no rc file,
+    C{HOME} a fresh directory).
+    """
+    d = tmpdir(test, "vtsw-")
+    with open(os.path.join(d, "log"), "wb") as log:
+        process = subprocess.Popen(
+            [cTool("vde_switch"), "-s", os.path.join(d, "sw"), "-f", "/dev/null", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+            env=dict(os.environ, HOME=d),
+        )
+    console = StdioConsole(process, "C vde_switch")
+
+    def stop():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        console.close()
+
+    test.addCleanup(stop)
+    return console
+
+
+def runOnTerminal(test, argv: list[str], env: dict, lines: list[str]) -> tuple[bytes, int, str]:
+    """
+    Run C{argv} with a terminal on stdin and stdout (stderr to a file),
+    type C{lines} one by one, each after the answer to the previous (a
+    prompt, or for C{logout} only its echo), then end stdin with ^D.
+
+    @return: (what the terminal showed before ^D, the exit status, stderr).
+    """
+    errPath = os.path.join(tmpdir(test), "stderr")
+    err = os.open(errPath, os.O_WRONLY | os.O_CREAT, 0o600)
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover (child)
+        try:
+            os.dup2(err, 2)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    os.close(err)
+    shown = b""
+
+    def readUntil(marker: bytes, count: int) -> None:
+        nonlocal shown
+        deadline = time.monotonic() + TIMEOUT
+        while shown.count(marker) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{argv[0]}: waiting for {marker!r} in {shown!r}")
+            if select.select([fd], [], [], 0.1)[0]:
+                shown += os.read(fd, 4096)
+
+    try:
+        prompts = 0
+        for line in lines:
+            os.write(fd, line.encode() + b"\n")
+            if line == "logout":
+                readUntil(b"logout\r\n", 1)
+            else:
+                prompts += 1
+                readUntil(b"vde$ ", prompts)
+        transcript = shown
+        os.write(fd, b"\x04")
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    os.read(fd, 4096)
+                except OSError:
+                    pass
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{argv[0]} did not exit after ^D")
+        pid = 0
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    with open(errPath, "rb") as f:
+        return transcript, os.waitstatus_to_exitcode(status), f.read().decode("utf-8", "replace")
+
+
+class StdinConsoleTests(SynchronousTestCase):
+    """
+    C{--console}: stdin is a console as vde_switch's foreground one.
+    """
+
+    def test_commands(self):
+        """
+        The management commands on stdin, answers on stdout (no prompt on a
+        pipe), the same switch as the mgmt console sees; C{logout} does
+        nothing; EOF stops the switch as SIGTERM does: status 0, clients
+        see the end, sockets and directory are gone.
+        """
+        sw = SwitchProcess(self, "-n", "8", console=True)
+        console = sw.stdio
+        self.assertEqual(console.cmd("vlan/create 5"), b"1000 Success\n")
+        self.assertEqual(
+            console.cmd("port/showinfo"),
+            b"0000 DATA END WITH '.'\nNumports=8\nHUB=false\ncounters=true\n.\n1000 Success\n",
+        )
+        self.assertEqual(
+            console.cmd("help vlan/cr"),
+            b"0000 DATA END WITH '.'\n"
+            b"COMMAND PATH       SYNTAX          HELP\n"
+            b"------------       --------------  ------------\n"
+            b"vlan/create        N               create the VLAN with tag N\n"
+            b".\n1000 Success\n",
+        )
+        self.assertEqual(console.cmd("bogus"), b"1038 Function not implemented\n")
+        console.send(b"logout\n")
+        self.assertEqual(console.cmd("vlan/print 5"),
+                         b"0000 DATA END WITH '.'\nVLAN 0005\n.\n1000 Success\n")
+        mgmt = ConsoleClient(sw.mgmt)
+        self.addCleanup(mgmt.close)
+        self.assertIn(b"VLAN 0005\n", mgmt.cmd("vlan/print"))
+        plug = cPlug(self, "C vde_plug", sw.path)
+        waitFor(lambda: b"Port 0001" in console.cmd("port/print"), "the client",
+                procs=[sw, plug])
+        self.assertIn(b"module unix prog   : vdeplug: user=root", console.cmd("port/print 1"))
+        self.assertEqual(console.end(), b"")
+        self.assertEqual(sw.wait(), 0)
+        self.assertEqual(plug.wait(), 0, plug.describe())
+        self.assertFalse(os.path.exists(sw.path))
+        self.assertFalse(os.path.exists(sw.mgmt))
+        self.assertIn("EOF on stdin, cleaning up and exiting", sw.log())
+
+    def test_shutdown(self):
+        """
+        C{shutdown} exits at once, without an answer; the answers before it
+        are all written, and nothing after it runs.
+        """
+        sw = SwitchProcess(self, console=True)
+        sw.stdio.send(b"vlan/create 5\nport/showinfo\nshutdown\nvlan/create 6\n")
+        self.assertEqual(sw.wait(), 0)
+        self.assertEqual(
+            sw.stdio.end(),
+            b"1000 Success\n"
+            b"0000 DATA END WITH '.'\nNumports=32\nHUB=false\ncounters=true\n.\n1000 Success\n",
+        )
+        self.assertFalse(os.path.exists(sw.path))
+        self.assertFalse(os.path.exists(sw.mgmt))
+        self.assertIn("Shutdown from mgmt command", sw.log())
+
+    def test_asTheCSwitch(self):
+        """
+        Byte for byte what the C C{vde_switch} answers on a piped stdin.
+        """
+        mac = "02:12:34:56:78:9a"
+        ours = SwitchProcess(self, "-n", "8", "--macaddr", mac, console=True).stdio
+        theirs = cStdinSwitch(self, "-n", "8", "--macaddr", mac)
+        for command in [
+            "vlan/create 5", "vlan/create 5", "vlan/create 0", "port/showinfo", "bogus",
+            "port", "helpport/set", "port/create 3", "port/setvlan 3 5", "port/setvlan 9 5",
+            "vlan/allprint", "vlan/print 7", "hash/showinfo", "hash/print",
+            "fstp/showinfo", "port/createauto", "debug/list port/ep",
+        ]:
+            self.assertEqual(ours.cmd(command), theirs.cmd(command), f"command {command!r}")
+        self.assertEqual(ours.end(), theirs.end())
+        self.assertEqual(ours.process.wait(TIMEOUT), 0)
+        self.assertEqual(theirs.process.wait(TIMEOUT), 0)
+
+    def test_terminal(self):
+        """
+        On a terminal the prompt follows each answer (and empty lines), as
+        the C C{vde_switch} shows it; C{logout} shows nothing; ^D ends it.
+        """
+        lines = ["vlan/create 5", "", "logout", "bogus", "vlan/print 5"]
+        ourDir = tmpdir(self)
+        ours = runOnTerminal(
+            self,
+            [sys.executable, "-m", "twisted", "--log-format=text", "--log-file=+", "vde",
+             "--switch", os.path.join(ourDir, "sw"), "--rcfile=", "--console"],
+            ourEnv(HOME=ourDir), lines,
+        )
+        cDir = tmpdir(self)
+        theirs = runOnTerminal(
+            self,
+            [cTool("vde_switch"), "-s", os.path.join(cDir, "sw"), "-f", "/dev/null"],
+            dict(os.environ, HOME=cDir), lines,
+        )
+        self.assertEqual(ours[0], theirs[0])
+        self.assertIn(b"vlan/create 5\r\n1000 Success\r\n\r\nvde$ \r\n\r\nvde$ logout\r\nbogus\r\n",
+                      ours[0])
+        self.assertEqual((ours[1], theirs[1]), (0, 0))
+        self.assertIn("EOF on stdin, cleaning up and exiting", ours[2])
+        self.assertIn("EOF on stdin, cleaning up and exiting", theirs[2])
+        self.assertFalse(os.path.exists(os.path.join(ourDir, "sw")))
+
+    def test_refusedWhenDaemonizing(self):
+        """
+        twistd without C{-n} would daemonize and lose stdin: refused before
+        anything is made.
+        """
+        d = tmpdir(self)
+        run = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "--pidfile=", "vde", "--switch", os.path.join(d, "sw"), "--console"],
+            stdin=subprocess.DEVNULL, capture_output=True, env=ourEnv(HOME=d), cwd=d,
+            timeout=TIMEOUT,
+        )
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn(b"--console needs twistd -n", run.stdout + run.stderr)
+        self.assertEqual(os.listdir(d), [])
+
+
+class DefaultRcfileProcessTests(SynchronousTestCase):
+    """
+    Without C{--rcfile}, C{~/.vde2/vde_switch.rc} runs, as in vde_switch.
+    """
+
+    def makeHome(self) -> tuple[str, str]:
+        home = tmpdir(self)
+        os.mkdir(os.path.join(home, ".vde2"))
+        rc = os.path.join(home, ".vde2", "vde_switch.rc")
+        with open(rc, "w") as f:
+            f.write("# made by the test\nvlan/create 7\n")
+        return home, rc
+
+    def test_userRcfile(self):
+        home, rc = self.makeHome()
+        sw = SwitchProcess(self, rcfile=None, home=home)
+        console = ConsoleClient(sw.mgmt)
+        self.addCleanup(console.close)
+        self.assertEqual(console.cmd("vlan/print 7"),
+                         b"0000 DATA END WITH '.'\nVLAN 0007\n.\n1000 Success\n")
+        self.assertIn(f"running the rc file {rc}", sw.log())
+
+    def test_emptyRcfileSkips(self):
+        home, rc = self.makeHome()
+        sw = SwitchProcess(self, rcfile="", home=home)
+        console = ConsoleClient(sw.mgmt)
+        self.addCleanup(console.close)
+        self.assertEqual(console.cmd("vlan/print 7"),
+                         b"0000 DATA END WITH '.'\n.\n1006 No such device or address\n")
+        self.assertNotIn("running the rc file", sw.log())

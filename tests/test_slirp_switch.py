@@ -147,7 +147,7 @@ class SlirpThroughTwistdSwitchTests(SlirpThroughSwitchNodeTests):
 
     def startSwitch(self):
         self.service = self.start("twistd", [sys.executable, "-m", "twisted", "vde",
-                                             "--switch", self.switch])
+                                             "--switch", self.switch, "--rcfile="])
         self.waitFor(lambda: os.path.exists(os.path.join(self.switch, "ctl")),
                      "twistd vde", self.service)
         self.tapPlug = self.start(

@@ -5,6 +5,7 @@ C{twistd vde}: a switch compatible with vde2's C{vde_switch}.
     twistd -n vde --hub --numports 8 --plug tap://tap0
     vde_plug /tmp/sw          # any vde2 client: QEMU, the C vde_plug, ours
     vdeterm /tmp/sw.mgmt      # the management console
+    python -m twisted --log-file=+ vde --console    # stdin is a console
 
 Clients connect exactly as to C{vde_switch}: the switch directory holds the
 control socket C{ctl} and one datagram socket per endpoint
@@ -20,17 +21,29 @@ socket mode); 32 ports (0..31; port 0 is only given to clients asking for
 it); MAC table of 128 buckets, entries expire after 100 s idle, an address
 moves to another port only if it was quiet for 3 s.
 
-Differences from vde_switch: no stdin console (use C{--mgmt}); no FSTP
-(C{--fstp} is refused); the rc file is only read when given with
-C{--rcfile} (vde_switch reads C{~/.vde2/vde_switch.rc} or
-C{/etc/vde2/vde_switch.rc} by default); C{--plug VNL} attaches any network
-vdetwist can open (C{--tap IF} is C{--plug tap://IF}); frames are not
-truncated at 1518 bytes.  C{--daemon} and C{--pidfile} are twistd's own
-options (C{twistd --pidfile F vde ...}; without C{-n} twistd daemonizes).
+The rc file: C{--rcfile FILE}, else the first of
+C{~/.vde2/vde_switch.rc} and C{/etc/vde2/vde_switch.rc} that exists, runs
+once the sockets exist, as in vde_switch; C{--rcfile=} (empty) runs none.
 
-SIGTERM, SIGINT and C{shutdown} on the console stop the switch cleanly:
-clients see their control connection close, the sockets and the directory
-(when empty) are removed.
+C{--console} makes stdin a console as vde_switch's foreground one: the
+commands of C{--mgmt}, answers on stdout, C{logout} does nothing,
+C{shutdown} and the end of stdin stop the switch (as SIGTERM does).  The
+prompt C{"\\nvde$ "} follows each answer only when stdin is a terminal, and
+goes to stdout (vde_switch writes it to fd 0, which fails on a pipe).
+Twisted logs to stdout by default: C{--log-file=+} (C{python -m twisted})
+or C{--logfile FILE} (twistd) keeps the logs out of the answers.
+
+Differences from vde_switch: the stdin console is opt-in (C{--console}:
+services usually run with stdin on /dev/null, which would end the switch
+at once), and is refused when twistd would daemonize (without C{-n}); no
+FSTP (C{--fstp} is refused); C{--plug VNL} attaches any network vdetwist
+can open (C{--tap IF} is C{--plug tap://IF}); frames are not truncated at
+1518 bytes.  C{--daemon} and C{--pidfile} are twistd's own options
+(C{twistd --pidfile F vde ...}; without C{-n} twistd daemonizes).
+
+SIGTERM, SIGINT, C{shutdown} on a console and the end of stdin with
+C{--console} stop the switch cleanly: clients see their control connection
+close, the sockets and the directory (when empty) are removed.
 """
 
 from __future__ import annotations
@@ -67,6 +80,8 @@ MIN_PERSISTENCE = 3
 #: The MAC table holds at most this many addresses (vde_switch's chained
 #: table has no bound; the hash size only sets its bucket count).
 MAC_CAPACITY = 65536
+#: The rc files tried, in order, when --rcfile is not given.
+DEFAULT_RCFILES = ("~/.vde2/vde_switch.rc", "/etc/vde2/vde_switch.rc")
 
 
 def defaultSwitchPath(euid: Optional[int] = None) -> str:
@@ -77,6 +92,18 @@ def defaultSwitchPath(euid: Optional[int] = None) -> str:
     if euid is None:
         euid = os.geteuid()
     return "/var/run/vde.ctl" if euid == 0 else "/tmp/vde.ctl"
+
+
+def defaultRcfile() -> Optional[str]:
+    """
+    vde_switch's rc file when none is given: the first of
+    L{DEFAULT_RCFILES} that exists (C{~} is C{$HOME}), or C{None}.
+    """
+    for path in DEFAULT_RCFILES:
+        path = os.path.expanduser(path)
+        if os.path.exists(path):
+            return path
+    return None
 
 
 def _octal(option: str, text: str) -> int:
@@ -121,13 +148,17 @@ class Options(usage.Options):
     longdesc = (
         "Run a switch compatible with vde2's vde_switch: vde2 clients (QEMU, "
         "vde_plug, ...) connect to its directory; --mgmt gives it a management "
-        "console for vdeterm/unixcmd.  Defaults: directory /var/run/vde.ctl as "
-        "root, else /tmp/vde.ctl; 32 ports; sockets 0600, directory 02700."
+        "console for vdeterm/unixcmd, --console one on stdin.  Defaults: "
+        "directory /var/run/vde.ctl as root, else /tmp/vde.ctl; 32 ports; "
+        "sockets 0600, directory 02700."
     )
 
     optFlags = [
         ["hub", "x", "Hub mode: every frame to every port, no learning, no VLANs."],
         ["fstp", "F", "Fast spanning tree (not implemented: refused)."],
+        ["console", None,
+         "stdin is a command console as vde_switch's: answers on stdout, "
+         "EOF on stdin stops the switch (needs twistd -n)."],
     ]
     optParameters = [
         ["switch", "s", None,
@@ -144,7 +175,9 @@ class Options(usage.Options):
          "MAC table buckets (a power of two; others are rounded up)."],
         ["macaddr", None, None,
          "Switch MAC address xx:xx:xx:xx:xx:xx (default 00:ff + 4 random bytes)."],
-        ["rcfile", "f", None, "Console commands to run at start."],
+        ["rcfile", "f", None,
+         "Console commands to run at start (default: ~/.vde2/vde_switch.rc, "
+         "else /etc/vde2/vde_switch.rc, if one exists; --rcfile= runs none)."],
     ]
 
     def __init__(self) -> None:
@@ -218,6 +251,10 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--fstp: the fast spanning tree protocol is not implemented"
             )
+        if self["console"] and _daemonizes(getattr(self, "parent", None)):
+            raise usage.UsageError(
+                "--console needs twistd -n (--nodaemon, before 'vde'): a daemon has no stdin"
+            )
         self["numports"] = _positive("numports", self["numports"], "a number of ports")
         self["hashsize"] = _positive("hashsize", self["hashsize"], "a MAC table size")
         for option in ("mode", "dirmode", "mgmtmode"):
@@ -238,8 +275,19 @@ class Options(usage.Options):
         self["switch"] = os.path.abspath(path)
         if self["mgmt"] is not None:
             self["mgmt"] = os.path.abspath(self["mgmt"])
-        if self["rcfile"] is not None:
+        if self["rcfile"]:
             self["rcfile"] = os.path.abspath(self["rcfile"])
+
+
+def _daemonizes(parent) -> bool:
+    """
+    Whether the twistd that parsed our options (C{parent}) will daemonize:
+    twistd's options have C{nodaemon} (C{-n}; C{--debug} implies it);
+    C{python -m twisted} never daemonizes, and has none.
+    """
+    if parent is None or "nodaemon" not in parent:
+        return False
+    return not (parent["nodaemon"] or parent.get("debug"))
 
 
 def _switchModes(mode: Optional[int], dirmode: Optional[int]) -> tuple[int, int]:
@@ -288,7 +336,7 @@ def preflight(config) -> None:
     if len(os.fsencode(ctl)) > 107:
         raise VdeError(f"--switch {path}: too long for a unix socket path", errno.ENAMETOOLONG)
     rcfile = config["rcfile"]
-    if rcfile is not None and not os.access(rcfile, os.R_OK):
+    if rcfile and not os.access(rcfile, os.R_OK):
         raise VdeError(f"--rcfile {rcfile}: cannot be read", errno.ENOENT)
     if config["plugs"]:
         from vdetwist.registry import registry
@@ -321,6 +369,8 @@ class VdeSwitchService(Service):
     @ivar server: the L{VdeServer} (after start).
     @ivar console: the L{VdeConsole} (after start; it exists even without
         C{--mgmt}: it runs C{--rcfile}).
+    @ivar stdio: with C{--console}, the L{StdioConsoleProtocol} on stdin
+        and stdout (after start).
     @ivar plugs: the C{--plug} networks attached: (VNL, plug) pairs.
     @ivar listening: the C{--listen} ports (L{IListeningPort}s).
     """
@@ -339,6 +389,7 @@ class VdeSwitchService(Service):
         self.node: Optional[Node] = None
         self.server = None
         self.console = None
+        self.stdio = None
         self.mgmtPort = None
         self.plugs: list[tuple[str, object]] = []
         self.listening: list = []
@@ -476,14 +527,25 @@ class VdeSwitchService(Service):
         raise VdeError(message, code)
 
     def startService(self) -> None:
+        """
+        Start the node, the stdin console (it reads once the reactor runs,
+        after the rc file, as vde_switch's main loop), then run the rc file.
+        """
         self._build()
         super().startService()
         self.node.start()
+        if self.config["console"]:
+            from vdetwist.vde2.console import serveStdio
+
+            self.stdio = serveStdio(self.reactor, self.console)
         rcfile = self.config["rcfile"]
-        if rcfile is not None:
+        if rcfile is None:
+            rcfile = defaultRcfile()
+        if rcfile:
+            log.info("running the rc file {path}", path=rcfile)
             code, text = self.console.runScript(rcfile)
             if code:
-                log.warn("--rcfile {path}: {error}", path=rcfile, error=os.strerror(code))
+                log.warn("rc file {path}: {error}", path=rcfile, error=os.strerror(code))
             for line in text.decode("utf-8", "replace").splitlines():
                 log.info("rc: {line}", line=line)
         log.info(
@@ -554,6 +616,7 @@ class VdeSwitchService(Service):
         return self._teardown()
 
     def _teardown(self) -> Deferred:
+        stdio, self.stdio = self.stdio, None
         console, self.console = self.console, None
         mgmtPort, self.mgmtPort = self.mgmtPort, None
         server, self.server = self.server, None
@@ -563,6 +626,8 @@ class VdeSwitchService(Service):
         # With no node, a cancelled open is not reported as a failure.
         for d in list(self._pending):
             d.cancel()
+        # Stop reading stdin at once; its last answers may still be leaving.
+        flushed = stdio.close() if stdio is not None else None
         if console is not None:
             for session in list(console.sessions):
                 session.ended = True
@@ -583,7 +648,10 @@ class VdeSwitchService(Service):
             self.plugs.clear()
             return None
 
-        return d.addBoth(stopServer)
+        d.addBoth(stopServer)
+        if flushed is None:
+            return d
+        return DeferredList([d, flushed]).addCallback(lambda _: None)
 
 
 #: Set when the process must exit with a failure status.

@@ -23,8 +23,11 @@ The protocol (spec: netnode-hub-switch.md B.5, B.6):
 
 L{VdeConsole} is the command interpreter, without I/O: it runs a line
 against the node and returns the bytes to answer.  L{ConsoleProtocol} (made
-by L{ConsoleFactory}) serves it on a stream connection, and
-L{listenConsole} listens on a unix socket path like C{vde_switch -M}.
+by L{ConsoleFactory}) serves it on a stream connection,
+L{listenConsole} listens on a unix socket path like C{vde_switch -M}, and
+L{serveStdio} makes stdin the console, as vde_switch does when it is not a
+daemon (no banner; C{logout} does nothing; C{shutdown} and the end of stdin
+stop the switch; the prompt only when stdin is a terminal).
 
 Differences from vde_switch 2.3.2 (all deliberate):
 
@@ -64,7 +67,11 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.fdesc import setBlocking
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -79,7 +86,9 @@ __all__ = [
     "VdeConsole",
     "ConsoleProtocol",
     "ConsoleFactory",
+    "StdioConsoleProtocol",
     "listenConsole",
+    "serveStdio",
     "PROMPT",
     "DATA_HEADER",
     "END_OF_SESSION",
@@ -1109,7 +1118,10 @@ class ConsoleProtocol(Protocol, _Session):
     One management session.
 
     @ivar debug: the debug categories this session asked for.
+    @ivar prompt: written after each answer.
     """
+
+    prompt = PROMPT
 
     def __init__(self, console: VdeConsole) -> None:
         self.console = console
@@ -1137,11 +1149,21 @@ class ConsoleProtocol(Protocol, _Session):
 
     def lineReceived(self, line: str) -> None:
         answer, action = self.console.execute(line, self)
+        if action is not None:
+            self.actionReceived(action, answer)
+            return
         if answer:
             self.transport.write(answer)
-        if action is None:
-            self.transport.write(PROMPT)
-            return
+        if self.prompt:
+            self.transport.write(self.prompt)
+
+    def actionReceived(self, action: str, answer: bytes) -> None:
+        """
+        C{logout} or C{shutdown}: answer and close; the switch stops once
+        the connection is gone (L{connectionLost}), so that the client has
+        its answer.
+        """
+        self.transport.write(answer)
         self.ended = True
         self._action = action
         self.console.sessions.discard(self)
@@ -1176,6 +1198,104 @@ class ConsoleFactory(Factory):
         protocol = ConsoleProtocol(self.console)
         protocol.factory = self
         return protocol
+
+
+@implementer(IHalfCloseableProtocol)
+class StdioConsoleProtocol(ConsoleProtocol):
+    """
+    vde_switch's console on stdin and stdout (made by L{serveStdio}): the
+    commands of the management console, but no banner, C{logout} does
+    nothing (no answer, no prompt), C{shutdown} stops the switch without an
+    answer, and so does the end of stdin (vde_switch: "EOF on stdin,
+    cleaning up and exiting").
+
+    The end of stdin does not drop answers still being written: the
+    protocol is half-closeable, and L{close} waits for stdout to be flushed.
+
+    @param prompt: written after each answer (vde_switch writes it to fd 0,
+        which only works on a terminal; L{serveStdio} decides).
+    @param stdin: the input descriptor, put back in blocking mode at the
+        end (StandardIO makes it non-blocking; a terminal is shared with the
+        shell that started us).
+    """
+
+    def __init__(self, console: VdeConsole, prompt: bytes = b"",
+                 stdin: Optional[int] = None) -> None:
+        super().__init__(console)
+        self.prompt = prompt
+        self.stdin = stdin
+        self._outputGone = False
+        self._closed = False
+        self._waiting: list[Deferred] = []
+
+    def connectionMade(self) -> None:
+        # vde_switch greets nobody on stdin, and prompts only after answers.
+        self.console.sessions.add(self)
+
+    def actionReceived(self, action: str, answer: bytes) -> None:
+        if action == "shutdown":
+            log.warn("Shutdown from mgmt command")
+            self.close()
+            self.console.shutdown()
+
+    def readConnectionLost(self) -> None:
+        if self.ended:
+            return
+        log.info("EOF on stdin, cleaning up and exiting")
+        self.close()
+        if self.console.shutdown is not None:
+            self.console.shutdown()
+
+    def writeConnectionLost(self) -> None:
+        # Nobody reads the answers any more; commands still run.
+        self._outputGone = True
+
+    def close(self) -> Deferred:
+        """
+        Stop reading stdin and flush stdout.
+
+        @return: fires when what was written has left (at once if stdout
+            is gone).
+        """
+        self.ended = True
+        self.console.sessions.discard(self)
+        if self._closed:
+            return succeed(None)
+        d = Deferred()
+        self._waiting.append(d)
+        if not self.transport.disconnecting:
+            self.transport.loseConnection()
+        if self._outputGone:
+            # Without a writer, StandardIO reports no connectionLost.
+            self.connectionLost(None)
+        return d
+
+    def connectionLost(self, reason) -> None:
+        self.ended = True
+        self.console.sessions.discard(self)
+        if self._closed:
+            return
+        self._closed = True
+        if self.stdin is not None:
+            setBlocking(self.stdin)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+
+def serveStdio(reactor, console: VdeConsole, stdin: int = 0,
+               stdout: int = 1) -> StdioConsoleProtocol:
+    """
+    Serve C{console} on C{stdin} and C{stdout} (vde_switch's console when
+    it is not a daemon).  The prompt goes to C{stdout}, in order with the
+    answers, and only when C{stdin} is a terminal: vde_switch writes it to
+    fd 0, which fails on a pipe or a file, so scripts see no prompt from
+    either.
+    """
+    prompt = PROMPT if os.isatty(stdin) else b""
+    protocol = StdioConsoleProtocol(console, prompt, stdin)
+    StandardIO(protocol, stdin, stdout, reactor)
+    return protocol
 
 
 def listenConsole(reactor, console: VdeConsole, path: str, mode: int = 0o600,
