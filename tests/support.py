@@ -528,7 +528,8 @@ class CSwitch:
         self.dir = tmpdir(test, "vtsw-")
         self.path = os.path.join(self.dir, "sw")
         self.mgmt = os.path.join(self.dir, "mgmt") if mgmt else None
-        argv = [cTool("vde_switch"), "-s", self.path]
+        # -f /dev/null: not the machine's ~/.vde2 or /etc/vde2 rc file.
+        argv = [cTool("vde_switch"), "-s", self.path, "-f", "/dev/null"]
         if self.mgmt is not None:
             argv += ["-M", self.mgmt]
         self.process = StreamProcess(test, "C vde_switch", argv + list(args))
