@@ -55,7 +55,10 @@ class ChecksumTests(TestCase):
         import random
 
         rng = random.Random(3)
-        for length in list(range(0, 40)) + [1479, 1480]:
+        # past 4096 bytes the sum is taken in chunks: both sides of it, odd
+        # and even, and a tail of one byte
+        for length in list(range(0, 40)) + [1479, 1480, 4095, 4096, 4097, 4098, 4609, 9000,
+                                            9001, 65535]:
             data = bytes(rng.getrandbits(8) for _ in range(length))
             padded = data + b"\0" * (length & 1)
             total = sum(struct.unpack(f"!{len(padded) // 2}H", padded))
