@@ -31,10 +31,9 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from benchlib import cpuSeconds, ourEnv, ourPlug
 
-from vdetwist.stream import StreamDecoder  # noqa: E402
+from vdetwist.stream import StreamDecoder
 
 #: Frames per run, by frame size: enough for ~1-2 s with the slower plug.
 COUNTS = {64: 150_000, 1500: 50_000}
@@ -51,16 +50,6 @@ def cVdePlug() -> list[str]:
     if path is None:
         sys.exit("the C vde_plug is not installed (apt-get install vdeplug)")
     return [path]
-
-
-def ourVdePlug() -> list[str]:
-    return [sys.executable, "-m", "vdetwist.scripts.vde_plug"]
-
-
-def ourEnv() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [ROOT, env.get("PYTHONPATH", "")] if p)
-    return env
 
 
 def makeFrame(n: int, size: int) -> bytes:
@@ -101,18 +90,6 @@ class Consumer(threading.Thread):
                 self.decoder.feed(data)
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpuSeconds(pid: int) -> float:
-    """
-    User + system CPU time used so far by process C{pid}.
-    """
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def waitFor(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -121,9 +98,12 @@ def waitFor(predicate, timeout: float, what: str) -> None:
         time.sleep(0.005)
 
 
-def runOnce(sender: list[str], receiver: list[str], size: int, count: int) -> tuple[float, int, float]:
+def runOnce(
+    sender: list[str], receiver: list[str], size: int, count: int
+) -> tuple[float, int, float, float]:
     """
-    One run: returns (seconds, frames delivered, CPU seconds of both plugs).
+    One run: returns (seconds, frames delivered, CPU seconds of the sending
+    plug, of the receiving plug).
     """
     tmp = tempfile.mkdtemp(prefix="vdebench")
     path = os.path.join(tmp, "x")
@@ -154,7 +134,7 @@ def runOnce(sender: list[str], receiver: list[str], size: int, count: int) -> tu
         data = b"".join(struct.pack(">H", size) + makeFrame(n, size) for n in range(count))
         fd = a.stdin.fileno()
         view = memoryview(data)
-        cpu = cpuSeconds(a.pid) + cpuSeconds(b.pid)
+        cpuA, cpuB = cpuSeconds(a.pid), cpuSeconds(b.pid)
         start = time.perf_counter()
         consumer.last = start
         for offset in range(0, len(data), 65536):
@@ -169,11 +149,11 @@ def runOnce(sender: list[str], receiver: list[str], size: int, count: int) -> tu
             time.sleep(0.002)
         delivered = consumer.bytes // record
         elapsed = (consumer.last if delivered else time.perf_counter()) - start
-        cpu = cpuSeconds(a.pid) + cpuSeconds(b.pid) - cpu
+        cpuA, cpuB = cpuSeconds(a.pid) - cpuA, cpuSeconds(b.pid) - cpuB
         last = struct.pack(">H", size) + makeFrame(count - 1, size)
         if delivered == count and not consumer.tail.endswith(last):
             raise RuntimeError("the last frame delivered is not the last frame sent")
-        return elapsed, delivered, cpu
+        return elapsed, delivered, cpuA, cpuB
     finally:
         for p in procs:
             try:
@@ -200,43 +180,48 @@ def main() -> None:
                         "what each side costs)")
     args = parser.parse_args()
 
-    impls = {"C": cVdePlug(), "ours": ourVdePlug()}
+    impls = {"C": cVdePlug(), "ours": ourPlug()}
     cases = [("C", "C"), ("ours", "ours")]
     if args.mixed:
         cases += [("ours", "C"), ("C", "ours")]
-    results: dict[tuple[str, str, int], list[tuple[float, int, int, float]]] = {}
+    results: dict[tuple[str, str, int], list[tuple[float, int, int, float, float]]] = {}
     began = time.monotonic()
     for _ in range(args.repeat):
         # Interleave the implementations so that load changes hit both.
         for size, count in COUNTS.items():
             count = count // 10 if args.quick else count
             for sender, receiver in cases:
-                seconds, delivered, cpu = runOnce(impls[sender], impls[receiver], size, count)
-                results.setdefault((sender, receiver, size), []).append((seconds, delivered, count, cpu))
+                seconds, delivered, cpuA, cpuB = runOnce(impls[sender], impls[receiver], size, count)
+                results.setdefault((sender, receiver, size), []).append(
+                    (seconds, delivered, count, cpuA, cpuB))
 
     print(f"vde_plug stream cable: stdin -> vde_plug ptp:// -> vde_plug ptp:// -> stdout"
           f"  (median of {args.repeat}, {time.monotonic() - began:.0f} s total)")
     header = (f"{'size':>5} {'sender->receiver':<16} {'sent':>7} {'delivered':>9} {'loss':>6} "
-              f"{'kframes/s':>10} {'Mbit/s':>8} {'ours/C':>7} {'CPU us/frame':>13}")
+              f"{'kframes/s':>10} {'Mbit/s':>8} {'ours/C':>7} {'CPU us/frame':>13} "
+              f"{'sender':>7} {'receiver':>8}")
     print(header)
     print("-" * len(header))
     for size in COUNTS:
         base = None
         for sender, receiver in cases:
             runs = results[(sender, receiver, size)]
-            fps = statistics.median(d / s if s > 0 else 0.0 for s, d, _, _ in runs)
+            fps = statistics.median(d / s if s > 0 else 0.0 for s, d, *_ in runs)
             sent = runs[0][2]
-            delivered = statistics.median(d for _, d, _, _ in runs)
-            cpu = statistics.median(c / d * 1e6 if d else float("nan") for _, d, _, c in runs)
+            delivered = statistics.median(d for _, d, *_ in runs)
+            # µs per frame of both plugs, of the sender, of the receiver.
+            perFrame = [[c / d * 1e6 if d else float("nan") for c in (a + b, a, b)]
+                        for _, d, _, a, b in runs]
+            cpu, cpuA, cpuB = (statistics.median(column) for column in zip(*perFrame))
             loss = 1 - delivered / sent
             if (sender, receiver) == ("C", "C"):
                 base = fps
             ratio = f"{fps / base:.2f}" if base and (sender, receiver) != ("C", "C") else ""
             print(f"{size:>5} {sender + '->' + receiver:<16} {sent:>7} {delivered:>9.0f} "
                   f"{loss:>6.1%} {fps / 1000:>10.1f} {fps * size * 8 / 1e6:>8.1f} {ratio:>7} "
-                  f"{cpu:>13.1f}")
-    print("Mbit/s counts frame bytes only; CPU = user+system time of both vde_plugs "
-          "(10 ms clock ticks) per delivered frame.")
+                  f"{cpu:>13.2f} {cpuA:>7.2f} {cpuB:>8.2f}")
+    print("Mbit/s counts frame bytes only; CPU = run time of both vde_plugs, then of each "
+          "(/proc/PID/task/*/schedstat, ns), per delivered frame.")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import stat
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -274,6 +275,50 @@ class DatagramPlugFlowTests(TestCase):
         indexes = [int.from_bytes(f[14:18], "big") for f in received]
         self.assertEqual(indexes, sorted(indexes))
         self.assertEqual(received[0], frame(0, 1000))
+
+    def test_resumedAfterPartialDrains(self) -> None:
+        """
+        A producer paused by a full queue is resumed when the queue empties,
+        also when the peer takes it in several goes (a ptp peer's queue of
+        10 datagrams frees a few slots per writability event).
+        """
+
+        class Choked:
+            """
+            A connected datagram socket whose peer has C{room} free slots.
+            """
+
+            def __init__(self) -> None:
+                self.room = 0
+                self.sent: list[bytes] = []
+
+            def fileno(self) -> int:
+                return 99
+
+            def setblocking(self, flag: bool) -> None:
+                pass
+
+            def send(self, data: bytes) -> None:
+                if not self.room:
+                    raise BlockingIOError(errno.EAGAIN, "full")
+                self.room -= 1
+                self.sent.append(data)
+
+        sock = Choked()
+        plug = DatagramPlug(MemoryReactor(), sock, "choked")
+        producer = MemoryPlug()
+        plug.registerProducer(producer, True)
+        frames = [frame(i) for i in range(plug.queueLimit)]
+        for f in frames:
+            plug.send(f)
+        self.assertTrue(producer.paused)
+        sock.room = 5
+        plug.doWrite()
+        self.assertTrue(producer.paused)
+        sock.room = len(frames)
+        plug.doWrite()
+        self.assertFalse(producer.paused)
+        self.assertEqual(sock.sent, frames)
 
     async def test_oversizedNotSent(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -68,6 +68,9 @@ class DatagramPlug(ReaderPlug):
         self.connected = peer is None
         self._fileno = sock.fileno()
         self._queue: deque[bytes] = deque()
+        # Whether a full queue paused the producer: it is resumed once the
+        # queue drains, however many writability events that takes.
+        self._throttled = False
         # The hot path of an already connected socket is the bare send.
         self._transmit = sock.send if peer is None else self._connectingSend
         sock.setblocking(False)
@@ -164,11 +167,11 @@ class DatagramPlug(ReaderPlug):
         if len(self._queue) == 1:
             self.reactor.addWriter(self)
         if len(self._queue) == self.queueLimit and self.producer is not None:
+            self._throttled = True
             self.producer.pauseProducing()
 
     def doWrite(self) -> None:
         queue = self._queue
-        wasFull = len(queue) >= self.queueLimit
         while queue:
             try:
                 self._transmit(queue[0])
@@ -180,8 +183,10 @@ class DatagramPlug(ReaderPlug):
                 self.stats.sent += 1
             queue.popleft()
         self.reactor.removeWriter(self)
-        if wasFull and self.producer is not None:
-            self.producer.resumeProducing()
+        if self._throttled:
+            self._throttled = False
+            if self.producer is not None:
+                self.producer.resumeProducing()
 
     def connectionLost(self, reason: Failure) -> None:
         """

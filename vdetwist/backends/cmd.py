@@ -14,13 +14,15 @@ import errno
 import os
 import shutil
 
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import ProcessEndpoint
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.streamplug import connectStreamPlug
+from vdetwist.pipes import PipeProcessReactor
+from vdetwist.streamplug import StreamPlug, connectStreamPlug
 
 _SPACE = " \t\n"
 
@@ -89,6 +91,22 @@ def findProgram(name: str) -> str:
     return found
 
 
+def connectCommand(reactor, argv: list[str], description: str) -> Deferred[StreamPlug]:
+    """
+    Run C{argv} (its program found on PATH) with its stdin and stdout as a
+    stream plug and its stderr inherited, on the pipe reader and writer of
+    L{vdetwist.pipes}.
+    """
+    endpoint = ProcessEndpoint(
+        PipeProcessReactor(reactor),
+        findProgram(argv[0]),
+        argv,
+        env=dict(os.environ),
+        childFDs={0: "w", 1: "r", 2: 2},
+    )
+    return connectStreamPlug(endpoint, description)
+
+
 @implementer(IPlugin, IVdeBackend)
 class CmdBackend:
     schemes = ("cmd",)
@@ -98,11 +116,4 @@ class CmdBackend:
         argv = s2argv(vnl.argument)
         if not argv:
             raise VNLError(vnl.text, vnl.argument, "cmd:// needs a command")
-        endpoint = ProcessEndpoint(
-            reactor,
-            findProgram(argv[0]),
-            argv,
-            env=dict(os.environ),
-            childFDs={0: "w", 1: "r", 2: 2},
-        )
-        return connectStreamPlug(endpoint, vnl.text)
+        return connectCommand(reactor, argv, vnl.text)

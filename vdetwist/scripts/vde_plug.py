@@ -24,9 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NoReturn, Optional
 
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.endpoints import ProcessEndpoint
 from twisted.internet.error import ReactorNotRunning
-from twisted.internet.stdio import StandardIO
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -36,13 +34,14 @@ from twisted.logger import (
 )
 from twisted.python.components import proxyForInterface
 
-from vdetwist.backends.cmd import findProgram
+from vdetwist.backends.cmd import connectCommand
 from vdetwist.cable import Cable
 from vdetwist.errors import PlugClosed, VdeError
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
 from vdetwist.iplog import IpLogger
 from vdetwist.registry import DEFAULT_DESCRIPTION, OpenArgs, openVNL, userName
-from vdetwist.streamplug import StreamPlug, connectStreamPlug
+from vdetwist.pipes import PipeStandardIO
+from vdetwist.streamplug import StreamPlug
 
 USAGE = """\
 Usage:
@@ -235,22 +234,10 @@ class Run:
 
 def _openStdio(run: Run) -> IVdePlug:
     plug = StreamPlug("stdio")
-    StandardIO(plug, reactor=run.reactor)
+    PipeStandardIO(plug, run.reactor)
     if run.options.iplog:
         return IpLogPlug(plug, IpLogger(userName(os.geteuid()), sshAddress(), run.syslog))
     return plug
-
-
-async def _openCommand(run: Run) -> IVdePlug:
-    command = run.options.command
-    endpoint = ProcessEndpoint(
-        run.reactor,
-        findProgram(command[0]),
-        command,
-        env=dict(os.environ),
-        childFDs={0: "w", 1: "r", 2: 2},
-    )
-    return await connectStreamPlug(endpoint, " ".join(command))
 
 
 async def plugMain(run: Run) -> BaseException:
@@ -272,7 +259,8 @@ async def plugMain(run: Run) -> BaseException:
             raise SystemExit(1)
     if options.command:
         try:
-            plugs.append(await _openCommand(run))
+            command = options.command
+            plugs.append(await connectCommand(run.reactor, command, " ".join(command)))
         except VdeError as e:
             plugs[0].close()
             sys.stderr.write(f"vde_plug: {e}\n")
