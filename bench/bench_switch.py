@@ -39,6 +39,9 @@ with ratios "ours / base" (keys base-twistd, base-switch):
     git worktree add /tmp/base HEAD~1
     python3 bench/bench_switch.py --baseline /tmp/base --only ours-twistd,base-twistd
 
+(Our switches run with python3 -P, so the working directory does not
+shadow PYTHONPATH's checkout.)
+
 Needs iperf3 (apt-get install iperf3) and the C vde2/vdeplug4 tools.
 """
 
@@ -62,12 +65,16 @@ IPERF_PORT = 5279
 
 # -- the switches under test -------------------------------------------------
 
+# -P: the working directory is not put ahead of PYTHONPATH, which picks the
+# checkout (this one, or --baseline's).
+
 def ourTwistd(dir: str) -> list[str]:
-    return [sys.executable, "-m", "twisted", "vde", "--switch", dir, "--rcfile="]
+    return [sys.executable, "-P", "-m", "twisted", "vde", "--switch", dir, "--rcfile="]
 
 
 def ourNetnode(dir: str) -> list[str]:
-    return [sys.executable, "-m", "vdetwist.scripts.vde_plug", "null://", "switch://" + dir]
+    return [sys.executable, "-P", "-m", "vdetwist.scripts.vde_plug", "null://",
+            "switch://" + dir]
 
 
 def cVdeSwitch(dir: str) -> list[str]:
