@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import stat
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from tests.support import frame, tmpdir
+from tests.support import frame, tmpdir, until
 from vdetwist.backends.cmd import s2argv
 from vdetwist.backends.seqpacket import strtol0
 from vdetwist.backends.udp import parseUdp
 from vdetwist.dgram import DatagramPlug
-from vdetwist.errors import PlugClosed, VdeError, VNLError
+from vdetwist.errors import PlugClosed, PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import OpenArgs, registry
 from vdetwist.testing import FrameCollector, MemoryPlug
@@ -231,6 +233,46 @@ class CmdTests(PlugTestCase):
                 break
             await settle()
         self.assertTrue(collector.reason.check(PlugClosed))
+
+    def kill(self, pidfile: str) -> None:
+        with open(pidfile) as f:
+            pid = int(f.read())
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    async def waitEnd(self, collector) -> Failure:
+        await until(lambda: collector.reason is not None, "the plug to end")
+        return collector.reason
+
+    async def test_commandFails(self) -> None:
+        """
+        A command exiting with a status closes the plug with that status,
+        not as a closed stdout (which it also is, a moment before).
+        """
+        plug, collector = await self.open("cmd://sh -c 'exit 3'")
+        reason = await self.waitEnd(collector)
+        self.assertTrue(reason.check(PlugLost))
+        self.assertIn("exit code 3", str(reason.value))
+
+    async def test_stdoutClosedWhileRunning(self) -> None:
+        """
+        A command that closes its stdout and keeps running ends the plug
+        (after a grace period in which an exit would have been reported),
+        as the C plug ends on EOF; its stdin is closed, so it can tell.
+        """
+        directory = tmpdir(self)
+        marker = os.path.join(directory, "stdin-closed")
+        pidfile = os.path.join(directory, "pid")
+        script = (f"echo \\$\\$ >{pidfile}; exec 1>&-; cat >/dev/null; touch {marker}; "
+                  "exec sleep 30")
+        plug, collector = await self.open(f'cmd://sh -c "{script}"')
+        self.addCleanup(self.kill, pidfile)
+        reason = await self.waitEnd(collector)
+        self.assertTrue(reason.check(PlugLost))
+        self.assertIn("closed its standard output and is still running", str(reason.value))
+        await until(lambda: os.path.exists(marker), "the command to see its stdin closed")
 
     async def test_notFound(self) -> None:
         with self.assertRaises(VdeError) as caught:

@@ -5,7 +5,8 @@ stream encoding, e.g. C{cmd://"ssh host vde_plug vxvde://"}.
 COMMAND is split into words by libexecs' C{s2argv} rules (no shell), the
 program is found on PATH and its stderr is inherited.  Unlike the C plug,
 which keeps running on a dead link after the command exits, the plug closes
-when the command's stream ends, so C{vde_plug} ends too.
+when the command exits, so C{vde_plug} ends too; like the C plug, it also
+ends when the command closes its stdout and keeps running.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ import errno
 import os
 import shutil
 
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import ProcessEndpoint
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone, ProcessDone
+from twisted.internet.protocol import ProcessProtocol
 from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist.errors import VdeError, VNLError
+from vdetwist.errors import PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.pipes import PipeProcessReactor
-from vdetwist.streamplug import StreamPlug, connectStreamPlug
+from vdetwist.streamplug import StreamPlug
 
 _SPACE = " \t\n"
 
@@ -91,20 +94,74 @@ def findProgram(name: str) -> str:
     return found
 
 
+#: Seconds a command may keep running after closing its stdout before its
+#: plug ends (a command that exits closes stdout first: its exit status is
+#: what the plug reports then).
+STDOUT_GRACE = 1.0
+
+
+class _Command(ProcessProtocol):
+    """
+    A command's stdin and stdout as a L{StreamPlug}'s connection.
+
+    The plug ends when the command exits (cleanly for status 0, else with
+    the status), or when the command closes its stdout and is still
+    running L{STDOUT_GRACE} seconds later: the C plug reads EOF there and
+    ends, where Twisted's L{ProcessEndpoint} would wait for the exit.
+    """
+
+    def __init__(self, reactor, plug: StreamPlug) -> None:
+        self.reactor = reactor
+        self.plug = plug
+        self.ended = False
+        self._grace = None
+
+    def connectionMade(self) -> None:
+        self.plug.makeConnection(self.transport)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 1:
+            self.plug.dataReceived(data)
+
+    def childConnectionLost(self, childFD: int) -> None:
+        # (Not when the plug was closed: then we closed the command's stdin,
+        # and it is ending.)
+        if childFD == 1 and not self.ended and not self.plug.closed:
+            self._grace = self.reactor.callLater(STDOUT_GRACE, self._stdoutClosed)
+
+    def _stdoutClosed(self) -> None:
+        self._grace = None
+        self._end(Failure(PlugLost("the command closed its standard output and is still running")))
+        self.transport.loseConnection()
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
+        self._grace = None
+        self._end(Failure(ConnectionDone()) if reason.check(ProcessDone) else reason)
+
+    def _end(self, reason: Failure) -> None:
+        if not self.ended:
+            self.ended = True
+            self.plug.connectionLost(reason)
+
+
 def connectCommand(reactor, argv: list[str], description: str) -> Deferred[StreamPlug]:
     """
     Run C{argv} (its program found on PATH) with its stdin and stdout as a
     stream plug and its stderr inherited, on the pipe reader and writer of
     L{vdetwist.pipes}.
     """
-    endpoint = ProcessEndpoint(
-        PipeProcessReactor(reactor),
-        findProgram(argv[0]),
-        argv,
-        env=dict(os.environ),
-        childFDs={0: "w", 1: "r", 2: 2},
-    )
-    return connectStreamPlug(endpoint, description)
+    program = findProgram(argv[0])
+    plug = StreamPlug(description)
+    try:
+        PipeProcessReactor(reactor).spawnProcess(
+            _Command(reactor, plug), program, argv, env=dict(os.environ),
+            childFDs={0: "w", 1: "r", 2: 2},
+        )
+    except OSError as e:
+        return fail(VdeError(f"{argv[0]}: {e.strerror}", e.errno))
+    return succeed(plug)
 
 
 @implementer(IPlugin, IVdeBackend)
