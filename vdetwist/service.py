@@ -279,6 +279,20 @@ class Options(usage.Options):
             self["rcfile"] = os.path.abspath(self["rcfile"])
 
 
+def _foldHelp(options: type) -> None:
+    """
+    usage.Options wraps an C{opt_} method's docstring for C{--help} as it
+    is, indentation included: fold each into single spaces.
+    """
+    for name in dir(options):
+        method = getattr(options, name)
+        if name.startswith("opt_") and method.__doc__:
+            method.__doc__ = " ".join(method.__doc__.split())
+
+
+_foldHelp(Options)
+
+
 def _daemonizes(parent) -> bool:
     """
     Whether the twistd that parsed our options (C{parent}) will daemonize:
