@@ -1097,3 +1097,16 @@ class DefaultRcfileProcessTests(SynchronousTestCase):
         self.assertEqual(console.cmd("vlan/print 7"),
                          b"0000 DATA END WITH '.'\n.\n1006 No such device or address\n")
         self.assertNotIn("running the rc file", sw.log())
+
+    def test_shutdownInRcfile(self):
+        """
+        C{shutdown} in the rc file ends the switch once it is up, cleanly,
+        as vde_switch exits there.
+        """
+        home, rc = self.makeHome()
+        with open(rc, "a") as f:
+            f.write("shutdown\nvlan/create 8\n")
+        sw = SwitchProcess(self, rcfile=None, home=home, wait=False)
+        self.assertEqual(sw.wait(), 0, sw.log())
+        self.assertIn("Shutdown from script", sw.log())
+        self.assertFalse(os.path.exists(sw.path), sw.log())

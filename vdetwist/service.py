@@ -618,8 +618,13 @@ class VdeSwitchService(Service):
                 self.reactor.stop()
 
     def _shutdownCommand(self) -> None:
-        if self.standalone and self.reactor.running:
-            self.reactor.stop()
+        if self.standalone:
+            if self.reactor.running:
+                self.reactor.stop()
+            else:
+                # From the rc file, before the reactor runs: vde_switch
+                # exits there too.
+                self.reactor.callWhenRunning(self.reactor.stop)
         elif self.running:
             self.stopService()
 
