@@ -38,7 +38,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import (
-    TIMEOUT, ConsoleClient, CSwitch, LogCapture, cPlug, cTool, isListening, ourEnv, tmpdir,
+    ROOT, TIMEOUT, ConsoleClient, CSwitch, LogCapture, cPlug, cTool, isListening, ourEnv, tmpdir,
     until, waitFor,
 )
 from vdetwist.errors import VdeError
@@ -1110,3 +1110,64 @@ class DefaultRcfileProcessTests(SynchronousTestCase):
         self.assertEqual(sw.wait(), 0, sw.log())
         self.assertIn("Shutdown from script", sw.log())
         self.assertFalse(os.path.exists(sw.path), sw.log())
+
+
+class TacExampleTests(SynchronousTestCase):
+    """
+    C{docs/examples/switches.tac}: two switches and the cable between them
+    as services of one C{twistd -ny} process.
+    """
+
+    def test_twoSwitches(self):
+        directory = tmpdir(self)
+        tac = os.path.join(ROOT, "docs", "examples", "switches.tac")
+        log = os.path.join(directory, "twistd.log")
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                 "-ny", tac, "--pidfile=", "--logfile=-"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=ourEnv(VDE_DIR=directory, HOME=directory), cwd=directory,
+            )
+
+        def kill():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+        self.addCleanup(kill)
+
+        def logText() -> str:
+            with open(log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+
+        lan, dmz = (os.path.join(directory, name) for name in ("lan", "dmz"))
+        process.name = "twistd -ny switches.tac"
+        process.running = lambda: process.poll() is None
+        process.describe = lambda: f"\n--- {process.name} log:\n{logText()}"
+        waitFor(lambda: isListening(lan + ".mgmt") and isListening(dmz + ".mgmt"),
+                "both switches", procs=[process], failIfEnded=True)
+        console = ConsoleClient(lan + ".mgmt")
+        self.addCleanup(console.close)
+        # The dmz switch is the lan switch's first port.
+        waitFor(lambda: b"Port 0001" in console.cmd("port/print"), "the cable",
+                procs=[process], failIfEnded=True)
+        one = cPlug(self, "C vde_plug on lan", lan)
+        two = cPlug(self, "C vde_plug on dmz", dmz)
+        waitFor(lambda: b"Port 0002" in console.cmd("port/print"), "the plug on lan",
+                procs=[one])
+        # Across the cable both ways: a broadcast, then unicast to what was
+        # learned.  The dmz plug's port may still be joining: repeat the
+        # broadcast until it arrives.
+        frame = eth(BCAST, A)
+        waitFor(lambda: one.send(frame) or two.recv(0.2) == frame, "a broadcast lan -> dmz",
+                procs=[one, two])
+        two.send(eth(A, B))
+        self.assertEqual(one.recv(), eth(A, B))
+        one.send(eth(B, A, 100))
+        # (after any late copy of the probe broadcast)
+        two.waitFor(lambda: eth(B, A, 100) in list(two.frames), "the unicast lan -> dmz")
+        # twistd ends by re-raising the signal it stopped for.
+        process.send_signal(signal.SIGTERM)
+        self.assertIn(process.wait(TIMEOUT), (0, -signal.SIGTERM), logText())
+        self.assertFalse(os.path.exists(lan) or os.path.exists(dmz), logText())

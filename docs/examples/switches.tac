@@ -1,0 +1,38 @@
+"""
+Several VDE switches, and the cable between them, as services of one twistd
+process:
+
+    twistd -ny docs/examples/switches.tac          # in the foreground
+    VDE_DIR=/run/vde twistd -y docs/examples/switches.tac
+
+It makes two vde_switch-compatible switches, DIR/lan and DIR/dmz (DIR is
+$VDE_DIR, else /tmp), each with a management console (DIR/lan.mgmt,
+DIR/dmz.mgmt, for vdeterm), and plugs the second into the first: QEMU or
+any vde_plug on either reaches the other's ports.  Every option of
+C{twistd vde} works here (C{Options} is what C{twistd vde} parses).
+"""
+
+import os
+
+from twisted.application.service import Application
+
+from vdetwist.service import Options, VdeSwitchService
+
+directory = os.environ.get("VDE_DIR", "/tmp")
+application = Application("vde switches")
+
+
+def switch(name: str, *extra: str) -> VdeSwitchService:
+    path = os.path.join(directory, name)
+    config = Options()
+    config.parseOptions(["--switch", path, "--mgmt", path + ".mgmt", "--rcfile=", *extra])
+    service = VdeSwitchService(config)
+    service.setName(name)
+    service.setServiceParent(application)
+    return service
+
+
+switch("lan")
+# Services start in order: the lan switch listens before the dmz one plugs
+# into it.
+switch("dmz", "--plug", "vde://" + os.path.join(directory, "lan"))
