@@ -228,11 +228,8 @@ class CmdTests(PlugTestCase):
         The command exiting closes the plug cleanly.
         """
         plug, collector = await self.open("cmd://true")
-        for _ in range(100):
-            if collector.reason is not None:
-                break
-            await settle()
-        self.assertTrue(collector.reason.check(PlugClosed))
+        reason = await self.waitEnd(collector)
+        self.assertTrue(reason.check(PlugClosed))
 
     def kill(self, pidfile: str) -> None:
         with open(pidfile) as f:

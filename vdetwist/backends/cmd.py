@@ -113,7 +113,6 @@ class _Command(ProcessProtocol):
     def __init__(self, reactor, plug: StreamPlug) -> None:
         self.reactor = reactor
         self.plug = plug
-        self.ended = False
         self._grace = None
 
     def connectionMade(self) -> None:
@@ -126,24 +125,21 @@ class _Command(ProcessProtocol):
     def childConnectionLost(self, childFD: int) -> None:
         # (Not when the plug was closed: then we closed the command's stdin,
         # and it is ending.)
-        if childFD == 1 and not self.ended and not self.plug.closed:
+        if childFD == 1 and not self.plug.closed:
             self._grace = self.reactor.callLater(STDOUT_GRACE, self._stdoutClosed)
 
     def _stdoutClosed(self) -> None:
         self._grace = None
-        self._end(Failure(PlugLost("the command closed its standard output and is still running")))
+        self.plug.connectionLost(
+            Failure(PlugLost("the command closed its standard output and is still running")))
         self.transport.loseConnection()
 
     def processEnded(self, reason: Failure) -> None:
         if self._grace is not None and self._grace.active():
             self._grace.cancel()
         self._grace = None
-        self._end(Failure(ConnectionDone()) if reason.check(ProcessDone) else reason)
-
-    def _end(self, reason: Failure) -> None:
-        if not self.ended:
-            self.ended = True
-            self.plug.connectionLost(reason)
+        # (A plug that already ended ignores this: it closes once.)
+        self.plug.connectionLost(Failure(ConnectionDone()) if reason.check(ProcessDone) else reason)
 
 
 def connectCommand(reactor, argv: list[str], description: str) -> Deferred[StreamPlug]:

@@ -341,7 +341,7 @@ class Engine:
         if destination[0] == 0xFF or destination[:2] == b"\xfe\x80" or \
                 destination == P.IP6_LOOPBACK or destination == P.IP6_ANY:
             return None
-        if destination[:12] == b"\0" * 10 + b"\xff\xff":
+        if destination[:12] == P.IP6_V4MAPPED:
             return None
         if config.restricted:
             return None
@@ -465,7 +465,7 @@ class Engine:
             address = pton(client)
         except OSError:
             return None
-        if len(address) == 16 and address[:12] == b"\0" * 10 + b"\xff\xff":
+        if len(address) == 16 and address[:12] == P.IP6_V4MAPPED:
             address = address[12:]
         guest = self.forwardGuest(forward.guestAddr)
         config = self.config

@@ -30,6 +30,8 @@ IP4_BROADCAST = b"\xff\xff\xff\xff"
 IP4_LOOPBACK = b"\x7f\0\0\x01"
 IP6_ANY = b"\0" * 16
 IP6_LOOPBACK = b"\0" * 15 + b"\x01"
+#: ::ffff:0:0/96, IPv4 addresses as IPv6 (a dual-stack socket's IPv4 peers).
+IP6_V4MAPPED = b"\0" * 10 + b"\xff\xff"
 IP6_ALL_NODES = bytes.fromhex("ff020000000000000000000000000001")
 IP6_ALL_ROUTERS = bytes.fromhex("ff020000000000000000000000000002")
 #: The router's link-local address (fe80::2).
