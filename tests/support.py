@@ -20,9 +20,15 @@ import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from twisted.internet import reactor
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted
+from twisted.internet.interfaces import IAddress
 from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactor
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest
 
 from vdetwist.stream import StreamDecoder
@@ -124,6 +130,74 @@ def tmpdir(test, prefix: str = "vt-") -> str:
     path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     test.addCleanup(shutil.rmtree, path, True)
     return path
+
+
+# ---------------------------------------------------------------------------
+# A transport whose peer reads when the test says
+
+
+class SlowPeerTransport(FileDescriptor):
+    """
+    Twisted's own buffered transport (L{FileDescriptor}: its write buffer,
+    and the pausing and resuming of its producer as the buffer fills and is
+    flushed) in memory, with a peer that takes only what L{flush} lets it.
+
+    @ivar received: what the peer has taken so far.
+    @ivar protocol: told of C{abortConnection}, if set.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(MemoryReactor())
+        self.connected = True
+        self.received = bytearray()
+        self.protocol: Any = None
+        self.aborted = False
+        self._allowance = 0
+        self.startReading()
+
+    @property
+    def pending(self) -> int:
+        """
+        Bytes written and not yet taken by the peer.
+        """
+        return len(self.dataBuffer) - self.offset + self._tempDataLen
+
+    @property
+    def reading(self) -> bool:
+        return self in self.reactor.readers
+
+    def writeSomeData(self, data: bytes) -> int:
+        taken = min(len(data), self._allowance)
+        self._allowance -= taken
+        self.received += data[:taken]
+        return taken
+
+    def flush(self, limit: Optional[int] = None) -> None:
+        """
+        The peer reads C{limit} bytes (everything pending by default), as
+        the reactor would write them: the producer is resumed once the
+        buffer is empty, and whatever it writes then is taken too, within
+        C{limit}.
+        """
+        self._allowance = sys.maxsize if limit is None else limit
+        while self.pending and self._allowance and not self.disconnected:
+            self.doWrite()
+        self._allowance = 0
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        self.connectionLost(Failure(ConnectionAborted()))
+        if self.protocol is not None:
+            self.protocol.connectionLost(Failure(ConnectionAborted()))
+
+    def getPeer(self) -> IAddress:
+        return _MEMORY_ADDRESS
+
+    def getHost(self) -> IAddress:
+        return _MEMORY_ADDRESS
+
+
+_MEMORY_ADDRESS = UNIXAddress(None)
 
 
 # ---------------------------------------------------------------------------

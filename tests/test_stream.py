@@ -15,11 +15,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tests.support import frame, records
+from tests.support import SlowPeerTransport, frame, records
+from vdetwist.cable import Cable
 from vdetwist.errors import PlugClosed, PlugLost
 from vdetwist.interfaces import IVdePlug
 from vdetwist.stream import MAX_STREAM_FRAME, StreamDecoder, encode
-from vdetwist.streamplug import StreamPlug
+from vdetwist.streamplug import PAUSED_SLACK, StreamPlug
 from vdetwist.testing import FrameCollector, MemoryPlug
 
 
@@ -258,3 +259,83 @@ class StreamPlugTests(SynchronousTestCase):
         self.plug.connectionLost(Failure(ConnectionDone()))
         self.plug.send(frame(5))
         self.assertEqual(self.plug.stats.dropped, 1)
+
+
+class StreamPlugBoundTests(SynchronousTestCase):
+    """
+    issue 8, defect 1: what a stream plug writes is bounded however slowly
+    its peer reads, on Twisted's own transport buffer.
+    """
+
+    def setUp(self) -> None:
+        self.transport = SlowPeerTransport()
+        self.plug = StreamPlug("slow peer")
+        self.plug.makeConnection(self.transport)
+        self.plug.startReceiving(FrameCollector())
+        self.bound = self.transport.bufferSize + PAUSED_SLACK
+
+    def peerFrames(self) -> list[bytes]:
+        peer = Decoded()
+        peer.decoder.feed(bytes(self.transport.received))
+        return peer.frames
+
+    def test_peerNotReading(self) -> None:
+        """
+        Without a producer (a switch port), frames beyond the transport's
+        buffer and the slack are dropped and counted; once the peer reads
+        everything, frames are written again.
+        """
+        frames = [frame(i, 1400) for i in range(1000)]
+        for f in frames:
+            self.plug.send(f)
+        stats = self.plug.stats
+        self.assertLessEqual(self.transport.pending, self.bound)
+        self.assertGreater(self.transport.pending, self.transport.bufferSize)
+        self.assertEqual(self.transport.pending, stats.sent * 1402)
+        self.assertEqual(stats.sent + stats.dropped, 1000)
+        self.transport.flush()
+        self.assertEqual(self.peerFrames(), frames[: stats.sent])
+        dropped = stats.dropped
+        self.plug.send(frames[-1])
+        self.transport.flush()
+        self.assertEqual(self.peerFrames()[-1], frames[-1])
+        self.assertEqual(stats.dropped, dropped)
+
+    def test_producerPausedThenDropping(self) -> None:
+        """
+        A registered producer is paused when the buffer fills; frames it
+        still sends fill the slack, then are dropped; it is resumed once
+        the peer has read everything.
+        """
+        sender = MemoryPlug()
+        self.plug.registerProducer(sender, True)
+        for i in range(1000):
+            self.plug.send(frame(i, 1400))
+        self.assertTrue(sender.paused)
+        self.assertGreater(self.plug.stats.dropped, 0)
+        self.assertLessEqual(self.transport.pending, self.bound)
+        self.transport.flush()
+        self.assertFalse(sender.paused)
+
+    def test_cableLosesNothing(self) -> None:
+        """
+        Through a cable, a slow peer pauses the other end, which holds its
+        input back: every frame arrives, in order, none dropped, while the
+        output buffered stays bounded.
+        """
+        source = StreamPlug("source")
+        input = StringTransport()
+        source.makeConnection(input)
+        Cable(source, self.plug)
+        frames = [frame(i, 1400) for i in range(2000)]
+        source.dataReceived(records(frames))
+        self.assertEqual(input.producerState, "paused")
+        rounds = 0
+        while len(self.peerFrames()) < len(frames):
+            self.assertLessEqual(self.transport.pending, self.bound)
+            self.transport.flush(100_000)
+            rounds += 1
+            self.assertLess(rounds, 1000, "the cable stopped")
+        self.assertEqual(self.peerFrames(), frames)
+        self.assertEqual(self.plug.stats.dropped, 0)
+        self.assertEqual(input.producerState, "producing")

@@ -28,22 +28,38 @@ from vdetwist.stream import MAX_STREAM_FRAME, StreamDecoder, encode
 log = Logger()
 
 
+#: Bytes a stream plug still writes once its transport says its buffer is
+#: full; beyond them it drops until the buffer is flushed.  The slack covers
+#: a burst written before the reactor gets to flush (one iteration may
+#: forward several full reads to a port whose peer reads well) and what a
+#: producer being paused (a cable's other end) still delivers.
+PAUSED_SLACK = 1 << 16
+
+
 class _OutputThrottle:
     """
     Registered with the transport as its producer: when the transport's write
-    buffer fills it pauses whoever is sending frames into the plug.
+    buffer fills (Twisted's transports, TLS included, pause their producer
+    then, and resume it once the buffer is flushed) the plug stops writing
+    and pauses whoever is sending frames into it.
     """
 
     def __init__(self, plug: StreamPlug) -> None:
         self.plug = plug
 
     def pauseProducing(self) -> None:
-        if self.plug.producer is not None:
-            self.plug.producer.pauseProducing()
+        plug = self.plug
+        # (Transports call this on every write while their buffer is full.)
+        if plug._room is None:
+            plug._room = PAUSED_SLACK
+        if plug.producer is not None:
+            plug.producer.pauseProducing()
 
     def resumeProducing(self) -> None:
-        if self.plug.producer is not None:
-            self.plug.producer.resumeProducing()
+        plug = self.plug
+        plug._room = None
+        if plug.producer is not None:
+            plug.producer.resumeProducing()
 
     def stopProducing(self) -> None:
         # The transport is going away; its connectionLost follows with the
@@ -59,6 +75,13 @@ class StreamPlug(PlugBase, Protocol):
     Until C{startReceiving}, the transport is not read, so nothing is lost.
     The connection ending (EOF, a process exiting) closes the plug.
 
+    Output is bounded, as the datagram plugs' queue: once the transport's
+    buffer is full, the registered producer (a cable's other end) is paused
+    and, past L{PAUSED_SLACK} more bytes, frames are dropped (counted in
+    C{stats.dropped}) until the buffer is flushed.  A switch port, which
+    pauses nobody, so costs at most the transport's buffer and the slack
+    when its peer stops reading, and the other ports never wait for it.
+
     @ivar onConnect: called with the plug once its connection is made (a
         server hands accepted plugs on this way), or C{None}.
     """
@@ -70,6 +93,9 @@ class StreamPlug(PlugBase, Protocol):
         self.decoder = StreamDecoder(self._frameDecoded, self._lengthError)
         self.onConnect = onConnect
         self._reading = False
+        # Bytes that may still be written while the transport's buffer is
+        # full; None while it is not.
+        self._room: Optional[int] = None
 
     def connectionMade(self) -> None:
         if not self._reading:
@@ -100,6 +126,11 @@ class StreamPlug(PlugBase, Protocol):
         if self.closed or not record or self.transport is None:
             self.stats.dropped += 1
             return
+        if self._room is not None:
+            if len(record) > self._room:
+                self.stats.dropped += 1
+                return
+            self._room -= len(record)
         self.stats.sent += 1
         self.transport.write(record)
 
