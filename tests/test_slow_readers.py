@@ -1,0 +1,179 @@
+"""
+Peers that do not read (issue 8): a real switch (C{python -m twisted vde})
+keeps its memory bounded, measured as the RSS in /proc, when a cable on
+C{--listen} or a C{--mgmt} session leaves what it is sent unread, and its
+other ports keep working.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import TIMEOUT, ConsoleClient, frame, records
+from tests.test_endpoint_cables import freePort
+from tests.test_service import SwitchProcess
+from vdetwist.stream import StreamDecoder
+
+MAC_A = bytes.fromhex("020000000a0a")
+MAC_B = bytes.fromhex("020000000b0b")
+MAC_FLOOD = bytes.fromhex("020000000f0f")
+#: A destination nobody has: frames to it go to every port.
+UNKNOWN = bytes.fromhex("020000000909")
+MARKER = b"\x88\xb6"
+MIB = 1 << 20
+
+
+def rssMiB(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+class PeakRss:
+    """
+    The largest RSS of a process, sampled by a thread until L{stop}.
+    """
+
+    def __init__(self, test, pid: int) -> None:
+        self.pid = pid
+        self.peak = rssMiB(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        test.addCleanup(self.stop)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, rssMiB(self.pid))
+            except (OSError, AssertionError):
+                return
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(TIMEOUT)
+        return self.peak
+
+
+class TcpCable:
+    """
+    A cable into the switch over TCP, spoken by the test: a thread reads
+    and decodes everything the switch sends, keeping the L{MARKER} frames.
+    """
+
+    def __init__(self, test, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        test.addCleanup(self.sock.close)
+        self.markers: list[bytes] = []
+        self.decoder = StreamDecoder(self._frame, lambda length, discarded: None)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(MIB)
+            except OSError:
+                return
+            if not data:
+                return
+            self.decoder.feed(data)
+
+    def _frame(self, frame: bytes) -> None:
+        if frame[12:14] == MARKER:
+            self.markers.append(frame)
+
+    def send(self, *frames: bytes) -> None:
+        self.sock.sendall(records(frames))
+
+
+def marker(dst: bytes, src: bytes, n: int) -> bytes:
+    return dst + src + MARKER + n.to_bytes(4, "big") + bytes(46)
+
+
+def deliver(sender: TcpCable, receiver: TcpCable, frame: bytes, what: str) -> None:
+    """
+    Send C{frame} until C{receiver} has it (a port busy with a flood may
+    drop some), failing after L{TIMEOUT}.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while frame not in receiver.markers:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never arrived")
+        sender.send(frame)
+        time.sleep(0.05)
+
+
+def portBlock(ports: str, needle: str) -> str:
+    """
+    The C{port/print} lines of the port whose endpoint mentions C{needle}.
+    """
+    for block in re.split(r"\n(?=Port \d{4} )", ports):
+        if needle in block:
+            return block
+    raise AssertionError(f"no port with {needle!r} in:\n{ports}")
+
+
+class StreamPortTests(SynchronousTestCase):
+    def test_clientNotReading(self) -> None:
+        """
+        issue 8, defect 1: a TCP cable that never reads, during a 100 MiB
+        flood of 1400-byte frames, costs the switch less than 50 MiB; its
+        port drops and counts (C{port/print}); two other cables exchange
+        frames meanwhile and after.
+        """
+        tcp = freePort()
+        switch = SwitchProcess(self, "--listen", f"tcp:{tcp}:interface=127.0.0.1")
+        switch.waitFor(lambda: "accepting cables on" in switch.log(), "the switch to listen")
+        staller = socket.socket()
+        self.addCleanup(staller.close)
+        staller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        staller.connect(("127.0.0.1", tcp))
+        a, b, flooder = TcpCable(self, tcp), TcpCable(self, tcp), TcpCable(self, tcp)
+        switch.waitFor(lambda: switch.log().count(" is port ") == 4, "the cables to join")
+        silent = f"from 127.0.0.1:{staller.getsockname()[1]}"
+        deliver(a, b, marker(UNKNOWN, MAC_A, 0), "a's first frame")
+        deliver(b, a, marker(MAC_A, MAC_B, 0), "b's first frame")
+        baseline = rssMiB(switch.process.pid)
+        rss = PeakRss(self, switch.process.pid)
+
+        burst = records([frame(0, 1400, src=MAC_FLOOD, dst=UNKNOWN)] * 700)
+        bursts = 100 * MIB // len(burst)
+        floodFrames = bursts * 700
+
+        def sendFlood() -> None:
+            for _ in range(bursts):
+                flooder.sock.sendall(burst)
+
+        flood = threading.Thread(target=sendFlood, daemon=True)
+        flood.start()
+        n = 1
+        while flood.is_alive():
+            deliver(a, b, marker(MAC_B, MAC_A, n), f"a->b frame {n} during the flood")
+            deliver(b, a, marker(MAC_A, MAC_B, n), f"b->a frame {n} during the flood")
+            n += 1
+        flood.join()
+        # Ordered behind the flood on its stream: once it arrives, the
+        # switch has forwarded the whole flood.
+        deliver(flooder, a, marker(MAC_A, MAC_FLOOD, 0), "the frame after the flood")
+        deliver(a, b, marker(MAC_B, MAC_A, n), "a->b frame after the flood")
+        deliver(b, a, marker(MAC_A, MAC_B, n), "b->a frame after the flood")
+        growth = rss.stop() - baseline
+        self.assertLess(growth, 50, f"the switch grew by {growth:.0f} MiB")
+
+        console = ConsoleClient(switch.mgmt)
+        self.addCleanup(console.close)
+        ports = console.cmd("port/print").decode()
+        block = portBlock(ports, silent)
+        dropped = int(re.search(r" DROP: in +\d+ +out +(\d+)", block).group(1))
+        self.assertGreater(dropped, floodFrames // 2, block)
+        staller.close()
+        switch.waitFor(lambda: silent.encode() not in console.cmd("port/print"),
+                       "the silent cable's port to go")
+
