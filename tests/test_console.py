@@ -18,13 +18,15 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import until
+from tests.support import SlowPeerTransport, until
 
 from vdetwist.node import HubEngine, MacTable, Node, SwitchEngine
 from vdetwist.testing import MemoryPlug
 from vdetwist.vde2.console import (
     DATA_HEADER,
     PROMPT,
+    STALL_TIMEOUT,
+    STALLED_DEBUG_LIMIT,
     ConsoleFactory,
     StdioConsoleProtocol,
     VdeConsole,
@@ -854,6 +856,120 @@ class ProtocolTests(SynchronousTestCase):
         self.proto.connectionLost(None)
         self.assertNotIn(self.proto, self.console.sessions)
         self.assertEqual(self.shutdowns, [])
+
+
+class UnreadAnswersTests(SynchronousTestCase):
+    """
+    issue 8, defect 4: a session that does not read its answers is held
+    back, then dropped; one that reads late loses nothing.
+    """
+
+    def setUp(self):
+        self.clock, self.node, self.console = makeSwitch()
+        self.transport = SlowPeerTransport()
+
+    def connect(self, protocol):
+        self.transport.protocol = protocol
+        protocol.makeConnection(self.transport)
+        return protocol
+
+    def flood(self, protocol, commands=50_000):
+        """
+        Send C{help} C{commands} times, in reads of 64 KiB as a socket
+        gives them; the number of commands sent is returned.
+        """
+        data = b"help\n" * commands
+        read = 65535  # whole lines
+        for start in range(0, len(data), read):
+            if not self.transport.reading or protocol.ended:
+                return start // 5
+            protocol.dataReceived(data[start:start + read])
+        return commands
+
+    def test_dropped(self):
+        """
+        Answers fill the transport's buffer: the session stops reading and
+        running commands, and is dropped (memory freed) after
+        L{STALL_TIMEOUT} seconds.
+        """
+        proto = self.connect(ConsoleFactory(self.console).buildProtocol(None))
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        sent = self.flood(proto)
+        self.assertFalse(self.transport.reading)
+        helpSize = len(self.console.execute("help")[0]) + len(PROMPT)
+        self.assertLessEqual(self.transport.pending, self.transport.bufferSize + 2 * helpSize)
+        self.assertLess(sent, 65536 // 5 + 1)
+        self.clock.advance(STALL_TIMEOUT - 0.1)
+        self.assertIn(proto, self.console.sessions)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.aborted)
+        self.assertNotIn(proto, self.console.sessions)
+        self.assertEqual(len(proto._lines), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIn(
+            f"management session dropped: its answers were left unread for {STALL_TIMEOUT} s",
+            [formatEvent(e) for e in events],
+        )
+
+    def test_readLate(self):
+        """
+        A session that reads its answers before the timeout gets every one
+        of them, in order, and goes on.
+        """
+        proto = self.connect(ConsoleFactory(self.console).buildProtocol(None))
+        proto.dataReceived(b"vlan/create 3\n" + b"port/showinfo\n" * 2000 + b"vlan/create 4\n")
+        self.assertFalse(self.transport.reading)
+        self.assertNotIn(4, self.node.vlans)
+        while not self.transport.reading:
+            self.clock.advance(STALL_TIMEOUT / 2)
+            self.transport.flush()
+        answers = bytes(self.transport.received).split(PROMPT)
+        # The banner, 2002 answers, nothing after the last prompt.
+        self.assertEqual(len(answers), 1 + 2002 + 1)
+        self.assertEqual(answers[1], OK)
+        self.assertEqual(set(answers[2:-2]), {data("Numports=8", "HUB=false", "counters=true") + OK})
+        self.assertEqual(answers[-2], OK)
+        self.assertIn(4, self.node.vlans)
+        self.assertIn(proto, self.console.sessions)
+        self.assertFalse(self.transport.aborted)
+
+    def test_debugLinesBounded(self):
+        """
+        Debug lines for a session that does not read are discarded beyond
+        L{STALLED_DEBUG_LIMIT} bytes, and counted.
+        """
+        proto = self.connect(ConsoleFactory(self.console).buildProtocol(None))
+        proto.dataReceived(b"debug/add hash/+\n")
+        self.flood(proto, 1000)
+        self.assertFalse(self.transport.reading)
+        stalled = self.transport.pending
+        plug = MemoryPlug("flood")
+        self.node.addPort(plug)
+        for n in range(3000):
+            plug.inject(eth(BCAST, bytes([2, 0, 0, 0, n >> 8, n & 255])))
+        line = len(b"3011 hash/+ 02:00:00:00:00:01 VLAN 00:00 Port 1\n")
+        self.assertLessEqual(self.transport.pending - stalled, STALLED_DEBUG_LIMIT + line)
+        self.assertGreater(proto.discardedLines, 0)
+        self.assertEqual(
+            (self.transport.pending - stalled) // line + proto.discardedLines, 3000
+        )
+
+    def test_stdioHeldBackNotDropped(self):
+        """
+        The console on stdio is held back while stdout is not read, but
+        never dropped.
+        """
+        proto = self.connect(StdioConsoleProtocol(self.console))
+        proto.dataReceived(b"help\n" * 1000)
+        self.assertFalse(self.transport.reading)
+        self.clock.advance(STALL_TIMEOUT * 10)
+        self.assertFalse(self.transport.aborted)
+        self.assertIn(proto, self.console.sessions)
+        while not self.transport.reading:
+            self.transport.flush()
+        self.assertEqual(bytes(self.transport.received).count(OK), 1000)
 
 
 class StdioProtocolTests(SynchronousTestCase):

@@ -7,7 +7,9 @@ other ports keep working.
 
 from __future__ import annotations
 
+import errno
 import re
+import select
 import socket
 import threading
 import time
@@ -18,6 +20,7 @@ from tests.support import TIMEOUT, ConsoleClient, frame, records
 from tests.test_endpoint_cables import freePort
 from tests.test_service import SwitchProcess
 from vdetwist.stream import StreamDecoder
+from vdetwist.vde2.console import STALL_TIMEOUT
 
 MAC_A = bytes.fromhex("020000000a0a")
 MAC_B = bytes.fromhex("020000000b0b")
@@ -177,3 +180,42 @@ class StreamPortTests(SynchronousTestCase):
         switch.waitFor(lambda: silent.encode() not in console.cmd("port/print"),
                        "the silent cable's port to go")
 
+
+class ConsoleSessionTests(SynchronousTestCase):
+    def test_sessionNotReading(self) -> None:
+        """
+        issue 8, defect 4: 250 KB of C{help} commands whose answers are
+        never read cost the switch less than 10 MiB, and the session is
+        dropped; other sessions are served meanwhile and after.
+        """
+        switch = SwitchProcess(self)
+        baseline = rssMiB(switch.process.pid)
+        rss = PeakRss(self, switch.process.pid)
+        session = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(session.close)
+        session.connect(switch.mgmt)
+        session.setblocking(False)
+        commands = memoryview(b"help\n" * 50_000)
+        sent = 0
+        deadline = time.monotonic() + STALL_TIMEOUT + TIMEOUT
+        while sent < len(commands):
+            try:
+                sent += session.send(commands[sent:])
+            except BlockingIOError:
+                # Held back: the switch no longer reads; it drops us later.
+                select.select([], [session], [], 0.1)
+            except OSError as e:
+                self.assertIn(e.errno, (errno.EPIPE, errno.ECONNRESET))
+                break
+            self.assertLess(time.monotonic(), deadline, f"sent {sent} bytes, then stuck")
+        other = ConsoleClient(switch.mgmt)
+        self.addCleanup(other.close)
+        self.assertIn(b"Numports=32", other.cmd("port/showinfo"))
+        poller = select.poll()
+        poller.register(session, select.POLLHUP)
+        switch.waitFor(lambda: poller.poll(0), "the session to be dropped",
+                       timeout=STALL_TIMEOUT + TIMEOUT)
+        self.assertIn("management session dropped", switch.log())
+        growth = rss.stop() - baseline
+        self.assertLess(growth, 10, f"the switch grew by {growth:.1f} MiB")
+        self.assertIn(b"Numports=32", other.cmd("port/showinfo"))

@@ -54,6 +54,12 @@ Differences from vde_switch 2.3.2 (all deliberate):
     C{fstp/print}.
   - Endpoints that are not vde2 clients (C{--plug}, in-memory plugs) get
     ids from 1000 up and are shown with module C{vdeplug}.
+  - A session that leaves its answers unread never holds up the switch
+    (vde_switch blocks in C{write}) nor grows it: once its output fills the
+    transport's buffer, its commands are no longer read or run (and debug
+    lines beyond L{STALLED_DEBUG_LIMIT} bytes are discarded) until the
+    buffer is flushed; a C{--mgmt} session still stalled after
+    L{STALL_TIMEOUT} seconds is dropped.
 """
 
 from __future__ import annotations
@@ -64,12 +70,13 @@ import os
 import pwd
 import random
 import socket
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.fdesc import setBlocking
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger
@@ -110,6 +117,12 @@ END_OF_SESSION = b"9999 END OF SESSION"
 FIRST_LOCAL_ENDPOINT_ID = 1000
 #: Nesting limit of C{load}.
 MAX_LOAD_DEPTH = 8
+#: Seconds a management session may leave its answers unread (its output
+#: over its transport's buffer) before it is dropped.
+STALL_TIMEOUT = 5.0
+#: Bytes of debug lines a session that does not read is still given; later
+#: lines are discarded until it reads.
+STALLED_DEBUG_LIMIT = 1 << 16
 
 #: vde_switch's debug categories: (name, tag as 3 octal digits, help).
 DEBUG_CATEGORIES = (
@@ -1113,24 +1126,50 @@ def _commandTable() -> list[Command]:
 # -- serving it ---------------------------------------------------------------
 
 
+@implementer(IPushProducer)
 class ConsoleProtocol(Protocol, _Session):
     """
     One management session.
 
+    Its memory is bounded: the session is its transport's producer, so when
+    the transport's buffer fills (the client does not read its answers) it
+    stops reading and running commands until the buffer is flushed, debug
+    lines beyond L{STALLED_DEBUG_LIMIT} bytes are discarded meanwhile, and a
+    session still stalled after C{stallTimeout} seconds is dropped.
+
     @ivar debug: the debug categories this session asked for.
     @ivar prompt: written after each answer.
+    @ivar stallTimeout: seconds a stalled session is kept, or C{None} to
+        keep it until it reads.
+    @ivar discardedLines: debug lines discarded because the session did
+        not read.
     """
 
     prompt = PROMPT
+    stallTimeout: Optional[float] = STALL_TIMEOUT
 
     def __init__(self, console: VdeConsole) -> None:
         self.console = console
         self.debug: set[str] = set()
         self.ended = False
+        self.discardedLines = 0
         self._action: Optional[str] = None
+        # Lines received and not yet run (at most one read's worth: reading
+        # stops while the session is stalled).
+        self._lines: deque[bytes] = deque()
+        self._stalled = False
+        self._stalledOutput = 0
+        self._stallTimer: Optional[IDelayedCall] = None
 
     def connectionMade(self) -> None:
         self.console.sessions.add(self)
+        self.transport.registerProducer(self, True)
+        self.greet()
+
+    def greet(self) -> None:
+        """
+        Write what a new session sees first: the banner and the prompt.
+        """
         self.transport.write(self.console.banner())
         self.transport.write(PROMPT)
 
@@ -1140,12 +1179,70 @@ class ConsoleProtocol(Protocol, _Session):
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-        for raw in lines:
-            if self.ended:
-                return
+        self._lines.extend(lines)
+        self._runLines()
+
+    def _runLines(self) -> None:
+        lines = self._lines
+        while lines and not (self._stalled or self.ended):
+            raw = lines.popleft()
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             self.lineReceived(raw.decode("utf-8", "replace"))
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: the client is not reading its
+        answers.  Stop reading and running its commands.
+        """
+        if self._stalled or self.ended:
+            return
+        self._stalled = True
+        self._stalledOutput = 0
+        self.transport.pauseProducing()
+        if self.stallTimeout is not None:
+            self._stallTimer = self.console.clock.callLater(self.stallTimeout, self._drop)
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's buffer is flushed: run the commands held back and
+        read again.
+        """
+        if not self._stalled:
+            return
+        self._stalled = False
+        self._cancelStallTimer()
+        self._runLines()
+        if not (self._stalled or self.ended):
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        # The transport is going away; connectionLost follows.
+        pass
+
+    def _end(self) -> None:
+        """
+        Run no more commands and send no more debug lines: the session is
+        closing.
+        """
+        self.ended = True
+        self.console.sessions.discard(self)
+        self._lines.clear()
+        self._cancelStallTimer()
+
+    def _cancelStallTimer(self) -> None:
+        timer, self._stallTimer = self._stallTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _drop(self) -> None:
+        self._stallTimer = None
+        log.warn(
+            "management session dropped: its answers were left unread for {seconds} s",
+            seconds=self.stallTimeout,
+        )
+        self._end()
+        self.transport.abortConnection()
 
     def lineReceived(self, line: str) -> None:
         answer, action = self.console.execute(line, self)
@@ -1164,18 +1261,27 @@ class ConsoleProtocol(Protocol, _Session):
         its answer.
         """
         self.transport.write(answer)
-        self.ended = True
+        self._end()
         self._action = action
-        self.console.sessions.discard(self)
         self.transport.loseConnection()
 
     def debugLine(self, line: bytes) -> None:
-        if not self.ended and self.transport is not None:
-            self.transport.write(line)
+        if self.ended or self.transport is None:
+            return
+        if self._stalled:
+            self._stalledOutput += len(line)
+            if self._stalledOutput > STALLED_DEBUG_LIMIT:
+                if self._stalledOutput - len(line) <= STALLED_DEBUG_LIMIT:
+                    log.warn(
+                        "a console session does not read its output: its debug"
+                        " lines are discarded until it does"
+                    )
+                self.discardedLines += 1
+                return
+        self.transport.write(line)
 
     def connectionLost(self, reason) -> None:
-        self.console.sessions.discard(self)
-        self.ended = True
+        self._end()
         if self._action == "shutdown":
             self._action = None
             log.warn("Shutdown from mgmt command")
@@ -1212,12 +1318,17 @@ class StdioConsoleProtocol(ConsoleProtocol):
     The end of stdin does not drop answers still being written: the
     protocol is half-closeable, and L{close} waits for stdout to be flushed.
 
+    A stdout that is not read holds the console back (stdin is not read)
+    but never drops it: it is the switch's own terminal.
+
     @param prompt: written after each answer (vde_switch writes it to fd 0,
         which only works on a terminal; L{serveStdio} decides).
     @param stdin: the input descriptor, put back in blocking mode at the
         end (StandardIO makes it non-blocking; a terminal is shared with the
         shell that started us).
     """
+
+    stallTimeout = None
 
     def __init__(self, console: VdeConsole, prompt: bytes = b"",
                  stdin: Optional[int] = None) -> None:
@@ -1228,9 +1339,9 @@ class StdioConsoleProtocol(ConsoleProtocol):
         self._closed = False
         self._waiting: list[Deferred] = []
 
-    def connectionMade(self) -> None:
+    def greet(self) -> None:
         # vde_switch greets nobody on stdin, and prompts only after answers.
-        self.console.sessions.add(self)
+        pass
 
     def actionReceived(self, action: str, answer: bytes) -> None:
         if action == "shutdown":
@@ -1257,8 +1368,7 @@ class StdioConsoleProtocol(ConsoleProtocol):
         @return: fires when what was written has left (at once if stdout
             is gone).
         """
-        self.ended = True
-        self.console.sessions.discard(self)
+        self._end()
         if self._closed:
             return succeed(None)
         d = Deferred()
@@ -1271,8 +1381,7 @@ class StdioConsoleProtocol(ConsoleProtocol):
         return d
 
     def connectionLost(self, reason) -> None:
-        self.ended = True
-        self.console.sessions.discard(self)
+        self._end()
         if self._closed:
             return
         self._closed = True
