@@ -11,6 +11,7 @@ import errno
 import re
 import select
 import socket
+import sys
 import threading
 import time
 
@@ -123,24 +124,34 @@ def portBlock(ports: str, needle: str) -> str:
     raise AssertionError(f"no port with {needle!r} in:\n{ports}")
 
 
+#: A command that never reads its stdin, and ends when its stdout has no
+#: reader any more (the switch is gone).
+SILENT_COMMAND = (
+    f'{sys.executable} -c "import select; p = select.poll(); p.register(1, 0); p.poll()"'
+)
+
+
 class StreamPortTests(SynchronousTestCase):
-    def test_clientNotReading(self) -> None:
+    def switch(self, *args: str) -> tuple[SwitchProcess, int]:
         """
-        issue 8, defect 1: a TCP cable that never reads, during a 100 MiB
-        flood of 1400-byte frames, costs the switch less than 50 MiB; its
-        port drops and counts (C{port/print}); two other cables exchange
-        frames meanwhile and after.
+        A switch accepting cables over TCP, and the TCP port.
         """
         tcp = freePort()
-        switch = SwitchProcess(self, "--listen", f"tcp:{tcp}:interface=127.0.0.1")
+        switch = SwitchProcess(self, "--listen", f"tcp:{tcp}:interface=127.0.0.1", *args)
         switch.waitFor(lambda: "accepting cables on" in switch.log(), "the switch to listen")
-        staller = socket.socket()
-        self.addCleanup(staller.close)
-        staller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        staller.connect(("127.0.0.1", tcp))
+        return switch, tcp
+
+    def floodPast(self, switch: SwitchProcess, tcp: int, silent: str, cables: int) -> None:
+        """
+        Flood 100 MiB of 1400-byte frames to every port, one of which (whose
+        C{port/print} entry has C{silent}) does not read: the switch grows
+        by less than 50 MiB, that port drops and counts, and two other
+        cables exchange frames during the flood and after.
+
+        @param cables: how many cables over TCP the switch will have.
+        """
         a, b, flooder = TcpCable(self, tcp), TcpCable(self, tcp), TcpCable(self, tcp)
-        switch.waitFor(lambda: switch.log().count(" is port ") == 4, "the cables to join")
-        silent = f"from 127.0.0.1:{staller.getsockname()[1]}"
+        switch.waitFor(lambda: switch.log().count(" is port ") == cables, "the cables to join")
         deliver(a, b, marker(UNKNOWN, MAC_A, 0), "a's first frame")
         deliver(b, a, marker(MAC_A, MAC_B, 0), "b's first frame")
         baseline = rssMiB(switch.process.pid)
@@ -148,7 +159,6 @@ class StreamPortTests(SynchronousTestCase):
 
         burst = records([frame(0, 1400, src=MAC_FLOOD, dst=UNKNOWN)] * 700)
         bursts = 100 * MIB // len(burst)
-        floodFrames = bursts * 700
 
         def sendFlood() -> None:
             for _ in range(bursts):
@@ -172,13 +182,36 @@ class StreamPortTests(SynchronousTestCase):
 
         console = ConsoleClient(switch.mgmt)
         self.addCleanup(console.close)
-        ports = console.cmd("port/print").decode()
-        block = portBlock(ports, silent)
+        block = portBlock(console.cmd("port/print").decode(), silent)
         dropped = int(re.search(r" DROP: in +\d+ +out +(\d+)", block).group(1))
-        self.assertGreater(dropped, floodFrames // 2, block)
+        self.assertGreater(dropped, bursts * 700 // 2, block)
+
+    def test_clientNotReading(self) -> None:
+        """
+        issue 8, defect 1: a TCP cable that never reads costs the switch
+        little during a flood; when it goes, so does its port.
+        """
+        switch, tcp = self.switch()
+        staller = socket.socket()
+        self.addCleanup(staller.close)
+        staller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        staller.connect(("127.0.0.1", tcp))
+        silent = f"from 127.0.0.1:{staller.getsockname()[1]}"
+        self.floodPast(switch, tcp, silent, cables=4)
         staller.close()
+        console = ConsoleClient(switch.mgmt)
+        self.addCleanup(console.close)
         switch.waitFor(lambda: silent.encode() not in console.cmd("port/print"),
                        "the silent cable's port to go")
+
+    def test_commandNotReading(self) -> None:
+        """
+        issue 8, defect 1: a C{--plug cmd://} command that never reads
+        costs the switch little during a flood.
+        """
+        switch, tcp = self.switch("--plug", f"cmd://{SILENT_COMMAND}")
+        switch.waitFor(lambda: "attached as port" in switch.log(), "the command's port")
+        self.floodPast(switch, tcp, "cmd://", cables=3)
 
 
 class ConsoleSessionTests(SynchronousTestCase):
