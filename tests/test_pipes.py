@@ -29,7 +29,7 @@ from vdetwist.errors import PlugClosed
 from vdetwist.pipes import (
     READ_SIZE, PipeProcess, PipeProcessReactor, PipeReader, PipeStandardIO, PipeWriter,
 )
-from vdetwist.streamplug import StreamPlug, connectStreamPlug
+from vdetwist.streamplug import PAUSED_SLACK, StreamPlug, connectStreamPlug
 from vdetwist.testing import FrameCollector, MemoryPlug
 
 
@@ -189,6 +189,33 @@ class PipeStandardIOTests(TestCase):
         self.assertTrue(collector.reason.check(PlugClosed))
         self.assertEqual(collector.reason.getErrorMessage(), "stdio: end of stream")
 
+    async def test_streamPlugOutputBounded(self) -> None:
+        """
+        issue 8, defect 1: a stream plug on these pipes whose stdout is not
+        read buffers at most the writer's 64 KiB and the plug's slack, and
+        drops the rest; what it kept arrives in order once read, and then
+        it writes again.
+        """
+        plug = StreamPlug("stdio")
+        self.connect(plug)
+        plug.startReceiving(FrameCollector())
+        frames = [frame(i, 1500) for i in range(1000)]
+        for f in frames:
+            plug.send(f)
+        sent = plug.stats.sent
+        self.assertEqual(plug.stats.dropped, 1000 - sent)
+        self.assertLessEqual(sent * 1502, PipeWriter.bufferSize + PAUSED_SLACK + 1502)
+        output = bytearray()
+        while len(output) < sent * 1502:
+            await until(lambda: unread(self.drain), "the output")
+            output += os.read(self.drain, 1 << 20)
+        self.assertEqual(bytes(output), records(frames[:sent]))
+        await until(lambda: plug._room is None, "the writer to flush")
+        plug.send(frames[0])
+        await until(lambda: unread(self.drain), "the next frame")
+        self.assertEqual(os.read(self.drain, 4096), records(frames[:1]))
+        self.assertEqual(plug.stats.sent, sent + 1)
+
     async def test_receiverPausesPlug(self) -> None:
         """
         A receiver that pauses the plug stops it within a large read, and
@@ -280,9 +307,12 @@ class PipeProcessReactorTests(TestCase):
         collector = FrameCollector()
         plug.startReceiving(collector)
         frames = [frame(i, 1500) for i in range(100)]
-        for f in frames:
-            plug.send(f)
-        await until(lambda: len(collector.frames) == 100, "the frames back")
+        # Within the plug's bound at a time: it pauses nobody, so it would
+        # drop the frames of a larger burst.
+        for start in range(0, 100, 40):
+            for f in frames[start : start + 40]:
+                plug.send(f)
+            await until(lambda: len(collector.frames) == min(start + 40, 100), "the frames back")
         self.assertEqual(collector.frames, frames)
         plug.close()
         self.assertTrue(collector.reason.check(PlugClosed))

@@ -29,11 +29,13 @@ log = Logger()
 
 
 #: Bytes a stream plug still writes once its transport says its buffer is
-#: full; beyond them it drops until the buffer is flushed.  The slack covers
-#: a burst written before the reactor gets to flush (one iteration may
-#: forward several full reads to a port whose peer reads well) and what a
-#: producer being paused (a cable's other end) still delivers.
-PAUSED_SLACK = 1 << 16
+#: full (Twisted's say so past 64 KiB); beyond them it drops until the
+#: buffer is flushed.  The slack covers a burst written before the reactor
+#: gets to flush (one iteration may forward several full reads to a port
+#: whose peer reads well) and what a producer being paused (a cable's other
+#: end) still delivers; with the transport's buffer it is about what a
+#: kernel socket buffer holds.
+PAUSED_SLACK = 1 << 18
 
 
 class _OutputThrottle:
@@ -78,9 +80,9 @@ class StreamPlug(PlugBase, Protocol):
     Output is bounded, as the datagram plugs' queue: once the transport's
     buffer is full, the registered producer (a cable's other end) is paused
     and, past L{PAUSED_SLACK} more bytes, frames are dropped (counted in
-    C{stats.dropped}) until the buffer is flushed.  A switch port, which
-    pauses nobody, so costs at most the transport's buffer and the slack
-    when its peer stops reading, and the other ports never wait for it.
+    C{stats.dropped}) until the buffer is flushed.  A switch port pauses
+    nobody: a peer that stops reading costs it at most the transport's
+    buffer and the slack, and the other ports never wait for it.
 
     @ivar onConnect: called with the plug once its connection is made (a
         server hands accepted plugs on this way), or C{None}.
