@@ -8,6 +8,7 @@ other ports keep working.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import select
 import socket
@@ -15,7 +16,9 @@ import sys
 import threading
 import time
 
-from twisted.trial.unittest import SynchronousTestCase
+import twisted.test
+from twisted.internet.endpoints import quoteStringArgument
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.support import TIMEOUT, ConsoleClient, frame, records
 from tests.test_endpoint_cables import freePort
@@ -203,6 +206,25 @@ class StreamPortTests(SynchronousTestCase):
         self.addCleanup(console.close)
         switch.waitFor(lambda: silent.encode() not in console.cmd("port/print"),
                        "the silent cable's port to go")
+
+    def test_tlsClientNeverHandshaking(self) -> None:
+        """
+        issue 8, defect 1: a client of C{--listen ssl:} that never sends its
+        TLS hello (what the switch writes waits for the handshake) costs the
+        switch little during a flood.
+        """
+        key = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        if not os.path.exists(key):
+            raise SkipTest(f"no test key at {key}")
+        tls = freePort()
+        switch, tcp = self.switch(
+            "--listen", f"ssl:{tls}:interface=127.0.0.1:privateKey={quoteStringArgument(key)}"
+        )
+        switch.waitFor(lambda: switch.log().count("accepting cables on") == 2,
+                       "the switch to listen for TLS")
+        staller = socket.create_connection(("127.0.0.1", tls), timeout=TIMEOUT)
+        self.addCleanup(staller.close)
+        self.floodPast(switch, tcp, f"from 127.0.0.1:{staller.getsockname()[1]}", cables=4)
 
     def test_commandNotReading(self) -> None:
         """
