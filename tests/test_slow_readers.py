@@ -1,8 +1,9 @@
 """
 Peers that do not read (issue 8): a real switch (C{python -m twisted vde})
 keeps its memory bounded, measured as the RSS in /proc, when a cable on
-C{--listen} or a C{--mgmt} session leaves what it is sent unread, and its
-other ports keep working.
+C{--listen} (TCP, or TLS before its handshake), a C{--plug cmd://} command
+or a C{--mgmt} session leaves what it is sent unread, and its other ports
+and sessions keep working.
 """
 
 from __future__ import annotations
