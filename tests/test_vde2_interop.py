@@ -902,3 +902,52 @@ class ForeignSocketTests(Vde2TestCase):
         self.assertEqual(await asNobody(victimPath), "closed")
         self.assertIn("belongs to uid 0, not to the connecting uid 65534", self.log.text())
         self.assertEqual(await asNobody("own"), "replied", self.log.text())
+
+
+class DeadPortTests(Vde2TestCase):
+    async def test_spoofingSender(self) -> None:
+        """
+        A port whose client closed its data socket (keeping its control
+        connection) takes no frames from another local sender: the kernel
+        refuses them while the association stands, and the switch closes
+        the port the moment a send finds the client gone (which dissolves
+        it), so the socket file is gone too.  Nothing the spoofer sends is
+        forwarded.
+        """
+        server = self.ourServer(mode=0o666)
+        victim = await self.rawJoin(server.path, description=b"victim")
+        witness = await self.rawJoin(server.path, description=b"witness")
+        (endpoint,) = [e for e in server.endpoints.values() if e.rawDescription == b"victim"]
+        dataPath = endpoint.path
+        spoofer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(spoofer.close)
+        spoofed = 0
+
+        def spoof() -> Optional[int]:
+            nonlocal spoofed
+            spoofed += 1
+            try:
+                spoofer.sendto(mkframe(BROADCAST, mac(66), 1000 + spoofed), dataPath)
+            except OSError as e:
+                return e.errno
+            return None
+
+        self.assertEqual(spoof(), errno.EPERM)
+        victim.data.close()
+        self.assertEqual(spoof(), errno.EPERM)
+        witness.data.send(mkframe(BROADCAST, mac(2), 1))
+        await until(lambda: victim.poll() and victim.eof, "the switch to close the dead port")
+        self.assertNotIn(endpoint.endpointId, server.endpoints)
+        self.assertFalse(os.path.exists(dataPath))
+        self.assertEqual(endpoint.port.endpoints, [])
+        self.assertEqual(endpoint.stats.dropped, 1)
+        self.assertEqual(spoof(), errno.ENOENT)
+        self.assertIn("the client's data socket is closed; closing the port", self.log.text())
+        # The others still exchange frames, and never saw a spoofed one.
+        other = await self.rawJoin(server.path, description=b"other")
+        other.data.send(mkframe(BROADCAST, mac(3), 2))
+        seen: list[int] = []
+        await until(lambda: 2 in seen or seen.extend(tags(witness.recvAll())),
+                    "the witness to get frame 2")
+        seen += tags(other.recvAll())
+        self.assertEqual([t for t in seen if t > 1000], [])

@@ -134,10 +134,17 @@ class DatagramPlug(ReaderPlug):
             self._transmit(frame)
         except BlockingIOError:
             self._enqueue(frame)
-        except OSError:
-            self.stats.dropped += 1
+        except OSError as e:
+            self._sendFailed(e)
         else:
             self.stats.sent += 1
+
+    def _sendFailed(self, error: OSError) -> None:
+        """
+        A frame could not be sent (the peer is gone, or not there yet): it
+        is dropped and counted.
+        """
+        self.stats.dropped += 1
 
     def _connectingSend(self, frame: bytes) -> None:
         """
@@ -177,8 +184,10 @@ class DatagramPlug(ReaderPlug):
                 self._transmit(queue[0])
             except BlockingIOError:
                 return
-            except OSError:
-                self.stats.dropped += 1
+            except OSError as e:
+                self._sendFailed(e)
+                if self.closed:
+                    return
             else:
                 self.stats.sent += 1
             queue.popleft()

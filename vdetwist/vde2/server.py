@@ -210,6 +210,25 @@ class ServerEndpoint(DatagramPlug):
             )
         )
 
+    def _sendFailed(self, error: OSError) -> None:
+        """
+        C{ECONNREFUSED}: the client's data socket is closed, and the kernel
+        has just dissolved this socket's association with it, which until
+        then refused datagrams from any other sender.  The port cannot reach
+        its client any more, and would take frames from anybody allowed to
+        write to its socket file: it is closed (the client sees its control
+        connection end).
+        """
+        super()._sendFailed(error)
+        if error.errno == errno.ECONNREFUSED:
+            problem = (
+                f"endpoint {self.endpointId} ({self.description}): the client's "
+                f"data socket is closed"
+            )
+            log.warn("{path}: {problem}; closing the port", path=self.server.path,
+                     problem=problem)
+            self._lost(Failure(PlugLost(problem)))
+
     def _release(self) -> None:
         super()._release()
         _unlink(self.path)
