@@ -7,7 +7,9 @@ the VDE stream encoding (C{vde_plug}, C or ours; the C C{vde_switch}).
 
 from __future__ import annotations
 
+import itertools
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -103,6 +105,39 @@ def requireCommand(name: str, package: str) -> str:
     if found is None:
         raise SkipTest(f"{name} is not installed: apt-get install {package}")
     return found
+
+
+_userSerial = itertools.count(1)
+
+
+def _accounts(argv: list[str]) -> None:
+    """
+    Run C{useradd}/C{userdel}, retrying while another process holds the
+    account files' lock.
+    """
+    for _ in range(100):
+        result = subprocess.run(argv, capture_output=True, text=True)
+        if result.returncode == 0 or "lock" not in result.stderr:
+            break
+        time.sleep(0.1)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)}: {result.stderr.strip()}")
+
+
+def makeUser(test) -> pwd.struct_passwd:
+    """
+    A real user with a group of its own (C{useradd}), deleted (C{userdel})
+    at the end of C{test}: the owner of what the test must make foreign.
+    Skips unless root.
+    """
+    requireRoot()
+    useradd = requireCommand("useradd", "passwd")
+    userdel = requireCommand("userdel", "passwd")
+    name = f"vt{os.getpid()}u{next(_userSerial)}"
+    _accounts([useradd, "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
+               name])
+    test.addCleanup(_accounts, [userdel, name])
+    return pwd.getpwnam(name)
 
 
 def frame(n: int, size: int = 100, src: bytes = b"\x02\x00\x00\x00\x00\x01",

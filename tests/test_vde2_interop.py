@@ -31,7 +31,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import (
     DATA_TYPE, TIMEOUT, CSwitch, LogCapture, StreamProcess, cPlug, cTool, describeAll,
-    makeNamespace, ourPlug, ping, requireRoot, requireTun, settle, tmpdir, until,
+    isListening, makeNamespace, makeUser, ourPlug, ping, requireRoot, requireTun, settle, tmpdir,
+    until,
 )
 from vdetwist import netns
 from vdetwist.errors import PlugClosed, VdeError
@@ -902,6 +903,87 @@ class ForeignSocketTests(Vde2TestCase):
         self.assertEqual(await asNobody(victimPath), "closed")
         self.assertIn("belongs to uid 0, not to the connecting uid 65534", self.log.text())
         self.assertEqual(await asNobody("own"), "replied", self.log.text())
+
+
+class SwitchDirectoryTests(Vde2TestCase):
+    """
+    An existing directory is reused only if nobody but the switch's user can
+    replace its C{ctl} socket (issue 8); C{forceDir} takes it anyway.
+    """
+
+    def assertDirectoryRefused(self, directory: str, *words: str, **kw) -> None:
+        before = os.lstat(directory)
+        node = Node(SwitchEngine(), reactor)
+        self.addCleanup(node.close)
+        with self.assertRaises(VdeError) as caught:
+            VdeServer(reactor, node, directory, **kw).start()
+        message = str(caught.exception)
+        self.assertEqual(caught.exception.errno, errno.EPERM)
+        self.assertEqual(len(message.splitlines()), 1)
+        for word in (directory, "replace the ctl socket", "choose another directory", *words):
+            self.assertIn(word, message)
+        after = os.lstat(directory)
+        self.assertEqual((after.st_uid, after.st_gid, after.st_mode),
+                         (before.st_uid, before.st_gid, before.st_mode))
+        self.assertNotIn("ctl", os.listdir(directory))
+
+    def test_anotherUsersDirectory(self) -> None:
+        """
+        A directory of another (real, made for the test) user, in the
+        C{/tmp} layout a user's C{vde_switch} leaves: refused, untouched;
+        C{forceDir} takes it.
+        """
+        user = makeUser(self)
+        directory = self.path("sw")
+        os.mkdir(directory)
+        os.chown(directory, user.pw_uid, user.pw_gid)
+        os.chmod(directory, 0o2700)
+        self.assertDirectoryRefused(
+            directory, f"belongs to {user.pw_name} (uid {user.pw_uid})", "not to root (uid 0)"
+        )
+        server = self.ourServer(forceDir=True)
+        self.assertTrue(isListening(server.ctlPath))
+
+    def test_anotherUsersLink(self) -> None:
+        """
+        A symbolic link of another user leading to the switch user's own
+        directory is refused too: its owner could point it elsewhere.
+        """
+        user = makeUser(self)
+        target = self.path("target")
+        os.mkdir(target, 0o700)
+        link = self.path("sw")
+        os.symlink(target, link)
+        os.lchown(link, user.pw_uid, user.pw_gid)
+        self.assertDirectoryRefused(link, f"a symbolic link of {user.pw_name}")
+
+    def test_writableBeyondTheMode(self) -> None:
+        """
+        Group or others may write to the directory only as far as the
+        switch's mode grants: a C{--mode 666} switch has a world-writable
+        directory, a C{--mode 660} one a group-writable one (of the
+        C{--group}, when one is given).
+        """
+        directory = self.path("sw")
+        os.mkdir(directory)
+        os.chmod(directory, 0o777)
+        self.assertDirectoryRefused(directory, "writable by others (mode 0777", "asks for 2700")
+        os.chmod(directory, 0o770)
+        self.assertDirectoryRefused(directory, "writable by the group", "(mode 0770")
+        server = self.ourServer(mode=0o660)
+        self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o2770)
+        server.stop()
+        os.mkdir(directory)
+        os.chmod(directory, 0o777)
+        server = self.ourServer(mode=0o666)
+        self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o2777)
+        server.stop()
+        if os.geteuid() == 0:
+            os.mkdir(directory)
+            os.chown(directory, -1, 65534)
+            os.chmod(directory, 0o770)
+            self.assertDirectoryRefused(directory, "writable by the group", mode=0o660,
+                                        group="0")
 
 
 class DeadPortTests(Vde2TestCase):

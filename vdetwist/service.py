@@ -15,11 +15,11 @@ C{--sock}.
 
 Defaults, as vde_switch: the directory is C{/var/run/vde.ctl} when running
 as root and C{/tmp/vde.ctl} otherwise (created if missing, an existing one
-is reused unless another switch answers in it); sockets 0600, directory
-02700 (C{--mode} alone derives the directory mode, C{--dirmode} alone the
-socket mode); 32 ports (0..31; port 0 is only given to clients asking for
-it); MAC table of 128 buckets, entries expire after 100 s idle, an address
-moves to another port only if it was quiet for 3 s.
+is reused unless another switch answers in it, or it is unsafe: see below);
+sockets 0600, directory 02700 (C{--mode} alone derives the directory mode,
+C{--dirmode} alone the socket mode); 32 ports (0..31; port 0 is only given
+to clients asking for it); MAC table of 128 buckets, entries expire after
+100 s idle, an address moves to another port only if it was quiet for 3 s.
 
 The rc file: C{--rcfile FILE}, else the first of
 C{~/.vde2/vde_switch.rc} and C{/etc/vde2/vde_switch.rc} that exists, runs
@@ -33,7 +33,11 @@ goes to stdout (vde_switch writes it to fd 0, which fails on a pipe).
 Twisted logs to stdout by default: C{--log-file=+} (C{python -m twisted})
 or C{--logfile FILE} (twistd) keeps the logs out of the answers.
 
-Differences from vde_switch: the stdin console is opt-in (C{--console}:
+Differences from vde_switch: an existing directory that another user owns,
+or that group or others may write to beyond what C{--mode}/C{--dirmode} and
+C{--group} ask for, is refused (its owner or writers could replace the
+C{ctl} socket) unless C{--force-dir} is given; start errors are one line on
+stderr, not a traceback; the stdin console is opt-in (C{--console}:
 services usually run with stdin on /dev/null, which would end the switch
 at once), and is refused when twistd would daemonize (without C{-n}); no
 FSTP (C{--fstp} is refused); C{--plug VNL} attaches any network vdetwist
@@ -65,7 +69,7 @@ from twisted.python.failure import Failure
 from vdetwist.errors import VdeError
 from vdetwist.node import HubEngine, LoggingObserver, MacTable, Node, SwitchEngine, parseMac
 from vdetwist.node.mactable import roundUpPowerOfTwo
-from vdetwist.sockets import isAlive, isSocket
+from vdetwist.sockets import groupId, isAlive, isSocket
 
 __all__ = ["Options", "makeService", "VdeSwitchService", "defaultSwitchPath"]
 
@@ -159,6 +163,10 @@ class Options(usage.Options):
         ["console", None,
          "stdin is a command console as vde_switch's: answers on stdout, "
          "EOF on stdin stops the switch (needs twistd -n)."],
+        ["force-dir", None,
+         "Use an existing switch directory even if another user owns it or "
+         "group/others may write to it beyond --mode/--dirmode/--group "
+         "(refused by default: they could replace its ctl socket)."],
     ]
     optParameters = [
         ["switch", "s", None,
@@ -325,6 +333,21 @@ def preflight(config) -> None:
         )
     if os.path.lexists(path) and not os.path.isdir(path):
         raise VdeError(f"--switch {path}: exists and is not a directory", errno.ENOTDIR)
+    if not config["force-dir"]:
+        from vdetwist.vde2.server import directoryProblem
+
+        group = config["group"]
+        problem = directoryProblem(
+            path,
+            _switchModes(config["mode"], config["dirmode"])[1],
+            None if group is None else groupId(group),
+        )
+        if problem:
+            raise VdeError(
+                f"--switch {path}: {problem}; remove it, choose another directory, "
+                f"or add --force-dir to use it as it is",
+                errno.EPERM,
+            )
     ctl = os.path.join(path, "ctl")
     if isSocket(ctl) and isAlive(ctl, socket.SOCK_STREAM):
         raise VdeError(
@@ -485,6 +508,7 @@ class VdeSwitchService(Service):
         server = VdeServer(
             reactor, node, config["switch"],
             mode=mode, dirmode=dirmode, group=config["group"], flavour="vde_switch",
+            forceDir=config["force-dir"],
         )
         server.mgmtMode = mgmtMode
         server.mgmtGroup = config["mgmtgroup"]

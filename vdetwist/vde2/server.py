@@ -16,7 +16,9 @@ Two flavours, as the C servers differ:
   - C{"vde_switch"} (vde2's C{vde_switch}): data sockets C{<dir>/%03d.%d}
     (port, fd), requested ports honoured (C{[N]}, C{[0]} = port 0), a port
     shared only by clients of the same uid, the client socket must be
-    accessible, an existing directory is reused;
+    accessible, an existing directory is reused (only if it is the switch
+    user's and nobody else may write to it beyond the asked mode, unlike
+    vde_switch: see L{directoryProblem});
   - C{"netnode"} (vdeplug4's C{hub://}, C{switch://}...): data sockets
     C{<dir>/fd<ctl fd>}, port numbers ignored (every client is a port of its
     own), port 0 requests refused, the directory must not exist.
@@ -42,8 +44,11 @@ egress port.
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import socket
+import stat
 import struct
 from typing import Callable, Optional
 
@@ -72,6 +77,7 @@ __all__ = [
     "ServerEndpoint",
     "FLAVOURS",
     "derivedDirmode",
+    "directoryProblem",
     "switchModes",
     "netnodeModes",
     "BACKLOG",
@@ -130,6 +136,64 @@ def netnodeModes(mode: Optional[int], dirmode: Optional[int]) -> tuple[int, int]
     if dirmode is None:
         dirmode = 0o2700 if mode is None else derivedDirmode(sockMode)
     return sockMode, dirmode
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _group(gid: int) -> str:
+    try:
+        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
+    except KeyError:
+        return f"gid {gid}"
+
+
+def directoryProblem(path: str, dirmode: int, gid: Optional[int] = None) -> Optional[str]:
+    """
+    Why an existing switch directory is not safe to reuse, or C{None}.
+
+    Whoever owns the directory, or may write to it, can replace its C{ctl}
+    socket and so stand between the clients and the switch: the directory
+    (and a symbolic link leading to it) must belong to the user running the
+    switch, and group and others may write to it only as far as C{dirmode}
+    grants (a switch made for a group has a group-writable directory, then
+    of the group C{gid} if one is given).  A missing path, or one that is
+    not a directory, is no concern here.
+    """
+    euid = os.geteuid()
+    try:
+        link = os.lstat(path)
+        info = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        return None
+    if stat.S_ISLNK(link.st_mode) and link.st_uid != euid:
+        return (
+            f"{path} is a symbolic link of {_user(link.st_uid)}, not of {_user(euid)} "
+            f"who runs the switch: its owner could point it elsewhere, and so replace "
+            f"the ctl socket"
+        )
+    if info.st_uid != euid:
+        return (
+            f"{path} belongs to {_user(info.st_uid)}, not to {_user(euid)} who runs "
+            f"the switch: its owner could replace the ctl socket"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    extra = mode & 0o022 & ~dirmode
+    if mode & dirmode & 0o020 and gid is not None and info.st_gid != gid:
+        extra |= 0o020
+    if not extra:
+        return None
+    who = "others" if extra & 0o002 else f"the group {_group(info.st_gid)}"
+    return (
+        f"{path} is writable by {who} (mode {mode:04o}, this switch asks for "
+        f"{dirmode:04o}): they could replace the ctl socket"
+    )
 
 
 def _credentials(sock: socket.socket) -> Optional[tuple[int, int, int]]:
@@ -397,6 +461,9 @@ class VdeServer:
         C tools' defaults).
     @param group: group (name or number) of the directory and sockets.
     @param flavour: C{"vde_switch"} or C{"netnode"} (see the module doc).
+    @param forceDir: reuse an existing directory even if another user owns
+        it or group or others may write to it beyond C{dirmode} (refused
+        otherwise: see L{directoryProblem}).
 
     @ivar endpoints: the connected clients by endpoint id.
     @ivar requestTimeout: seconds a client may take to send its request.
@@ -420,6 +487,7 @@ class VdeServer:
         dirmode: Optional[int] = None,
         group: Optional[str] = None,
         flavour: str = "vde_switch",
+        forceDir: bool = False,
     ) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
@@ -431,6 +499,7 @@ class VdeServer:
         self.dirmode = derivedDirmode(mode) if dirmode is None else dirmode
         self.group = group
         self.flavour = flavour
+        self.forceDir = forceDir
         self.netnode = flavour == "netnode"
         self.endpoints: dict[int, ServerEndpoint] = {}
         self.mgmtMode = 0o600
@@ -477,7 +546,8 @@ class VdeServer:
     def _makeDirectory(self) -> None:
         path = self.path
         try:
-            os.mkdir(path, 0o777)
+            # Nobody else may write to it before it gets its mode.
+            os.mkdir(path, 0o700)
             self._madeDir = True
         except FileExistsError:
             if self.netnode:
@@ -497,6 +567,12 @@ class VdeServer:
                 f"cannot create the switch directory {path}: {_strerror(e)}",
                 e.errno or errno.EIO,
             ) from None
+        if not self._madeDir and not self.forceDir:
+            problem = directoryProblem(path, self.dirmode, self._gid)
+            if problem:
+                raise VdeError(
+                    f"{problem}; remove it or choose another directory", errno.EPERM
+                )
         # An existing directory: is another switch alive in it?
         if not self._madeDir and isSocket(self.ctlPath):
             if isAlive(self.ctlPath, socket.SOCK_STREAM):
