@@ -38,8 +38,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import (
-    ROOT, TIMEOUT, ConsoleClient, CSwitch, LogCapture, cPlug, cTool, isListening, ourEnv, tmpdir,
-    until, waitFor,
+    ROOT, TIMEOUT, ConsoleClient, CSwitch, LogCapture, cPlug, cTool, isListening, makeUser, ourEnv,
+    ourTool, requireCommand, tmpdir, until, waitFor,
 )
 from vdetwist.errors import VdeError
 from vdetwist.node import HubEngine, SwitchEngine
@@ -1171,3 +1171,147 @@ class TacExampleTests(SynchronousTestCase):
         process.send_signal(signal.SIGTERM)
         self.assertIn(process.wait(TIMEOUT), (0, -signal.SIGTERM), logText())
         self.assertFalse(os.path.exists(lan) or os.path.exists(dmz), logText())
+
+
+# -- start errors: one line on stderr ------------------------------------------------
+
+#: Root without the capabilities that bypass file permissions: file access
+#: as for any user who owns nothing of the test's (the interpreter, root's,
+#: stays usable).
+NO_DAC_OVERRIDE = ["--bounding-set=-dac_override,-dac_read_search,-fowner,-chown"]
+
+
+def runFailing(test, *args: str, twistd: bool, prefix: tuple = (), cwd: Optional[str] = None):
+    """
+    C{twistd -n vde ...} (with its default pid file) or C{python -m
+    twisted vde ...}, expected to end at once; its status, stdout and
+    stderr apart.
+    """
+    if twistd:
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                "vde"]
+    else:
+        argv = [sys.executable, "-m", "twisted", "--log-format=text", "vde"]
+    home = tmpdir(test)
+    return subprocess.run(
+        [*prefix, *argv, "--rcfile=", *args], capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, env=ourEnv(HOME=home), cwd=cwd or home, timeout=60,
+    )
+
+
+class StartErrorTests(SynchronousTestCase):
+    """
+    A switch that cannot start says why in one line on stderr, naming the
+    option, the path or endpoint and the problem, and leaves nothing
+    behind (issues 8 and 9).
+    """
+
+    def assertOneLine(self, result, *words: str) -> str:
+        where = f"\n--- stdout:\n{result.stdout}\n--- stderr:\n{result.stderr}"
+        self.assertEqual(result.returncode, 1, where)
+        self.assertNotIn("Traceback", result.stdout + result.stderr, where)
+        lines = result.stderr.splitlines()
+        self.assertEqual(len(lines), 1, where)
+        self.assertTrue(lines[0].startswith("twistd vde: "), where)
+        for word in words:
+            self.assertIn(word, lines[0], where)
+        return lines[0]
+
+    def test_anotherUsersDirectory(self):
+        """
+        A switch directory of another user (a real one, made for the test):
+        refused before anything is touched, by root and by a user (root
+        without the capabilities that bypass file permissions); with
+        C{--force-dir} that user fails at once, in one line too.
+        """
+        user = makeUser(self)
+        path = os.path.join(tmpdir(self), "sw")
+        os.mkdir(path)
+        os.chown(path, user.pw_uid, user.pw_gid)
+        os.chmod(path, 0o2700)
+        drop = [requireCommand("setpriv", "util-linux"), *NO_DAC_OVERRIDE]
+        for twistd in (True, False):
+            for prefix in ((), drop):
+                result = runFailing(self, "--switch", path, twistd=twistd, prefix=prefix)
+                self.assertOneLine(
+                    result, f"--switch {path}: {path} belongs to {user.pw_name} "
+                    f"(uid {user.pw_uid})", "replace the ctl socket", "--force-dir",
+                )
+        self.assertEqual(os.listdir(path), [])
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (user.pw_uid, 0o2700))
+        for twistd in (True, False):
+            result = runFailing(self, "--switch", path, "--force-dir", twistd=twistd, prefix=drop)
+            self.assertOneLine(result, f"--switch {path}: cannot set the owner or mode of {path}: "
+                               "Operation not permitted")
+
+    def test_writableDirectory(self):
+        """
+        A directory anybody may write to, for a switch that asks for 2700.
+        """
+        path = os.path.join(tmpdir(self), "sw")
+        os.mkdir(path)
+        os.chmod(path, 0o777)
+        for twistd in (True, False):
+            self.assertOneLine(
+                runFailing(self, "--switch", path, twistd=twistd),
+                f"--switch {path}: {path} is writable by others (mode 0777", "--force-dir",
+            )
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o777)
+
+    def test_busyListen(self):
+        """
+        C{--listen} on a TCP port another program listens on: the endpoint
+        and the cause in one line (it was a 27-line traceback); the switch
+        directory and twistd's pid file are removed.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        endpoint = f"tcp:{port}:interface=127.0.0.1"
+        for twistd in (True, False):
+            d = tmpdir(self)
+            result = runFailing(self, "--switch", os.path.join(d, "sw"), "--listen", endpoint,
+                                twistd=twistd, cwd=d)
+            self.assertOneLine(
+                result, f"--listen {endpoint}: cannot listen on 127.0.0.1:{port}: "
+                "Address already in use",
+            )
+            self.assertEqual(os.listdir(d), [])
+
+    def test_defaultSwitchOfAnotherUser(self):
+        """
+        Issue 9's case: C{/tmp/vde.ctl} belongs to another user (a fresh
+        C{/tmp} and C{/run} in a mount namespace of the test's).  Our
+        C{vde_plug} says C{Permission denied} as the C one does, on the same
+        first line, and names the path; C{twistd vde} refuses the directory
+        in one line.
+        """
+        user = makeUser(self)
+        unshare = requireCommand("unshare", "util-linux")
+        setpriv = requireCommand("setpriv", "util-linux")
+        script = (
+            'mount -t tmpfs vt-tmp /tmp && mount -t tmpfs vt-run /run && chmod 1777 /tmp '
+            '&& mkdir -m 2700 /tmp/vde.ctl && chown "$1" /tmp/vde.ctl && shift && cd /tmp '
+            '&& exec "$@"'
+        )
+
+        def run(*argv: str):
+            return subprocess.run(
+                [unshare, "--mount", "sh", "-c", script, "sh", f"{user.pw_uid}:{user.pw_gid}",
+                 setpriv, *NO_DAC_OVERRIDE, *argv],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, env=ourEnv(),
+                timeout=60,
+            )
+
+        c, ours = run(cTool("vde_plug")), run(*ourTool("vde_plug"))
+        self.assertEqual(c.stderr.splitlines(), ["vde_open default switch: Permission denied"])
+        self.assertEqual((ours.returncode, ours.stderr.splitlines()[0]),
+                         (c.returncode, c.stderr.splitlines()[0]), ours.stderr)
+        self.assertIn("/tmp/vde.ctl/ctl: Permission denied", ours.stderr)
+        self.assertNotIn("Traceback", ours.stderr)
+        twistd = run(sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                     "--pidfile=", "vde", "--rcfile=", "--switch", "/tmp/vde.ctl")
+        self.assertOneLine(twistd, f"/tmp/vde.ctl belongs to {user.pw_name}")

@@ -62,6 +62,7 @@ from typing import Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -71,7 +72,7 @@ from vdetwist.node import HubEngine, LoggingObserver, MacTable, Node, SwitchEngi
 from vdetwist.node.mactable import roundUpPowerOfTwo
 from vdetwist.sockets import groupId, isAlive, isSocket
 
-__all__ = ["Options", "makeService", "VdeSwitchService", "defaultSwitchPath"]
+__all__ = ["Options", "makeService", "VdeSwitchService", "StartFailed", "defaultSwitchPath"]
 
 log = Logger()
 
@@ -387,6 +388,50 @@ def preflight(config) -> None:
                 raise VdeError(f"--plug {vnl}: {e.message}", e.errno) from None
 
 
+class StartFailed(VdeError):
+    """
+    The switch could not start: the message names the option and the
+    problem.
+    """
+
+
+def _reportStartFailures() -> None:
+    """
+    Make a L{StartFailed} that ends the process print one line on the real
+    stderr, as the checks of L{makeService} do, instead of a traceback:
+    twistd starts the service after its log took over C{sys.stderr}, and
+    lets the exception end the process (once it removed its pid file).
+    """
+    previous = sys.excepthook
+    if getattr(previous, "reportsStartFailures", False):
+        return
+
+    def excepthook(kind, value, traceback) -> None:
+        if not isinstance(value, StartFailed):
+            previous(kind, value, traceback)
+        elif sys.__stderr__ is not None:
+            sys.__stderr__.write(f"twistd vde: {value.message}\n")
+            sys.__stderr__.flush()
+
+    excepthook.reportsStartFailures = True  # type: ignore[attr-defined]
+    sys.excepthook = excepthook
+
+
+def _listenError(error: BaseException) -> tuple[str, int]:
+    """
+    What a failed C{--listen} says, and its errno: Twisted's
+    L{CannotListenError} repeats the errno and ends in a full stop.
+    """
+    cause = getattr(error, "socketError", None)
+    if not isinstance(error, CannotListenError) or not isinstance(cause, OSError):
+        return str(error), errno.EIO
+    where = f"{error.interface}:{error.port}" if error.interface else str(error.port)
+    problem = f"cannot listen on {where}: {cause.strerror or cause}"
+    if cause.errno == errno.EADDRINUSE:
+        problem += " (another program uses it: stop it or choose another)"
+    return problem, cause.errno or errno.EIO
+
+
 class VdeSwitchService(Service):
     """
     The switch: a L{Node} with vde_switch's engine, a
@@ -544,7 +589,8 @@ class VdeSwitchService(Service):
         d.addCallbacks(self.listening.append, failures.append)
         if failures:
             self._teardown()
-            self._startFailed(f"--listen {description}: {failures[0].getErrorMessage()}", errno.EADDRINUSE)
+            problem, code = _listenError(failures[0].value)
+            self._startFailed(f"--listen {description}: {problem}", code)
         log.info("accepting cables on {endpoint}", endpoint=description)
 
     def _accept(self, plug) -> None:
@@ -561,8 +607,13 @@ class VdeSwitchService(Service):
         log.info("{plug} is port {port}", plug=plug.description, port=port.number)
 
     def _startFailed(self, message: str, code: int):
-        log.critical("cannot start: {problem}", problem=message)
-        raise VdeError(message, code)
+        # Not critical: before the log begins (python -m twisted starts the
+        # service first), Twisted copies critical events to stderr, which
+        # would say it twice.
+        log.error("cannot start: {problem}", problem=message)
+        if self.standalone:
+            _reportStartFailures()
+        raise StartFailed(message, code)
 
     def startService(self) -> None:
         """

@@ -149,6 +149,11 @@ def _connectError(path: str, e: OSError) -> VdeError:
         message = f"nobody accepts connections on {path} (a switch that died left it?)"
     elif code == errno.EAGAIN:
         message = f"{path} does not accept more connections now (its backlog is full)"
+    elif code == errno.EACCES:
+        message = (
+            f"cannot connect to {path}: {_strerror(e)} (the switch's --mode and "
+            f"--group decide who may connect)"
+        )
     else:
         message = f"cannot connect to {path}: {_strerror(e)}"
     return VdeError(message, code)
@@ -409,12 +414,15 @@ def _start(reactor, path, description, port, portgroup, group, mode, timeout,
         try:
             control, ctlPath, isCtl = _connectControl(directory, portgroup, port)
         except VdeError as e:
-            error = error or e
+            # A default switch that is there but refuses us tells more than
+            # one that is missing.
+            if error is None or (error.errno == errno.ENOENT and e.errno != errno.ENOENT):
+                error = e
             continue
         break
     else:
         assert error is not None
-        if not path:
+        if not path and error.errno == errno.ENOENT:
             error.message = (
                 f"no default switch ({', '.join(DEFAULT_SWITCHES)}): {error.message}"
             )
