@@ -5,11 +5,10 @@ Open any VNL with L{openVNL}; everything it returns is an
 L{vdetwist.interfaces.IVdePlug}.
 """
 
+from vdetwist._version import __version__
 from vdetwist.cable import Cable
 from vdetwist.errors import PlugClosed, PlugLost, VdeError, VNLError
 from vdetwist.registry import OpenArgs, openVNL
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Cable",
@@ -18,5 +17,6 @@ __all__ = [
     "PlugLost",
     "VNLError",
     "VdeError",
+    "__version__",
     "openVNL",
 ]

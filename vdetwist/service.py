@@ -58,15 +58,17 @@ import grp
 import os
 import socket
 import sys
-from typing import Optional
+from typing import NoReturn, Optional
 
 from twisted.application.service import Service
+from twisted.copyright import version as twistedVersion
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from vdetwist._version import versionLine
 from vdetwist.errors import VdeError
 from vdetwist.node import HubEngine, LoggingObserver, MacTable, Node, SwitchEngine, parseMac
 from vdetwist.node.mactable import roundUpPowerOfTwo
@@ -254,6 +256,14 @@ class Options(usage.Options):
         Same as --mode.
         """
         self["mode"] = mode
+
+    def opt_version(self) -> NoReturn:
+        """
+        Print vdetwist's and Twisted's versions and exit.
+        """
+        print(versionLine("twistd vde"))
+        print(f"Twisted {twistedVersion}")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         if self["fstp"]:

@@ -51,6 +51,7 @@ OPTIONS:
   -n | --nowrapproc                  do not create the dpipe parent process
   -N | --nowrapnoclean               -n and do not remove pid/pgrp file
   -h | --help                        show this short summary
+  --version                          print vdetwist's version and exit
 """
 
 #: Short options; those in L{_WITH_ARGUMENT} take a value.
@@ -64,6 +65,8 @@ _LONG_OPTIONS = {
     "pgrpfile": "P",
     "daemon": "d",
     "help": "h",
+    # Ours alone, so it has no short form: a "-V" stays an invalid option.
+    "version": "V",
 }
 
 #: Signals the C tool ignores; the commands inherit the setting.
@@ -105,6 +108,7 @@ class Options:
     nowrap: bool = False
     noclean: bool = False
     help: bool = False
+    version: bool = False
 
 
 @dataclass
@@ -127,13 +131,13 @@ def parseOptions(args: Sequence[str], prog: str) -> tuple[Options, list[str]]:
     Parse options like C{getopt_long} with C{"+dp:P:hnN"}: stop at the first
     non-option so the commands keep theirs, accept unambiguous long-option
     prefixes, and report bad options on stderr without stopping (as the C
-    tool does).  Parsing ends at C{-h}.
+    tool does).  Parsing ends at C{-h} or C{--version}.
 
     @return: the options and the remaining arguments.
     """
     options = Options()
     index = 0
-    while index < len(args) and not options.help:
+    while index < len(args) and not (options.help or options.version):
         arg = args[index]
         if arg == "--":
             index += 1
@@ -213,6 +217,8 @@ def _apply(options: Options, letter: str, value: Optional[str]) -> None:
         options.nowrap = True
     elif letter == "N":
         options.nowrap = options.noclean = True
+    elif letter == "V":
+        options.version = True
     else:
         options.help = True
 
@@ -558,6 +564,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stderr.write(usage)
         sys.stderr.flush()
         _dieOfSigterm()
+    if options.version:
+        # Imported here: the vdetwist package brings in Twisted, which
+        # dpipe, a plain fork/exec launcher, otherwise never loads.
+        from vdetwist._version import versionLine
+
+        sys.stdout.write(f"{versionLine('dpipe')}\n")
+        return 0
     if options.daemon:
         _daemonize()
     else:

@@ -34,6 +34,7 @@ from twisted.logger import (
 )
 from twisted.python.components import proxyForInterface
 
+from vdetwist._version import versionLine
 from vdetwist.backends.cmd import connectCommand
 from vdetwist.cable import Cable
 from vdetwist.errors import PlugClosed, VdeError
@@ -60,6 +61,7 @@ Options:
   -l | --log:               log START/STOP of vde_plug on syslog
   -L | --iplog:             -l plus log the IP addresses used
   -h | --help:              show this short summary
+  --version:                print vdetwist's version and exit
   -g GROUP | --group GROUP: set the group ownership (for vde://...)
   -G GROUP | --group2 GROUP: like -g, for the second plug
   -m MODE | --mod MODE:     comm socket protection mode (see chmod) (for vde://...)
@@ -74,7 +76,7 @@ Options:
 SHORT = "c:hp:dm:M:g:G:lLD:"
 LONG = [
     "daemon", "pidfile=", "log", "iplog", "help", "group=", "group2=",
-    "mod=", "mod2=", "port=", "port2=", "descr=",
+    "mod=", "mod2=", "port=", "port2=", "descr=", "version",
 ]
 NOT_A_SHELL = (
     "This is a Virtual Distributed Ethernet (vde) tunnel broker. \n"
@@ -98,6 +100,7 @@ class Options:
     args: list[OpenArgs] = field(default_factory=lambda: [OpenArgs(), OpenArgs()])
     vnls: list[Optional[str]] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
+    version: bool = False
 
 
 def _getoptMessage(error: getopt.GetoptError) -> str:
@@ -143,6 +146,8 @@ def parseArgs(argv: list[str]) -> Options:
     for name, value in opts:
         if name in ("-h", "--help"):
             raise UsageError("")
+        elif name == "--version":
+            options.version = True
         elif name == "-c":
             if value != "vde_plug":
                 raise UsageError(NOT_A_SHELL.rstrip("\n"))
@@ -324,6 +329,9 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
             sys.stderr.write(f"{e}\n")
         sys.stderr.write(USAGE)
         raise SystemExit(255)
+    if options.version:
+        sys.stdout.write(f"{versionLine('vde_plug')}\n")
+        raise SystemExit(0)
     if options.daemon:
         daemonize()
     globalLogBeginner.beginLoggingTo(
