@@ -103,6 +103,10 @@ class IVdeBackend(Interface):
         "Sequence of the VNL scheme names (the part before C{://}) handled."
     )
     summary = Attribute("One line saying what the backend connects to.")
+    references = Attribute(
+        "Sequence of the L{vdetwist.reference.SchemeReference} pages of its"
+        " schemes, which C{vdetwist-plugins SCHEME} prints."
+    )
 
     def open(reactor, vnl, description: str, args, registry):
         """

@@ -141,11 +141,38 @@ def openVNL(
     return registry.open(reactor, vnl, description, args)
 
 
-def regenerate_cache_main() -> None:
+def regenerate_cache_main(argv: Optional[list[str]] = None) -> None:
     """
-    C{vdetwist-plugins}: list the installed backends, rewriting Twisted's
-    plugin cache on the way, as is advised after installing plugins as root.
+    C{vdetwist-plugins [SCHEME]}: list the installed backends, rewriting
+    Twisted's plugin cache on the way, as is advised after installing plugins
+    as root; with a SCHEME, print its reference page instead.
     """
+    from argparse import ArgumentParser
+
+    from vdetwist._version import versionLine
+    from vdetwist.reference import referencesOf
+
+    parser = ArgumentParser(
+        prog="vdetwist-plugins",
+        description="List the installed VNL schemes, or print the reference of one.",
+    )
+    parser.add_argument("scheme", nargs="?", help="a scheme, e.g. vxvde or vxvde://")
+    parser.add_argument(
+        "--version", action="version", version=versionLine("vdetwist-plugins")
+    )
+    scheme = parser.parse_args(sys.argv[1:] if argv is None else argv).scheme
     list(getPlugins(IPlugin))
-    for scheme, backend in sorted(Registry().backends().items()):
-        sys.stdout.write(f"{scheme}://\t{backend.summary}\n")
+    backends = Registry().backends()
+    if scheme is None:
+        for name, backend in sorted(backends.items()):
+            sys.stdout.write(f"{name}://\t{backend.summary}\n")
+        return
+    scheme = scheme.removesuffix("://")
+    if scheme not in backends:
+        parser.exit(2, f"vdetwist-plugins: no backend for {scheme}://"
+                       f" (installed: {', '.join(sorted(backends))})\n")
+    page = referencesOf([backends[scheme]]).get(scheme)
+    if page is None:
+        sys.stdout.write(f"{scheme}://: {backends[scheme].summary} (no reference page)\n")
+    else:
+        sys.stdout.write(page.markdown())

@@ -29,7 +29,40 @@ from vdetwist import agnocrypt
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.nested import TransformPlug, openNested
+from vdetwist.reference import Option, SchemeReference
 from vdetwist.vnl import AGNO_OPTIONS, parse_path
+
+REFERENCE = SchemeReference(
+    scheme="agno",
+    synopsis="agno://[KEYFILE][[ethtype=TYPE]][{NESTED-VNL}]",
+    description=(
+        "AES-128 encryption of every frame's payload on the way to the NESTED-VNL "
+        "network (the default network without `{...}`), compatible with "
+        "libvdeplug_agno: C and Python peers share a network. KEYFILE is an absolute "
+        "path, `~/PATH` (the effective user's home) or empty for "
+        f"`~/{agnocrypt.DEFAULT_KEYFILE}`; its first 32 hex digits are the key. Write "
+        "them in lowercase (`head -c 16 /dev/urandom | md5sum > ~/.vde_agno_key`): the "
+        "C plugin reads an uppercase `A` as 1, and so does vdetwist. Frames older than "
+        "2 s or more than 1 s ahead are dropped, so the peers' clocks must agree. "
+        "Needs `pip install 'vdetwist[agno]'` (the `cryptography` package)."
+    ),
+    grammar="path",
+    table=AGNO_OPTIONS,
+    options=(
+        Option(
+            "ethtype",
+            "Ethertype of encrypted frames: `copy` (the frame's own, in clear), "
+            "`ipv4`, `ipv6`, `rand` (random per frame) or a number in 0x600-0xfffe.",
+            "TYPE",
+            f"{agnocrypt.DEFAULT_ETHTYPE:#06x}",
+        ),
+    ),
+    examples=(
+        ("agno://{vde:///tmp/sw}", "the switch `/tmp/sw`, encrypted with `~/.vde_agno_key`"),
+        ("agno:///etc/vde/k1[ethtype=ipv4]{vxvde://}", "another key; frames look like IPv4"),
+    ),
+    manual="libvdeplug_agno",
+)
 
 
 class AgnoPlug(TransformPlug):
@@ -76,6 +109,7 @@ def agnoCipher(vnl, randomBytes: Callable[[int], bytes] = os.urandom):
 class AgnoBackend:
     schemes = ("agno",)
     summary = "AES-128 link-layer encryption over a nested VNL (agno:///key{vde:///tmp/sw})"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         cipher, nested = agnoCipher(vnl)

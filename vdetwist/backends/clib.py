@@ -81,7 +81,26 @@ from zope.interface import implementer
 from vdetwist.errors import PlugLost, VdeError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
+from vdetwist.reference import SchemeReference
 from vdetwist.registry import MAX_DESCRIPTION, OpenArgs, decorate
+
+REFERENCE = SchemeReference(
+    scheme="clib",
+    synopsis="clib://VNL",
+    description=(
+        "VNL opened by the installed C libvdeplug (`libvdeplug.so.2`, through "
+        "ctypes), so every C plugin is reachable, including those vdetwist has no "
+        "Python equivalent for. VNL is handed to `vde_open` unchanged; `clib://` "
+        "alone is the C library's default network. Opening runs in the reactor's "
+        "thread pool; sending and closing call the library directly, and can block "
+        "for `cmd://` and `slirp://`. Needs `apt-get install libvdeplug2`."
+    ),
+    examples=(
+        ("clib://vde:///tmp/sw", "the C `vde://` client"),
+        ("clib://slirp:///tcpfwd=8080:10.0.2.15:80", "libslirp through libvdeplug_slirp"),
+    ),
+    differences=("A vdetwist scheme: the C library has none like it.",),
+)
 
 log = Logger()
 
@@ -392,6 +411,7 @@ def _innerModule(text: str) -> str:
 class CLibBackend:
     schemes = ("clib",)
     summary = "clib://VNL: VNL opened by the installed C libvdeplug (its plugins: slirp, vde, ...)"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry) -> Deferred:
         try:

@@ -25,7 +25,27 @@ from zope.interface import implementer
 from vdetwist.errors import PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.pipes import PipeProcessReactor
+from vdetwist.reference import SchemeReference
 from vdetwist.streamplug import StreamPlug
+
+REFERENCE = SchemeReference(
+    scheme="cmd",
+    synopsis="cmd://COMMAND",
+    description=(
+        "A command whose stdin and stdout carry the network in the VDE stream "
+        "encoding, such as `vde_plug` on another host through ssh. COMMAND is split "
+        "into words as libexecs' `s2argv` does (quotes and backslashes, no shell), "
+        "the program is found on PATH and its stderr is inherited."
+    ),
+    examples=(
+        ("cmd://'ssh host vde_plug vxvde://'", "the vxvde network of `host`"),
+    ),
+    differences=(
+        "The plug closes when the command exits (the C plug keeps running on a "
+        "dead link), so `vde_plug` ends too.",
+    ),
+    manual="libvdeplug_cmd",
+)
 
 _SPACE = " \t\n"
 
@@ -164,6 +184,7 @@ def connectCommand(reactor, argv: list[str], description: str) -> Deferred[Strea
 class CmdBackend:
     schemes = ("cmd",)
     summary = "a command speaking the VDE stream encoding on its stdin/stdout"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         argv = s2argv(vnl.argument)

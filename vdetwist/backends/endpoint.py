@@ -16,13 +16,31 @@ from zope.interface import implementer
 
 from vdetwist.errors import VNLError
 from vdetwist.interfaces import IVdeBackend
+from vdetwist.reference import SchemeReference
 from vdetwist.streamplug import connectStreamPlug
+
+REFERENCE = SchemeReference(
+    scheme="endpoint",
+    synopsis="endpoint://DESCRIPTION",
+    description=(
+        "A cable in the VDE stream encoding over any Twisted client endpoint "
+        "(`tcp:`, `ssl:`, `unix:`, ...; see Twisted's `clientFromString`). The other "
+        "end is anything that speaks the encoding: `twistd vde --listen ...`, or "
+        "`vde_plug` behind socat or ssh."
+    ),
+    examples=(
+        ("endpoint://tcp:host=sw.example:port=5000", "a `twistd vde --listen tcp:5000` switch"),
+        ("endpoint://unix:path=/run/sw.sock", "the same over a UNIX socket"),
+    ),
+    differences=("A vdetwist scheme: the C library has none like it.",),
+)
 
 
 @implementer(IPlugin, IVdeBackend)
 class EndpointBackend:
     schemes = ("endpoint",)
     summary = "a cable over a Twisted client endpoint (tcp:, ssl:, unix:, ...) in the stream encoding"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         try:

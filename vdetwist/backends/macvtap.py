@@ -41,6 +41,23 @@ from vdetwist.backends.tap import (
 )
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
+from vdetwist.reference import SchemeReference
+
+REFERENCE = SchemeReference(
+    scheme="macvtap",
+    synopsis="macvtap://IFNAME",
+    description=(
+        "The macvtap (or ipvtap) interface IFNAME, opened as `/dev/tap<ifindex>` "
+        "with the virtio-net header off; make it first, e.g. `ip link add link eth0 "
+        "name mvt0 type macvtap mode bridge`. IFNAME is taken as written."
+    ),
+    examples=(("macvtap://mvt0", "the macvtap `mvt0`"),),
+    differences=(
+        "From vdeplug4's development version (4.0.1 has no macvtap plugin).",
+        "A deleted interface closes the plug (the kernel gives its descriptor no "
+        "sign); the descriptor is non-blocking and close-on-exec.",
+    ),
+)
 
 RTMGRP_LINK = 1
 RTM_DELLINK = 17
@@ -193,6 +210,7 @@ def openMacvtap(ifname: str) -> tuple[int, int]:
 class MacvtapBackend:
     schemes = ("macvtap",)
     summary = "a macvtap interface (/dev/tap<ifindex>, IFF_TAP|IFF_NO_PI)"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         if not vnl.argument:

@@ -38,9 +38,67 @@ from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.node import HostPlug, MacTable, Node, netnodeEngine
 from vdetwist.vde2.server import VdeServer, netnodeModes
+from vdetwist.reference import Option, SchemeReference
 from vdetwist.vnl import NETNODE_OPTIONS, parse_octal
 
 _ATOI = re.compile(r"\s*([+-]?\d+)")
+#: The learning table's defaults, as text since C reads them with atoi.
+DEFAULT_HASHSIZE = "256"
+DEFAULT_HASHSEED = "0"
+DEFAULT_EXPIRETIME = "120"
+
+_WHAT = {
+    "hub": "a hub: every frame goes to every other port and to the host",
+    "switch": (
+        "a learning switch that forwards 802.1Q-tagged frames unchanged "
+        "(a trunk switch: the table is keyed by MAC address and VLAN)"
+    ),
+    "multi": (
+        "a multiplexer: frames from any port go to the host only, each frame "
+        "of the host goes to every port (so duplicates across links are expected)"
+    ),
+    "bonding": (
+        "a bond: frames from any port go to the host only, each frame of the "
+        "host goes to one port, round robin as in vdeplug4"
+    ),
+}
+
+
+def _reference(scheme: str) -> SchemeReference:
+    return SchemeReference(
+        scheme=scheme,
+        synopsis=f"{scheme}://[PATH][[OPTION/OPTION...]]",
+        description=(
+            f"Creates the directory PATH and serves vde2 clients there (`vde://PATH`, "
+            f"QEMU, `vde_plug PATH`) as {_WHAT[scheme]}. The plug is the node's host "
+            "port: what the process itself sends and receives. Closing it disconnects "
+            "the clients and removes the directory. PATH defaults to "
+            "`/tmp/vdenode_USER`; its parent must exist and PATH itself must not."
+        ),
+        grammar="path",
+        table=NETNODE_OPTIONS,
+        options=(
+            Option("mode", "Octal mode of the sockets (execute bits cleared).", "MODE", "0600"),
+            Option("dirmode", "Octal mode of the directory.", "MODE", "02700, or derived from `mode`"),
+            Option("grp", "Group (name or number) of the directory and control socket.", "GROUP"),
+            Option("hashsize", "Buckets of the learning table.", "N", DEFAULT_HASHSIZE),
+            Option("hashseed", "Seed of the learning table's hash.", "N", DEFAULT_HASHSEED),
+            Option("expiretime", "Seconds a learned address lasts.", "SECONDS", DEFAULT_EXPIRETIME),
+        ),
+        examples=(
+            (f"{scheme}:///tmp/sw", "clients join with `vde:///tmp/sw` or `/tmp/sw`"),
+            (f"{scheme}:///tmp/sw[mode=0666/hashsize=1024]", "anyone may join; 1024 buckets"),
+            ("vde_plug null:// switch:///tmp/sw", "(a command) a stand-alone switch"),
+            ("vde_plug tap://tap0 switch:///tmp/sw", "(a command) a switch with a tap on its host port"),
+        ),
+        differences=(
+            "The open arguments (`vde_plug -m/-g`) are ignored, as in vdeplug4 4.0.1; "
+            "`mode=`/`dirmode=` values that are not octal and `hashsize` below 1 are refused.",
+            "`hashsize`/`expiretime` are read as C's `atoi` reads them; an unknown option "
+            "and a bare element (`switch:///tmp/sw[3]`) are errors, as in C.",
+        ),
+        manual=f"libvdeplug_{scheme}",
+    )
 
 
 def atoi(text: str) -> int:
@@ -121,9 +179,9 @@ def openNetnode(reactor, vnl, description: str) -> NetnodePlug:
         dirmode = parse_octal(vnl.text, "dirmode", options["dirmode"])
     mode, dirmode = netnodeModes(mode, dirmode)
     group = nodeGroup(vnl, options["grp"]) if options.get("grp") else None
-    hashsize = atoi(options.get("hashsize", "256"))
-    hashseed = atoi(options.get("hashseed", "0"))
-    expiretime = atoi(options.get("expiretime", "120"))
+    hashsize = atoi(options.get("hashsize", DEFAULT_HASHSIZE))
+    hashseed = atoi(options.get("hashseed", DEFAULT_HASHSEED))
+    expiretime = atoi(options.get("expiretime", DEFAULT_EXPIRETIME))
     if hashsize < 1:
         raise VNLError(vnl.text, "hashsize", f"hashsize={options['hashsize']}: must be at least 1")
     engine = netnodeEngine(vnl.scheme)
@@ -155,6 +213,7 @@ def openNetnode(reactor, vnl, description: str) -> NetnodePlug:
 class NetnodeBackend:
     schemes = ("hub", "switch", "multi", "bonding")
     summary = "a hub/switch/multi/bonding node serving vde2 clients; the plug is its host port"
+    references = tuple(_reference(scheme) for scheme in schemes)
 
     def open(self, reactor, vnl, description, args, registry):
         return succeed(openNetnode(reactor, vnl, description))

@@ -11,6 +11,18 @@ from zope.interface import implementer
 
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.plug import PlugBase
+from vdetwist.reference import SchemeReference
+
+REFERENCE = SchemeReference(
+    scheme="null",
+    synopsis="null://",
+    description=(
+        "A network with nothing on it: frames sent are discarded, none arrive. "
+        "The argument is ignored."
+    ),
+    examples=(("vde_plug null:// switch:///tmp/sw", "(a command) a stand-alone switch"),),
+    manual="libvdeplug_null",
+)
 
 
 @implementer(IVdePlug)
@@ -29,6 +41,7 @@ class NullPlug(PlugBase):
 class NullBackend:
     schemes = ("null",)
     summary = "a network with nothing on it (frames sent are discarded)"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         return succeed(NullPlug(vnl.text))

@@ -46,6 +46,22 @@ from vdetwist.backends.tap import (
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
+from vdetwist.reference import SchemeReference
+
+REFERENCE = SchemeReference(
+    scheme="pcap",
+    synopsis="pcap://IFNAME",
+    description=(
+        "Raw capture and injection on the existing interface IFNAME through an "
+        "`AF_PACKET` socket (no libpcap), in promiscuous mode while the plug is "
+        "open. Frames the host itself sends there are not captured; VLAN tags the "
+        "kernel strips are put back. Needs CAP_NET_RAW."
+    ),
+    examples=(("vde_plug pcap://eth1 vde:///tmp/sw", "(a command) bridge eth1 into a switch"),),
+    differences=(
+        "A vdetwist scheme: vdeplug4 has the separate `vde_pcapplug` tool instead.",
+    ),
+)
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -228,6 +244,7 @@ def _ifindex(sock: socket.socket, ifname: str) -> int:
 class PcapBackend:
     schemes = ("pcap",)
     summary = "raw capture and injection on an interface (AF_PACKET, promiscuous)"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         if not vnl.argument:

@@ -20,7 +20,22 @@ from zope.interface import implementer
 from vdetwist.dgram import DatagramPlug
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
+from vdetwist.reference import SchemeReference
 from vdetwist.sockets import removeStale, setOwnership
+
+REFERENCE = SchemeReference(
+    scheme="ptp",
+    synopsis="ptp://PATH",
+    description=(
+        "A point-to-point cable over AF_UNIX datagram sockets, wire compatible with "
+        "libvdeplug4 4.0.1: both ends open the same VNL; the first binds PATH, the "
+        "second binds PATH+ and connects to PATH. PATH is taken as written."
+    ),
+    examples=(
+        ("vde_plug ptp:///tmp/cable switch:///tmp/sw", "(a command) one end, on a switch"),
+    ),
+    manual="libvdeplug_ptp",
+)
 
 
 class PtpPlug(DatagramPlug):
@@ -78,6 +93,7 @@ def openPtp(reactor, path: str, description: str, mode: int, group) -> PtpPlug:
 class PtpBackend:
     schemes = ("ptp",)
     summary = "point-to-point cable over an AF_UNIX datagram socket pair (vdeplug4 4.0.1)"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         if not vnl.argument:

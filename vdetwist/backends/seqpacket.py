@@ -18,6 +18,18 @@ from zope.interface import implementer
 from vdetwist.dgram import DatagramPlug
 from vdetwist.errors import PlugClosed, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
+from vdetwist.reference import SchemeReference
+
+REFERENCE = SchemeReference(
+    scheme="seqpacket",
+    synopsis="seqpacket://FD",
+    description=(
+        "An inherited descriptor, usually one end of a `socketpair(AF_UNIX, "
+        "SOCK_SEQPACKET)` made by a parent process: one frame per packet. FD is "
+        "read as C's `strtol(FD, NULL, 0)` reads it (`0x10` is 16)."
+    ),
+    examples=(("seqpacket://3", "descriptor 3"),),
+)
 
 _STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?")
 
@@ -48,6 +60,7 @@ class SeqpacketPlug(DatagramPlug):
 class SeqpacketBackend:
     schemes = ("seqpacket",)
     summary = "an inherited SOCK_SEQPACKET (or datagram) descriptor, one frame per packet"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         fd = strtol0(vnl.argument)

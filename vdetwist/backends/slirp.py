@@ -21,9 +21,116 @@ from zope.interface import implementer
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.plug import PlugBase
-from vdetwist.slirp.config import SlirpConfig, forwardLine, fromVNL
+from vdetwist.reference import Option, SchemeReference
+from vdetwist.slirp.config import (
+    DEFAULT_ADDR,
+    DEFAULT_ADDR6,
+    DEFAULT_DHCP,
+    DEFAULT_DNS,
+    DEFAULT_DNS6,
+    DEFAULT_FWD,
+    DEFAULT_MTU,
+    DEFAULT_PREFIX,
+    DEFAULT_PREFIX6,
+    RESOLV_CONF,
+    RESOLV_CONF_ENV,
+    SlirpConfig,
+    forwardLine,
+    fromVNL,
+)
 from vdetwist.slirp.engine import Driver, Engine
 from vdetwist.slirp.host import TwistedHost
+from vdetwist.vnl import SLIRP_OPTIONS
+
+_HOSTFWD = "`[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT[,...]`"
+_GUESTFWD = "`[SLIRPIP:]SLIRPPORT:{target}[,...]`"
+
+REFERENCE = SchemeReference(
+    scheme="slirp",
+    synopsis="slirp://[/OPTION...]",
+    description=(
+        "A virtual gateway to the host's network, as QEMU's user networking: "
+        "DHCP, a DNS proxy, NAT of TCP, UDP and ICMP echo to the host's sockets, "
+        "TFTP, and port forwards both ways, all in Python, with no privileges. The "
+        "address part is ignored, hence `slirp:///OPTION`. The guests' frames are "
+        "what is sent on the plug. Options and defaults are libvdeplug_slirp's."
+    ),
+    grammar="slash",
+    table=SLIRP_OPTIONS,
+    options=(
+        Option("restricted", "Isolate the guests: no outgoing connections, only forwards."),
+        Option("v4", "IPv4 service (alone: IPv4 only).", default="both families"),
+        Option("v6", "IPv6 service (alone: IPv6 only).", default="both families"),
+        Option("host", "Same as `addr` (`addr` wins when both are given).", "IPv4[/PREFIX]"),
+        Option(
+            "addr",
+            "The gateway's address and the network; the DHCP and DNS addresses keep "
+            "their host part in the new network.",
+            "IPv4[/PREFIX]",
+            f"{DEFAULT_ADDR}/{DEFAULT_PREFIX}",
+        ),
+        Option("host6", "Same as `addr6`.", "IPv6[/PREFIX]"),
+        Option(
+            "addr6", "The gateway's IPv6 address and prefix.", "IPv6[/PREFIX]",
+            f"{DEFAULT_ADDR6}/{DEFAULT_PREFIX6}",
+        ),
+        Option("hostname", "The guest's host name, sent by DHCP.", "NAME", "slirp"),
+        Option("tftp_server_name", "TFTP server name sent by DHCP (option 66).", "NAME"),
+        Option("tftp_path", "Serve this directory, read-only, by TFTP on the gateway.", "DIR"),
+        Option("bootfile", "Boot file name sent by BOOTP/DHCP.", "PATH"),
+        Option("dhcp", "First address DHCP hands out.", "IPv4", str(DEFAULT_DHCP)),
+        Option("vnameserver", "Address of the IPv4 DNS proxy.", "IPv4", str(DEFAULT_DNS)),
+        Option("vnameserver6", "Address of the IPv6 DNS proxy.", "IPv6", str(DEFAULT_DNS6)),
+        Option("vdnssearch", "Search domains sent by DHCP, comma separated.", "DOMAIN,..."),
+        Option("vdomainname", "Domain name sent by DHCP.", "NAME"),
+        Option("mtu", "MTU of the virtual link (0: the default).", "N", str(DEFAULT_MTU)),
+        Option("mru", "MRU of the virtual link (0: the default).", "N", str(DEFAULT_MTU)),
+        Option(
+            "disable_host_loopback",
+            "Guests cannot reach the host's loopback through the gateway address.",
+        ),
+        Option(
+            "tcpfwd",
+            f"{_HOSTFWD}: the host listens on HOSTIP:HOSTPORT (HOSTIP empty: all) and "
+            "connects each connection to the guest.",
+            "FWD",
+        ),
+        Option("udpfwd", f"{_HOSTFWD}: the same for UDP datagrams.", "FWD"),
+        Option(
+            "unixfwd",
+            f"{_GUESTFWD.format(target='PATH')}: guest connections to SLIRPIP:SLIRPPORT "
+            f"go to the UNIX socket PATH (SLIRPIP defaults to the network's "
+            f"`{DEFAULT_FWD}`).",
+            "FWD",
+        ),
+        Option(
+            "cmdfwd",
+            f"{_GUESTFWD.format(target='COMMAND')}: guest connections to "
+            "SLIRPIP:SLIRPPORT go to a new COMMAND's stdin/stdout.",
+            "FWD",
+        ),
+        Option("verbose", "Print the configuration table and one line per forward on stderr."),
+    ),
+    examples=(
+        ("slirp://", "IPv4 and IPv6 with the defaults: the guest gets 10.0.2.15 by DHCP"),
+        ("slirp:///verbose", "the same, printing the configuration"),
+        ("slirp:///tcpfwd=8080:10.0.2.15:80", "host port 8080 (any address) to the guest's port 80"),
+        ("slirp:///addr=192.168.5.1%2f24/restricted", "another network, no way out but forwards"),
+        (
+            "slirp:///cmdfwd=10.0.2.5:6000:'socat STDIO UNIX:/tmp/.X11-unix/X0'",
+            "the guest's X clients of 10.0.2.5:0 reach the host's display :0",
+        ),
+    ),
+    differences=(
+        "No libslirp: the engine is vdetwist's own (`vdetwist.slirp`); `unixfwd` "
+        "connects to the socket itself instead of running `nc -UN PATH`.",
+        "Forward addresses may be IPv6, in brackets (`tcpfwd=[::1]:8080:10.0.2.15:80`).",
+        f"The DNS proxy reads `{RESOLV_CONF}`, or the file `${RESOLV_CONF_ENV}` names.",
+        "Values that cannot be used (`addr=10.0.2.0/24`, `dhcp=` outside the network, "
+        "`mtu=` out of range) are errors naming the option.",
+    ),
+    manual="libvdeplug_slirp",
+)
 
 
 @implementer(IVdePlug)
@@ -86,6 +193,7 @@ def openSlirp(reactor, vnl, description: str = "slirp", stderr=None, host=None) 
 class SlirpBackend:
     schemes = ("slirp",)
     summary = "user-mode NAT to the host's network: DHCP, DNS proxy, TCP/UDP/ICMP, forwards"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         try:

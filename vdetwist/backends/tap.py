@@ -39,6 +39,29 @@ from zope.interface import implementer
 from vdetwist.errors import PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
+from vdetwist.reference import SchemeReference
+
+REFERENCE = SchemeReference(
+    scheme="tap",
+    synopsis="tap://NAME",
+    description=(
+        "The Linux tap interface NAME (`/dev/net/tun`, `IFF_TAP|IFF_NO_PI`): a "
+        "missing tap is created and vanishes with the plug (that needs "
+        "CAP_NET_ADMIN), an existing persistent one (`ip tuntap add dev NAME mode tap "
+        "user USER`) is attached to. An empty NAME lets the kernel pick `tapN`. "
+        "NAME is taken as written: no quotes, escapes or options."
+    ),
+    examples=(
+        ("tap://tap0", "the tap `tap0`"),
+        ("vde_plug tap://tap0 switch:///tmp/sw", "(a command) a switch with a tap on its host port"),
+    ),
+    differences=(
+        "A name longer than 15 bytes is refused; C cuts it silently.",
+        "The descriptor is non-blocking and close-on-exec; a tap deleted while "
+        "open closes the plug.",
+    ),
+    manual="libvdeplug_tap",
+)
 
 #: The clone device of the tun driver.
 TUN_DEVICE = "/dev/net/tun"
@@ -329,6 +352,7 @@ class TapPlug(FramePlug):
 class TapBackend:
     schemes = ("tap",)
     summary = "a Linux tap interface (/dev/net/tun, IFF_TAP|IFF_NO_PI)"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         try:

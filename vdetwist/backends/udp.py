@@ -20,6 +20,27 @@ from zope.interface import implementer
 from vdetwist.dgram import DatagramPlug
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
+from vdetwist.reference import SchemeReference
+
+REFERENCE = SchemeReference(
+    scheme="udp",
+    synopsis="udp://[SRC:]SPORT->DST:DPORT",
+    description=(
+        "A point-to-point cable, one frame per UDP datagram, IPv4 or IPv6: bound "
+        "to SRC:SPORT (SRC empty: any), sending to DST:DPORT. Until its first send the "
+        "socket takes datagrams from anybody; from then on only DST's. Quote the "
+        "`>` in a shell."
+    ),
+    examples=(
+        ("udp://5000->10.0.0.2:5000", "one end; the other is `udp://5000->10.0.0.1:5000`"),
+        ("udp://[::1]:6000->[::1]:6001", "IPv6 literals in brackets"),
+    ),
+    differences=(
+        "IPv6 literals may be bracketed (`[::1]:6000`), which C rejects; bare ones "
+        "(`::1:6000`, split at the last colon) work as in C.",
+    ),
+    manual="libvdeplug_udp",
+)
 
 
 def _splitHostPort(text: str) -> tuple[str, str]:
@@ -76,6 +97,7 @@ def openUdp(vnl) -> tuple[socket.socket, tuple]:
 class UdpBackend:
     schemes = ("udp",)
     summary = "point-to-point cable over UDP, one frame per datagram (IPv4/IPv6)"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         parseUdp(vnl)  # syntax errors are reported at once, not from a thread

@@ -20,7 +20,53 @@ from zope.interface import implementer
 
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.vde2.client import connectVde
+from vdetwist.reference import Option, SchemeReference
 from vdetwist.vnl import VDE_OPTIONS, parse_octal
+
+REFERENCE = SchemeReference(
+    scheme="vde",
+    synopsis="vde://[PATH][[PORT/OPTION...]]",
+    description=(
+        "Joins a vde2 switch through its directory: `vde_switch`, a `switch://` "
+        "or `hub://` node, or `twistd vde`. A VNL without `://` is a `vde://` path, "
+        "so `/tmp/sw` and `/tmp/sw[3]` work as well. An empty PATH tries "
+        "`/var/run/vde.ctl`, then `/tmp/vde.ctl`."
+    ),
+    grammar="path",
+    table=VDE_OPTIONS,
+    options=(
+        Option(
+            "",
+            "A bare element that names no option: a number asks for that port "
+            "(`[0]`: port 0, vde_switch's management port), a name is a portgroup.",
+            value="PORT",
+            default="any free port",
+        ),
+        Option("port", "The port to ask for; same variable as the bare element.", "N"),
+        Option(
+            "portgroup",
+            "A portgroup socket `PATH/NAME` tried before `PATH/ctl`; a number is a port.",
+            "NAME",
+        ),
+        Option(
+            "group",
+            "Group of our data socket, so a switch running as another user can reach it.",
+            "GROUP",
+            "none (`vde_plug -g`)",
+        ),
+        Option("mode", "Octal mode of our data socket.", "MODE", "0700 (`vde_plug -m`)"),
+    ),
+    examples=(
+        ("vde:///tmp/sw", "any free port of the switch in `/tmp/sw` (same as `/tmp/sw`)"),
+        ("/tmp/sw[3]", "port 3 of that switch"),
+        ("vde:///tmp/sw[lan/mode=0660/g=kvm]", "portgroup `lan`, data socket 0660 of group kvm"),
+    ),
+    differences=(
+        "A malformed `mode=` (`0o666`, `rw`) is refused with a message where C "
+        "reads what it can.",
+    ),
+    manual="libvdeplug_vde",
+)
 
 
 def vdeOptions(vnl, args):
@@ -45,6 +91,7 @@ def vdeOptions(vnl, args):
 class VdeBackend:
     schemes = ("vde",)
     summary = "a vde2 switch (vde_switch, switch://, hub://...) over its ctl socket"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         path, portgroup, port, group, mode = vdeOptions(vnl, args)

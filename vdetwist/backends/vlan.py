@@ -34,7 +34,61 @@ from zope.interface import implementer
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.nested import TransformPlug, openNested
 from vdetwist.vlantag import VlanRules, quirkIgnoresTagList
+from vdetwist.reference import Option, SchemeReference
 from vdetwist.vnl import VLAN_OPTIONS, parse_slash
+
+_UNTAG = Option(
+    "untag",
+    "The network's untagged frames reach the VM tagged N; VM frames tagged N "
+    "leave untagged.",
+    "N",
+    "none",
+)
+_TAG = Option(
+    "tag",
+    "VLANs the VM uses tagged: `A` or `A-B` (VM VLAN A is network VLAN B), "
+    "separated by `:` or `.`, e.g. `tag=10:11-12`.",
+    "LIST",
+)
+_TRUNK = Option("trunk", "The VM may use any other valid VLAN (not 0, 1, 4095) unchanged.")
+_QINQ = Option("qinq", "Tag with 802.1ad (TPID 0x88a8) instead of 802.1Q (0x8100).")
+
+REFERENCE = SchemeReference(
+    scheme="vlan",
+    synopsis="vlan://[UNTAGGED][/OPTION...][{NESTED-VNL}]",
+    description=(
+        "802.1Q/802.1ad tagging done in the plug: the plug's user (the VM) sees "
+        "VLAN UNTAGGED untagged (0: none; 4095: the VM's untagged frames are "
+        "dropped), the NESTED-VNL network sees the tags. Without `{...}` the nested "
+        "network is the user's default one. Nested VNLs nest, and the nested VNL "
+        "keeps its own quotes."
+    ),
+    grammar="slash",
+    table=VLAN_OPTIONS,
+    options=(
+        Option("u", "Same as `untag`.", "N"),
+        _UNTAG,
+        Option("t", "Same as `tag`.", "LIST"),
+        _TAG,
+        Option("x", "Same as `trunk`."),
+        _TRUNK,
+        Option("q", "Same as `qinq`."),
+        _QINQ,
+        Option("ad", "Same as `qinq`."),
+    ),
+    examples=(
+        ("vlan://3{vde:///tmp/sw}", "VLAN 3 of the switch `/tmp/sw`, untagged for the VM"),
+        ("vlan://3/untag=4/tag=10:11-12{vde:///tmp/sw}", "plus tagged VLANs, with a remap"),
+        ("vlan://4{vlan://5/qinq{vxvde://234.1.2.3}}", "VLAN 4 inside 802.1ad service VLAN 5"),
+    ),
+    differences=(
+        "`tag=` with a single one-character VLAN (`tag=5`) is ignored as in C, but "
+        "with a warning: write `tag=5:` or `tag=05`.",
+        "As in C, the manual's bracket form (`vlan://3[untag=4]{...}`) does not "
+        "work: options take slashes.",
+    ),
+    manual="libvdeplug_vlan",
+)
 
 log = Logger()
 
@@ -73,6 +127,7 @@ def vlanRules(vnl) -> tuple[VlanRules, str | None]:
 class VlanBackend:
     schemes = ("vlan",)
     summary = "802.1Q/802.1ad VLAN tagging over a nested VNL (vlan://3{vde:///tmp/sw})"
+    references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
         rules, nested = vlanRules(vnl)

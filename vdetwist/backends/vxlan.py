@@ -35,6 +35,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vdetwist.backends.vxvde import (
+    VX_OPTIONS,
     _MIN_FRAME_DATAGRAM,
     SocketReader,
     VxBackendBase,
@@ -49,7 +50,12 @@ from vdetwist.backends.vxvde import (
 )
 from vdetwist.dgram import READ_BATCH
 from vdetwist.interfaces import IVdeBackend, IVdePlug
+from vdetwist.reference import Option, SchemeReference
+from vdetwist.vnl import VXLAN_OPTIONS
 from vdetwist.vxlanwire import (
+    DEFAULT_GROUP4,
+    DEFAULT_VNI,
+    VXLAN_PORT,
     FLAG_VNI,
     MAX_DATAGRAM,
     RECV_SIZE,
@@ -102,6 +108,43 @@ def openVxlanSocket(
         )
 
     return openFirstGroupAddress(config, ifindex, _makeVxlanSocket, failed)
+
+
+REFERENCE = SchemeReference(
+    scheme="vxlan",
+    synopsis="vxlan://[GROUP][/OPTION...]",
+    description=(
+        "A VXLAN segment (RFC 7348) that Linux VXLAN devices (`ip link add NAME type "
+        f"vxlan id VNI dstport {VXLAN_PORT} group GROUP`) and the C plugin can join. "
+        "Broadcast, multicast and frames to unknown addresses go to the multicast "
+        "GROUP, frames to a learned address to the peer's IP address at the VXLAN "
+        "port. One member per host and port: the socket is bound to the port."
+    ),
+    grammar="slash",
+    table=VXLAN_OPTIONS,
+    options=tuple(
+        {
+            "port": Option("port", VX_OPTIONS["port"].meaning, "PORT", str(VXLAN_PORT)),
+            "vni": Option("vni", "Virtual network identifier, a number (24 bits).", "VNI",
+                          str(DEFAULT_VNI)),
+            "ttl": Option("ttl", "Time to live of multicast datagrams.", "TTL",
+                          VX_OPTIONS["ttl"].default),
+        }.get(name, VX_OPTIONS[name])
+        for name in VXLAN_OPTIONS
+    ),
+    examples=(
+        ("vxlan://", f"group `{DEFAULT_GROUP4}`, port {VXLAN_PORT}, VNI {DEFAULT_VNI}"),
+        ("vxlan://239.1.2.3/vni=42", "VNI 42 on group 239.1.2.3"),
+    ),
+    differences=(
+        "Unicast works: the C plugin (4.0.1 and later) never learns a usable peer "
+        "address, so only flooded frames get through; the datagrams sent are those "
+        "C means to send.",
+        "`v4`/`v6` do restrict the group's family (in C they never apply).",
+        "A malformed number (`vni=x`, `port=0`) is an error naming the option.",
+    ),
+    manual="libvdeplug_vxlan",
+)
 
 
 @implementer(IVdePlug)
@@ -169,6 +212,7 @@ class VxlanPlug(VxPlugBase):
 class VxlanBackend(VxBackendBase):
     schemes = ("vxlan",)
     summary = "VXLAN segment over UDP multicast (interoperates with Linux VXLAN devices)"
+    references = (REFERENCE,)
 
     def parse(self, vnl) -> VxConfig:
         return parseVxlan(vnl)

@@ -50,9 +50,18 @@ from vdetwist.errors import PlugLost, VdeError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.node.mactable import MacTable
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
+from vdetwist.reference import Option, SchemeReference
+from vdetwist.vnl import VXVDE_OPTIONS
 from vdetwist.vxlanwire import (
+    DEFAULT_EXPIRETIME,
+    DEFAULT_GROUP4,
+    DEFAULT_GROUP6,
+    DEFAULT_HASHSIZE,
+    DEFAULT_TTL,
+    DEFAULT_VNI,
     HEADER_SIZE,
     LEARN_VLAN,
+    VXVDE_PORT,
     MAX_DATAGRAM,
     RECV_SIZE,
     RejectCounter,
@@ -65,6 +74,72 @@ from vdetwist.vxlanwire import (
 )
 
 log = Logger()
+
+#: The options vxvde and vxlan share, by name (vxlan's page picks its own).
+VX_OPTIONS = {
+    "port": Option("port", "UDP port of the group (and, for vxlan, of every peer).", "PORT"),
+    "vni": Option(
+        "vni",
+        "Virtual network identifier (24 bits): a number, a group name (its gid) "
+        "or empty (the effective gid).",
+        "VNI",
+        f"{DEFAULT_VNI}, or the `grp` gid",
+    ),
+    "grp": Option(
+        "grp",
+        "A group name or number: its gid is the VNI (unless `vni` is given) and "
+        "replaces the last 3 bytes of the group address.",
+        "GROUP",
+    ),
+    "ttl": Option("ttl", "Time to live of the datagrams sent.", "TTL", str(DEFAULT_TTL)),
+    "rcvbuf": Option(
+        "rcvbuf", "Receive buffer (vxvde: of the unicast socket), with an optional k, m, g or t suffix.", "SIZE",
+        "the system's",
+    ),
+    "v6": Option("v6", "IPv6 only (the default group becomes the IPv6 one)."),
+    "v4": Option("v4", "IPv4 only."),
+    "hashsize": Option(
+        "hashsize", "Most peers' MAC addresses remembered.", "N", str(DEFAULT_HASHSIZE)
+    ),
+    "expiretime": Option(
+        "expiretime", "Seconds a learned MAC address lasts (0 or less: the default).",
+        "SECONDS", str(DEFAULT_EXPIRETIME),
+    ),
+    "if": Option("if", "The interface multicast goes through.", "IFNAME", "the kernel's choice"),
+    "bind": Option("bind", "Local address of the unicast socket.", "ADDRESS", "any"),
+}
+
+REFERENCE = SchemeReference(
+    scheme="vxvde",
+    synopsis="vxvde://[GROUP][/OPTION...]",
+    description=(
+        "A distributed Ethernet with no switch: every member sends broadcast, "
+        "multicast and frames to unknown addresses to the multicast GROUP "
+        f"(`{DEFAULT_GROUP4}`, or `{DEFAULT_GROUP6}` with `v6`), and frames to a "
+        "learned address straight to that member. Members on one host may share a "
+        "network; the peers may be C or Python."
+    ),
+    grammar="slash",
+    table=VXVDE_OPTIONS,
+    options=tuple(
+        Option(o.name, o.meaning, o.value, str(VXVDE_PORT)) if o.name == "port" else o
+        for o in (VX_OPTIONS[name] for name in VXVDE_OPTIONS)
+    ),
+    examples=(
+        ("vxvde://", f"the default network: `{DEFAULT_GROUP4}`, port {VXVDE_PORT}, VNI {DEFAULT_VNI}"),
+        ("vxvde://239.1.2.3/vni=42", "VNI 42 on group 239.1.2.3"),
+        ("vxvde://ff15::3/port=12345/v=42", "an IPv6 group; `v` is short for `vni`"),
+        ("vxvde://239.1.2.3/grp=kvm", "the network of group kvm (VNI and address from its gid)"),
+    ),
+    differences=(
+        "The learning table holds at most `hashsize` live addresses and floods when "
+        "full, where C's direct-mapped table lets two colliding addresses evict "
+        "each other: fewer flooded frames, nothing else changes on the wire.",
+        "A malformed number (`port=x`, `ttl=300`) is an error naming the option; an "
+        "unknown group name in `vni`/`grp` is ignored as in C, with a warning.",
+    ),
+    manual="libvdeplug_vxvde",
+)
 
 #: Linux's IP_PKTINFO (missing from Python's socket module).
 IP_PKTINFO = 8
@@ -614,6 +689,7 @@ class VxBackendBase:
 class VxvdeBackend(VxBackendBase):
     schemes = ("vxvde",)
     summary = "distributed Ethernet over UDP multicast with unicast to learned peers"
+    references = (REFERENCE,)
 
     def parse(self, vnl) -> VxConfig:
         return parseVxvde(vnl)
