@@ -35,6 +35,11 @@ GRAMMARS = {
     ),
 }
 
+_NESTED = (
+    "The network underneath is the VNL in braces at the end (`{NESTED-VNL}`, "
+    "text after the last `}` is ignored), passed on with its quotes; the options "
+    "come before it."
+)
 _COMMON_RULES = (
     "An option is `NAME=VALUE` or a bare `NAME` (value empty); any prefix of a name "
     "names the first option in this table that starts with it (the *short* column "
@@ -73,6 +78,8 @@ class SchemeReference:
     @ivar grammar: C{"path"} or C{"slash"} when the options are parsed by
         L{vdetwist.vnl.parse_path} or L{vdetwist.vnl.parse_slash}; C{None}
         when the argument has a form of its own.
+    @ivar nested: the argument ends with a nested VNL in braces, split off
+        (L{vdetwist.vnl.split_nested}) before the options are parsed.
     @ivar table: the option table the backend hands the parser.
     @ivar options: one L{Option} per entry of C{table}, in its order.
     @ivar examples: (VNL, what it means) pairs.
@@ -84,6 +91,7 @@ class SchemeReference:
     synopsis: str
     description: str
     grammar: Optional[str] = None
+    nested: bool = False
     table: Sequence[str] = ()
     options: Sequence[Option] = ()
     examples: Sequence[tuple[str, str]] = ()
@@ -106,7 +114,10 @@ class SchemeReference:
         """
         parts = [f"## {self.scheme}://", f"    {self.synopsis}", self.description]
         if self.options:
-            parts.append(f"**Options.** {GRAMMARS[self.grammar]} {_COMMON_RULES}")
+            rules = f"{GRAMMARS[self.grammar]} {_COMMON_RULES}"
+            if self.nested:
+                rules = f"{_NESTED} {rules}"
+            parts.append(f"**Options.** {rules}")
             parts.append(self._optionTable())
         if self.examples:
             parts.append("**Examples.**")

@@ -47,6 +47,7 @@ REFERENCE = SchemeReference(
         "Needs `pip install 'vdetwist[agno]'` (the `cryptography` package)."
     ),
     grammar="path",
+    nested=True,
     table=AGNO_OPTIONS,
     options=(
         Option(

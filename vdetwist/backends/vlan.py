@@ -64,6 +64,7 @@ REFERENCE = SchemeReference(
         "keeps its own quotes."
     ),
     grammar="slash",
+    nested=True,
     table=VLAN_OPTIONS,
     options=(
         Option("u", "Same as `untag`.", "N"),
