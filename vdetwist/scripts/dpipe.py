@@ -51,7 +51,6 @@ OPTIONS:
   -n | --nowrapproc                  do not create the dpipe parent process
   -N | --nowrapnoclean               -n and do not remove pid/pgrp file
   -h | --help                        show this short summary
-  --version                          print vdetwist's version and exit
 """
 
 #: Short options; those in L{_WITH_ARGUMENT} take a value.
@@ -65,7 +64,8 @@ _LONG_OPTIONS = {
     "pgrpfile": "P",
     "daemon": "d",
     "help": "h",
-    # Ours alone, so it has no short form: a "-V" stays an invalid option.
+    # Ours alone, so it has no short form (a "-V" stays an invalid option)
+    # and the usage, identical to the C tool's, does not list it.
     "version": "V",
 }
 
