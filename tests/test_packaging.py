@@ -78,6 +78,11 @@ class InstalledTests(SynchronousTestCase):
         # A cache shipped in the wheel would clobber the site's own.
         self.assertFalse([n for n in names if n.endswith("dropin.cache")])
         self.assertFalse([n for n in names if n.startswith("twisted/plugins/__init__")])
+        # The licence, the typing marker and the man pages ship too.
+        self.assertTrue([n for n in names if ".dist-info/" in n and n.endswith("/LICENSE")], names)
+        self.assertIn("vdetwist/py.typed", names)
+        for page in ("vde_plug.1", "dpipe.1", "vdetwist-plugins.1"):
+            self.assertTrue([n for n in names if n.endswith(f".data/data/share/man/man1/{page}")], names)
         self.pip(venv, wheel)
         site = subprocess.run(
             [os.path.join(venv, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
