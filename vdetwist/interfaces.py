@@ -11,7 +11,10 @@ a plug; cables, stream adapters and switching nodes only ever see plugs.
 
 from __future__ import annotations
 
+from textwrap import fill
+
 from zope.interface import Attribute, Interface
+from zope.interface.interface import InterfaceClass, Method
 from twisted.internet.interfaces import IPushProducer
 
 
@@ -46,7 +49,9 @@ class IPlugStats(Interface):
     )
 
 
-class IVdePlug(IPushProducer):
+# Interface is named as well, redundantly for zope.interface, so that
+# pydoctor, which does not analyse Twisted, knows this is an interface.
+class IVdePlug(IPushProducer, Interface):
     """
     A frame-oriented connection to one virtual Ethernet.
 
@@ -123,3 +128,25 @@ class IVdeBackend(Interface):
         @return: a L{twisted.internet.defer.Deferred} firing with an
             L{IVdePlug}, or failing with a L{vdetwist.errors.VdeError}.
         """
+
+
+def _listMembers(*interfaces: InterfaceClass) -> None:
+    """
+    Append each interface's members, with the first paragraph of their
+    docstrings, to its docstring: C{pydoc} shows an interface as its
+    docstring alone.  (pydoctor lists the members itself.)
+    """
+    for interface in interfaces:
+        entries = []
+        for name, member in interface.namesAndDescriptions(all=True):
+            signature = member.getSignatureString() if isinstance(member, Method) else ""
+            summary = " ".join((member.getDoc() or "").strip().split("\n\n")[0].split())
+            entries.append(
+                fill(f"{name}{signature}: {summary}", 76,
+                     initial_indent="      ", subsequent_indent="          ")
+            )
+        listing = "\n".join(entries)
+        interface.__doc__ = f"{interface.__doc__.rstrip()}\n\n    Members:\n\n{listing}\n"
+
+
+_listMembers(IFrameReceiver, IPlugStats, IVdePlug, IVdeBackend)

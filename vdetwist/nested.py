@@ -2,9 +2,9 @@
 Nesting backends (C{vlan://}, C{agno://}): a plug that wraps the plug of a
 nested VNL and rewrites the frames crossing it.
 
-C{SCHEME://PREFIX{NESTED-VNL}} opens C{NESTED-VNL} through the same
+C{SCHEME://PREFIXE{lb}NESTED-VNLE{rb}} opens C{NESTED-VNL} through the same
 registry, with the same (already decorated) description and open
-arguments; without C{{...}} the nested network is the user's default
+arguments; without C{E{lb}...E{rb}} the nested network is the user's default
 network, as in libvdeplug4.
 """
 

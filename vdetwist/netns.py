@@ -125,7 +125,7 @@ class Namespace:
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
         """
-        L{subprocess.run} C{argv} in this namespace.
+        C{subprocess.run} C{argv} in this namespace.
         """
         return subprocess.run(self.command(argv), **kwargs)
 
@@ -186,7 +186,7 @@ def _setns(fd: int, what: str) -> None:
 @contextmanager
 def routing(namespace: NamespaceLike = None) -> Iterator[IPRoute]:
     """
-    A pyroute2 L{IPRoute} working in C{namespace}, closed afterwards.
+    A pyroute2 C{IPRoute} working in C{namespace}, closed afterwards.
     """
     name = _name(namespace)
     ipr = IPRoute() if name is None else IPRoute(netns=name)
@@ -198,7 +198,7 @@ def routing(namespace: NamespaceLike = None) -> Iterator[IPRoute]:
 
 def ifindex(ifname: str, namespace: NamespaceLike = None) -> int:
     """
-    The index of C{ifname}; L{LookupError} if there is none.
+    The index of C{ifname}; C{LookupError} if there is none.
     """
     with routing(namespace) as ipr:
         found = ipr.link_lookup(ifname=ifname)
@@ -372,7 +372,7 @@ def waitOperational(ifname: str, namespace: NamespaceLike = None,
     Wait until C{ifname} is up and able to pass frames (operational state
     up, or unknown for taps with a reader), which the kernel settles a
     little after C{setUp}.  Blocks the calling thread, polling every 20 ms;
-    L{TimeoutError} after C{timeout} seconds.
+    C{TimeoutError} after C{timeout} seconds.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -389,7 +389,7 @@ def waitOperational(ifname: str, namespace: NamespaceLike = None,
 
 def run(namespace: NamespaceLike, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
     """
-    L{subprocess.run} C{argv} in C{namespace} (C{None}: right here).
+    C{subprocess.run} C{argv} in C{namespace} (C{None}: right here).
     """
     name = _name(namespace)
     if name is None:

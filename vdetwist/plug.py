@@ -128,7 +128,7 @@ class ReaderPlug(PlugBase):
     several sockets): pausing it stops reading them, so the kernel's queues
     fill and drop, as they would for any slow VDE peer.
 
-    @ivar readers: the L{IReadDescriptor}s to read; C{(self,)} unless a
+    @ivar readers: the L{twisted.internet.interfaces.IReadDescriptor}s to read; C{(self,)} unless a
         subclass has others.
     """
 

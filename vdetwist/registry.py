@@ -101,11 +101,11 @@ class Registry:
         """
         Open C{vnl} (C{None} or C{""}: the user's default network).
 
+        Fails with a L{vdetwist.errors.VdeError} naming the problem.
+
         @param decorated: C{description} is already decorated (a nesting
             backend such as C{vlan://} opening its nested VNL with the
             description it was given); it is passed on unchanged.
-
-        Fails with a L{vdetwist.errors.VdeError} naming the problem.
         """
 
         def doOpen() -> Deferred[IVdePlug]:

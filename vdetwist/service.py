@@ -1,5 +1,5 @@
 """
-C{twistd vde}: a switch compatible with vde2's C{vde_switch}.
+C{twistd vde}: a switch compatible with vde2's C{vde_switch}::
 
     twistd -n vde --switch /tmp/sw --mgmt /tmp/sw.mgmt
     twistd -n vde --hub --numports 8 --plug tap://tap0
@@ -464,7 +464,7 @@ class VdeSwitchService(Service):
     @ivar stdio: with C{--console}, the L{StdioConsoleProtocol} on stdin
         and stdout (after start).
     @ivar plugs: the C{--plug} networks attached: (VNL, plug) pairs.
-    @ivar listening: the C{--listen} ports (L{IListeningPort}s).
+    @ivar listening: the C{--listen} ports (L{twisted.internet.interfaces.IListeningPort}s).
     """
 
     name = "vde"

@@ -116,7 +116,7 @@ class FrameCollector:
     A receiver that records what it is given.
 
     @ivar frames: the frames received, in order.
-    @ivar reason: the L{Failure} given to C{plugClosed}, or C{None}.
+    @ivar reason: the L{twisted.python.failure.Failure} given to C{plugClosed}, or C{None}.
     """
 
     def __init__(self) -> None:

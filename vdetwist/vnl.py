@@ -104,7 +104,7 @@ class VNL:
 
     def split_nested(self) -> tuple[str, str | None]:
         """
-        Split the argument as C{PREFIX{NESTED}}; see L{split_nested}.
+        Split the argument as C{PREFIXE{lb}NESTEDE{rb}}; see L{split_nested}.
         """
         return split_nested(self.argument)
 
@@ -260,7 +260,7 @@ def tokenize(text: str, delimiters: str) -> list[str]:
 def cut_at_last(text: str, delimiter: str) -> str:
     """
     Drop everything from the last unquoted C{delimiter} of C{text} on; quotes
-    and escapes stay.  This is how C{]} and C{}} close a block, so the block
+    and escapes stay.  This is how C{]} and C{E{rb}} close a block, so the block
     may contain them quoted or not.
     """
     return os.fsdecode(_cut(_cstring(text), os.fsencode(delimiter)))
@@ -305,11 +305,11 @@ def parse_slash(
 
 def split_nested(argument: str) -> tuple[str, str | None]:
     """
-    Split C{PREFIX{NESTED-VNL}}: text after the last C{}} is ignored and the
+    Split C{PREFIXE{lb}NESTED-VNLE{rb}}: text after the last C{E{rb}} is ignored and the
     nested VNL keeps its quotes, for the nested C{vde_open} to parse.
 
     @return: the prefix, and the nested VNL or C{None} when there is no
-        unquoted C{{} (meaning the default network).
+        unquoted C{E{lb}} (meaning the default network).
     """
     data = _cstring(argument)
     braces = _separators(data, b"{")

@@ -130,7 +130,7 @@ class _OpenArgs(ctypes.Structure):
 
 class CLibrary:
     """
-    The functions of a loaded C{libvdeplug.so.2}, with their C signatures:
+    The functions of a loaded C{libvdeplug.so.2}, with their C signatures::
 
         VDECONN *vde_open_real(char *vnl, char *descr, int interface_version,
                                struct vde_open_args *open_args);

@@ -127,7 +127,7 @@ class _Command(ProcessProtocol):
     The plug ends when the command exits (cleanly for status 0, else with
     the status), or when the command closes its stdout and is still
     running L{STDOUT_GRACE} seconds later: the C plug reads EOF there and
-    ends, where Twisted's L{ProcessEndpoint} would wait for the exit.
+    ends, where Twisted's L{twisted.internet.endpoints.ProcessEndpoint} would wait for the exit.
     """
 
     def __init__(self, reactor, plug: StreamPlug) -> None:

@@ -72,7 +72,7 @@ class INodeObserver(Interface):
 
     def endpointRemoved(port, plug, reason) -> None:
         """
-        A plug left C{port} (C{port/ep/-}); C{reason} is the L{Failure}
+        A plug left C{port} (C{port/ep/-}); C{reason} is the L{twisted.python.failure.Failure}
         its C{plugClosed} gave, or C{None} when the node removed it.
         """
 

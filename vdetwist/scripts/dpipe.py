@@ -3,8 +3,8 @@ dpipe: run commands side by side, each one's output feeding its neighbour.
 
 C{dpipe a = b} gives a bidirectional pipe between C{a} and C{b}; a middle
 command of C{a = b = c} talks to C{c} on the two fds named by the
-C{ALTERNATE_STDIN} / C{ALTERNATE_STDOUT} environment variables; "=}" ...
-"}=" and "={" ... "{=" bracket commands that see only one direction of the
+C{ALTERNATE_STDIN} / C{ALTERNATE_STDOUT} environment variables; "=E{rb}" ...
+"E{rb}=" and "=E{lb}" ... "E{lb}=" bracket commands that see only one direction of the
 flow.  This is a process launcher, not a network tool, so it uses plain
 fork/exec rather than Twisted.
 
@@ -234,13 +234,13 @@ def _separator(arg: str, direction: str) -> Optional[str]:
     command it would end.
 
     Any argument starting with "=" is a separator; a bracket as its second
-    character ("=}" or "={") makes the next command one-way in that
+    character ("=E{rb}" or "=E{lb}") makes the next command one-way in that
     direction, otherwise the direction carries on.  Inside a one-way stretch,
-    an argument starting with the matching closing form ("}=" or "{=") is
+    an argument starting with the matching closing form ("E{rb}=" or "E{lb}=") is
     a separator too, and the next command goes both ways unless its third
     character is a bracket.  Anything else is an argument.
 
-    @return: the direction of the next command, or L{None} if C{arg} is not a
+    @return: the direction of the next command, or C{None} if C{arg} is not a
         separator.
     """
     if arg.startswith("="):

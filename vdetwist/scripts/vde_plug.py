@@ -1,6 +1,6 @@
 """
 C{vde_plug}: join a VDE network to stdio, to another network or to a
-command, with the command line of vdeplug4's C{vde_plug}.
+command, with the command line of vdeplug4's C{vde_plug}::
 
     vde_plug [OPTIONS]                       stdio <-> default network
     vde_plug [OPTIONS] VNL                   stdio <-> VNL

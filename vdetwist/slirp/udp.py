@@ -201,7 +201,7 @@ class UdpNat(FlowTable):
 
     def listen(self, forward) -> None:
         """
-        Start a C{udpfwd}; raises L{OSError} if the port cannot be bound.
+        Start a C{udpfwd}; raises C{OSError} if the port cannot be bound.
         """
         handler = _ForwardHandler(self, forward)
         handler.socket = self.engine.host.listenUDP(str(forward.hostAddr), forward.hostPort,

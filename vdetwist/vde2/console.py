@@ -39,7 +39,7 @@ Differences from vde_switch 2.3.2 (all deliberate):
     trailing C{"\\r"} is removed.  A write without a newline is still run
     at once as a command, as vde_switch does.
   - C{port/print} and C{port/allprint} have one more line per port,
-    C{" DROP: in %10d          out %10d"}: frames dropped on the way in
+    C{" DROP: in %10d"}, ten spaces, C{"out %10d"}: frames dropped on the way in
     (too short, VLAN not allowed) and on the way out (queue full).
   - C{hash/find} prints the right port (vde_switch prints port + 1).
   - C{vlan/remove 0} is refused (C{EINVAL}) when VLAN 0 has no members:
