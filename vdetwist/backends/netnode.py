@@ -63,6 +63,14 @@ _WHAT = {
     ),
 }
 
+#: Commands worth showing with a node.
+_COMMANDS = {
+    "switch": (
+        ("vde_plug null:// switch:///tmp/sw", "(a command) a stand-alone switch"),
+        ("vde_plug tap://tap0 switch:///tmp/sw", "(a command) a switch with a tap on its host port"),
+    ),
+}
+
 
 def _reference(scheme: str) -> SchemeReference:
     return SchemeReference(
@@ -73,7 +81,8 @@ def _reference(scheme: str) -> SchemeReference:
             f"QEMU, `vde_plug PATH`) as {_WHAT[scheme]}. The plug is the node's host "
             "port: what the process itself sends and receives. Closing it disconnects "
             "the clients and removes the directory. PATH defaults to "
-            "`/tmp/vdenode_USER`; its parent must exist and PATH itself must not."
+            "`/tmp/vdenode_USER`; its parent must exist and PATH itself must not. "
+            "As in vdeplug4 4.0.1, `vde_plug -m`/`-g` do not apply: use `mode`/`grp`."
         ),
         grammar="path",
         table=NETNODE_OPTIONS,
@@ -88,14 +97,10 @@ def _reference(scheme: str) -> SchemeReference:
         examples=(
             (f"{scheme}:///tmp/sw", "clients join with `vde:///tmp/sw` or `/tmp/sw`"),
             (f"{scheme}:///tmp/sw[mode=0666/hashsize=1024]", "anyone may join; 1024 buckets"),
-            ("vde_plug null:// switch:///tmp/sw", "(a command) a stand-alone switch"),
-            ("vde_plug tap://tap0 switch:///tmp/sw", "(a command) a switch with a tap on its host port"),
-        ),
+        ) + _COMMANDS.get(scheme, ()),
         differences=(
-            "The open arguments (`vde_plug -m/-g`) are ignored, as in vdeplug4 4.0.1; "
-            "`mode=`/`dirmode=` values that are not octal and `hashsize` below 1 are refused.",
-            "`hashsize`/`expiretime` are read as C's `atoi` reads them; an unknown option "
-            "and a bare element (`switch:///tmp/sw[3]`) are errors, as in C.",
+            "`mode=`/`dirmode=` values that are not octal and a `hashsize` below 1 "
+            "are refused with a message, where C reads what it can.",
         ),
         manual=f"libvdeplug_{scheme}",
     )
