@@ -37,8 +37,8 @@ from vdetwist.backends.seqpacket import strtol0
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.node import HostPlug, MacTable, Node, netnodeEngine
-from vdetwist.vde2.server import VdeServer, netnodeModes
 from vdetwist.reference import Option, SchemeReference
+from vdetwist.vde2.server import VdeServer, netnodeModes
 from vdetwist.vnl import NETNODE_OPTIONS, parse_octal
 
 _ATOI = re.compile(r"\s*([+-]?\d+)")

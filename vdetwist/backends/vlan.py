@@ -33,25 +33,9 @@ from zope.interface import implementer
 
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.nested import TransformPlug, openNested
-from vdetwist.vlantag import VlanRules, quirkIgnoresTagList
 from vdetwist.reference import Option, SchemeReference
+from vdetwist.vlantag import VlanRules, quirkIgnoresTagList
 from vdetwist.vnl import VLAN_OPTIONS, parse_slash
-
-_UNTAG = Option(
-    "untag",
-    "The network's untagged frames reach the VM tagged N; VM frames tagged N "
-    "leave untagged.",
-    "N",
-    "none",
-)
-_TAG = Option(
-    "tag",
-    "VLANs the VM uses tagged: `A` or `A-B` (VM VLAN A is network VLAN B), "
-    "separated by `:` or `.`, e.g. `tag=10:11-12`.",
-    "LIST",
-)
-_TRUNK = Option("trunk", "The VM may use any other valid VLAN (not 0, 1, 4095) unchanged.")
-_QINQ = Option("qinq", "Tag with 802.1ad (TPID 0x88a8) instead of 802.1Q (0x8100).")
 
 REFERENCE = SchemeReference(
     scheme="vlan",
@@ -68,13 +52,24 @@ REFERENCE = SchemeReference(
     table=VLAN_OPTIONS,
     options=(
         Option("u", "Same as `untag`.", "N"),
-        _UNTAG,
+        Option(
+            "untag",
+            "The network's untagged frames reach the VM tagged N; VM frames tagged N "
+            "leave untagged.",
+            "N",
+            "none",
+        ),
         Option("t", "Same as `tag`.", "LIST"),
-        _TAG,
+        Option(
+            "tag",
+            "VLANs the VM uses tagged: `A` or `A-B` (VM VLAN A is network VLAN B), "
+            "separated by `:` or `.`, e.g. `tag=10:11-12`.",
+            "LIST",
+        ),
         Option("x", "Same as `trunk`."),
-        _TRUNK,
+        Option("trunk", "The VM may use any other valid VLAN (not 0, 1, 4095) unchanged."),
         Option("q", "Same as `qinq`."),
-        _QINQ,
+        Option("qinq", "Tag with 802.1ad (TPID 0x88a8) instead of 802.1Q (0x8100)."),
         Option("ad", "Same as `qinq`."),
     ),
     examples=(
