@@ -5,6 +5,7 @@ slirp:// options: defaults, derived addresses, forwards, the verbose table
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import subprocess
@@ -132,7 +133,7 @@ class OptionTests(TestCase):
 class ForwardTests(TestCase):
     def test_hostForwards(self):
         c = config("slirp:///tcpfwd=:18090:0.0.0.0:22,18091:10.0.2.16:23,"
-                   "127.0.0.1:18093:10.0.2.15:24,18094:0:1,bad,1:2:3:4:5/udpfwd=5353:10.0.2.15:53")
+                   "127.0.0.1:18093:10.0.2.15:24,/udpfwd=5353:10.0.2.15:53")
         self.assertEqual(c.hostForwards, [
             HostForward("tcp", IPv4Address("0.0.0.0"), 18090, IPv4Address("0.0.0.0"), 22),
             HostForward("tcp", IPv4Address("0.0.0.0"), 18091, IPv4Address("10.0.2.16"), 23),
@@ -142,17 +143,44 @@ class ForwardTests(TestCase):
 
     def test_hostForwardsIPv6(self):
         """
-        Either address may be IPv6 in brackets; the unspecified IPv6
-        address is no guest.
+        Either address may be IPv6 in brackets.
         """
-        c = config("slirp:///tcpfwd=[::1]:8080:10.0.2.15:80,2222:[fd00::15]:22,"
-                   "[::]:1:[::]:2,[bad]:3:10.0.2.15:4,[::]:5:[fd00::15]:6:7"
+        c = config("slirp:///tcpfwd=[::1]:8080:10.0.2.15:80,2222:[fd00::15]:22"
                    "/udpfwd=[::]:5353:[fd00::15]:53")
         self.assertEqual(c.hostForwards, [
             HostForward("tcp", IPv6Address("::1"), 8080, IPv4Address("10.0.2.15"), 80),
             HostForward("tcp", IPv4Address("0.0.0.0"), 2222, IPv6Address("fd00::15"), 22),
             HostForward("udp", IPv6Address("::"), 5353, IPv6Address("fd00::15"), 53),
         ])
+
+    def test_malformedForwards(self):
+        """
+        A malformed entry is refused with a message naming it, what is
+        wrong and the form expected (the C plugin skips it, or crashes on
+        a three-field one).
+        """
+        host = "expected [HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT, e.g. 8080:10.0.2.15:80"
+        guest = "expected [SLIRPIP:]SLIRPPORT:TARGET, e.g. 5555:/tmp/x.sock"
+        for option, message in (
+            ("tcpfwd=8091:10.0.2.15", f"tcpfwd=8091:10.0.2.15: 2 fields, not 3 or 4; {host}"),
+            ("tcpfwd=80:10.0.2.15:80,1:2:3:4:5",
+             f"tcpfwd=1:2:3:4:5: 5 fields, not 3 or 4; {host}"),
+            ("udpfwd=18094:0:1",
+             f"udpfwd=18094:0:1: '0' is not an IPv4 address or an IPv6 one in brackets; {host}"),
+            ("tcpfwd=[bad]:3:10.0.2.15:4",
+             f"tcpfwd=[bad]:3:10.0.2.15:4: '[bad]' is not an IPv4 address or an IPv6 one"
+             f" in brackets; {host}"),
+            ("tcpfwd=[::]:1:[::]:2", f"tcpfwd=[::]:1:[::]:2: [::] is no guest address; {host}"),
+            ("tcpfwd=70000:10.0.2.15:2",
+             f"tcpfwd=70000:10.0.2.15:2: '70000' is not a port (1 to 65535); {host}"),
+            ("tcpfwd=1:10.0.2.15:x", f"tcpfwd=1:10.0.2.15:x: 'x' is not a port (1 to 65535); {host}"),
+            ("cmdfwd=5", f"cmdfwd=5: no target; {guest}"),
+            ("unixfwd=10.0.2.9:0:%2fx", f"unixfwd=10.0.2.9:0:/x: '0' is not a port (1 to 65535); {guest}"),
+        ):
+            with self.subTest(option=option):
+                error = self.assertRaises(VdeError, config, "slirp:///" + option)
+                self.assertEqual(error.message, message)
+                self.assertEqual(error.errno, errno.EINVAL)
 
     def test_guestForwards(self):
         c = config("slirp:///addr=192.168.5.1%2f16/unixfwd=5556:%2ftmp%2fx.sock"
@@ -170,24 +198,36 @@ class ForwardTests(TestCase):
                                     IPv4Address("192.168.5.15"), 80)),
             "tcpfwd host   0.0.0.0 18080 -> guest 192.168.5.15 80: Success\n")
         self.assertEqual(
-            forwardLine(GuestForward("unix", IPv4Address("10.0.2.4"), 5556, "/tmp/x"), "x"),
-            "unixfwd       gw 10.0.2.4 5556 -> host /tmp/x: x\n")
+            forwardLine(GuestForward("unix", IPv4Address("10.0.2.4"), 5556, "/tmp/x"),
+                        errno.ENOENT),
+            "unixfwd       gw 10.0.2.4 5556 -> host /tmp/x: No such file or directory\n")
         self.assertEqual(
             forwardLine(GuestForward("cmd", IPv4Address("10.0.2.4"), 5555, "echo")),
             "cmdfwd        gw 10.0.2.4 5555 -> 'echo': Success\n")
 
     def test_bindFailureReported(self):
+        """
+        A forward that cannot listen is in the verbose table, as in C, and
+        fails the open naming the address and the reason.
+        """
         from vdetwist.backends.slirp import openSlirp
 
         host = MemoryHost()
         host.busy.add(("tcp", "0.0.0.0", 18080))
         out = io.StringIO()
-        plug = openSlirp(Clock(), resolve("slirp:///verbose/tcpfwd=18080:10.0.2.15:80"),
-                         stderr=out, host=host)
-        self.addCleanup(plug.close)
+        error = self.assertRaises(
+            VdeError, openSlirp, Clock(),
+            resolve("slirp:///verbose/udpfwd=18080:10.0.2.15:80/tcpfwd=18080:10.0.2.15:80"),
+            stderr=out, host=host)
         self.assertTrue(out.getvalue().startswith(DEFAULT_TABLE))
         self.assertTrue(out.getvalue().endswith(
-            "tcpfwd host   0.0.0.0 18080 -> guest 10.0.2.15 80: Address already in use\n"))
+            "tcpfwd host   0.0.0.0 18080 -> guest 10.0.2.15 80: Address already in use\n"
+            "udpfwd host   0.0.0.0 18080 -> guest 10.0.2.15 80: Success\n"))
+        self.assertEqual(error.message, "tcpfwd: cannot listen on 0.0.0.0:18080: "
+                                        "Address already in use; choose another host port")
+        self.assertEqual(error.errno, errno.EADDRINUSE)
+        self.assertTrue(all(listener.closed for listener in host.listeners.values()),
+                        "the open that failed closed what it opened")
 
 
 class CompareWithC(TestCase):

@@ -25,7 +25,7 @@ import grp
 import os
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from vdetwist.errors import VNLError
@@ -307,7 +307,6 @@ class VxConfig:
     @ivar gid: vxvde's C{grp}: overwrite the group's last 3 bytes with it.
     @ivar interface: the C{if} name, C{None} for the kernel's choice.
     @ivar bind: vxvde's local address for the unicast socket.
-    @ivar warnings: things the C plugin silently ignores, to be logged.
     """
 
     group: str
@@ -321,7 +320,6 @@ class VxConfig:
     interface: Optional[str] = None
     gid: Optional[int] = None
     bind: Optional[str] = None
-    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def header(self) -> bytes:
@@ -353,6 +351,23 @@ def _common(vnl, table, defaultPort: int) -> tuple[str, dict[str, str], dict]:
     return address, options, values
 
 
+def _gid(vnl: str, key: str, value: str) -> int:
+    """
+    A vxvde C{vni}/C{grp} value (see L{gidFromText}).  C reads a value that
+    is neither a number nor a group name as absent, so a typo silently
+    joins the default network (VNI 1); here it is refused, as the other
+    numeric options are.
+    """
+    gid = gidFromText(value)
+    if gid is None:
+        raise VNLError(
+            vnl, key,
+            f"{key}={value}: neither a number nor the name of a group; give a number,"
+            f" a group name, or nothing (your own group)",
+        )
+    return gid
+
+
 def parseVxvde(vnl) -> VxConfig:
     """
     Parse C{vxvde://[GROUP][/OPTION...]} (options C{port, vni, grp, ttl,
@@ -360,32 +375,23 @@ def parseVxvde(vnl) -> VxConfig:
 
     C{vni} and C{grp} take a number, a group name or nothing (the effective
     gid); C{grp} also puts the gid into the group address (see
-    L{applyGid}) and is the VNI unless C{vni} is given.  An unknown group
-    name is ignored, as in C, with a warning.
+    L{applyGid}) and is the VNI unless C{vni} is given.  Anything else is
+    refused (C ignores it; see L{_gid}).
 
     @raise VNLError: an unknown option or a malformed value.
     """
     _, options, values = _common(vnl, VXVDE_OPTIONS, VXVDE_PORT)
-    warnings = []
     vni = DEFAULT_VNI
     gid = None
     if "grp" in options:
-        gid = gidFromText(options["grp"])
-        if gid is None:
-            warnings.append(f"grp={options['grp']}: no such group, ignored")
-        else:
-            gid &= VNI_MASK
-            vni = gid
+        gid = _gid(vnl.text, "grp", options["grp"]) & VNI_MASK
+        vni = gid
     if "vni" in options:
-        number = gidFromText(options["vni"])
-        if number is None:
-            warnings.append(f"vni={options['vni']}: no such group, ignored")
-        else:
-            # The header has 24 bits for it; C keeps the low 24 bits too.
-            vni = number & VNI_MASK
+        # The header has 24 bits for it; C keeps the low 24 bits too.
+        vni = _gid(vnl.text, "vni", options["vni"]) & VNI_MASK
     if options.get("bind"):
         values["bind"] = options["bind"]
-    return VxConfig(vni=vni, gid=gid, warnings=tuple(warnings), **values)
+    return VxConfig(vni=vni, gid=gid, **values)
 
 
 def parseVxlan(vnl) -> VxConfig:

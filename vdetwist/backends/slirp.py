@@ -12,6 +12,7 @@ by C{$VDETWIST_RESOLV_CONF}.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.internet.defer import fail, succeed
@@ -178,14 +179,32 @@ class SlirpPlug(PlugBase):
 
 
 def openSlirp(reactor, vnl, description: str = "slirp", stderr=None, host=None) -> SlirpPlug:
+    """
+    Open the engine and its forwards.
+
+    @raise VdeError: a bad option, or a host forward that cannot listen
+        (its port is busy, say).  The C plugin then still opens and prints
+        C{Success}; QEMU, libslirp's main user, refuses to start, and so
+        does this: the user asked for that forward.
+    """
     config = fromVNL(vnl)
     plug = SlirpPlug(reactor, config, vnl.text, host)
     if config.verbose:
         out = stderr or sys.stderr
         out.write(config.table())
-        for forward, result in plug.forwardResults:
-            out.write(forwardLine(forward, result))
+        for forward, error in plug.forwardResults:
+            out.write(forwardLine(forward, error))
         out.flush()
+    for forward, error in plug.forwardResults:
+        if error:
+            plug.close()
+            host = forward.hostAddr
+            where = f"[{host}]" if host.version == 6 else str(host)
+            raise VdeError(
+                f"{forward.proto}fwd: cannot listen on {where}:{forward.hostPort}: "
+                f"{os.strerror(error)}; choose another host port",
+                error,
+            )
     return plug
 
 

@@ -416,8 +416,6 @@ class VxPlugBase(ReaderPlug):
         self._seconds = reactor.seconds
         self.rejected = RejectCounter(reactor, self._reportRejects)
         self.readers: list[SocketReader] = []
-        for warning in config.warnings:
-            log.warn("{vnl}: {warning}", vnl=description, warning=warning)
 
     # -- sending
 

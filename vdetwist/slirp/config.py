@@ -151,11 +151,12 @@ class SlirpConfig:
         return "\n".join(lines) + "\n"
 
 
-def forwardLine(forward, result: str = "Success") -> str:
+def forwardLine(forward, error: int = 0) -> str:
     """
-    The line C{verbose} prints for a forward, ending with C{result} (the
-    C{strerror} text of setting it up).
+    The line C{verbose} prints for a forward, ending with the C{strerror}
+    text of setting it up (C{error} 0: C{Success}).
     """
+    result = os.strerror(error)
     if isinstance(forward, HostForward):
         return (
             f"{forward.proto}fwd host   {forward.hostAddr} {forward.hostPort} "
@@ -262,46 +263,79 @@ def _forwardFields(entry: str) -> list[str]:
     return fields + [current]
 
 
-def parseHostForwards(proto: str, value: str, firstGuest: IPv4Address) -> list[HostForward]:
+#: The form of each entry of C{tcpfwd}/C{udpfwd} and C{unixfwd}/C{cmdfwd}.
+HOST_FORWARD_FORM = "[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT, e.g. 8080:10.0.2.15:80"
+GUEST_FORWARD_FORM = "[SLIRPIP:]SLIRPPORT:TARGET, e.g. 5555:/tmp/x.sock"
+
+
+def _badForward(vnl: str, key: str, entry: str, why: str, form: str) -> VdeError:
+    return _fail(vnl, f"{key}={entry}: {why}; expected {form}")
+
+
+def parseHostForwards(
+    proto: str, value: str, vnl: str = "slirp://"
+) -> list[HostForward]:
     """
-    C{[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT[,...]}; unparsable entries are
-    skipped, as in C.  A guest address of C{0.0.0.0} is kept as given (the
-    engine maps it to C{firstGuest} when it connects).
+    C{[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT[,...]}.  A guest address of
+    C{0.0.0.0} is kept as given (the engine maps it to the first DHCP
+    address when it connects).
 
     Unlike libslirp's, either address may be IPv6 in brackets:
     C{[::]:2222:10.0.2.15:22} listens on the host's IPv6 (and, dual-stack,
     IPv4) addresses, C{2222:[fd00::5054:ff:fe12:3456]:22} reaches a guest
-    over IPv6.  The unspecified IPv6 address is no guest: skipped.
+    over IPv6.
+
+    Unlike the C plugin, which skips a malformed entry (or crashes on a
+    three-field one), a malformed entry is refused: a forward the user asked
+    for and silently does not get is worse than an error.  Empty entries
+    (a trailing comma) are ignored.
+
+    @raise VdeError: (EINVAL) naming the entry and the form expected.
     """
+    key = proto + "fwd"
     found = []
     for entry in value.split(","):
+        if not entry:
+            continue
         fields = _forwardFields(entry)
         if len(fields) == 3:
             fields.insert(0, "")
         if len(fields) != 4:
-            continue
+            raise _badForward(vnl, key, entry, f"{len(fields)} fields, not 3 or 4", HOST_FORWARD_FORM)
         hostText, hostPort, guestText, guestPort = fields
         hostAddr = IPv4Address("0.0.0.0") if hostText == "" else _forwardAddress(hostText)
         guestAddr = _forwardAddress(guestText)
+        for text, address in ((hostText, hostAddr), (guestText, guestAddr)):
+            if address is None:
+                why = f"{text!r} is not an IPv4 address or an IPv6 one in brackets"
+                raise _badForward(vnl, key, entry, why, HOST_FORWARD_FORM)
         if guestAddr == IPv6Address("::"):
-            continue
+            raise _badForward(vnl, key, entry, "[::] is no guest address", HOST_FORWARD_FORM)
         hp, gp = _port(hostPort), _port(guestPort)
-        if None in (hostAddr, guestAddr, hp, gp):
-            continue
+        for text, port in ((hostPort, hp), (guestPort, gp)):
+            if port is None:
+                why = f"{text!r} is not a port (1 to 65535)"
+                raise _badForward(vnl, key, entry, why, HOST_FORWARD_FORM)
         found.append(HostForward(proto, hostAddr, hp, guestAddr, gp))
     return found
 
 
 def parseGuestForwards(
-    kind: str, value: str, network: IPv4Network
+    kind: str, value: str, network: IPv4Network, vnl: str = "slirp://"
 ) -> list[GuestForward]:
     """
     C{[SLIRPIP:]SLIRPPORT:TARGET[,...]}; a missing or C{0.0.0.0} SLIRPIP is
-    the network's C{.2.4} address.
+    the network's C{.2.4} address.  A malformed entry is refused, as for
+    L{parseHostForwards}.
+
+    @raise VdeError: (EINVAL) naming the entry and the form expected.
     """
+    key = kind + "fwd"
     found = []
     default = _rebase(network, DEFAULT_FWD)
     for entry in value.split(","):
+        if not entry:
+            continue
         first, sep, rest = entry.partition(":")
         address = _ipv4(first) if sep else None
         if address is not None:
@@ -309,8 +343,11 @@ def parseGuestForwards(
         else:
             address, portText, target = default, first, rest
         port = _port(portText)
-        if not sep or port is None or not target:
-            continue
+        if port is None:
+            why = f"{portText!r} is not a port (1 to 65535)"
+            raise _badForward(vnl, key, entry, why, GUEST_FORWARD_FORM)
+        if not sep or not target:
+            raise _badForward(vnl, key, entry, "no target", GUEST_FORWARD_FORM)
         if address == IPv4Address("0.0.0.0"):
             address = default
         found.append(GuestForward(kind, address, port, target))
@@ -391,11 +428,11 @@ def fromOptions(
     for proto in ("tcp", "udp"):
         key = proto + "fwd"
         if key in options:
-            config.hostForwards += parseHostForwards(proto, options[key], config.dhcpStart)
+            config.hostForwards += parseHostForwards(proto, options[key], vnl)
     for kind in ("unix", "cmd"):
         key = kind + "fwd"
         if key in options:
-            config.guestForwards += parseGuestForwards(kind, options[key], config.network)
+            config.guestForwards += parseGuestForwards(kind, options[key], config.network, vnl)
     return config
 
 

@@ -15,6 +15,7 @@ for tests).
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import random
@@ -157,14 +158,12 @@ class Engine:
 
     # -- starting and stopping ----------------------------------------------
 
-    def start(self) -> list[tuple[object, str]]:
+    def start(self) -> list[tuple[object, int]]:
         """
         Start the periodic work and the host forwards; returns each forward
-        with the result of setting it up (C{"Success"} or the error text),
-        for C{verbose}.
+        with the result of setting it up (0, or the C{errno} of the
+        failure), for C{verbose} and for refusing a forward that failed.
         """
-        import os
-
         results = []
         for forward in self.config.hostForwards:
             try:
@@ -172,11 +171,11 @@ class Engine:
                     self.tcp.listen(forward)
                 else:
                     self.udp.listen(forward)
-                results.append((forward, "Success"))
+                results.append((forward, 0))
             except OSError as e:
-                results.append((forward, os.strerror(e.errno) if e.errno else str(e)))
+                results.append((forward, e.errno or errno.EIO))
         for forward in self.config.guestForwards:
-            results.append((forward, "Success"))
+            results.append((forward, 0))
         if self.config.ipv6:
             self.ra.start()
         return results
