@@ -6,14 +6,15 @@ traceback anywhere in the output.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
-import sys
 from typing import Optional, Sequence
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import ROOT, TIMEOUT, ourEnv, ourTool
+from tests.support import TIMEOUT, ConsoleClient, ourEnv, ourTool, tmpdir
+from tests.test_service import SwitchProcess
 
 
 def run(argv: Sequence[str], env: Optional[dict] = None, **kwargs) -> subprocess.CompletedProcess:
@@ -86,3 +87,57 @@ class VxvdeTests(OneLineMixin, TestCase):
             result,
             f"vde_plug: {vnl}: vni=foo: neither a number nor the name of a group; "
             "give a number, a group name, or nothing (your own group)")
+
+
+class SwitchTests(OneLineMixin, TestCase):
+    """
+    C{twistd vde}'s messages, in its log (twistd -n logs to stdout).
+    """
+
+    def assertLogLine(self, sw: SwitchProcess, level: str, text: str) -> None:
+        """
+        The switch logged C{text} at C{level} from L{vdetwist.service}, and
+        no traceback.
+        """
+        log = sw.log()
+        self.assertNotIn("Traceback", log)
+        suffix = f" [vdetwist.service#{level}] {text}"
+        self.assertTrue([l for l in log.splitlines() if l.endswith(suffix)],
+                        f"no line ending with {suffix!r} in:\n{log}")
+
+    def test_rcfileErrors(self) -> None:
+        """
+        Each failing rc file command is an error naming the file and line;
+        the switch then stops with status 1 (vde_switch goes on silently).
+        """
+        rc = os.path.join(tmpdir(self), "rc")
+        with open(rc, "w") as f:
+            f.write("vlan/create 5\nfoo/bar\n# a comment\nvlan/create 5\n")
+        sw = SwitchProcess(self, twistd=True, rcfile=rc, wait=False)
+        self.assertEqual(sw.wait(), 1, sw.log())
+        self.assertLogLine(sw, "error", f"{rc}:2: foo/bar: no such command")
+        self.assertLogLine(sw, "error", f"{rc}:4: vlan/create 5: VLAN 5 exists")
+        self.assertLogLine(sw, "critical", f"rc file {rc}: the commands on lines 2, 4 failed;"
+                                           " correct or remove them; stopping")
+        self.assertFalse(os.path.exists(sw.path), "the switch cleaned up")
+
+    def test_plugDrops(self) -> None:
+        """
+        A C{--plug} network that ends is an error naming it and why (a
+        warning when it ended cleanly); the switch goes on.
+        """
+        failing = 'cmd://sh -c "sleep 1; exit 3"'
+        ending = "cmd://sh -c 'sleep 1'"
+        sw = SwitchProcess(self, "--plug", failing, "--plug", ending)
+        sw.waitFor(lambda: sw.log().count("dropped:") == 2, "both plugs to drop")
+        self.assertLogLine(
+            sw, "error",
+            f"--plug {failing} (port 1) dropped: A process has ended with a probable error"
+            " condition: process ended with exit code 3; the switch goes on without it")
+        self.assertLogLine(
+            sw, "warn",
+            f"--plug {ending} (port 2) dropped: end of stream; the switch goes on without it")
+        console = ConsoleClient(sw.mgmt)
+        self.addCleanup(console.close)
+        self.assertEqual(console.cmd("vlan/create 5"), b"1000 Success\n")
+        self.assertTrue(sw.running(), sw.log())

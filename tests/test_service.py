@@ -30,7 +30,7 @@ import time
 from typing import Optional
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, formatEvent
@@ -563,6 +563,49 @@ class ServiceTests(TestCase):
         service.startService()
         self.assertIn(12, service.node.vlans)
         self.assertIsNotNone(service.node.getPort(3))
+
+    def levels(self, logs: LogCapture, text: str) -> list:
+        """
+        The levels of the events whose text contains C{text}.
+        """
+        return [e.get("log_level") for e in logs.events if text in formatEvent(e)]
+
+    def test_rcfileFails(self):
+        """
+        Each failing rc file command is logged as an error with the file
+        and line; the service records the failure (standalone, the process
+        would stop with status 1).
+        """
+        logs = LogCapture(self)
+        rc = os.path.join(tmpdir(self), "rc")
+        self.writeRc(rc, "vlan/create 12\nport/setvlan 99 3\n")
+        service = self.makeService("--rcfile", rc)
+        service.startService()
+        self.assertEqual(self.levels(logs, f"{rc}:2: port/setvlan 99 3: Invalid argument"),
+                         [LogLevel.error])
+        message = f"rc file {rc}: the command on line 2 failed; correct or remove it"
+        self.assertEqual(service.failed, message)
+        self.assertEqual(self.levels(logs, message), [LogLevel.critical])
+        self.assertNotIn("ready", logs.text())
+
+    def test_plugRemovedIsNoDrop(self):
+        """
+        A C{--plug} port removed on purpose (L{Node.removePort}) is not
+        reported as dropped; one whose network ends is.
+        """
+        logs = LogCapture(self)
+        plugs = iter([MemoryPlug("one"), MemoryPlug("two")])
+        service = self.makeService("--plug", "mem://1", "--plug", "mem://2",
+                                   opener=lambda *a: succeed(next(plugs)))
+        service.startService()
+        service.node.removePort(service.node.getPort(1))
+        self.assertEqual(self.levels(logs, "dropped"), [])
+        service.node.getPort(2).endpoints[0].close()
+        self.assertEqual(
+            self.levels(logs, "--plug mem://2 (port 2) dropped: two closed;"
+                              " the switch goes on without it"),
+            [LogLevel.warn])
+        self.assertEqual(service.plugs, [])
 
     def writeRc(self, path: str, text: str) -> None:
         with open(path, "w") as f:

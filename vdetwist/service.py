@@ -42,8 +42,13 @@ services usually run with stdin on /dev/null, which would end the switch
 at once), and is refused when twistd would daemonize (without C{-n}); no
 FSTP (C{--fstp} is refused); C{--plug VNL} attaches any network vdetwist
 can open (C{--tap IF} is C{--plug tap://IF}); frames are not truncated at
-1518 bytes.  C{--daemon} and C{--pidfile} are twistd's own options
+1518 bytes; a command of the rc file that fails is logged as an error
+(C{FILE:LINE: command: problem}) and the switch stops with status 1, where
+vde_switch ignores it silently.  C{--daemon} and C{--pidfile} are twistd's own options
 (C{twistd --pidfile F vde ...}; without C{-n} twistd daemonizes).
+
+A C{--plug} network that closes while the switch runs is logged as an
+error naming it and why (a warning if it ended cleanly); the switch goes on.
 
 SIGTERM, SIGINT, C{shutdown} on a console and the end of stdin with
 C{--console} stop the switch cleanly: clients see their control connection
@@ -69,8 +74,10 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from vdetwist._version import versionLine
-from vdetwist.errors import VdeError
-from vdetwist.node import HubEngine, LoggingObserver, MacTable, Node, SwitchEngine, parseMac
+from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.node import (
+    HubEngine, LoggingObserver, MacTable, Node, NodeObserver, SwitchEngine, parseMac,
+)
 from vdetwist.node.mactable import roundUpPowerOfTwo
 from vdetwist.sockets import groupId, isAlive, isSocket
 
@@ -442,6 +449,19 @@ def _listenError(error: BaseException) -> tuple[str, int]:
     return problem, cause.errno or errno.EIO
 
 
+class _DropObserver(NodeObserver):
+    """
+    Tells the service when an endpoint leaves, to report its dropped
+    C{--plug} networks.
+    """
+
+    def __init__(self, service: "VdeSwitchService") -> None:
+        self.service = service
+
+    def endpointRemoved(self, port, plug, reason) -> None:
+        self.service._plugDropped(port, plug, reason)
+
+
 class VdeSwitchService(Service):
     """
     The switch: a L{Node} with vde_switch's engine, a
@@ -451,9 +471,10 @@ class VdeSwitchService(Service):
     @param config: parsed L{Options}.
     @param reactor: the reactor (the global one by default).
     @param standalone: the process is this switch (twistd): C{shutdown} on
-        the console stops the reactor, and a C{--plug} that fails after the
-        start stops it too and makes the process exit with status 1.
-        Otherwise C{shutdown} only stops this service.
+        the console stops the reactor, and a C{--plug} that fails to open
+        after the start, or a failing rc file command, stops it too and
+        makes the process exit with status 1.  Otherwise C{shutdown} only
+        stops this service, and the failures are logged and set L{failed}.
     @param opener: opens the C{--plug} VNLs, like (and by default)
         L{vdetwist.registry.openVNL}.
 
@@ -465,6 +486,8 @@ class VdeSwitchService(Service):
         and stdout (after start).
     @ivar plugs: the C{--plug} networks attached: (VNL, plug) pairs.
     @ivar listening: the C{--listen} ports (L{twisted.internet.interfaces.IListeningPort}s).
+    @ivar failed: C{None}, or what failed after the start (a C{--plug}
+        that did not open, the rc file).
     """
 
     name = "vde"
@@ -531,6 +554,7 @@ class VdeSwitchService(Service):
             numports=config["numports"], firstPort=1, keepInactivePorts=True,
         )
         node.addObserver(LoggingObserver(log))
+        node.addObserver(_DropObserver(self))
         mode, dirmode = _switchModes(config["mode"], config["dirmode"])
         mgmtMode = config["mgmtmode"] if config["mgmtmode"] is not None else 0o600
         console = VdeConsole(
@@ -640,18 +664,42 @@ class VdeSwitchService(Service):
         rcfile = self.config["rcfile"]
         if rcfile is None:
             rcfile = defaultRcfile()
-        if rcfile:
-            log.info("running the rc file {path}", path=rcfile)
-            code, text = self.console.runScript(rcfile)
-            if code:
-                log.warn("rc file {path}: {error}", path=rcfile, error=os.strerror(code))
-            for line in text.decode("utf-8", "replace").splitlines():
-                log.info("rc: {line}", line=line)
+        if rcfile and not self._runRcfile(rcfile):
+            return
         log.info(
             "{kind} ready at {path}: {n} ports",
             kind="hub" if self.config["hub"] else "switch",
             path=self.config["switch"], n=self.config["numports"],
         )
+
+    def _runRcfile(self, path: str) -> bool:
+        """
+        Run the rc file.  Each command that fails is logged as an error
+        with the file and line, and the switch then stops with status 1:
+        vde_switch goes on silently, leaving a switch configured otherwise
+        than written (a VLAN missing, a port not where it should be).
+
+        @return: whether every command succeeded.
+        """
+        log.info("running the rc file {path}", path=path)
+        failures: list[tuple[int, str, str]] = []
+        code, text = self.console.runScript(
+            path, onFailure=lambda *failure: failures.append(failure))
+        for line in text.decode("utf-8", "replace").splitlines():
+            log.info("rc: {line}", line=line)
+        for number, line, problem in failures:
+            log.error("{path}:{number}: {line}: {problem}",
+                      path=path, number=number, line=line, problem=problem)
+        if code:
+            self._failAfterStart(f"rc file {path}: {os.strerror(code)}")
+        elif failures:
+            lines = ", ".join(str(number) for number, _, _ in failures)
+            self._failAfterStart(
+                f"rc file {path}: the command on line {lines} failed; correct or remove it"
+                if len(failures) == 1 else
+                f"rc file {path}: the commands on lines {lines} failed; correct or remove them"
+            )
+        return not (code or failures)
 
     def _open(self, vnl: str) -> None:
         from vdetwist.registry import OpenArgs
@@ -684,6 +732,24 @@ class VdeSwitchService(Service):
         self.plugs.append((vnl, plug))
         log.info("--plug {vnl} attached as port {port}", vnl=vnl, port=port.number)
 
+    def _plugDropped(self, port, plug, reason: Optional[Failure]) -> None:
+        """
+        A node observer's C{endpointRemoved}: a C{--plug} network that
+        closes on its own is an error (a warning when it ended cleanly),
+        naming the VNL and the reason; the switch goes on without it.
+        """
+        attached = [(vnl, p) for vnl, p in self.plugs if p is plug]
+        if not attached or self.node is None:
+            return
+        self.plugs.remove(attached[0])
+        if reason is None:  # port/remove on a console: not a drop
+            return
+        vnl, error = attached[0][0], reason.value
+        why = error.message if isinstance(error, VdeError) else str(error) or type(error).__name__
+        emit = log.warn if isinstance(error, PlugClosed) else log.error
+        emit("--plug {vnl} (port {port}) dropped: {why}; the switch goes on without it",
+             vnl=vnl, port=port.number, why=why.removeprefix(f"{vnl}: ").rstrip("."))
+
     def _plugFailed(self, failure: Failure, vnl: str) -> None:
         error = failure.value
         text = str(error) if not isinstance(error, VdeError) else error.message
@@ -693,14 +759,26 @@ class VdeSwitchService(Service):
             return
         if self.node is None:
             return
-        log.critical("{problem}; stopping", problem=message)
+        self._failAfterStart(message)
+
+    def _failAfterStart(self, message: str) -> None:
+        """
+        Something the configuration asks for failed once the switch was
+        built: log it and set L{failed}; standalone, end the process with
+        status 1 (an application embedding the service decides).
+        """
         self.failed = message
-        if self.standalone:
-            if not _exitStatus:
-                atexit.register(_exitWithStatus)
-            _exitStatus.append(1)
-            if self.reactor.running:
-                self.reactor.stop()
+        if not self.standalone:
+            log.critical("{problem}", problem=message)
+            return
+        log.critical("{problem}; stopping", problem=message)
+        if not _exitStatus:
+            atexit.register(_exitWithStatus)
+        _exitStatus.append(1)
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
 
     def _shutdownCommand(self) -> None:
         if self.standalone:

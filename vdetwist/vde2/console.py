@@ -371,23 +371,35 @@ class VdeConsole:
         if not line or line.startswith("#"):
             return b"", None
         command = self.lookup(line)
-        if command is None:
-            return statusLine(errno.ENOSYS).encode(), None
-        if command.path in ("logout", "shutdown"):
+        if command is not None and command.path in ("logout", "shutdown"):
             if command.path == "shutdown" and self.shutdown is None:
                 return statusLine(errno.EPERM).encode(), None
             return END_OF_SESSION, command.path
+        _, answer, _ = self._run(command, line, session)
+        return answer, None
+
+    def _run(self, command: Optional[Command], line: str, session) -> tuple[int, bytes, str]:
+        """
+        Run C{line}, a line of C{command} (C{None}: no such command).
+
+        @return: (0 or the errno, the answer, what went wrong in words: the
+            L{VdeError}'s message or the errno's text).
+        """
+        if command is None:
+            return errno.ENOSYS, statusLine(errno.ENOSYS).encode(), "no such command"
         arg = line[len(command.path) :].lstrip(" \t")
         out: list[str] = []
         if session is None:
             session = _Session()
             session.debug = set()
+        problem = None
         try:
             code = command.handler(self, arg, out, session) or 0
         except ConsoleError as e:
             code = e.errno
         except VdeError as e:
             code = e.errno or errno.EIO
+            problem = e.message
         except Exception:
             log.failure("console command {line!r} failed", line=line)
             code = errno.EIO
@@ -397,13 +409,17 @@ class VdeConsole:
         elif out:
             # Output that is not framed (load's echo of a script).
             text = "".join(out)
-        return (text + statusLine(code)).encode("utf-8", "replace"), None
+        answer = (text + statusLine(code)).encode("utf-8", "replace")
+        return code, answer, problem or os.strerror(code)
 
-    def runScript(self, path: str, session=None) -> tuple[int, bytes]:
+    def runScript(self, path: str, session=None, onFailure=None) -> tuple[int, bytes]:
         """
         Run the commands of the file at C{path} (C{load}, C{--rcfile}).
         Each line is echoed as C{vde[PATH]: <line>} before its answer.
 
+        @param onFailure: called as C{onFailure(number, line, problem)} for
+            each command that fails (C{number} counts from 1; C{problem}
+            says what went wrong in words).
         @return: (errno: 0, or why the file could not be read; the text).
         """
         try:
@@ -416,7 +432,7 @@ class VdeConsole:
         self._loadDepth += 1
         try:
             chunks = []
-            for line in lines:
+            for number, line in enumerate(lines, 1):
                 line = line[:127]
                 chunks.append(f"vde[{path}]: {line}\n".encode("utf-8", "replace"))
                 stripped = line.lstrip(" \t")
@@ -432,8 +448,10 @@ class VdeConsole:
                         log.info("Shutdown from script {path}", path=path)
                         self.shutdown()
                     break
-                answer, _ = self.execute(stripped, session)
+                code, answer, problem = self._run(command, stripped, session)
                 chunks.append(answer)
+                if code and onFailure is not None:
+                    onFailure(number, stripped, problem)
             return 0, b"".join(chunks)
         finally:
             self._loadDepth -= 1
