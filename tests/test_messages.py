@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 from typing import Optional, Sequence
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import TIMEOUT, ConsoleClient, ourEnv, ourTool, tmpdir
+from tests.support import ROOT, TIMEOUT, ConsoleClient, ourEnv, ourTool, tmpdir
 from tests.test_service import SwitchProcess
 
 
@@ -141,3 +142,31 @@ class SwitchTests(OneLineMixin, TestCase):
         self.addCleanup(console.close)
         self.assertEqual(console.cmd("vlan/create 5"), b"1000 Success\n")
         self.assertTrue(sw.running(), sw.log())
+
+
+class ExampleTests(OneLineMixin, TestCase):
+    """
+    The examples in docs/examples say what to change in one line.
+    """
+
+    def test_tacDirectoryMissing(self) -> None:
+        missing = os.path.join(tmpdir(self), "missing", "vde")
+        tac = os.path.join(ROOT, "docs", "examples", "switches.tac")
+        result = run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-ny", tac, "--pidfile="],
+            env=ourEnv(VDE_DIR=missing), cwd=tmpdir(self))
+        self.assertOneLine(
+            result,
+            f"switches.tac: --switch {missing}/lan: the parent directory {missing} does not"
+            f" exist; set VDE_DIR to another directory (now {missing})")
+
+    def test_l2chat(self) -> None:
+        script = os.path.join(ROOT, "docs", "examples", "l2chat.py")
+        self.assertOneLine(
+            run([sys.executable, script]),
+            "usage: l2chat.py VNL NAME   e.g. l2chat.py ptp:///tmp/chat alice")
+        missing = os.path.join(tmpdir(self), "sw")
+        self.assertOneLine(
+            run([sys.executable, script, missing, "bob"]),
+            f"l2chat.py: {missing}: no switch directory {missing} (No such file or directory)")

@@ -22,6 +22,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import react
 from twisted.protocols.basic import LineReceiver
 
+from vdetwist.errors import VdeError
 from vdetwist.stream import StreamDecoder, encode
 
 ETHERTYPE = b"\x88\xb5"
@@ -71,12 +72,19 @@ class Keyboard(LineReceiver):
 async def main(reactor, vnl: str, name: str) -> None:
     endpoint = clientFromString(reactor, "vde:vnl=" + quoteStringArgument(vnl))
     mac = b"\x02" + os.urandom(5)
-    chat = await endpoint.connect(
-        Factory.forProtocol(lambda: Chat(name, mac, lambda text: print(text, flush=True)))
-    )
+    try:
+        chat = await endpoint.connect(
+            Factory.forProtocol(lambda: Chat(name, mac, lambda text: print(text, flush=True)))
+        )
+    except VdeError as e:
+        raise SystemExit(f"l2chat.py: {e}") from None
     stdio.StandardIO(Keyboard(chat), reactor=reactor)
     await chat.done
 
 
+USAGE = "usage: l2chat.py VNL NAME   e.g. l2chat.py ptp:///tmp/chat alice"
+
 if __name__ == "__main__":
-    react(lambda reactor: Deferred.fromCoroutine(main(reactor, *sys.argv[1:3])))
+    if len(sys.argv) != 3:
+        raise SystemExit(USAGE)
+    react(lambda reactor: Deferred.fromCoroutine(main(reactor, *sys.argv[1:])))

@@ -16,7 +16,8 @@ import os
 
 from twisted.application.service import Application
 
-from vdetwist.service import Options, VdeSwitchService
+from vdetwist.errors import VdeError
+from vdetwist.service import Options, VdeSwitchService, preflight
 
 directory = os.environ.get("VDE_DIR", "/tmp")
 application = Application("vde switches")
@@ -26,6 +27,14 @@ def switch(name: str, *extra: str) -> VdeSwitchService:
     path = os.path.join(directory, name)
     config = Options()
     config.parseOptions(["--switch", path, "--mgmt", path + ".mgmt", "--rcfile=", *extra])
+    try:
+        # What twistd vde checks first: a problem is one line, not a
+        # traceback when the service starts.
+        preflight(config)
+    except VdeError as e:
+        raise SystemExit(
+            f"switches.tac: {e.message}; set VDE_DIR to another directory (now {directory})"
+        ) from None
     service = VdeSwitchService(config)
     service.setName(name)
     service.setServiceParent(application)
