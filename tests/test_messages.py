@@ -6,15 +6,19 @@ traceback anywhere in the output.
 
 from __future__ import annotations
 
+import errno
 import os
+import pwd
 import socket
 import subprocess
 import sys
 from typing import Optional, Sequence
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ROOT, TIMEOUT, ConsoleClient, ourEnv, ourTool, tmpdir
+from tests.support import (
+    ROOT, TIMEOUT, ConsoleClient, ourEnv, ourTool, requireCommand, tmpdir,
+)
 from tests.test_service import SwitchProcess
 
 
@@ -170,3 +174,84 @@ class ExampleTests(OneLineMixin, TestCase):
         self.assertOneLine(
             run([sys.executable, script, missing, "bob"]),
             f"l2chat.py: {missing}: no switch directory {missing} (No such file or directory)")
+
+
+def makeUser(test) -> str:
+    """
+    A user made for C{test} with useradd (no home, no login), removed at
+    its end; skips unless root.
+    """
+    if os.geteuid() != 0:
+        raise SkipTest("needs root to create a user (useradd)")
+    for tool in ("useradd", "userdel", "setpriv"):
+        requireCommand(tool, "passwd" if tool != "setpriv" else "util-linux")
+    name = f"vdetwist-t{os.getpid()}"
+    subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True)
+    test.addCleanup(subprocess.run, ["userdel", name], capture_output=True)
+    return name
+
+
+def asUser(name: str, argv: Sequence[str]) -> list[str]:
+    """
+    C{argv} run as user C{name}, holding only C{CAP_DAC_READ_SEARCH}: it
+    can read this interpreter wherever it is installed (under /root, say)
+    but writes nothing it does not own, as another user of a shared install.
+    """
+    return ["setpriv", f"--reuid={name}", f"--regid={name}", "--clear-groups",
+            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "--", *argv]
+
+
+class PluginCacheTests(OneLineMixin, TestCase):
+    """
+    A shared install (here: a plugin directory owned by root, on the
+    user's path) used by another user.
+    """
+
+    def test_sharedInstall(self) -> None:
+        """
+        Until its owner writes the plugin cache, twistd warns at every start
+        and vdetwist-plugins says who can write it; once written, neither
+        says anything.
+        """
+        user = makeUser(self)
+        site = tmpdir(self)
+        os.chmod(site, 0o755)
+        plugins = os.path.join(site, "twisted", "plugins")
+        os.makedirs(plugins)
+        with open(os.path.join(plugins, "vdetwist_probe.py"), "w") as f:
+            f.write('"""A dropin of a shared install."""\n')
+        work = tmpdir(self)
+        os.chown(work, pwd.getpwnam(user).pw_uid, -1)
+        rc = os.path.join(work, "rc")
+        with open(rc, "w") as f:
+            f.write("shutdown\n")
+        env = ourEnv(PYTHONPATH=os.pathsep.join([site, ROOT]), HOME=work)
+        listPlugins = [sys.executable, "-c",
+                       "from vdetwist.registry import regenerate_cache_main; "
+                       "regenerate_cache_main()"]
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                  "-n", "--pidfile=", "vde", "--switch", os.path.join(work, "sw"),
+                  f"--rcfile={rc}"]
+        cache = os.path.join(plugins, "dropin.cache")
+        warning = f"Unable to write to plugin cache {cache}: error number {errno.EACCES}"
+
+        started = run(asUser(user, twistd), env=env, cwd=work)
+        self.assertIn(warning, started.stdout, started.stdout + started.stderr)
+        listed = run(asUser(user, listPlugins), env=env, cwd=work)
+        self.assertOneLine(
+            listed,
+            f"vdetwist-plugins: cannot write Twisted's plugin cache {cache}: Permission denied;"
+            f" run vdetwist-plugins as root (who owns {plugins}) after installing or"
+            " upgrading, else every twistd warns that it cannot write it",
+            status=0)
+        self.assertIn("slirp://", listed.stdout)
+
+        self.assertEqual(run(listPlugins, env=env, cwd=work).returncode, 0)
+        self.assertTrue(os.path.exists(cache))
+        started = run(asUser(user, twistd), env=env, cwd=work)
+        self.assertEqual(started.returncode, 0, started.stdout + started.stderr)
+        self.assertNotIn("Unable to write to plugin cache", started.stdout + started.stderr)
+        listed = run(asUser(user, listPlugins), env=env, cwd=work)
+        self.assertEqual((listed.returncode, listed.stderr), (0, ""))
+        self.assertIn("slirp://", listed.stdout)

@@ -6,13 +6,14 @@ installed Twisted plugins and let it open the network.
 from __future__ import annotations
 
 import os
-from errno import EIO
+from errno import EIO, EROFS
 import pwd
 import sys
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import globalLogPublisher
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.failure import Failure
 
@@ -141,11 +142,49 @@ def openVNL(
     return registry.open(reactor, vnl, description, args)
 
 
+def writePluginCaches() -> list[tuple[str, int]]:
+    """
+    Load every Twisted plugin, which rewrites each stale plugin cache
+    (C{dropin.cache}), and return the caches that could not be written with
+    the errno: Twisted only logs those, and then logs it again at every
+    start of every C{twistd} until someone who may writes the cache.
+    """
+    unwritable: list[tuple[str, int]] = []
+
+    def observe(event: dict) -> None:
+        if "plugin cache" in str(event.get("format", "")) and "errno" in event:
+            unwritable.append((event["path"], event["errno"]))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        list(getPlugins(IPlugin))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    return unwritable
+
+
+def cacheProblem(path: str, code: int) -> str:
+    """
+    What to do about the plugin cache C{path} that could not be written.
+    """
+    directory = os.path.dirname(path)
+    if code == EROFS:
+        who = "where the install is made, before its file system is read-only"
+    else:
+        who = f"as {userName(os.stat(directory).st_uid)} (who owns {directory})"
+    return (
+        f"vdetwist-plugins: cannot write Twisted's plugin cache {path}: {os.strerror(code)};"
+        f" run vdetwist-plugins {who} after installing or upgrading, else every"
+        f" twistd warns that it cannot write it"
+    )
+
+
 def regenerate_cache_main(argv: Optional[list[str]] = None) -> None:
     """
     C{vdetwist-plugins [SCHEME]}: list the installed backends, rewriting
     Twisted's plugin cache on the way, as is advised after installing plugins
-    as root; with a SCHEME, print its reference page instead.
+    as root (a cache it cannot write is reported, saying who can); with a
+    SCHEME, print its reference page instead.
     """
     from argparse import ArgumentParser
 
@@ -161,11 +200,14 @@ def regenerate_cache_main(argv: Optional[list[str]] = None) -> None:
         "--version", action="version", version=versionLine("vdetwist-plugins")
     )
     scheme = parser.parse_args(sys.argv[1:] if argv is None else argv).scheme
-    list(getPlugins(IPlugin))
+    unwritable = writePluginCaches()
     backends = Registry().backends()
     if scheme is None:
         for name, backend in sorted(backends.items()):
             sys.stdout.write(f"{name}://\t{backend.summary}\n")
+        sys.stdout.flush()
+        for path, code in unwritable:
+            sys.stderr.write(cacheProblem(path, code) + "\n")
         return
     scheme = scheme.removesuffix("://")
     if scheme not in backends:
