@@ -173,9 +173,11 @@ class ForwardTests(TestCase):
             ("tcpfwd=[::]:1:[::]:2", f"tcpfwd=[::]:1:[::]:2: [::] is no guest address; {host}"),
             ("tcpfwd=70000:10.0.2.15:2",
              f"tcpfwd=70000:10.0.2.15:2: '70000' is not a port (1 to 65535); {host}"),
-            ("tcpfwd=1:10.0.2.15:x", f"tcpfwd=1:10.0.2.15:x: 'x' is not a port (1 to 65535); {host}"),
+            ("tcpfwd=1:10.0.2.15:x",
+             f"tcpfwd=1:10.0.2.15:x: 'x' is not a port (1 to 65535); {host}"),
             ("cmdfwd=5", f"cmdfwd=5: no target; {guest}"),
-            ("unixfwd=10.0.2.9:0:%2fx", f"unixfwd=10.0.2.9:0:/x: '0' is not a port (1 to 65535); {guest}"),
+            ("unixfwd=10.0.2.9:0:%2fx",
+             f"unixfwd=10.0.2.9:0:/x: '0' is not a port (1 to 65535); {guest}"),
         ):
             with self.subTest(option=option):
                 error = self.assertRaises(VdeError, config, "slirp:///" + option)

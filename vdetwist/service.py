@@ -44,8 +44,9 @@ FSTP (C{--fstp} is refused); C{--plug VNL} attaches any network vdetwist
 can open (C{--tap IF} is C{--plug tap://IF}); frames are not truncated at
 1518 bytes; a command of the rc file that fails is logged as an error
 (C{FILE:LINE: command: problem}) and the switch stops with status 1, where
-vde_switch ignores it silently.  C{--daemon} and C{--pidfile} are twistd's own options
-(C{twistd --pidfile F vde ...}; without C{-n} twistd daemonizes).
+vde_switch ignores it silently.  C{--daemon} and C{--pidfile} are twistd's
+own options (C{twistd --pidfile F vde ...}; without C{-n} twistd
+daemonizes).
 
 A C{--plug} network that closes while the switch runs is logged as an
 error naming it and why (a warning if it ended cleanly); the switch goes on.
@@ -742,7 +743,7 @@ class VdeSwitchService(Service):
         if not attached or self.node is None:
             return
         self.plugs.remove(attached[0])
-        if reason is None:  # port/remove on a console: not a drop
+        if reason is None:  # removed on purpose (Node.removePort): not a drop
             return
         vnl, error = attached[0][0], reason.value
         why = error.message if isinstance(error, VdeError) else str(error) or type(error).__name__

@@ -301,7 +301,8 @@ def parseHostForwards(
         if len(fields) == 3:
             fields.insert(0, "")
         if len(fields) != 4:
-            raise _badForward(vnl, key, entry, f"{len(fields)} fields, not 3 or 4", HOST_FORWARD_FORM)
+            why = f"{len(fields)} fields, not 3 or 4"
+            raise _badForward(vnl, key, entry, why, HOST_FORWARD_FORM)
         hostText, hostPort, guestText, guestPort = fields
         hostAddr = IPv4Address("0.0.0.0") if hostText == "" else _forwardAddress(hostText)
         guestAddr = _forwardAddress(guestText)
