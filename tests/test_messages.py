@@ -20,6 +20,7 @@ from tests.support import (
     ROOT, TIMEOUT, ConsoleClient, ourEnv, ourTool, requireCommand, tmpdir,
 )
 from tests.test_service import SwitchProcess
+from tests.test_version import TWISTD
 
 
 def run(argv: Sequence[str], env: Optional[dict] = None, **kwargs) -> subprocess.CompletedProcess:
@@ -52,21 +53,36 @@ class OneLineMixin:
 
 
 class SlirpForwardTests(OneLineMixin, TestCase):
-    def test_busyPort(self) -> None:
+    def busyForward(self) -> tuple[str, str]:
         """
-        A forward whose host port is busy fails the open, naming the port.
+        A slirp VNL whose forward's host port is busy, and the problem.
         """
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("0.0.0.0", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        vnl = f"slirp:///tcpfwd={port}:10.0.2.15:80"
+        return (f"slirp:///tcpfwd={port}:10.0.2.15:80",
+                f"tcpfwd: cannot listen on 0.0.0.0:{port}: Address already in use;"
+                " choose another host port")
+
+    def test_busyPort(self) -> None:
+        """
+        A forward whose host port is busy fails the open, naming the port.
+        """
+        vnl, problem = self.busyForward()
         result = run(ourTool("vde_plug") + [vnl, "null://"])
-        self.assertOneLine(
-            result,
-            f"vde_plug: {vnl}: tcpfwd: cannot listen on 0.0.0.0:{port}: "
-            "Address already in use; choose another host port")
+        self.assertOneLine(result, f"vde_plug: {vnl}: {problem}")
+
+    def test_busyPortOfSwitch(self) -> None:
+        """
+        ... and the start of a switch that plugs it.
+        """
+        vnl, problem = self.busyForward()
+        work = tmpdir(self)
+        result = run([*TWISTD, "-n", "--pidfile=", "vde", "--switch", os.path.join(work, "sw"),
+                      "--rcfile=", "--plug", vnl], cwd=work)
+        self.assertOneLine(result, f"twistd vde: --plug {vnl}: {problem}")
 
     def test_malformed(self) -> None:
         """
@@ -157,8 +173,7 @@ class ExampleTests(OneLineMixin, TestCase):
         missing = os.path.join(tmpdir(self), "missing", "vde")
         tac = os.path.join(ROOT, "docs", "examples", "switches.tac")
         result = run(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-             "-ny", tac, "--pidfile="],
+            [*TWISTD, "-ny", tac, "--pidfile="],
             env=ourEnv(VDE_DIR=missing), cwd=tmpdir(self))
         self.assertOneLine(
             result,
@@ -230,8 +245,7 @@ class PluginCacheTests(OneLineMixin, TestCase):
         listPlugins = [sys.executable, "-c",
                        "from vdetwist.registry import regenerate_cache_main; "
                        "regenerate_cache_main()"]
-        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                  "-n", "--pidfile=", "vde", "--switch", os.path.join(work, "sw"),
+        twistd = [*TWISTD, "-n", "--pidfile=", "vde", "--switch", os.path.join(work, "sw"),
                   f"--rcfile={rc}"]
         cache = os.path.join(plugins, "dropin.cache")
         warning = f"Unable to write to plugin cache {cache}: error number {errno.EACCES}"
