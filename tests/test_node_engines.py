@@ -44,9 +44,15 @@ class NodeMixin:
     A node with in-memory plugs: C{self.plugs[n]} is port n's plug.
     """
 
-    def makeNode(self, engine, nports=3, host=False, **kw):
+    def makeNode(self, engine, nports=3, host=False, tableArgs=None, **kw):
+        """
+        @param tableArgs: if given, the node's L{MacTable} is made with them
+            (and the node's clock).
+        """
         self.clock = Clock()
         self.clock.advance(1000)
+        if tableArgs is not None:
+            kw["table"] = MacTable(self.clock, **tableArgs)
         self.node = Node(engine, self.clock, **kw)
         self.plugs = {}
         for _ in range(nports):
@@ -585,25 +591,51 @@ class SwitchTests(VlanSwitchMixin, SynchronousTestCase):
         self.assertEqual(self.sent(), {1: [], 2: [], 3: [], 4: []})
 
 
-class TableLimitTests(NodeMixin, SynchronousTestCase):
-    def test_fullTableFloods(self):
+class MacFloodTests(NodeMixin, SynchronousTestCase):
+    """
+    100,000 frames from ever new source addresses on port 1 (issue 8,
+    defect 3: they used to fill the table, after which new stations were
+    never learned and their unicast was flooded to every port).
+    """
+
+    def floodThenTalk(self, engine, **tableArgs):
         """
-        With a full table new stations are not learned: their traffic is
-        flooded, and the stations already known are still switched.
+        Q (port 4) is known before the flood; after it, the new stations A
+        (port 2) and B (port 3) exchange unicast that reaches only each
+        other, and Q is still switched.
         """
-        self.clock = Clock()
-        table = MacTable(self.clock, hashsize=2)
-        self.makeNode(TrunkSwitchEngine(), 3, table=table)
-        self.plugs[1].inject(eth(BCAST, A))
-        self.plugs[2].inject(eth(BCAST, B))
-        self.plugs[3].inject(eth(BCAST, C))
+        self.makeNode(engine, 4, tableArgs=dict(hashsize=65536, expiretime=100, **tableArgs))
+        Q = bytes.fromhex("020000000004")
+        self.plugs[4].inject(eth(BCAST, Q))
+        for i in range(100000):
+            self.clock.advance(0.0001)
+            self.plugs[1].inject(eth(BCAST, bytes([0x0A]) + i.to_bytes(5, "big")))
+            if i % 1000 == 999:
+                self.sent()
+        self.plugs[2].inject(eth(BCAST, A))
+        self.plugs[3].inject(eth(BCAST, B))
         self.sent()
-        f = eth(C, A)
-        self.plugs[1].inject(f)
-        self.assertEqual(self.sent(), {1: [], 2: [f], 3: [f]})
-        g = eth(A, C)
-        self.plugs[3].inject(g)
-        self.assertEqual(self.sent(), {1: [g], 2: [], 3: []})
-        # C was refused twice: on its broadcast and on this frame.
-        self.assertEqual(table.refused, 2)
-        self.assertIsNone(table.lookup(C, 0))
+        ab, ba, aq = eth(B, A), eth(A, B), eth(Q, A)
+        for _ in range(100):
+            self.plugs[2].inject(ab)
+            self.plugs[3].inject(ba)
+        self.plugs[2].inject(aq)
+        self.assertEqual(self.sent(), {1: [], 2: [ba] * 100, 3: [ab] * 100, 4: [aq]})
+        self.assertLessEqual(len(self.node.table), 65536)
+        return self.node.table
+
+    def test_portLimit(self):
+        """
+        vde_switch's engine with twistd vde's port limit: the flood recycles
+        its own port's 16,384 entries.
+        """
+        table = self.floodThenTalk(SwitchEngine(), portLimit=16384)
+        self.assertEqual(len(table), 16384 + 3)
+
+    def test_fullTable(self):
+        """
+        switch:// (no port limit): the flood fills the table, which then
+        forgets the flooding port's least recently seen entries.
+        """
+        table = self.floodThenTalk(TrunkSwitchEngine())
+        self.assertGreater(table.evicted, 100000 - 65536)

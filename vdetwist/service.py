@@ -20,6 +20,9 @@ sockets 0600, directory 02700 (C{--mode} alone derives the directory mode,
 C{--dirmode} alone the socket mode); 32 ports (0..31; port 0 is only given
 to clients asking for it); MAC table of 128 buckets, entries expire after
 100 s idle, an address moves to another port only if it was quiet for 3 s.
+The table holds up to 65,536 addresses, at most C{--macsperport} (16,384)
+of one port: a MAC flood recycles its own port's entries
+(L{vdetwist.node.mactable}).
 
 The rc file: C{--rcfile FILE}, else the first of
 C{~/.vde2/vde_switch.rc} and C{/etc/vde2/vde_switch.rc} that exists, runs
@@ -95,6 +98,10 @@ MIN_PERSISTENCE = 3
 #: The MAC table holds at most this many addresses (vde_switch's chained
 #: table has no bound; the hash size only sets its bucket count).
 MAC_CAPACITY = 65536
+#: The most addresses one port may hold (--macsperport): a quarter of the
+#: table, so a MAC flood recycles its own port's entries and leaves the
+#: rest of the table to the other ports.
+MACS_PER_PORT = 16384
 #: The rc files tried, in order, when --rcfile is not given.
 DEFAULT_RCFILES = ("~/.vde2/vde_switch.rc", "/etc/vde2/vde_switch.rc")
 
@@ -133,13 +140,14 @@ def _octal(option: str, text: str) -> int:
     return value
 
 
-def _positive(option: str, text, what: str) -> int:
+def _positive(option: str, text, what: str, minimum: int = 1) -> int:
     try:
         value = int(str(text).strip(), 0)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise usage.UsageError(f"--{option}: expected {what} (a positive integer), not {text!r}")
+        value = minimum - 1
+    if value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer from {minimum}"
+        raise usage.UsageError(f"--{option}: expected {what} ({kind}), not {text!r}")
     return value
 
 
@@ -192,6 +200,9 @@ class Options(usage.Options):
         ["mgmtgroup", None, None, "Group of the console socket."],
         ["hashsize", None, str(DEFAULT_HASHSIZE),
          "MAC table buckets (a power of two; others are rounded up)."],
+        ["macsperport", None, str(MACS_PER_PORT),
+         "Most MAC addresses one port may hold; a port beyond it forgets its least "
+         "recently seen (0: no limit; not in vde_switch)."],
         ["macaddr", None, None,
          "Switch MAC address xx:xx:xx:xx:xx:xx (default 00:ff + 4 random bytes)."],
         ["rcfile", "f", None,
@@ -284,6 +295,9 @@ class Options(usage.Options):
             )
         self["numports"] = _positive("numports", self["numports"], "a number of ports")
         self["hashsize"] = _positive("hashsize", self["hashsize"], "a MAC table size")
+        self["macsperport"] = _positive(
+            "macsperport", self["macsperport"], "a number of MAC addresses", minimum=0
+        )
         for option in ("mode", "dirmode", "mgmtmode"):
             if self[option] is not None:
                 self[option] = _octal(option, self[option])
@@ -548,6 +562,7 @@ class VdeSwitchService(Service):
             minPersistence=MIN_PERSISTENCE,
             capacity=max(MAC_CAPACITY, size),
             gcInterval=GC_INTERVAL,
+            portLimit=config["macsperport"],
         )
         engine = HubEngine() if config["hub"] else SwitchEngine()
         node = Node(

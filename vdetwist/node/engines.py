@@ -217,9 +217,7 @@ class TrunkSwitchEngine(Engine):
         if not frame[6] & 1:
             src = frame[6:12]
             e = macs.get(src)
-            if e is not None and e.port is port:
-                e.seen = now
-            else:
+            if e is None or e.port is not port or now >= e.renew:
                 self._table.learn(src, vid, port, now)
         if not frame[0] & 1:
             e = macs.get(frame[0:6])
@@ -336,9 +334,7 @@ class SwitchEngine(Engine):
         if not frame[6] & 1:
             src = frame[6:12]
             e = macs.get(src)
-            if e is not None and e.port is port:
-                e.seen = now
-            else:
+            if e is None or e.port is not port or now >= e.renew:
                 self._table.learn(src, vl.vid, port, now)
         if not frame[0] & 1:
             e = macs.get(frame[0:6])

@@ -45,6 +45,9 @@ Differences from vde_switch 2.3.2 (all deliberate):
   - C{vlan/remove 0} is refused (C{EINVAL}) when VLAN 0 has no members:
     the node keeps its default VLAN.
   - C{hash/setgcint} refuses values below 1 (the collector is a timer).
+  - C{hash/setportmax N}, not in vde_switch, sets the most addresses one
+    port may hold (0: no limit), so that a MAC flood only recycles its own
+    port's entries (L{vdetwist.node.mactable}); listed after C{hash/find}.
   - C{load} skips empty lines (vde_switch runs them and reports ENOSYS).
   - C{help} describes C{vlan/delport} as removing the port (vde_switch's
     text says "add").
@@ -814,6 +817,12 @@ def _hashSetminper(c: VdeConsole, n: int, out, session):
     c.node.table.minPersistence = n
 
 
+def _hashSetportmax(c: VdeConsole, n: int, out, session):
+    if n < 0:
+        return errno.EINVAL
+    c.node.table.portLimit = n
+
+
 def _hashLine(c: VdeConsole, entry) -> tuple[int, str]:
     t = c.node.table
     bucket = vde2Bucket(entry.mac, entry.vlan, t.hashsize)
@@ -1101,6 +1110,9 @@ def _commandTable() -> list[Command]:
         cmd("hash/setminper", "N", "minimum persistence time", I, _hashSetminper),
         cmd("hash/print", "", "print the hash table", N, _hashPrint, True),
         cmd("hash/find", "MAC [VLAN]", "MAC lookup", S, _hashFind, True),
+        # Not in vde_switch: the per-port bound that keeps a MAC flood from
+        # taking the table over.
+        cmd("hash/setportmax", "N", "max addresses a port may hold (0=no limit)", I, _hashSetportmax),
         cmd("fstp", "============", "FAST SPANNING TREE MENU", M),
         cmd("fstp/showinfo", "", "show fstp info", N, _fstpShowinfo, True),
         cmd("fstp/setfstp", "0/1", "Fast spanning tree protocol 1=ON 0=OFF", I, _fstpSetfstp, True),
