@@ -210,6 +210,8 @@ class LineTests(ConsoleTestCase):
                 "hash/setminper     N               minimum persistence time",
                 "hash/print                         print the hash table",
                 "hash/find          MAC [VLAN]      MAC lookup",
+                # Ours, after vde_switch's.
+                "hash/setportmax    N               max addresses a port may hold (0=no limit)",
             ],
         )
 
@@ -620,6 +622,18 @@ class HashTests(ConsoleTestCase):
         self.assertEqual(self.cmd("hash/setgcint 0"), status(errno.EINVAL))
         self.assertEqual(self.cmd("hash/setsize 256"), OK)
         self.assertEqual(self.node.table.hashsize, 256)
+
+    def test_setportmax(self):
+        """
+        C{hash/setportmax N} (not in vde_switch) sets the per-port limit; 0
+        lifts it.
+        """
+        self.assertEqual(self.cmd("hash/setportmax 100"), OK)
+        self.assertEqual(self.node.table.portLimit, 100)
+        self.assertEqual(self.cmd("hash/setportmax 0"), OK)
+        self.assertEqual(self.node.table.portLimit, 0)
+        self.assertEqual(self.cmd("hash/setportmax -1"), status(errno.EINVAL))
+        self.assertEqual(self.node.table.portLimit, 0)
 
     def test_print(self):
         """
