@@ -304,6 +304,27 @@ class MacTableTests(SynchronousTestCase):
         self.assertEqual(len(table), 65536)
         self.assertLess(perEntry, 100)
 
+    def test_memoryReturns(self):
+        """
+        Once a flood's entries are gone, so is the memory they took (a dict
+        keeps its largest size unless rebuilt).
+        """
+        table = MacTable(self.clock, hashsize=65536, expiretime=100)
+        table.learn(A, 0, "quiet")
+        d = table.vlanDict(0)
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(65535):
+            table.learn(b"\x0a" + i.to_bytes(5, "big"), 0, "flood")
+        self.assertGreater(tracemalloc.get_traced_memory()[0] - before, 5000000)
+        self.assertEqual(table.purgePort("flood"), 65535)
+        table.expire()
+        # (What stays is Python's free list of tuples, ~130 KB.)
+        self.assertLess(tracemalloc.get_traced_memory()[0] - before, 256000)
+        self.assertIs(table.vlanDict(0), d)
+        self.assertEqual(table.lookup(A, 0), "quiet")
+
     def test_refreshesStayBounded(self):
         """
         An address refreshed every second for an hour, beside an entry that

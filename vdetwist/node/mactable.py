@@ -46,10 +46,13 @@ within the same L{RESOLUTION} seconds; the stamp holds that port and time,
 and lists its MACs, so expiry, purges and eviction find their entries
 without scanning the table, and each port's stamps, oldest first, give its
 least recently seen entries.  An entry costs its dict slot, its key and a
-list slot: about 100 bytes in all, less than the former object per entry
-(C's C{vde_switch}: ~47).  Engines refresh an entry through L{MacTable.learn}
-only once its stamp is L{RESOLUTION} old, so the per-frame path reads the
-dict and compares, and allocates nothing.
+list slot: ~90 bytes of resident memory in all (an object and a time per
+entry made it ~160; C's C{vde_switch} spends ~47).  Engines refresh an
+entry through L{MacTable.learn} only once its stamp is L{RESOLUTION} old,
+so the per-frame path reads the dict and compares, and allocates nothing.
+A dict keeps its largest size: L{MacTable.expire} rebuilds one that is far
+larger than its entries, so a flood's memory is given back once its entries
+are gone.
 
 VLAN ids are the full 12 bits of the 802.1Q TCI (vdeplug4 keeps only 10, so
 that VLAN 1024 and VLAN 0 share entries: that bug is not reproduced).
@@ -59,6 +62,7 @@ Time comes from an injected L{twisted.internet.interfaces.IReactorTime}.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from itertools import islice
 from operator import attrgetter
@@ -296,7 +300,7 @@ class MacTable:
                 return False
             self._ports[old.port].count -= 1
         if self.portLimit and entries.count >= self.portLimit:
-            self._evictOwn(entries, port)
+            self._evictOwn(entries, port, entries.count - self.portLimit + 1)
         elif old is None and self._count >= self.capacity:
             self._makeRoom(now)
         self._set(d, mac, self._stamp(entries, port, vlan, now))
@@ -346,9 +350,10 @@ class MacTable:
             stamp.keys = [k for k in islice(stamp.keys, stamp.head, None) if d.get(k) is stamp]
             stamp.head = 0
 
-    def _evictOwn(self, entries: _PortEntries, port: Any) -> None:
+    def _evictOwn(self, entries: _PortEntries, port: Any, n: int) -> None:
         """
-        C{port} is at its limit: forget its least recently seen entry.
+        C{port} is at its limit: forget its C{n} least recently seen
+        entries (one, unless the limit was just lowered).
         """
         if not entries.warned:
             entries.warned = True
@@ -357,7 +362,7 @@ class MacTable:
                 "forgets its least recently seen address for each new one (a MAC flood?)",
                 port=port, limit=self.portLimit,
             )
-        self._evict(entries, 1)
+        self._evict(entries, n)
 
     def _makeRoom(self, now: float) -> None:
         """
@@ -513,6 +518,12 @@ class MacTable:
                 entries.warned = False
         if self._count * 2 < self.capacity:
             self._warnedFull = False
+        for d in self._vlans.values():
+            if sys.getsizeof(d) > 256 * len(d) + 65536:
+                # A dict keeps its largest size: give back what a flood took.
+                kept = d.copy()
+                d.clear()
+                d.update(kept)
         return total
 
     def purgePort(self, port: Any) -> int:
