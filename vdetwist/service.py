@@ -45,9 +45,10 @@ services usually run with stdin on /dev/null, which would end the switch
 at once), and is refused when twistd would daemonize (without C{-n}); no
 FSTP (C{--fstp} is refused); C{--macsperport} bounds the addresses of a
 port; C{--plug VNL} attaches any network vdetwist can open (C{--tap IF} is
-C{--plug tap://IF}); frames are not truncated at 1518 bytes; a command of the rc file that fails is logged as an error
-(C{FILE:LINE: command: problem}) and the switch stops with status 1, where
-vde_switch ignores it silently.  C{--daemon} and C{--pidfile} are twistd's
+C{--plug tap://IF}); frames are not truncated at 1518 bytes; a command of
+the rc file that fails is logged as an error (C{FILE:LINE: command:
+problem}) and the switch stops with status 1, where vde_switch ignores it
+silently.  C{--daemon} and C{--pidfile} are twistd's
 own options (C{twistd --pidfile F vde ...}; without C{-n} twistd
 daemonizes).
 
