@@ -1,48 +1,62 @@
 #!/usr/bin/env python3
 """
-Switch throughput and CPU cost: vdetwist's switches against the C ones, in
-the same run, interleaved, with the same plug program on every port.
+Switch throughput, latency and CPU cost: vdetwist's switches, plugs and
+cables against the C ones, and the kernel bridge as the ceiling, in the same
+run, interleaved.
 
-    [ns A: tap A 10.79.0.1] <-> C vde_plug tap://A DIR <-> SWITCH <-> C vde_plug tap://B DIR <-> [ns B: tap B 10.79.0.2]
+    [ns A: tap A 10.79.0.1] <-> vde_plug tap://A SW1 <-> SW1 [<-> CABLE <-> SW2] <-> vde_plug tap://B SW <-> [ns B: tap B 10.79.0.2]
 
-SWITCH is, in turn:
+The arrangements (key: switch, tap plugs, cable):
 
-    ours twistd    python3 -m twisted vde --switch DIR
-    ours switch:// python3 -m vdetwist.scripts.vde_plug null:// switch://DIR
-    C vde_switch   vde_switch -s DIR
-    C switch://    vde_plug null:// switch://DIR
+    ours-twistd   python3 -m twisted vde --switch DIR     C vde_plug
+    ours-switch   python3 -m vdetwist.scripts.vde_plug null:// switch://DIR, C vde_plug
+    c-vde_switch  vde_switch -s DIR                       C vde_plug   (all C)
+    c-switch      vde_plug null:// switch://DIR           C vde_plug
+    all-ours      our twistd vde                          our vde_plug
+    ours-cable    two of our twistd vde, our plugs, joined by our vde_plug SW1 SW2
+    c-cable       two vde_switch, C plugs, joined by the C vde_plug SW1 SW2
+    ours-dpipe    two of our twistd vde, our plugs, joined by our
+                  dpipe vde_plug SW1 = vde_plug SW2 (a stream cable)
+    c-dpipe       the same with the C dpipe, vde_plug and vde_switch
+    bridge        no VDE: A's and B's veths in a Linux bridge (a third
+                  namespace), the ceiling
 
-Only the switch differs: the two tap plugs are always the C vde_plug, and
-traffic is made by iperf3 (client in A, server in B).  Per switch and repeat:
+Ratios: each of ours against its C counterpart (ours-twistd and all-ours
+against c-vde_switch, ours-switch against c-switch, the cables against
+theirs), and all-ours and all C against the kernel bridge.  Traffic is made
+by iperf3 (client in A, server in B) and ping.  Per arrangement and repeat:
 
   * UDP flood: iperf3 -u -l 18 -b 0 (60-byte frames on the tap, 64 with the
     FCS); kframes/s = datagrams the iperf3 server received / seconds;
   * UDP at 10 kframes/s (iperf3 -u -l 18 -b 1.44M): only the CPU cost;
-  * TCP: iperf3 -t N, Mbit/s received.
+  * TCP: iperf3 -t N, Mbit/s received;
+  * ping A -> B (-c N -i 0.2): average and median RTT.
 
-CPU µs/frame = CPU time of the switch process (/proc/PID/task/*/schedstat,
-else utime + stime of /proc/PID/stat) / frames the switch delivered,
-counted by the kernel on both taps (a tap's rx_packets counts the frames
-its plug wrote into it), over the test.  A second table gives the
-user-mode part of it, the switch's wake-ups (voluntary context switches)
-per frame and the two plugs' CPU per frame (the same program for every
-switch: it should not vary much).
+CPU µs/frame = CPU time of the switch process(es) and cable
+(/proc/PID/task/*/schedstat, else utime + stime of /proc/PID/stat), or of
+the two tap plugs, / frames delivered, counted by the kernel on both taps
+(a tap's rx_packets counts the frames its plug wrote into it), over the
+test.  A diagnostics table gives the user-mode part of the switch's CPU and
+its wake-ups (voluntary context switches) per frame.  The bridge row has no
+process: its CPU columns are "-".
 
 Run from the project root, as root (namespaces, taps):
 
-    python3 bench/bench_switch.py [--seconds 3] [--repeat 3] [--only ours-twistd,c-vde_switch]
+    python3 bench/bench_switch.py [--seconds 3] [--repeat 3] [--pings 10] [--only all-ours,c-vde_switch,bridge]
 
 To measure a change against the code before it in the same run, give
-another checkout as a baseline: its switches run as extra rows "base ..."
-with ratios "ours / base" (keys base-twistd, base-switch):
+another checkout as a baseline: its switches and plugs run as extra rows
+"base ..." with ratios "ours / base" (keys base-twistd, base-switch,
+base-all-ours):
 
     git worktree add /tmp/base HEAD~1
     python3 bench/bench_switch.py --baseline /tmp/base --only ours-twistd,base-twistd
 
-(Our switches run with python3 -P, so the working directory does not
+(Our programs run with python3 -P, so the working directory does not
 shadow PYTHONPATH's checkout.)
 
-Needs iperf3 (apt-get install iperf3) and the C vde2/vdeplug4 tools.
+Needs iperf3 (apt-get install iperf3), ping and the C vde2/vdeplug4 tools
+(vde_switch, vde_plug with its tap plugin, dpipe).
 """
 
 from __future__ import annotations
@@ -51,10 +65,12 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import benchlib
-from benchlib import FIXED, FLOOD, TCP, Processes, cpuSeconds, schedStats, tapRx, waitFor, which
+from benchlib import (FIXED, FLOOD, TCP, Processes, cpuSeconds, processTree, schedStats,
+                      tapRx, waitFor, which)
 from vdetwist import netns
 
 ADDR_A = "10.79.0.1"
@@ -63,18 +79,25 @@ PREFIX = 24
 IPERF_PORT = 5279
 
 
-# -- the switches under test -------------------------------------------------
+# -- the programs under test -------------------------------------------------
 
 # -P: the working directory is not put ahead of PYTHONPATH, which picks the
 # checkout (this one, or --baseline's).
+
+def ourPlug() -> list[str]:
+    return [sys.executable, "-P", "-m", "vdetwist.scripts.vde_plug"]
+
+
+def cPlug() -> list[str]:
+    return [which("vde_plug")]
+
 
 def ourTwistd(dir: str) -> list[str]:
     return [sys.executable, "-P", "-m", "twisted", "vde", "--switch", dir, "--rcfile="]
 
 
 def ourNetnode(dir: str) -> list[str]:
-    return [sys.executable, "-P", "-m", "vdetwist.scripts.vde_plug", "null://",
-            "switch://" + dir]
+    return [*ourPlug(), "null://", "switch://" + dir]
 
 
 def cVdeSwitch(dir: str) -> list[str]:
@@ -82,44 +105,103 @@ def cVdeSwitch(dir: str) -> list[str]:
 
 
 def cNetnode(dir: str) -> list[str]:
-    return [which("vde_plug"), "null://", "switch://" + dir]
+    return [*cPlug(), "null://", "switch://" + dir]
 
 
-#: (key, label, command, the C counterpart's key or None)
-SWITCHES: list[tuple[str, str, Callable[[str], list[str]], Optional[str]]] = [
-    ("ours-twistd", "ours twistd vde", ourTwistd, "c-vde_switch"),
-    ("ours-switch", "ours switch://", ourNetnode, "c-switch"),
-    ("c-vde_switch", "C vde_switch", cVdeSwitch, None),
-    ("c-switch", "C switch://", cNetnode, None),
-]
+def ourCable(one: str, other: str) -> list[str]:
+    return [*ourPlug(), one, other]
 
 
+def cCable(one: str, other: str) -> list[str]:
+    return [*cPlug(), one, other]
 
-def baselineSwitches(root: str) -> list[tuple[str, str, Callable[[str], list[str]], Optional[str]]]:
+
+def ourDpipe(one: str, other: str) -> list[str]:
+    return [sys.executable, "-P", "-m", "vdetwist.scripts.dpipe",
+            *ourPlug(), one, "=", *ourPlug(), other]
+
+
+def cDpipe(one: str, other: str) -> list[str]:
+    return [which("dpipe"), *cPlug(), one, "=", *cPlug(), other]
+
+
+@dataclass(frozen=True)
+class Arrangement:
     """
-    Our switches from the checkout at C{root}, paired with ours: C{env}
-    sets its path and execs, so the process measured is the switch itself.
+    What joins the two taps: a switch (C{switch(DIR)}; C{None}: the kernel
+    bridge instead) with the tap plugs C{plug() + [tap://T, DIR]}, or two
+    switches joined by C{cable(DIR1, DIR2)}.  C{counterpart} is the key of
+    the C arrangement this one is compared with.
+    """
+    key: str
+    label: str
+    switch: Optional[Callable[[str], list[str]]]
+    plug: Callable[[], list[str]] = cPlug
+    cable: Optional[Callable[[str, str], list[str]]] = None
+    counterpart: Optional[str] = None
+
+
+ARRANGEMENTS: list[Arrangement] = [
+    Arrangement("ours-twistd", "ours twistd vde", ourTwistd, counterpart="c-vde_switch"),
+    Arrangement("ours-switch", "ours switch://", ourNetnode, counterpart="c-switch"),
+    Arrangement("c-vde_switch", "C vde_switch", cVdeSwitch),
+    Arrangement("c-switch", "C switch://", cNetnode),
+    Arrangement("all-ours", "all ours", ourTwistd, ourPlug,
+                counterpart="c-vde_switch"),
+    Arrangement("ours-cable", "ours 2 sw + vde_plug", ourTwistd, ourPlug, ourCable, "c-cable"),
+    Arrangement("c-cable", "C 2 sw + vde_plug", cVdeSwitch, cPlug, cCable),
+    Arrangement("ours-dpipe", "ours 2 sw + dpipe", ourTwistd, ourPlug, ourDpipe, "c-dpipe"),
+    Arrangement("c-dpipe", "C 2 sw + dpipe", cVdeSwitch, cPlug, cDpipe),
+    Arrangement("bridge", "kernel bridge", None),
+]
+#: The ceiling: what the kernel does without any VDE process.
+CEILING_PAIRS = [("all-ours", "bridge"), ("c-vde_switch", "bridge")]
+
+
+def baselineArrangements(root: str) -> list[Arrangement]:
+    """
+    Our switches and plugs from the checkout at C{root}, paired with ours:
+    C{env} sets its path and execs, so the process measured is the
+    program itself.
     """
     prefix = ["env", f"PYTHONPATH={os.path.abspath(root)}"]
     return [
-        ("base-twistd", "base twistd vde", lambda d: prefix + ourTwistd(d), None),
-        ("base-switch", "base switch://", lambda d: prefix + ourNetnode(d), None),
+        Arrangement("base-twistd", "base twistd vde", lambda d: prefix + ourTwistd(d)),
+        Arrangement("base-switch", "base switch://", lambda d: prefix + ourNetnode(d)),
+        Arrangement("base-all-ours", "base all ours", lambda d: prefix + ourTwistd(d),
+                    lambda: prefix + ourPlug()),
     ]
 
 
-BASELINE_PAIRS = [("ours-twistd", "base-twistd"), ("ours-switch", "base-switch")]
+BASELINE_PAIRS = [("ours-twistd", "base-twistd"), ("ours-switch", "base-switch"),
+                  ("all-ours", "base-all-ours")]
 
 
 # -- the bench ---------------------------------------------------------------
 
+@dataclass
+class Run:
+    """
+    One run's interfaces (A's and B's, and the bridge's in the third
+    namespace) and processes: the switches and cable in C{middle}, the
+    tap plugs in C{plugs}.
+    """
+    ifA: str
+    ifB: str
+    bridge: Optional[str] = None
+    middle: tuple = ()
+    plugs: tuple = ()
+
+
 class Bench:
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, pings: int) -> None:
         self.seconds = seconds
+        self.pings = pings
         self.procs = Processes()
         self.tmp = tempfile.mkdtemp(prefix="vtbench-")
         self.hosts = benchlib.Hosts(self.procs, (ADDR_A, ADDR_B), IPERF_PORT, PREFIX, "vtbns")
-        self.tapA = netns.uniqueName("vtba")
-        self.tapB = netns.uniqueName("vtbb")
+        #: The bridge's namespace, made for the first bridge run.
+        self.nsX: Optional[netns.Namespace] = None
         self.count = 0
 
     @property
@@ -132,132 +214,200 @@ class Bench:
 
     def setUp(self) -> None:
         self.hosts.create()
-        for side, tap in enumerate((self.tapA, self.tapB)):
-            netns.createTap(tap, self.hosts.namespaces[side])
-            self.hosts.configure(side, tap)
 
     def tearDown(self) -> None:
         try:
             self.procs.stopAll()
         finally:
             self.hosts.remove()
+            if self.nsX is not None:
+                self.nsX.remove()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def startSwitch(self, command: Callable[[str], list[str]]):
-        self.count += 1
-        dir = os.path.join(self.tmp, f"sw{self.count}")
-        switch = self.procs.start(command(dir), env=benchlib.ourEnv())
-        waitFor(lambda: os.path.exists(os.path.join(dir, "ctl")), 15, f"{dir}/ctl", (switch,))
-        plugs = []
-        for ns, tap in ((self.nsA, self.tapA), (self.nsB, self.tapB)):
-            plugs.append(self.procs.start(ns.command([which("vde_plug"), "tap://" + tap, dir])))
-        # Both taps carry frames once their plug is in: wait until A reaches B.
-        waitFor(self.hosts.pings, 15, "ping through the switch", (switch, *plugs))
-        return switch, plugs
-
-    def stopSwitch(self, switch, plugs) -> None:
-        for plug in plugs:
-            self.procs.stop(plug)
-        self.procs.stop(switch)
-
-    def measure(self, switch, plugs, extra: list[str]) -> dict:
+    def start(self, arrangement: Arrangement) -> Run:
         """
-        Run iperf3 with C{extra}; return its JSON, the frames the switch
-        delivered (both taps' rx_packets), and per frame: the switch's CPU
-        µs (and its user-mode part), the plugs' CPU µs and the switch's
-        wake-ups.
+        Make the interfaces of A and B and what joins them, give them their
+        addresses, and wait until A pings B.
+        """
+        run = Run(netns.uniqueName("vtba"), netns.uniqueName("vtbb"))
+        try:
+            if arrangement.switch is None:
+                self.startBridge(run)
+            else:
+                self.startSwitches(run, arrangement)
+            for side, ifname in enumerate((run.ifA, run.ifB)):
+                self.hosts.configure(side, ifname)
+            waitFor(self.hosts.pings, 15, f"A to ping B through {arrangement.label}",
+                    (*run.middle, *run.plugs))
+        except BaseException:
+            self.stop(run)
+            raise
+        return run
+
+    def startBridge(self, run: Run) -> None:
+        """
+        Join veths of A and B in a Linux bridge in the third namespace.
+        """
+        if self.nsX is None:
+            self.nsX = netns.Namespace.create(netns.uniqueName("vtbnsX"))
+        run.bridge = netns.uniqueName("vtbbr")
+        with netns.routing(self.nsX) as ipr:
+            ipr.link("add", ifname=run.bridge, kind="bridge")
+        for ns, ifname in ((self.nsA, run.ifA), (self.nsB, run.ifB)):
+            port = ifname + "p"
+            netns.createVeth(ifname, port, ns, self.nsX)
+            with netns.routing(self.nsX) as ipr:
+                (index,) = ipr.link_lookup(ifname=port)
+                ipr.link("set", index=index, master=ipr.link_lookup(ifname=run.bridge)[0])
+            netns.setUp(port, self.nsX)
+        netns.setUp(run.bridge, self.nsX)
+
+    def startSwitches(self, run: Run, arrangement: Arrangement) -> None:
+        """
+        Start the switch (two and their cable for a cable arrangement) and
+        the tap plugs on fresh taps of A and B.
+        """
+        dirs = []
+        for _ in range(2 if arrangement.cable else 1):
+            self.count += 1
+            dir = os.path.join(self.tmp, f"sw{self.count}")
+            switch = self.procs.start(arrangement.switch(dir), env=benchlib.ourEnv())
+            run.middle += (switch,)
+            dirs.append(dir)
+            waitFor(lambda: os.path.exists(os.path.join(dir, "ctl")), 15, f"{dir}/ctl",
+                    (switch,))
+        if arrangement.cable:
+            run.middle += (self.procs.start(arrangement.cable(dirs[0], dirs[-1]),
+                                            env=benchlib.ourEnv()),)
+        for ns, tap, dir in ((self.nsA, run.ifA, dirs[0]), (self.nsB, run.ifB, dirs[-1])):
+            netns.createTap(tap, ns)
+            run.plugs += (self.procs.start(ns.command([*arrangement.plug(), "tap://" + tap, dir]),
+                                           env=benchlib.ourEnv()),)
+
+    def stop(self, run: Run) -> None:
+        for process in (*run.plugs, *reversed(run.middle)):
+            self.procs.stop(process)
+        for ns, ifname in ((self.nsA, run.ifA), (self.nsB, run.ifB), (self.nsX, run.bridge)):
+            if ifname is not None:
+                netns.removeLink(ifname, ns)
+
+    def measure(self, run: Run, middle: list[int], plugs: list[int], extra: list[str]) -> dict:
+        """
+        Run iperf3 with C{extra}; return its JSON, the frames delivered
+        (both taps' rx_packets), and per frame: the CPU µs of the processes
+        C{middle} (and its user-mode part) and C{plugs} and the wake-ups of
+        C{middle} (absent for the bridge, which has no process).
         """
         def sample():
-            return (cpuSeconds(switch.pid), sum(cpuSeconds(p.pid) for p in plugs),
-                    tapRx(self.nsA, self.tapA) + tapRx(self.nsB, self.tapB),
-                    *schedStats(switch.pid))
+            rx = tapRx(self.nsA, run.ifA) + tapRx(self.nsB, run.ifB)
+            cpu = sum(cpuSeconds(pid) for pid in middle), sum(cpuSeconds(p) for p in plugs)
+            stats = [sum(column) for column in zip(*(schedStats(pid) for pid in middle))]
+            return rx, *cpu, *(stats or [0, 0, 0])
         before = sample()
         data = self.hosts.iperf(self.seconds, extra)
         after = sample()
-        swCpu, plugCpu, rx, utime, stime, wakeups = (a - b for a, b in zip(after, before))
+        rx, swCpu, plugCpu, utime, stime, wakeups = (a - b for a, b in zip(after, before))
+        out = {"data": data, "frames": rx}
         frames = max(rx, 1)
-        return {
-            "data": data,
-            "frames": rx,
-            "switch_us": swCpu * 1e6 / frames,
-            "user_us": swCpu * 1e6 / frames * benchlib.userShare(utime, stime),
-            "plugs_us": plugCpu * 1e6 / frames,
-            "wakeups": wakeups / frames,
-        }
+        if middle:
+            out["switch_us"] = swCpu * 1e6 / frames
+            out["user_us"] = swCpu * 1e6 / frames * benchlib.userShare(utime, stime)
+            out["wakeups"] = wakeups / frames
+        if plugs:
+            out["plugs_us"] = plugCpu * 1e6 / frames
+        return out
 
-    def runOne(self, command) -> dict[str, float]:
-        switch, plugs = self.startSwitch(command)
+    def runOne(self, arrangement: Arrangement) -> dict[str, float]:
+        run = self.start(arrangement)
         try:
+            # Now that it runs: dpipe's commands too.
+            middle = [pid for p in run.middle for pid in processTree(p.pid)]
+            plugs = [p.pid for p in run.plugs]
             out: dict[str, float] = {}
-            flood = self.measure(switch, plugs, FLOOD)
-            out["udp_kfps"] = benchlib.udpReceivedKfps(flood["data"])
-            out["udp_sent_kfps"] = benchlib.udpSentKfps(flood["data"])
-            out["cpu_flood"] = flood["switch_us"]
-            out["user_flood"] = flood["user_us"]
-            out["plugs_flood"] = flood["plugs_us"]
-            out["wake_flood"] = flood["wakeups"]
-            fixed = self.measure(switch, plugs, FIXED)
-            out["cpu_10k"] = fixed["switch_us"]
-            out["user_10k"] = fixed["user_us"]
-            out["wake_10k"] = fixed["wakeups"]
-            out["fixed_kfps"] = fixed["frames"] / self.seconds / 1e3
-            tcp = self.measure(switch, plugs, TCP)
-            out["tcp_mbps"] = benchlib.tcpMbps(tcp["data"])
-            out["cpu_tcp"] = tcp["switch_us"]
-            out["user_tcp"] = tcp["user_us"]
-            out["plugs_tcp"] = tcp["plugs_us"]
-            out["wake_tcp"] = tcp["wakeups"]
-            if switch.poll() is not None:
-                raise RuntimeError(f"the switch {switch.args} died during the test")
+            for test, extra in (("flood", FLOOD), ("10k", FIXED), ("tcp", TCP)):
+                result = self.measure(run, middle, plugs, extra)
+                for key, name in (("switch_us", "cpu"), ("user_us", "user"),
+                                  ("wakeups", "wake"), ("plugs_us", "plugs")):
+                    if key in result:
+                        out[f"{name}_{test}"] = result[key]
+                if test == "flood":
+                    out["udp_kfps"] = benchlib.udpReceivedKfps(result["data"])
+                    out["udp_sent_kfps"] = benchlib.udpSentKfps(result["data"])
+                elif test == "10k":
+                    out["fixed_kfps"] = result["frames"] / self.seconds / 1e3
+                else:
+                    out["tcp_mbps"] = benchlib.tcpMbps(result["data"])
+            rtt = benchlib.pingRtt(self.nsA, ADDR_B, self.pings)
+            out["ping_avg"] = rtt["avg"] * 1e3
+            out["ping_median"] = rtt["median"] * 1e3
+            for process in (*run.middle, *run.plugs):
+                if process.poll() is not None:
+                    raise RuntimeError(f"{process.args} died during the test")
             return out
         finally:
-            self.stopSwitch(switch, plugs)
+            self.stop(run)
 
 
-#: The main table: key, header, format.
-COLUMNS = benchlib.IPERF_COLUMNS
-#: Why: the user-mode part of the switch's CPU per frame (the kernel part
-#: is the socket work every switch does), its wake-ups per frame (how well
-#: it batches), and the two C tap plugs' CPU per frame (same program for
-#: every switch).
-DIAGNOSTICS = benchlib.USER_WAKEUP_COLUMNS + [
+#: Throughput and latency.
+THROUGHPUT = benchlib.IPERF_THROUGHPUT_COLUMNS + [
+    ("ping_avg", "ping avg µs", "{:.0f}"),
+    ("ping_median", "ping med µs", "{:.0f}"),
+]
+#: CPU per frame delivered: the switch(es) and cable, the two tap plugs.
+CPU = [(key, "sw " + header, fmt) for key, header, fmt in benchlib.IPERF_CPU_COLUMNS] + [
     ("plugs_flood", "plugs µs/f flood", "{:.2f}"),
-    ("plugs_tcp", "TCP", "{:.2f}"),
+    ("plugs_10k", "plugs µs/f @10k", "{:.2f}"),
+    ("plugs_tcp", "plugs µs/f TCP", "{:.2f}"),
+]
+#: Why: the user-mode part of the switch's CPU per frame (the kernel part
+#: is the socket work every switch does) and its wake-ups per frame (how
+#: well it batches).
+DIAGNOSTICS = benchlib.USER_WAKEUP_COLUMNS + [
+    ("fixed_kfps", "kf/s @10k", "{:.1f}"),
 ]
 
 
-def printTable(results: dict[str, list[dict[str, float]]], switches) -> None:
+def printTable(results: dict[str, list[dict[str, float]]],
+               arrangements: list[Arrangement]) -> None:
     benchlib.printTables(
         results,
-        [(key, label) for key, label, _, _ in switches],
-        [(key, other) for key, _, _, other in switches if other] + BASELINE_PAIRS,
-        [("Medians; µs/f = CPU µs of the switch process per frame it delivered; "
-          "the 'ours / C' rows are ratios\n(throughput: >1 is better; µs/f: <1 is better)",
-          COLUMNS, True, True),
+        [(a.key, a.label) for a in arrangements],
+        [(a.key, a.counterpart) for a in arrangements if a.counterpart]
+        + CEILING_PAIRS + BASELINE_PAIRS,
+        [("Medians; UDP64: 64-byte frames the iperf3 server received; ping A -> B; "
+          "the 'x / y' rows are ratios (throughput: >1 is better; µs: <1 is better)",
+          THROUGHPUT, True, True),
+         ("CPU µs per frame delivered (medians): sw = the switch process(es) and cable, "
+          "plugs = the two tap plugs together", CPU, False, True),
          ("Diagnostics (medians): the switch's user-mode µs/f, its wake-ups per frame, "
-          "the two C tap plugs' µs/f", DIAGNOSTICS, False, False)],
-        "switch")
+          "frames delivered per second in the 10k test", DIAGNOSTICS, False, False)],
+        "arrangement")
 
 
 def main() -> int:
     def addOptions(parser) -> None:
+        parser.add_argument("--pings", type=int, default=10,
+                            help="pings per RTT measurement, 0.2 s apart (default 10)")
         parser.add_argument("--baseline", metavar="DIR",
-                            help="another vdetwist checkout whose switches run too (base-*)")
+                            help="another vdetwist checkout whose switches and plugs "
+                            "run too (base-*)")
 
-    keys = [k for k, *_ in SWITCHES] + [k for k, *_ in baselineSwitches("/")]
-    options = benchlib.argumentParser(__doc__, 3, "all switches", keys, "switch",
+    keys = [a.key for a in ARRANGEMENTS + baselineArrangements("/")]
+    options = benchlib.argumentParser(__doc__, 3, "all arrangements", keys, "arrangement",
                                       addOptions).parse_args()
-    benchlib.checkSystem(("iperf3", "vde_switch", "vde_plug", "ping"))
-    candidates = SWITCHES
+    benchlib.checkSystem(("iperf3", "vde_switch", "vde_plug", "dpipe", "ping"))
+    candidates = ARRANGEMENTS
     if options.baseline:
         if not os.path.isdir(os.path.join(options.baseline, "vdetwist")):
             sys.exit(f"--baseline {options.baseline}: not a vdetwist checkout")
-        candidates = SWITCHES + baselineSwitches(options.baseline)
-    switches = benchlib.selectKeys(candidates, options.only, "switch")
+        candidates = ARRANGEMENTS + baselineArrangements(options.baseline)
+    arrangements = benchlib.selectKeys([(a.key, a) for a in candidates], options.only,
+                                       "arrangement")
+    arrangements = [a for _, a in arrangements]
     results = benchlib.runBench(
-        Bench(options.seconds),
-        [(key, label, command) for key, label, command, _ in switches], options)
-    printTable(results, switches)
+        Bench(options.seconds, options.pings), [(a.key, a.label, a) for a in arrangements],
+        options)
+    printTable(results, arrangements)
     return 0 if results else 1
 
 

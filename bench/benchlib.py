@@ -133,9 +133,11 @@ def selectKeys(candidates: Sequence[tuple], only: str, kind: str) -> list[tuple]
 class Processes:
     """
     Children started here, stopped (TERM, then KILL) by L{stop} or
-    L{stopAll}; each in its own session so that a Ctrl-C on the terminal
-    reaches only the bench script, which then stops them in order.  Their
-    stderr goes to a file (a pipe nobody reads could fill and stall them).
+    L{stopAll}, with whatever they started; each in a process group of its
+    own (not a session: dpipe makes itself a group leader, which a session
+    leader cannot) so that a Ctrl-C on the terminal reaches only the bench
+    script, which then stops them in order.  Their stderr goes to a file
+    (a pipe nobody reads could fill and stall them).
     """
 
     def __init__(self) -> None:
@@ -146,7 +148,7 @@ class Processes:
         kwargs.setdefault("stdout", subprocess.DEVNULL)
         if "stderr" not in kwargs:
             kwargs["stderr"] = tempfile.TemporaryFile()
-        process = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        process = subprocess.Popen(argv, process_group=0, **kwargs)
         process.errfile = kwargs["stderr"] if hasattr(kwargs["stderr"], "seek") else None
         self.running.append(process)
         return process
@@ -162,20 +164,29 @@ class Processes:
         errfile.seek(0)
         return errfile.read().decode(errors="replace")
 
+    @staticmethod
+    def signalGroup(process: subprocess.Popen, signum: int) -> None:
+        """
+        Send C{signum} to the process group C{process} leads (see
+        L{start}), which holds whatever it started too.
+        """
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            pass
+
     def stop(self, process: subprocess.Popen, timeout: float = 5.0) -> str:
         """
         Stop C{process}; return what it wrote on stderr.
         """
-        if process.poll() is None:
-            try:
-                process.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        self.signalGroup(process, signal.SIGTERM)
         try:
             process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            self.signalGroup(process, signal.SIGKILL)
             process.communicate()
+        # What it started (dpipe's commands) and left behind.
+        self.signalGroup(process, signal.SIGKILL)
         if process in self.running:
             self.running.remove(process)
         err = self.errors(process)
@@ -246,6 +257,28 @@ def cpuSeconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def processTree(pid: int) -> list[int]:
+    """
+    C{pid} and its descendants now (from C{/proc/PID/task/*/children}):
+    what to account for a command that runs others, such as C{dpipe}.
+    """
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(child) for child in f.read().split())
+            except FileNotFoundError:
+                pass
+    return pids
 
 
 def schedStats(pid: int) -> tuple[int, int, int]:
@@ -325,24 +358,28 @@ def pingRtt(ns: netns.NamespaceLike, address: str, count: int = 10,
             interval: float = 0.2) -> dict[str, float]:
     """
     Ping C{address} from C{ns} C{count} times, C{interval} seconds apart
-    (iputils ping); the round-trip times in ms (C{min}, C{avg}, C{max},
-    C{mdev}) and the C{loss} in percent.  L{RuntimeError} if no reply came.
+    (iputils ping); the round-trip times in ms (C{min}, C{avg}, C{median},
+    C{max}, C{mdev}) and the C{loss} in percent.  L{RuntimeError} if no
+    reply came.
     """
-    argv = [which("ping"), "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1",
-            address]
+    argv = [which("ping"), "-n", "-c", str(count), "-i", str(interval), "-W", "1", address]
     result = netns.run(ns, argv, capture_output=True, text=True,
                        timeout=count * interval + 10)
     loss = summary = None
+    times = []
     for line in result.stdout.splitlines():
-        if "packet loss" in line:
+        if " time=" in line:  # "64 bytes from A: icmp_seq=1 ttl=64 time=0.123 ms"
+            times.append(float(line.rsplit("time=", 1)[1].split()[0]))
+        elif "packet loss" in line:
             loss = float(line.split("%")[0].rsplit(None, 1)[-1])
         elif "min/avg/max" in line:
             summary = line.split("=")[1].split()[0].split("/")
-    if summary is None or loss is None:
+    if summary is None or loss is None or not times:
         raise RuntimeError(f"ping {address}: no reply ({result.stdout.strip()[-200:]}"
                            f"{result.stderr.strip()[-200:]})")
     low, avg, high, mdev = map(float, summary)
-    return {"min": low, "avg": avg, "max": high, "mdev": mdev, "loss": loss}
+    return {"min": low, "avg": avg, "median": statistics.median(times), "max": high,
+            "mdev": mdev, "loss": loss}
 
 
 class Hosts:
@@ -477,16 +514,20 @@ def runBench(bench: Any, candidates: Sequence[tuple[str, str, Any]],
 #: A column: (key in a run's results, header, format).
 Column = tuple[str, str, str]
 
-#: The main table of the iperf3 benches (switch, vxvde): TCP and UDP
-#: throughput and the CPU µs per frame of what is under test.
-IPERF_COLUMNS: list[Column] = [
+#: The iperf3 benches' (switch, vxvde) throughput: TCP, 64-byte UDP frames.
+IPERF_THROUGHPUT_COLUMNS: list[Column] = [
     ("tcp_mbps", "TCP Mb/s", "{:.0f}"),
     ("udp_kfps", "UDP64 rx kf/s", "{:.1f}"),
     ("udp_sent_kfps", "(sent kf/s)", "{:.1f}"),
+]
+#: The CPU µs per frame of what is under test, in those three tests.
+IPERF_CPU_COLUMNS: list[Column] = [
     ("cpu_flood", "µs/f flood", "{:.2f}"),
     ("cpu_10k", "µs/f @10k", "{:.2f}"),
     ("cpu_tcp", "µs/f TCP", "{:.2f}"),
 ]
+#: The main table of the iperf3 benches: both of the above.
+IPERF_COLUMNS = IPERF_THROUGHPUT_COLUMNS + IPERF_CPU_COLUMNS
 #: The first diagnostics of the iperf3 benches: the user-mode part of the
 #: CPU per frame (the kernel part is the socket work every implementation
 #: does) and the wake-ups per frame (how well it batches).
@@ -510,13 +551,18 @@ def printTables(results: dict[str, list[dict[str, float]]], rows: Sequence[tuple
     withRuns, withRatios)}: C{withRuns} adds the number of runs,
     C{withRatios} a line C{key / other} (medians divided) per pair of
     C{ratios} where both have runs.  C{heading} names the first column.
+    A column a row's runs do not measure (the kernel bridge has no
+    process whose CPU to count) shows "-".
     """
     columns = [c for _, cols, _, _ in tables for c in cols]
-    medians: dict[str, dict[str, float]] = {}
+    medians: dict[str, dict[str, Optional[float]]] = {}
     for key, _ in rows:
         runs = results.get(key) or []
         if runs:
-            medians[key] = {c: statistics.median(r[c] for r in runs) for c, _, _ in columns}
+            medians[key] = {}
+            for c, _, _ in columns:
+                values = [r[c] for r in runs if c in r]
+                medians[key][c] = statistics.median(values) if values else None
     labels = dict(rows)
     ratios = [(key, other) for key, other in ratios if key in medians and other in medians]
     width = max([len(label) for label in labels.values()]
@@ -531,14 +577,17 @@ def printTables(results: dict[str, list[dict[str, float]]], rows: Sequence[tuple
         for key, label in rows:
             if key in medians:
                 print(label.ljust(width) + (f"{len(results[key]):5d}" if withRuns else "")
-                      + "".join(" " + fmt.format(medians[key][c]).rjust(max(len(h), 7))
+                      + "".join(" " + ("-" if medians[key][c] is None
+                                       else fmt.format(medians[key][c])).rjust(max(len(h), 7))
                                 for c, h, fmt in cols))
         for key, other in ratios if withRatios else ():
             cells = []
-            for c, h, _ in cols:
-                base = medians[other][c]
-                cells.append(" " + (f"{medians[key][c] / base:.2f}x" if base else "-")
-                             .rjust(max(len(h), 7)))
+            for c, _, _ in cols:
+                value, base = medians[key][c], medians[other][c]
+                cells.append(f"{value / base:.2f}x" if value is not None and base else "-")
+            if cells.count("-") == len(cells):
+                continue
+            cells = [" " + cell.rjust(max(len(h), 7)) for cell, (_, h, _) in zip(cells, cols)]
             print(f"{labels[key]} / {labels[other]}".ljust(width)
                   + ("     " if withRuns else "") + "".join(cells))
         print()
