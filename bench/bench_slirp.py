@@ -334,9 +334,9 @@ def main() -> int:
         sys.exit("--mtu: each MTU must be within 576..9000 "
                  "(the C plug truncates frames over 9014 bytes)")
 
-    candidates = [(f"{e.key}-{mtu}", f"{e.label} mtu {mtu}", (e, mtu))
-                  for mtu in sorted({e.mtu for e in engines if e.mtu} | set(mtus))
-                  for e in engines if e.mtu in (None, mtu) and (e.mtu or mtu in mtus)]
+    runs = sorted(((e, mtu) for e in engines for mtu in ([e.mtu] if e.mtu else mtus)),
+                  key=lambda run: run[1])  # stable: by MTU, then in ENGINES' order
+    candidates = [(f"{e.key}-{mtu}", f"{e.label} mtu {mtu}", (e, mtu)) for e, mtu in runs]
     keys = {key for key, _, _ in candidates}
     ratios = [(f"ours-{mtu}", f"{other}-{otherMtu}") for mtu in mtus
               for other, otherMtu in (("c", mtu), ("slirp4netns", WIDE_MTU), ("pasta", WIDE_MTU))
