@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -189,8 +190,8 @@ class Run:
     ifA: str
     ifB: str
     bridge: Optional[str] = None
-    middle: tuple = ()
-    plugs: tuple = ()
+    middle: tuple[subprocess.Popen, ...] = ()
+    plugs: tuple[subprocess.Popen, ...] = ()
 
 
 class Bench:
