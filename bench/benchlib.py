@@ -124,7 +124,8 @@ def selectKeys(candidates: Sequence[tuple], only: str, kind: str) -> list[tuple]
     wanted = only.split(",")
     chosen = [c for c in candidates if c[0] in wanted]
     if not chosen:
-        sys.exit(f"--only: none of {wanted} is a {kind} key")
+        sys.exit(f"--only {only}: names no {kind}; the {kind} keys are "
+                 + ", ".join(c[0] for c in candidates))
     return chosen
 
 
