@@ -35,7 +35,7 @@ class ListenTests(SynchronousTestCase):
         self.assertEqual(options["listen"], ["tcp:5000:interface=127.0.0.1", "unix:/tmp/x"])
         with self.assertRaises(usage.UsageError) as caught:
             parse("--listen", "bogus:1")
-        self.assertIn("--listen: not a Twisted server endpoint description: 'bogus:1'",
+        self.assertIn("--listen bogus:1: not a Twisted server endpoint description",
                       str(caught.exception))
 
     def test_badClientDescription(self) -> None:

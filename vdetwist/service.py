@@ -225,15 +225,13 @@ class Options(usage.Options):
         vde_plug behind socat/ssh.
         """
         from twisted.internet import reactor
-        from twisted.internet.endpoints import serverFromString
+
+        from vdetwist.endpointstrings import EndpointError, serverEndpoint
 
         try:
-            serverFromString(reactor, description)
-        except (ValueError, KeyError, TypeError) as e:
-            raise usage.UsageError(
-                f"--listen: not a Twisted server endpoint description: {description!r}"
-                f" ({e or type(e).__name__}); e.g. tcp:5000:interface=127.0.0.1"
-            ) from None
+            serverEndpoint(reactor, description)
+        except EndpointError as e:
+            raise usage.UsageError(f"--listen {description}: {e}") from None
         self["listen"].append(description)
 
     def opt_plug(self, vnl: str) -> None:
@@ -630,12 +628,11 @@ class VdeSwitchService(Service):
             self._listen(description)
 
     def _listen(self, description: str) -> None:
-        from twisted.internet.endpoints import serverFromString
-
+        from vdetwist.endpointstrings import serverEndpoint
         from vdetwist.streamplug import StreamPlugFactory
 
         factory = StreamPlugFactory(f"cable via {description}", self._accept)
-        d = serverFromString(self.reactor, description).listen(factory)
+        d = serverEndpoint(self.reactor, description).listen(factory)
         failures: list[Failure] = []
         d.addCallbacks(self.listening.append, failures.append)
         if failures:

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vdetwist.endpointstrings import failureMessage
 from vdetwist.errors import PlugClosed, PlugLost
 from vdetwist.interfaces import IVdePlug
 from vdetwist.plug import PlugBase
@@ -166,7 +167,7 @@ class StreamPlug(PlugBase, Protocol):
             reason = Failure(PlugClosed(f"{self.description}: end of stream"))
         else:
             reason = Failure(
-                PlugLost(f"{self.description}: {reason.getErrorMessage()}")
+                PlugLost(f"{self.description}: {failureMessage(reason.value)}")
             )
         self._lost(reason)
 

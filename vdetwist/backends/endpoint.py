@@ -1,19 +1,24 @@
 """
 C{endpoint://DESCRIPTION}: a cable over any Twisted stream client endpoint,
 in the VDE stream encoding, e.g. C{endpoint://tcp:host=sw.example:port=5000},
-C{endpoint://ssl:host=...:port=...:caCertsDir=...} or
+C{endpoint://ssl:host=sw.example:port=5001:caCertsDir=DIR} or
 C{endpoint://unix:path=/run/sw.sock}.  The other end is anything that speaks
 the encoding: C{twistd vde --listen ...}, or C{vde_plug} behind socat/ssh.
+
+TLS (C{ssl:}, C{tls:}) needs C{pip install 'vdetwist[tls]'}.  An C{ssl:}
+client given a CA directory checks the server's certificate and name; one
+without is encrypted but unauthenticated, and says so in a warning (see
+L{vdetwist.endpointstrings}).
 
 A vdetwist extension: the C libvdeplug has no such scheme.
 """
 
 from __future__ import annotations
 
-from twisted.internet.endpoints import clientFromString
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from vdetwist.endpointstrings import EndpointError, clientEndpoint
 from vdetwist.errors import VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference
@@ -44,11 +49,7 @@ class EndpointBackend:
 
     def open(self, reactor, vnl, description, args, registry):
         try:
-            endpoint = clientFromString(reactor, vnl.argument)
-        except (ValueError, KeyError, TypeError) as e:
-            raise VNLError(
-                vnl.text, vnl.argument,
-                f"not a Twisted client endpoint description ({e or type(e).__name__});"
-                " e.g. endpoint://tcp:host=192.0.2.1:port=5000",
-            ) from None
+            endpoint = clientEndpoint(reactor, vnl.argument)
+        except EndpointError as e:
+            raise VNLError(vnl.text, vnl.argument, str(e)) from None
         return connectStreamPlug(endpoint, vnl.text)
