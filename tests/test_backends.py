@@ -277,6 +277,19 @@ class CmdTests(PlugTestCase):
         self.assertEqual(caught.exception.errno, errno.ENOENT)
         self.assertIn("command not found: no-such-command-vdetwist", str(caught.exception))
 
+    async def test_quotedCommand(self) -> None:
+        """
+        The old README's C{cmd://"ssh host vde_plug /tmp/sw2"}: quotes make
+        the whole command one word (as in C); the message says so.
+        """
+        for command in ["ssh host vde_plug", "/bin/vde_plug /tmp/sw2"]:
+            with self.assertRaises(VdeError) as caught:
+                await self.open(f'cmd://"{command}"')
+            self.assertEqual(caught.exception.errno, errno.ENOENT)
+            self.assertTrue(str(caught.exception).endswith(
+                f"(quotes make the whole command one word: write cmd://{command},"
+                f" and quote it for the shell as a whole: 'cmd://{command}')"), caught.exception)
+
 
 class DatagramPlugFlowTests(TestCase):
     """

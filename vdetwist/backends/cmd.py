@@ -1,6 +1,7 @@
 """
 C{cmd://COMMAND}: a command whose stdin/stdout carry the network in the VDE
-stream encoding, e.g. C{cmd://"ssh host vde_plug vxvde://"}.
+stream encoding, e.g. C{cmd://ssh host vde_plug vxvde://} (in a shell:
+C{vde_plug /tmp/sw 'cmd://ssh host vde_plug vxvde://'}).
 
 COMMAND is split into words by libexecs' C{s2argv} rules (no shell), the
 program is found on PATH and its stderr is inherited.  Unlike the C plug,
@@ -110,7 +111,7 @@ def findProgram(name: str) -> str:
         return name
     found = shutil.which(name)
     if found is None:
-        raise VdeError(f"command not found: {name}", errno.ENOENT)
+        raise VdeError(f"command not found: {name}{_quotedHint(name)}", errno.ENOENT)
     return found
 
 
@@ -176,8 +177,19 @@ def connectCommand(reactor, argv: list[str], description: str) -> Deferred[Strea
             childFDs={0: "w", 1: "r", 2: 2},
         )
     except OSError as e:
-        return fail(VdeError(f"{argv[0]}: {e.strerror}", e.errno))
+        return fail(VdeError(f"{argv[0]}: {e.strerror}{_quotedHint(argv[0])}", e.errno))
     return succeed(plug)
+
+
+def _quotedHint(program: str) -> str:
+    """
+    Why a program whose name holds blanks was not found: quotes around the
+    whole command (C{cmd://"ssh host vde_plug"}) make it one word, as in C.
+    """
+    if not any(c in program for c in _SPACE):
+        return ""
+    return (f" (quotes make the whole command one word: write cmd://{program},"
+            f" and quote it for the shell as a whole: 'cmd://{program}')")
 
 
 @implementer(IPlugin, IVdeBackend)
