@@ -6,20 +6,21 @@ process:
     VDE_DIR=/run/vde twistd -y docs/examples/switches.tac
 
 It makes two vde_switch-compatible switches, DIR/lan and DIR/dmz (DIR is
-$VDE_DIR, else /tmp), each with a management console (DIR/lan.mgmt,
+$VDE_DIR, else $TMPDIR or /tmp), each with a management console (DIR/lan.mgmt,
 DIR/dmz.mgmt, for vdeterm), and plugs the second into the first: QEMU or
 any vde_plug on either reaches the other's ports.  Every option of
 C{twistd vde} works here (C{Options} is what C{twistd vde} parses).
 """
 
 import os
+import tempfile
 
 from twisted.application.service import Application
 
 from vdetwist.errors import VdeError
 from vdetwist.service import Options, VdeSwitchService, preflight
 
-directory = os.environ.get("VDE_DIR", "/tmp")
+directory = os.environ.get("VDE_DIR") or tempfile.gettempdir()
 application = Application("vde switches")
 
 
