@@ -33,6 +33,14 @@ def testName(recipe: str) -> str:
     return "test_" + recipe
 
 
+def words(command: str) -> list[str]:
+    """
+    A command's words, without C{python3 -m} before C{pip} and pip's C{-q}.
+    """
+    found = [w for w in shlex.split(command, comments=True) if w != "-q"]
+    return found[2:] if found[:3] == ["python3", "-m", "pip"] else found
+
+
 class DocumentTests(SynchronousTestCase):
     """
     The documents and this module agree: every code block is a recipe or
@@ -138,28 +146,27 @@ class RecipeTests(TestCase):
 
     def test_install(self) -> None:
         """
-        The C{pip install} halves are what CI runs (C{.ci/run}, checked
+        The C{pip install} commands are what CI runs (C{.ci/run}, compared
         here: installing would change the code under test); C{twistd -n vde}
-        runs as written, as root with a fresh C{/run} of its own (it takes
-        C{/var/run/vde.ctl}).
+        runs as written, as root with a C{/run} of its own (it takes
+        C{/var/run/vde.ctl}), leaving the machine's alone.
         """
         run = self.recipe("install", "twistd -n vde takes /var/run/vde.ctl")
         with open(os.path.join(ROOT, ".ci", "run")) as f:
-            ci = [shlex.split(line, comments=True) for line in f
-                  if "pip install" in line or "trial" in line]
-        pip, switch = (part.strip() for part in run.commands[0].text.split("&&"))
-        self.assertEqual(pip, "pip install -e .")
-        tests = run.commands[1].text.split("&&")
-        self.assertIn([w for w in shlex.split(tests[0]) if w != "-q"][-3:],
-                      [[w for w in line if w != "-q"][-3:] for line in ci])
-        self.assertIn(shlex.split(tests[1]), [line[: len(shlex.split(tests[1]))] for line in ci])
-        run.ran.add(1)
-        run.ran.add(0)
+            ci = [words(line) for line in f]
+        (install, switch), (installTest, suite) = (
+            [part.strip() for part in command.text.split("&&")] for command in run.commands)
+        self.assertEqual(install, "pip install -e .")
+        for command in (installTest, suite):
+            n = len(words(command))
+            self.assertIn(words(command), [line[:n] for line in ci], f"{command!r} is not in .ci/run")
+        run.ran.update((0, 1))
+        machine = os.path.exists("/run/vde.ctl")
         process = run.background(Command("local", f"mount -t tmpfs tmpfs /run && exec {switch}"))
         run.waitFor(lambda: "switch ready at /var/run/vde.ctl" in process.output(),
                     "the switch at its default place", 30)
         process.stop()
-        self.assertFalse(os.path.exists("/run/vde.ctl/ctl") and not os.path.exists("/run/vde.ctl"))
+        self.assertEqual(os.path.exists("/run/vde.ctl"), machine)
         run.assertAllRan()
 
     def test_tls(self) -> None:
@@ -367,9 +374,18 @@ class RecipeTests(TestCase):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(lambda: (sshd.kill(), sshd.wait()))
 
-    def banner(self, run: RecipeRun) -> str:
-        done = run.shell(Command("local", "ssh -p 2222 user@localhost"))
-        return done.stdout.decode()
+    def banner(self, run: RecipeRun, index: int | None = None) -> str:
+        """
+        What the guest's sshd says through the forward, with the ssh of
+        line C{index} (C{ssh -p 2222 user@localhost} if C{None}); C{""} if
+        it cannot be reached yet.
+        """
+        try:
+            if index is None:
+                return run.shell(Command("local", "ssh -p 2222 user@localhost")).stdout.decode()
+            return run.run(index, timeout=20).stdout.decode()
+        except AssertionError:
+            return ""
 
     def test_slirp(self) -> None:
         """
@@ -379,23 +395,15 @@ class RecipeTests(TestCase):
         self.switchAt(run, "/tmp/sw")
         self.guest(run, "/tmp/sw")
         run.start(0)
-        run.waitFor(lambda: "SSH-2.0-guest" in self.bannerOrEmpty(run, 1), "the guest's banner", 30)
+        run.waitFor(lambda: "SSH-2.0-guest" in self.banner(run, 1), "the guest's banner", 30)
         run.assertAllRan()
-
-    def bannerOrEmpty(self, run: RecipeRun, index: int | None = None) -> str:
-        try:
-            if index is None:
-                return self.banner(run)
-            return run.run(index, timeout=20).stdout.decode()
-        except AssertionError:
-            return ""
 
     def test_slirpSwitch(self) -> None:
         run = self.recipe("slirpSwitch", "port 2222 and a guest namespace")
         run.start(0)
         self.waitSwitch(run, "/tmp/sw")
         self.guest(run, "/tmp/sw")
-        run.waitFor(lambda: "SSH-2.0-guest" in self.bannerOrEmpty(run), "the guest's banner", 30)
+        run.waitFor(lambda: "SSH-2.0-guest" in self.banner(run), "the guest's banner", 30)
         run.assertAllRan()
 
     def test_netboot(self) -> None:
