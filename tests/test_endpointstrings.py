@@ -13,9 +13,10 @@ import subprocess
 import sys
 
 from twisted.internet import reactor
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.support import LogCapture, frame, requireCommand, tmpdir, until
+from vdetwist import endpointstrings
 from vdetwist.endpointstrings import (
     TLS_INSTALL, EndpointError, clientEndpoint, serverEndpoint, splitDescription)
 from vdetwist.errors import PlugLost, VNLError
@@ -50,12 +51,9 @@ def caDirectory(directory: str, name: str, *certificates: str) -> str:
 
 def requireTLS() -> None:
     try:
-        import OpenSSL  # noqa: F401
-        import service_identity  # noqa: F401
-    except ImportError:
-        from twisted.trial.unittest import SkipTest
-
-        raise SkipTest(f"TLS is not installed: {TLS_INSTALL}")
+        endpointstrings.requireTLS()
+    except EndpointError as e:
+        raise SkipTest(str(e))
 
 
 class SplitTests(SynchronousTestCase):

@@ -24,7 +24,8 @@ log = Logger()
 #: What to install for TLS.
 TLS_INSTALL = "pip install 'vdetwist[tls]'"
 
-_TLS = ("ssl", "tls")
+#: Twisted's TLS client endpoints (C{tls:} has no server).
+_TLS_CLIENTS = ("ssl", "tls")
 
 
 class EndpointError(ValueError):
@@ -61,7 +62,10 @@ def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
     return args, kwargs
 
 
-def _requireTLS() -> None:
+def requireTLS() -> None:
+    """
+    Fail in one line, saying what to install, if TLS cannot work here.
+    """
     try:
         import OpenSSL  # noqa: F401
         import service_identity  # noqa: F401
@@ -142,8 +146,8 @@ def serverEndpoint(reactor, description: str) -> IStreamServerEndpoint:
     @raise EndpointError: with the problem in one line.
     """
     args, kwargs = splitDescription(description)
-    if args[0] in _TLS:
-        _requireTLS()
+    if args[0] == "ssl":
+        requireTLS()
         key = kwargs.get("privateKey", "server.pem")
         _checkPEM(key, "private key", "PRIVATE KEY-----", "privateKey")
         if "certKey" in kwargs:
@@ -166,8 +170,8 @@ def clientEndpoint(reactor, description: str) -> IStreamClientEndpoint:
     @raise EndpointError: with the problem in one line.
     """
     args, kwargs = splitDescription(description)
-    if args[0] in _TLS:
-        _requireTLS()
+    if args[0] in _TLS_CLIENTS:
+        requireTLS()
         for option in ("certKey", "certificate"):
             if option in kwargs:
                 _checkPEM(kwargs[option], "certificate", "CERTIFICATE-----", option)
