@@ -220,9 +220,9 @@ class Options(usage.Options):
         """
         Accept cables in the VDE stream encoding on a Twisted server
         endpoint (repeatable), e.g. tcp:5000:interface=127.0.0.1,
-        ssl:5001:privateKey=k.pem, unix:/run/sw.sock; each connection is a
-        port.  Clients: vde_plug endpoint://tcp:host=H:port=5000, or any
-        vde_plug behind socat/ssh.
+        ssl:5001:privateKey=key.pem:certKey=cert.pem, unix:/run/sw.sock;
+        each connection is a port.  Clients: vde_plug
+        endpoint://tcp:host=H:port=5000, or any vde_plug behind socat/ssh.
         """
         from twisted.internet import reactor
 
