@@ -36,10 +36,12 @@ REFERENCE = SchemeReference(
         "A command whose stdin and stdout carry the network in the VDE stream "
         "encoding, such as `vde_plug` on another host through ssh. COMMAND is split "
         "into words as libexecs' `s2argv` does (quotes and backslashes, no shell), "
-        "the program is found on PATH and its stderr is inherited."
+        "the program is found on PATH and its stderr is inherited. Quotes around "
+        "the whole command make it one word, as in C: write `cmd://ssh host vde_plug`, "
+        "and quote the whole VNL for a shell: `vde_plug /tmp/sw 'cmd://ssh host vde_plug'`."
     ),
     examples=(
-        ("cmd://'ssh host vde_plug vxvde://'", "the vxvde network of `host`"),
+        ("cmd://ssh host vde_plug vxvde://", "the vxvde network of `host`"),
     ),
     differences=(
         "The plug closes when the command exits (the C plug keeps running on a "
