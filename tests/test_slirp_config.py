@@ -129,6 +129,44 @@ class OptionTests(TestCase):
     def test_unknownKey(self):
         self.assertRaises(VdeError, config, "slirp:///addr=10.1.2.3/16")
 
+    def test_tcpLimits(self):
+        """
+        The TCP table limits (vdetwist options) have defaults, take whole
+        numbers, and abbreviate after every C option (C{tcp} is still
+        C{tcpfwd}).
+        """
+        c = config("slirp://")
+        self.assertEqual((c.tcpMax, c.tcpPerGuest, c.tcpHalfOpen, c.tcpHalfOpenTimeout),
+                         (4096, 1024, 256, 20))
+        c = config("slirp:///tcp_max=100/tcp_per_guest=10/tcp_halfopen=8"
+                   "/tcp_halfopen_timeout=5/tcp=8080:10.0.2.15:80")
+        self.assertEqual((c.tcpMax, c.tcpPerGuest, c.tcpHalfOpen, c.tcpHalfOpenTimeout),
+                         (100, 10, 8, 5))
+        self.assertEqual([f.hostPort for f in c.hostForwards], [8080])
+        c = config("slirp:///tcp_m=7/tcp_p=6/tcp_h=5/tcp_halfopen_t=4")
+        self.assertEqual((c.tcpMax, c.tcpPerGuest, c.tcpHalfOpen, c.tcpHalfOpenTimeout),
+                         (7, 6, 5, 4))
+
+    def test_tcpLimitErrors(self):
+        """
+        A bad limit is a one-line error naming the option and what it takes.
+        """
+        for option, message in [
+            ("tcp_max=0", "tcp_max=0: must be a whole number from 1 to 1048576"),
+            ("tcp_per_guest=-3", "tcp_per_guest=-3: must be a whole number from 1 to 1048576"),
+            ("tcp_halfopen=lots", "tcp_halfopen=lots: must be a whole number from 1 to 1048576"),
+            ("tcp_halfopen=", "tcp_halfopen=: must be a whole number from 1 to 1048576"),
+            ("tcp_max=99999999", "tcp_max=99999999: must be a whole number from 1 to 1048576"),
+            ("tcp_halfopen_timeout=2.5",
+             "tcp_halfopen_timeout=2.5: must be a whole number from 1 to 3600"),
+            ("tcp_halfopen_timeout=7200",
+             "tcp_halfopen_timeout=7200: must be a whole number from 1 to 3600"),
+        ]:
+            with self.assertRaises(VdeError) as e:
+                config("slirp:///" + option)
+            self.assertIn(message, str(e.exception))
+            self.assertNotIn("\n", str(e.exception))
+
 
 class ForwardTests(TestCase):
     def test_hostForwards(self):

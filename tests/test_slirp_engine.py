@@ -381,6 +381,21 @@ class UdpTests(TestCase):
         self.h.send(self.g.udp(ip4("192.0.2.8"), 4000, 9999, b"again"))
         self.assertEqual(len(self.h.host.udpSockets), 1)
 
+    def test_flowTableBounded(self):
+        """
+        Past the flow limit, each new guest port evicts the least recently
+        used flow (its socket closed), counted in the stats.
+        """
+        from vdetwist.slirp.udp import MAX_FLOWS
+
+        for port in range(1000, 1000 + MAX_FLOWS + 50):
+            self.h.send(self.g.udp(ip4("192.0.2.7"), port, 9999, b"x"))
+        engine = self.h.engine
+        self.assertEqual(len(engine.udp.flows), MAX_FLOWS)
+        self.assertEqual(engine.stats["udp_flows_evicted"], 50)
+        sockets = self.h.host.udpSockets
+        self.assertEqual([s.closed for s in sockets], [True] * 50 + [False] * MAX_FLOWS)
+
     def test_gatewayIsHostLoopback(self):
         self.h.send(self.g.udp(GATEWAY, 4000, 7777, b"hi"))
         (sock,) = self.h.host.udpSockets
@@ -546,6 +561,21 @@ class IcmpNatTests(TestCase):
                          ("192.0.2.9", 0))
         f = self.h.takeOne()
         self.assertEqual((f.ipdst, f.id), (GUEST_IP, 1))
+
+    def test_flowTableBounded(self):
+        """
+        Past the flow limit, a new echo identifier evicts the flow that
+        expires first (its socket closed), counted in the stats.
+        """
+        from vdetwist.slirp.icmp import MAX_FLOWS
+
+        for ident in range(MAX_FLOWS + 5):
+            self.h.send(self.g.ping(ip4("192.0.2.9"), ident=ident))
+            self.h.clock.advance(0.01)
+        self.assertEqual(len(self.h.engine.icmp.flows), MAX_FLOWS)
+        self.assertEqual(self.h.engine.stats["icmp_flows_evicted"], 5)
+        self.assertEqual([s.closed for s in self.h.host.icmpSockets],
+                         [True] * 5 + [False] * MAX_FLOWS)
 
     def test_noSocket(self):
         self.h.host.failSockets = True

@@ -15,6 +15,7 @@ import struct
 import tempfile
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.task import deferLater
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
@@ -22,7 +23,7 @@ from zope.interface import implementer
 from tests.support import until
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import SlirpConfig
-from vdetwist.slirp.engine import Driver, Engine
+from vdetwist.slirp.engine import MIN_HEAP_SWEEP, Driver, Engine
 from vdetwist.slirp.host import TwistedHost
 from vdetwist.slirp.hostapi import IStreamHandler
 from vdetwist.slirp.testing import GATEWAY, Guest, decode
@@ -352,6 +353,97 @@ class EngineWithRealHostTests(TestCase):
                                if decode(f).proto == "tcp"))
         data = b"".join(decode(f).payload for f in frames if decode(f).proto == "tcp")
         self.assertEqual(data, b"echo me")
+
+
+def openFds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class Served(Protocol):
+    """
+    Echoes, and keeps count of the connections open.
+    """
+
+    def connectionMade(self):
+        self.factory.live.add(self)
+
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+    def connectionLost(self, reason):
+        self.factory.live.discard(self)
+
+
+class EngineUnderLoadTests(TestCase):
+    """
+    The engine on real sockets under load: a SYN flood from spoofed guest
+    addresses.
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        self.factory = Factory.forProtocol(Served)
+        self.factory.live = set()
+        # a backlog that does not drop the test's own bursts of connects
+        port = reactor.listenTCP(0, self.factory, interface="127.0.0.1", backlog=1024)
+        self.dport = port.getHost().port
+        self.onFrame = lambda f: None
+        self.driver = Driver(reactor)
+        self.engine = Engine(SlirpConfig(resolvConf="/none", ipv6=False), TwistedHost(reactor),
+                             lambda frame: self.onFrame(decode(frame)), clock=reactor.seconds,
+                             timerChanged=self.driver.timerChanged, strict=True)
+        self.driver.attach(self.engine)
+        self.addCleanup(port.stopListening)
+        self.addCleanup(self.settle)
+
+    async def settleAsync(self):
+        self.engine.close()
+        self.driver.stop()
+        await until(lambda: not self.factory.live, "the server's connections to close")
+        await deferLater(reactor, 0.05)  # the aborted clients' last calls
+
+    def settle(self):
+        return defer.ensureDeferred(self.settleAsync())
+
+    @defer.inlineCallbacks
+    def test_synFloodThenNewGuest(self):
+        """
+        10,000 SYNs from 150 spoofed guest addresses (the host accepts,
+        the guests never answer): the half-open connections, the host
+        sockets and the timer heap stay bounded, and then another guest's
+        connection is answered and carries data within a second.
+        """
+        engine = self.engine
+        guest = Guest(mac=bytes.fromhex("020000000014"), ip=bytes([10, 0, 2, 20]))
+        toGuest = []
+        self.onFrame = lambda f: toGuest.append(f) if f.proto == "tcp" and \
+            f.ipdst == guest.ip else None
+        engine.receive(guest.arpRequest(GATEWAY))
+        fds = openFds()
+        most = 0
+        for i in range(10000):
+            spoof = Guest(mac=bytes.fromhex("0200000100") + bytes((i % 150,)),
+                          ip=bytes([10, 0, 2, 100 + i % 150]))
+            self.driver.input(spoof.tcp(GATEWAY, 1024 + i // 150, self.dport, i, 0, P.TCP_SYN))
+            if i % 500 == 499:
+                yield deferLater(reactor, 0)
+                most = max(most, openFds() - fds)
+        yield deferLater(reactor, 0)
+        self.assertEqual(engine.stats["tcp_halfopen_evicted"], 10000 - 256)
+        self.assertLessEqual(len(engine.tcp.conns), 256)
+        self.assertLess(most, 1000)  # two per half-open connection, and closing ones
+        self.assertLess(len(engine._heap), 2 * 256 + MIN_HEAP_SWEEP + 1)
+        start = reactor.seconds()
+        self.driver.input(guest.tcp(GATEWAY, 50000, self.dport, 500, 0, P.TCP_SYN))
+        yield wait(lambda: toGuest)
+        synack = toGuest.pop()
+        self.assertEqual(synack.flags, P.TCP_SYN | P.TCP_ACK)
+        self.driver.input(guest.tcp(GATEWAY, 50000, self.dport, 501, synack.seq + 1,
+                                    P.TCP_ACK | P.TCP_PSH, payload=b"hello"))
+        yield wait(lambda: any(f.payload for f in toGuest))
+        self.assertEqual(b"".join(f.payload for f in toGuest), b"hello")
+        self.assertLess(reactor.seconds() - start, 1.0)
 
 
 class PlugTests(TestCase):

@@ -15,6 +15,7 @@ import struct
 
 from twisted.trial.unittest import TestCase
 
+from vdetwist.slirp import engine as E
 from vdetwist.slirp import packets as P
 from vdetwist.slirp import tcp as T
 from vdetwist.slirp.config import SlirpConfig, fromOptions
@@ -147,13 +148,21 @@ class OpenTests(Base):
         self.assertEqual(self.h.engine.tcp.conns, {})
 
     def test_connectTimeout(self):
+        """
+        A host connect not done by the half-open deadline is cancelled and
+        the guest told its destination is unreachable.
+        """
         self.p.syn()
-        self.h.advance(80, step=5)
+        stream = self.h.host.streams[0]
+        self.h.advance(19.5, step=0.5)
+        self.assertEqual(self.p.tcpFrames(), [])
+        self.assertFalse(stream.cancelled)
+        self.h.advance(1)
         f = self.h.takeOne()
         self.assertEqual((f.proto, f.icmptype), ("icmp", 3))
         self.assertEqual(self.h.engine.tcp.conns, {})
+        self.assertTrue(stream.cancelled)
         # a late success is turned away
-        stream = self.h.host.streams[0]
         stream.accept()
         self.assertTrue(stream.aborted)
 
@@ -177,14 +186,40 @@ class OpenTests(Base):
         self.assertEqual(self.p.expectOne().flags, SYN | ACK)
 
     def test_synAckGivesUp(self):
+        """
+        The SYN-ACK is retransmitted with backoff until the half-open
+        deadline (20 s from the guest's SYN: at 0, 1, 3, 7 and 15 s), then
+        the guest gets a reset and the host connection is aborted.
+        """
         self.p.syn()
         stream = self.h.host.streams[0]
         stream.accept()
-        self.h.advance(300, step=1)
+        self.h.advance(19.9, step=0.1)
         frames = self.p.tcpFrames()
-        self.assertEqual(sum(1 for f in frames if f.flags == SYN | ACK), T.MAX_SYN_RETRIES + 1)
+        self.assertEqual(sum(1 for f in frames if f.flags == SYN | ACK), 5)
+        self.assertFalse(stream.aborted)
+        self.h.advance(0.2)
+        self.assertEqual([f.flags for f in self.p.tcpFrames()], [RST | ACK])
         self.assertTrue(stream.aborted)
         self.assertEqual(self.h.engine.tcp.conns, {})
+        self.assertEqual(self.h.engine.tcp.halfOpen, {})
+
+    def test_synAckRetriesBounded(self):
+        """
+        With a long half-open timeout, the SYN-ACK retries end the
+        connection instead.
+        """
+        h = Harness(SlirpConfig(resolvConf="/none", ipv6=False, tcpHalfOpenTimeout=3600))
+        h.send(self.g.arpRequest(GATEWAY))
+        p = Peer(h, self.g)
+        p.syn()
+        stream = h.host.streams[0]
+        stream.accept()
+        h.advance(300, step=1)
+        frames = p.tcpFrames()
+        self.assertEqual(sum(1 for f in frames if f.flags == SYN | ACK), T.MAX_SYN_RETRIES + 1)
+        self.assertTrue(stream.aborted)
+        self.assertEqual(h.engine.tcp.conns, {})
 
     def test_strayAckGetsReset(self):
         self.p.segment(ACK, seq=5, ack=99)
@@ -746,6 +781,192 @@ class ManyConnectionsTests(Base):
         engine.nextDeadline()
         self.assertLess(len(engine._heap), 10)
         self.assertEqual(engine.stats["tcp_established"], 10000)
+
+
+class SynFloodTests(TestCase):
+    """
+    Connections not yet established have a budget (a new one evicts the
+    oldest) and a deadline, and each guest address a share of the table,
+    so a SYN flood from spoofed guest addresses leaves room for the other
+    guests; the flood leaves nothing behind.
+    """
+
+    FLOOD = 10000
+
+    def setUp(self):
+        self.g = Guest(mac=bytes.fromhex("020000000014"), ip=ip4("10.0.2.20"))
+
+    def harness(self, autoAccept: bool = False, **limits) -> Harness:
+        h = Harness(SlirpConfig(resolvConf="/none", ipv6=False, **limits), autoAccept)
+        h.send(self.g.arpRequest(GATEWAY))
+        h.take()
+        return h
+
+    def flood(self, h: Harness, count: int) -> None:
+        """
+        C{count} SYNs from 150 spoofed guest addresses that never answer
+        ARP, each from its own port.
+        """
+        for i in range(count):
+            spoof = Guest(mac=bytes.fromhex("0200000100") + bytes((i % 150,)),
+                          ip=ip4(f"10.0.2.{100 + i % 150}"))
+            h.engine.input(spoof.tcp(GATEWAY, 1024 + i // 150, 80, i * 1000, 0, SYN))
+        h.engine.flush()
+
+    def assertGuestConnects(self, h: Harness, accept: bool = True) -> None:
+        """
+        A guest that did not flood opens a connection and exchanges data
+        through it, with no time passing.
+        """
+        p = Peer(h, self.g, sport=50000)
+        p.syn()
+        stream = h.host.streams[-1]
+        self.assertEqual(stream.handler.key[0], self.g.ip)
+        if accept:
+            stream.accept()
+        (synack,) = [f for f in h.take() if f.proto == "tcp" and f.ipdst == self.g.ip]
+        self.assertEqual(synack.flags, SYN | ACK)
+        p.ack = (synack.seq + 1) & M32
+        p.send(b"request")
+        self.assertEqual(bytes(stream.written), b"request")
+        stream.send(b"answer")
+        p.absorb([f for f in h.take() if f.proto == "tcp" and f.ipdst == self.g.ip])
+        self.assertEqual(bytes(p.received), b"answer")
+
+    def test_floodWhileHostConnectsPend(self):
+        """
+        10,000 SYNs whose host connects never finish: only the newest 256
+        stay, the others' connects are cancelled (their sockets closed)
+        and their guests told nothing; then another guest connects at once,
+        and after the deadline only its connection is left.
+        """
+        h = self.harness()
+        engine = h.engine
+        self.flood(h, self.FLOOD)
+        self.assertEqual(len(engine.tcp.conns), 256)
+        self.assertEqual(len(engine.tcp.halfOpen), 256)
+        self.assertEqual(engine.stats["tcp_halfopen_evicted"], self.FLOOD - 256)
+        self.assertEqual([s.cancelled for s in h.host.streams],
+                         [True] * (self.FLOOD - 256) + [False] * 256)
+        self.assertEqual([f for f in h.take() if f.proto == "tcp"], [])
+        self.assertLessEqual(len(engine._heap), 2 * 256 + E.MIN_HEAP_SWEEP)
+        self.assertGuestConnects(h)
+        self.assertEqual(engine.stats["tcp_halfopen_evicted"], self.FLOOD - 255)
+        h.advance(21, step=1)
+        self.assertEqual([c.guest for c in engine.tcp.conns.values()], [self.g.ip])
+        self.assertEqual(engine.tcp.halfOpen, {})
+        self.assertEqual(engine.tcp.perGuest, {self.g.ip: 1})
+        engine.nextDeadline()
+        self.assertLess(len(engine._heap), 10)
+
+    def test_floodWhileHostAccepts(self):
+        """
+        10,000 SYNs that the host accepts at once: the SYN-ACKs go to
+        guests that never answer, the oldest half-open connections are
+        evicted (their host side reset), and another guest connects.
+        """
+        h = self.harness(autoAccept=True)
+        engine = h.engine
+        self.flood(h, self.FLOOD)
+        self.assertEqual(len(engine.tcp.halfOpen), 256)
+        self.assertEqual(sum(s.aborted for s in h.host.streams), self.FLOOD - 256)
+        self.assertGuestConnects(h, accept=False)
+        h.advance(21, step=1)
+        self.assertEqual([c.guest for c in engine.tcp.conns.values()], [self.g.ip])
+        self.assertEqual(sum(not s.aborted for s in h.host.streams), 1)
+
+    def test_smallBudget(self):
+        """
+        The budget is an option; with it full, a new SYN evicts the oldest
+        half-open connection, whose guest's retransmitted SYN starts over.
+        """
+        h = self.harness(tcpHalfOpen=2)
+        peers = [Peer(h, self.g, sport=40000 + i) for i in range(3)]
+        for p in peers:
+            p.syn()
+        first = h.host.streams[0]
+        self.assertTrue(first.cancelled)
+        self.assertEqual(sorted(c.gport for c in h.engine.tcp.conns.values()), [40001, 40002])
+        h.host.streams[1].accept()
+        peers[1].ack = (peers[1].expectOne().seq + 1) & M32
+        peers[1].segment(ACK)  # established: no longer half-open
+        self.assertEqual(len(h.engine.tcp.halfOpen), 1)
+        peers[0].syn()
+        self.assertEqual(len(h.engine.tcp.conns), 3)
+        self.assertFalse(h.host.streams[2].cancelled)
+
+    def test_guestShare(self):
+        """
+        A guest address past its share of the table is refused with a
+        reset; other guests are not, and a closed connection frees a place.
+        """
+        h = self.harness(tcpPerGuest=3)
+        peers = [Peer(h, self.g, sport=40000 + i) for i in range(4)]
+        for p in peers[:3]:
+            p.open()
+        peers[3].syn()
+        f = peers[3].expectOne()
+        self.assertEqual((f.flags, f.dport), (RST | ACK, 40003))
+        self.assertEqual(h.engine.stats["tcp_refused_guest_share"], 1)
+        other = Peer(h, Guest(), sport=40000)
+        h.send(Guest().arpRequest(GATEWAY))
+        h.take()
+        other.open()
+        self.assertEqual(h.engine.tcp.perGuest, {self.g.ip: 3, GUEST_IP: 1})
+        peers[0].segment(RST)
+        self.assertEqual(h.engine.tcp.perGuest, {self.g.ip: 2, GUEST_IP: 1})
+        peers[3].open()
+        self.assertEqual(h.engine.tcp.perGuest, {self.g.ip: 3, GUEST_IP: 1})
+
+    def test_tableFull(self):
+        """
+        A table full of established connections refuses new ones; a
+        half-open one in it makes room instead.
+        """
+        h = self.harness(tcpMax=3)
+        peers = [Peer(h, self.g, sport=40000 + i) for i in range(5)]
+        for p in peers[:2]:
+            p.open()
+        peers[2].syn()
+        peers[3].syn()
+        self.assertTrue(h.host.streams[2].cancelled)
+        self.assertEqual(h.engine.stats["tcp_halfopen_evicted"], 1)
+        h.host.streams[3].accept()
+        peers[3].ack = (peers[3].expectOne().seq + 1) & M32
+        peers[3].segment(ACK)
+        peers[4].syn()
+        self.assertEqual(peers[4].expectOne().flags, RST | ACK)
+        self.assertEqual(h.engine.stats["tcp_refused_table_full"], 1)
+        self.assertEqual(len(h.host.streams), 4)
+
+    def test_forwardShare(self):
+        """
+        Forwarded connections wait in the half-open budget until the guest
+        answers, and count in their guest's share.
+        """
+        config = fromOptions({"tcpfwd": "8080:10.0.2.20:80", "v4": "",
+                              "tcp_per_guest": "2", "tcp_halfopen": "1"}, environ={})
+        config.resolvConf = "/none"
+        h = Harness(config)
+        h.send(self.g.arpRequest(GATEWAY))
+        h.take()
+        listener = h.host.listeners[("tcp", "0.0.0.0", 8080)]
+        first, conn = listener.connectFrom(("192.0.2.50", 1000))
+        self.assertIsNotNone(conn)
+        second, conn = listener.connectFrom(("192.0.2.50", 1001))
+        self.assertIsNotNone(conn)
+        self.assertTrue(first.aborted)
+        self.assertEqual(h.engine.stats["tcp_halfopen_evicted"], 1)
+        syn = [f for f in h.take() if f.proto == "tcp"][-1]
+        self.assertEqual((syn.flags, syn.sport), (SYN, 1001))
+        h.send(self.g.tcp(ip4("192.0.2.50"), 80, 1001, 5000, syn.seq + 1, SYN | ACK))
+        self.assertEqual(h.take()[0].flags, ACK)
+        self.assertEqual(h.engine.tcp.halfOpen, {})
+        Peer(h, self.g, sport=40000).open()
+        _, conn = listener.connectFrom(("192.0.2.50", 1002))
+        self.assertIsNone(conn)
+        self.assertEqual(h.engine.stats["tcp_refused_guest_share"], 1)
+        self.assertFalse(second.aborted)
 
 
 class IPv6TcpTests(TestCase):

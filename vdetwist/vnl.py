@@ -60,6 +60,8 @@ SLIRP_OPTIONS = (
     "vnameserver6", "vdnssearch", "vdomainname", "mtu", "mru",
     "disable_host_loopback", "tcpfwd", "udpfwd", "unixfwd", "cmdfwd",
     "verbose",
+    # vdetwist's own, after C's so that no abbreviation changes meaning
+    "tcp_max", "tcp_per_guest", "tcp_halfopen", "tcp_halfopen_timeout",
 )
 
 _SCHEME_SEPARATOR = "://"

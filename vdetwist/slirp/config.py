@@ -5,6 +5,14 @@ libvdeplug_slirp) and the C{verbose} configuration table.
 L{fromOptions} turns the option dictionary L{vdetwist.vnl.parse_slash}
 returns into a L{SlirpConfig}; L{SlirpConfig.table} is the text C{verbose}
 prints, line for line as the C plugin prints it.
+
+Beyond libslirp's options, four limit the TCP connection table so that a
+SYN flood (or one greedy guest) cannot lock the other guests out:
+C{tcp_max=N} (connections at most, default 4096), C{tcp_per_guest=N} (per
+guest address, default 1024), C{tcp_halfopen=N} (connections not yet
+established, default 256: a new one evicts the oldest, whose guest simply
+retransmits its SYN) and C{tcp_halfopen_timeout=SECONDS} (how long one may
+stay half-open, default 20).
 """
 
 from __future__ import annotations
@@ -33,6 +41,15 @@ MAX_MTU = 65521
 RESOLV_CONF = "/etc/resolv.conf"
 #: Environment variable naming another resolv.conf (tests, containers).
 RESOLV_CONF_ENV = "VDETWIST_RESOLV_CONF"
+#: TCP connection limits (vdetwist options; libslirp has none): the table,
+#: one guest address's share of it, the half-open budget (guest SYN seen,
+#: not yet established) and how long a connection may stay half-open.
+TCP_MAX = 4096
+TCP_PER_GUEST = 1024
+TCP_HALFOPEN = 256
+TCP_HALFOPEN_TIMEOUT = 20
+#: The largest value any of these options takes.
+TCP_LIMIT_MAX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,16 @@ class SlirpConfig:
     #: Number of DHCP leases (libslirp: 16).
     leases: int = 16
     leaseTime: int = 86400
+    #: C{tcp_max}, C{tcp_per_guest}, C{tcp_halfopen}: connections at most in
+    #: the table, per guest address, and half-open (when full, a new one
+    #: evicts the oldest half-open one), so that a SYN flood cannot lock
+    #: the other guests out.
+    tcpMax: int = TCP_MAX
+    tcpPerGuest: int = TCP_PER_GUEST
+    tcpHalfOpen: int = TCP_HALFOPEN
+    #: C{tcp_halfopen_timeout}: seconds from a guest's SYN (or a forward's
+    #: SYN to the guest) to giving the connection up if not established.
+    tcpHalfOpenTimeout: float = TCP_HALFOPEN_TIMEOUT
 
     @property
     def mtu(self) -> int:
@@ -234,6 +261,24 @@ def _mtu(vnl: str, key: str, value: str) -> int:
     if number and not MIN_MTU <= number <= MAX_MTU:
         raise _fail(vnl, f"{key}={value}: must be 0 (default) or {MIN_MTU} to {MAX_MTU}")
     return number
+
+
+def _count(vnl: str, key: str, value: str, high: int = TCP_LIMIT_MAX) -> int:
+    """
+    The value of a numeric limit option, 1 to C{high}.
+    """
+    if not value.isdigit() or not 1 <= int(value) <= high:
+        raise _fail(vnl, f"{key}={value}: must be a whole number from 1 to {high}")
+    return int(value)
+
+
+#: The TCP limit options: attribute, and the largest value.
+_TCP_LIMITS = {
+    "tcp_max": ("tcpMax", TCP_LIMIT_MAX),
+    "tcp_per_guest": ("tcpPerGuest", TCP_LIMIT_MAX),
+    "tcp_halfopen": ("tcpHalfOpen", TCP_LIMIT_MAX),
+    "tcp_halfopen_timeout": ("tcpHalfOpenTimeout", 3600),
+}
 
 
 def _forwardAddress(text: str) -> Optional[IPv4Address | IPv6Address]:
@@ -426,6 +471,9 @@ def fromOptions(
     for key, attr in (("mtu", "mtuOption"), ("mru", "mruOption")):
         if key in options:
             setattr(config, attr, _mtu(vnl, key, options[key]))
+    for key, (attr, high) in _TCP_LIMITS.items():
+        if key in options:
+            setattr(config, attr, _count(vnl, key, options[key], high))
     for proto in ("tcp", "udp"):
         key = proto + "fwd"
         if key in options:

@@ -43,6 +43,8 @@ log = Logger()
 #: Frames kept while the link is not writable (more are dropped).
 MAX_OUTPUT_QUEUE = 512
 HOUSEKEEPING_INTERVAL = 1.0
+#: Timer heap entries below which stale ones are not swept out.
+MIN_HEAP_SWEEP = 1024
 
 _LOOPBACK4 = "127.0.0.1"
 _LOOPBACK6 = "::1"
@@ -122,6 +124,7 @@ class Engine:
         self.random = random.Random(seed)
         self.stats: Counter = Counter()
         self._heap: list = []
+        self._sweepAt = MIN_HEAP_SWEEP
         self._seq = itertools.count()
         self._announced: Optional[float] = None
         self.writable = True
@@ -201,10 +204,34 @@ class Engine:
     def _push(self, when: float, timer: Timer) -> None:
         if self.closed:
             return
-        heapq.heappush(self._heap, (when, next(self._seq), timer))
+        heap = self._heap
+        heapq.heappush(heap, (when, next(self._seq), timer))
+        if len(heap) > self._sweepAt:
+            self._sweep()
         if self.timerChanged is not None and (self._announced is None or when < self._announced):
             self._announced = when
             self.timerChanged(when)
+
+    def _sweep(self) -> None:
+        """
+        Drop the entries of cancelled and re-armed timers, which otherwise
+        stay until due: connections that come and go faster than their
+        timers expire (a SYN flood) would pile them up.  In place, as
+        L{advance} may be iterating.
+        """
+        heap = self._heap
+        live = []
+        for entry in heap:
+            when, _, timer = entry
+            if timer.queued != when:
+                continue
+            if timer.when is None:
+                timer.queued = None
+            else:
+                live.append(entry)
+        heapq.heapify(live)
+        heap[:] = live
+        self._sweepAt = max(MIN_HEAP_SWEEP, 2 * len(live))
 
     def nextDeadline(self) -> Optional[float]:
         """

@@ -17,7 +17,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from vdetwist.slirp.hostapi import IDatagramSocket, IHost, IListening, IStream
+from vdetwist.slirp.hostapi import (
+    IDatagramSocket, IHost, IListening, IPendingConnect, IStream,
+)
 
 log = Logger()
 
@@ -151,6 +153,10 @@ class _StreamProtocol(_HandlerProducer, Protocol):
 
 
 class _ConnectFactory(ClientFactory):
+    """
+    Reports one connect to its handler (unless cancelled).
+    """
+
     def __init__(self, handler, tcp: bool) -> None:
         self.handler = handler
         self.tcp = tcp
@@ -159,7 +165,31 @@ class _ConnectFactory(ClientFactory):
         return _StreamProtocol(self.handler, tcp=self.tcp)
 
     def clientConnectionFailed(self, connector, reason) -> None:
-        self.handler.connectFailed(_errno(reason))
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            handler.connectFailed(_errno(reason))
+
+
+@implementer(IPendingConnect)
+class _PendingConnect:
+    def __init__(self, connector, factory: _ConnectFactory) -> None:
+        self.connector = connector
+        self.factory = factory
+
+    def cancel(self) -> None:
+        self.factory.handler = None
+        if self.connector.state == "connecting":
+            self.connector.stopConnecting()
+
+
+@implementer(IPendingConnect)
+class _Reported:
+    """
+    A connect whose outcome is already reported (a command runs at once).
+    """
+
+    def cancel(self) -> None:
+        pass
 
 
 @implementer(IStream)
@@ -314,16 +344,18 @@ class TwistedHost:
     def __init__(self, reactor) -> None:
         self.reactor = reactor
 
-    def connect(self, target: tuple, handler) -> None:
+    def connect(self, target: tuple, handler) -> IPendingConnect:
         kind = target[0]
         if kind == "tcp":
             _, host, port = target
-            self.reactor.connectTCP(host, port, _ConnectFactory(handler, True),
-                                    timeout=CONNECT_TIMEOUT)
-        elif kind == "unix":
-            self.reactor.connectUNIX(target[1], _ConnectFactory(handler, False),
-                                     timeout=CONNECT_TIMEOUT)
-        elif kind == "cmd":
+            factory = _ConnectFactory(handler, True)
+            return _PendingConnect(
+                self.reactor.connectTCP(host, port, factory, timeout=CONNECT_TIMEOUT), factory)
+        if kind == "unix":
+            factory = _ConnectFactory(handler, False)
+            return _PendingConnect(
+                self.reactor.connectUNIX(target[1], factory, timeout=CONNECT_TIMEOUT), factory)
+        if kind == "cmd":
             try:
                 self.reactor.spawnProcess(_CommandProtocol(handler), "/bin/sh",
                                           ["/bin/sh", "-c", target[1]], env=None,
@@ -332,6 +364,7 @@ class TwistedHost:
                 handler.connectFailed(e.errno or errno.ENOENT)
         else:  # pragma: no cover
             handler.connectFailed(errno.EINVAL)
+        return _Reported()
 
     def openUDP(self, family: int, handler) -> _UdpSocket:
         interface = "::" if family == 6 else "0.0.0.0"

@@ -91,6 +91,19 @@ class IStreamHandler(Interface):
         """
 
 
+class IPendingConnect(Interface):
+    """
+    A connect that L{IHost.connect} started.
+    """
+
+    def cancel() -> None:
+        """
+        Give it up if it is still pending (its socket closes at once); the
+        handler hears nothing more of it.  Does nothing once it has been
+        reported.
+        """
+
+
 class IDatagramHandler(Interface):
     def datagramReceived(data: bytes, address: tuple) -> None:
         """
@@ -138,11 +151,12 @@ class IHost(Interface):
         @raise OSError: neither could be made.
         """
 
-    def connect(target: tuple, handler: IStreamHandler) -> None:
+    def connect(target: tuple, handler: IStreamHandler) -> IPendingConnect:
         """
         Connect to C{("tcp", host, port)}, C{("unix", path)} or
         C{("cmd", command line)}; the handler hears C{connected} or
-        C{connectFailed}.
+        C{connectFailed} (possibly before this returns), unless the
+        connect is cancelled first.
         """
 
     def listenTCP(address: str, port: int, onAccept) -> IListening:

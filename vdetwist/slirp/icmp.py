@@ -95,6 +95,7 @@ class IcmpNat(FlowTable):
             if len(self.flows) >= MAX_FLOWS:
                 oldest = min(self.flows.values(), key=lambda f: f.expires)
                 self.flows.pop(oldest.key).close()
+                engine.stats["icmp_flows_evicted"] += 1
             flow = EchoFlow(self, key, next(self._idents) & 0xFFFF)
             try:
                 flow.socket = engine.host.openICMP(6 if ":" in host else 4, flow)

@@ -10,13 +10,16 @@ from typing import Optional
 
 from zope.interface import implementer
 
-from vdetwist.slirp.hostapi import IDatagramSocket, IHost, IListening, IStream
+from vdetwist.slirp.hostapi import (
+    IDatagramSocket, IHost, IListening, IPendingConnect, IStream,
+)
 
 
-@implementer(IStream)
+@implementer(IStream, IPendingConnect)
 class MemoryStream:
     """
-    A host connection the test drives.
+    A host connection the test drives (and, for the engine, the pending
+    connect that becomes it).
 
     @ivar written: the bytes the engine wrote.
     @ivar bufferLimit: when set, writes beyond this many unread bytes make
@@ -37,6 +40,7 @@ class MemoryStream:
         self.aborted = False
         self.readingPaused = False
         self.lost = False
+        self.cancelled = False
 
     # IStream (called by the engine)
     def write(self, data: bytes) -> None:
@@ -62,6 +66,10 @@ class MemoryStream:
 
     def resumeReading(self) -> None:
         self.readingPaused = False
+
+    # IPendingConnect
+    def cancel(self) -> None:
+        self.cancelled = True
 
     # the test's side
     def accept(self) -> None:
@@ -152,11 +160,12 @@ class MemoryHost:
         self.busy: set[tuple] = set()
         self.failSockets = False
 
-    def connect(self, target: tuple, handler) -> None:
+    def connect(self, target: tuple, handler) -> MemoryStream:
         stream = MemoryStream(self, target, handler)
         self.streams.append(stream)
         if self.autoAccept:
             stream.accept()
+        return stream
 
     def openUDP(self, family: int, handler) -> MemoryDatagramSocket:
         if self.failSockets:

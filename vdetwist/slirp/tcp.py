@@ -18,7 +18,11 @@ NewReno-style recovery, RFC 1122 persist timer):
  - host data waits in a bounded send buffer (a deque of chunks and an
    offset); reading from the host pauses while it is full, so a guest that
    holds a zero window for hours costs a bounded amount of memory;
- - half-close both ways; RST both ways.
+ - half-close both ways; RST both ways;
+ - a SYN flood cannot lock the other guests out: connections not yet
+   established have their own budget (a new one evicts the oldest) and
+   deadline, and each guest address a share of the table (the config's
+   C{tcp_*} limits).
 """
 
 from __future__ import annotations
@@ -48,9 +52,6 @@ MAX_RTO = 60.0
 MAX_RETRIES = 15
 MAX_SYN_RETRIES = 6
 TIME_WAIT = 2.0
-MAX_CONNECTIONS = 4096
-#: A connect the host has not finished in this time is given up.
-CONNECT_TIMEOUT = 75.0
 INITIAL_WINDOW_SEGMENTS = 10
 MAX_OOO_SEGMENTS = 512
 
@@ -120,6 +121,8 @@ class TcpConn:
         self.v6 = len(guest) == 16
         self.state = CONNECTING
         self.stream = None
+        #: The host connect while it is pending (an IPendingConnect).
+        self.pending = None
         self.timer = self.engine.timer(self._timeout)
         self.timerKind = None
         # receive side (guest -> host)
@@ -166,7 +169,8 @@ class TcpConn:
         self.retries = 0
         self.persistBackoff = 0
         self.closedHost = False
-        self.connectDeadline = 0.0
+        #: When a connection not yet established is given up.
+        self.openDeadline = 0.0
 
     def __repr__(self) -> str:
         return (f"<TcpConn {self.gport}->{self.rport} "
@@ -265,8 +269,9 @@ class TcpConn:
         self._peerOptions(mss, wscale)
         self.sndWnd = window
         self.sndWl1 = seq
-        self.connectDeadline = self.engine.now() + CONNECT_TIMEOUT
-        self._arm("connect", CONNECT_TIMEOUT)
+        timeout = self.engine.config.tcpHalfOpenTimeout
+        self.openDeadline = self.engine.now() + timeout
+        self._arm("connect", timeout)
 
     def _peerOptions(self, mss: Optional[int], wscale: Optional[int]) -> None:
         if mss is not None:
@@ -285,6 +290,7 @@ class TcpConn:
         if self.state != CONNECTING:
             stream.abort()
             return
+        self.pending = None
         self.stream = stream
         self.state = SYN_RCVD
         self.sndNxt = self.sndMax = (self.iss + 1) & M32
@@ -293,11 +299,19 @@ class TcpConn:
 
     def _sendSynAck(self) -> None:
         self._send(SYN | ACK, self.iss, options=self._synOptions(self.wsOk))
-        self._arm("rexmt", self.rto)
+        self._armOpening()
+
+    def _armOpening(self) -> None:
+        """
+        The retransmission timer of a SYN or SYN-ACK, at the latest at the
+        half-open deadline.
+        """
+        self._arm("rexmt", min(self.rto, self.openDeadline - self.engine.now()))
 
     def connectFailed(self, errno: int) -> None:
         if self.state != CONNECTING:
             return
+        self.pending = None
         import errno as E
 
         if errno in (E.EHOSTUNREACH, E.ENETUNREACH, E.ETIMEDOUT, E.EHOSTDOWN):
@@ -313,6 +327,7 @@ class TcpConn:
         """
         self.stream = stream
         self.state = SYN_SENT
+        self.openDeadline = self.engine.now() + self.engine.config.tcpHalfOpenTimeout
         stream.pauseReading()
         self.readPaused = True
         self.sndNxt = self.sndMax = (self.iss + 1) & M32
@@ -320,10 +335,11 @@ class TcpConn:
 
     def _sendSyn(self) -> None:
         self._send(SYN, self.iss, options=self._synOptions(True))
-        self._arm("rexmt", self.rto)
+        self._armOpening()
 
     def _established(self) -> None:
         self.state = ESTABLISHED
+        self.layer.halfOpen.pop(self, None)
         self.sndUna = (self.iss + 1) & M32
         self.retries = 0
         self._disarm()
@@ -784,7 +800,7 @@ class TcpConn:
         self.rtSeq = None
         engine.stats["tcp_timeouts"] += 1
         if self.state in (SYN_RCVD, SYN_SENT):
-            if self.retries > MAX_SYN_RETRIES:
+            if self.retries > MAX_SYN_RETRIES or engine.now() >= self.openDeadline:
                 if self.state == SYN_RCVD:
                     self._send(RST | ACK, self.sndNxt)
                 self._abortHost()
@@ -824,6 +840,9 @@ class TcpConn:
     def _remove(self) -> None:
         self.state = CLOSED
         self._disarm()
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.cancel()
         self.layer.forget(self)
         stream, self.stream = self.stream, None
         if stream is not None:
@@ -831,6 +850,16 @@ class TcpConn:
                 stream.close()
             else:
                 stream.abort()
+
+    def evict(self) -> None:
+        """
+        Give up a half-open connection to make room for a new one: the
+        host side is aborted, the guest told nothing (its SYN
+        retransmission tries again).
+        """
+        self.engine.stats["tcp_halfopen_evicted"] += 1
+        self._abortHost()
+        self._remove()
 
     def reset(self) -> None:
         """
@@ -846,6 +875,10 @@ class TcpLayer:
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
         self.conns: dict[tuple, TcpConn] = {}
+        #: The connections not yet established, oldest first (as a set).
+        self.halfOpen: dict[TcpConn, None] = {}
+        #: How many connections each guest address has in C{conns}.
+        self.perGuest: dict[bytes, int] = {}
         self.pendingAcks: set[TcpConn] = set()
         self.blocked: set[TcpConn] = set()
         self.listeners: list = []
@@ -855,11 +888,37 @@ class TcpLayer:
         self._iss = (self._iss + _ISS_STEP) & M32
         return self._iss
 
+    def _add(self, conn: TcpConn) -> None:
+        self.conns[conn.key] = conn
+        self.halfOpen[conn] = None
+        self.perGuest[conn.guest] = self.perGuest.get(conn.guest, 0) + 1
+
     def forget(self, conn: TcpConn) -> None:
         if self.conns.get(conn.key) is conn:
             del self.conns[conn.key]
+            count = self.perGuest.pop(conn.guest) - 1
+            if count:
+                self.perGuest[conn.guest] = count
+        self.halfOpen.pop(conn, None)
         self.pendingAcks.discard(conn)
         self.blocked.discard(conn)
+
+    def _admit(self, guest: bytes) -> bool:
+        """
+        Whether a new connection of C{guest} may have a table entry: not
+        past its share; when the half-open budget or the table is full,
+        the oldest half-open connection makes room.
+        """
+        config = self.engine.config
+        if self.perGuest.get(guest, 0) >= config.tcpPerGuest:
+            self.engine.stats["tcp_refused_guest_share"] += 1
+            return False
+        if len(self.halfOpen) >= config.tcpHalfOpen or len(self.conns) >= config.tcpMax:
+            if not self.halfOpen:
+                self.engine.stats["tcp_refused_table_full"] += 1
+                return False
+            next(iter(self.halfOpen)).evict()
+        return True
 
     def input(self, packet: bytes, ihl: int) -> None:
         """
@@ -904,17 +963,18 @@ class TcpLayer:
         if flags & FIN:
             return
         target = engine.mapOutbound(destination, dport, "tcp")
-        if target is None or len(self.conns) >= MAX_CONNECTIONS:
+        if target is None or not self._admit(source):
             engine.stats["tcp_refused"] += 1
             self._reset(source, sport, destination, dport, seq, ack, flags, len(payload))
             return
         conn = TcpConn(self, key)
-        self.conns[key] = conn
+        self._add(conn)
         conn.guestSyn(seq, window, segment[20:hlen])
-        if target[0] == "unix" or target[0] == "cmd":
-            engine.host.connect(target, conn)
-        else:
-            engine.host.connect(("tcp",) + tuple(target), conn)
+        if target[0] != "unix" and target[0] != "cmd":
+            target = ("tcp",) + tuple(target)
+        pending = engine.host.connect(target, conn)
+        if conn.state == CONNECTING:  # not already reported
+            conn.pending = pending
 
     def _reset(self, source, sport, destination, dport, seq, ack, flags, length) -> None:
         if flags & ACK:
@@ -984,14 +1044,14 @@ class TcpLayer:
     def accepted(self, forward, stream, peer):
         engine = self.engine
         ends = engine.forwardEnds(forward, peer[0])
-        if ends is None or len(self.conns) >= MAX_CONNECTIONS:
+        if ends is None:
             return None
         guest, visible = ends
         key = (guest, forward.guestPort, visible, peer[1])
-        if key in self.conns:
+        if key in self.conns or not self._admit(guest):
             return None
         conn = TcpConn(self, key)
-        self.conns[key] = conn
+        self._add(conn)
         conn.openToGuest(stream)
         engine.stats["tcp_forwarded"] += 1
         return conn
@@ -1003,3 +1063,5 @@ class TcpLayer:
         for conn in list(self.conns.values()):
             conn.reset()
         self.conns.clear()
+        self.halfOpen.clear()
+        self.perGuest.clear()

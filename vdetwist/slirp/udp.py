@@ -171,6 +171,7 @@ class UdpNat(FlowTable):
         if len(self.flows) >= MAX_FLOWS:
             _, old = self.flows.popitem(last=False)
             old.close()
+            self.engine.stats["udp_flows_evicted"] += 1
         flow = self.flows[key] = UdpFlow(self, key)
         self.engine.ensureHousekeeping()
         return flow
