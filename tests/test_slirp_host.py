@@ -9,12 +9,14 @@ and a synthetic guest, end to end through a real TCP server.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import socket
 import struct
 import tempfile
+import weakref
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, tcp
 from twisted.internet.task import deferLater
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SkipTest, TestCase
@@ -355,13 +357,21 @@ class EngineWithRealHostTests(TestCase):
         self.assertEqual(data, b"echo me")
 
 
+def rss() -> int:
+    """
+    This process's resident memory in bytes.
+    """
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def openFds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
 class Served(Protocol):
     """
-    Echoes, and keeps count of the connections open.
+    Echoes; with C{factory.closeAfterEcho}, closes after the first echo.
     """
 
     def connectionMade(self):
@@ -369,6 +379,8 @@ class Served(Protocol):
 
     def dataReceived(self, data):
         self.transport.write(data)
+        if self.factory.closeAfterEcho:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason):
         self.factory.live.discard(self)
@@ -377,7 +389,7 @@ class Served(Protocol):
 class EngineUnderLoadTests(TestCase):
     """
     The engine on real sockets under load: a SYN flood from spoofed guest
-    addresses.
+    addresses, and thousands of connections with the collector off.
     """
 
     timeout = 120
@@ -385,10 +397,12 @@ class EngineUnderLoadTests(TestCase):
     def setUp(self):
         self.factory = Factory.forProtocol(Served)
         self.factory.live = set()
+        self.factory.closeAfterEcho = False
         # a backlog that does not drop the test's own bursts of connects
         port = reactor.listenTCP(0, self.factory, interface="127.0.0.1", backlog=1024)
         self.dport = port.getHost().port
         self.onFrame = lambda f: None
+        self.opened = 0
         self.driver = Driver(reactor)
         self.engine = Engine(SlirpConfig(resolvConf="/none", ipv6=False), TwistedHost(reactor),
                              lambda frame: self.onFrame(decode(frame)), clock=reactor.seconds,
@@ -444,6 +458,80 @@ class EngineUnderLoadTests(TestCase):
         yield wait(lambda: any(f.payload for f in toGuest))
         self.assertEqual(b"".join(f.payload for f in toGuest), b"hello")
         self.assertLess(reactor.seconds() - start, 1.0)
+
+    async def connectMany(self, count: int, guests: list) -> list:
+        """
+        C{count} connections from C{guests} in turn: each sends a byte,
+        the server echoes it and closes, the guest closes; returns weak
+        references to the engine's connections.
+        """
+        engine, driver = self.engine, self.driver
+        refs = []
+
+        def answer(f):
+            if f.proto != "tcp":
+                return
+            g = byAddress[f.ipdst]
+            if f.flags & P.TCP_SYN:
+                reply = (101, f.seq + 1, P.TCP_ACK | P.TCP_PSH, b"x")
+            elif f.flags & P.TCP_FIN:
+                reply = (102, f.seq + len(f.payload) + 1, P.TCP_ACK | P.TCP_FIN, b"")
+            elif f.payload:
+                reply = (102, f.seq + len(f.payload), P.TCP_ACK, b"")
+            else:
+                return
+            seq, ack, flags, payload = reply
+            driver.input(g.tcp(GATEWAY, f.dport, self.dport, seq, ack & 0xFFFFFFFF, flags,
+                               payload=payload))
+
+        byAddress = {g.ip: g for g in guests}
+        self.onFrame = answer
+        for g in guests:
+            engine.receive(g.arpRequest(GATEWAY))
+        for n in range(count):
+            g = guests[n % len(guests)]
+            sport = 10000 + (self.opened + n) // len(guests) % 50000
+            engine.input(g.tcp(GATEWAY, sport, self.dport, 100, 0, P.TCP_SYN))
+            refs.append(weakref.ref(engine.tcp.conns[(g.ip, sport, GATEWAY, self.dport)]))
+            if n % 100 == 99:
+                engine.flush()
+                while len(engine.tcp.halfOpen) > 100 or len(engine.tcp.conns) > 3000:
+                    await deferLater(reactor, 0.005)
+        self.opened += count
+        await until(lambda: not engine.tcp.conns, "every connection to end", timeout=60)
+        self.assertEqual(engine.stats["tcp_established"], self.opened)
+        return refs
+
+    @defer.inlineCallbacks
+    def test_connectionsFreeWithoutCollector(self):
+        """
+        6,000 connections opened and closed with the garbage collector off:
+        every connection object and its host side free by reference
+        counting, and the memory stays flat.
+        """
+        from vdetwist.slirp import host as H
+        from vdetwist.slirp.tcp import TcpConn
+
+        guests = [Guest(mac=bytes((2, 0, 0, 0, 0, 15 + i)), ip=bytes([10, 0, 2, 15 + i]))
+                  for i in range(4)]
+        self.factory.closeAfterEcho = True
+        kinds = (TcpConn, H._StreamProtocol, H._TransportStream, H._ConnectFactory,
+                 H._PendingConnect, tcp.Client, tcp.Connector)
+        yield defer.ensureDeferred(self.connectMany(3000, guests))  # warm-up to the peak
+        gc.collect()
+        # other tests' objects, still referred to by their test cases
+        existing = [o for o in gc.get_objects() if isinstance(o, kinds)]
+        known = {id(o) for o in existing}
+        if gc.isenabled():
+            gc.disable()
+            self.addCleanup(gc.enable)
+        before = rss()
+        refs = yield defer.ensureDeferred(self.connectMany(6000, guests))
+        grown = rss() - before
+        self.assertEqual([r for r in refs if r() is not None], [])
+        self.assertEqual([o for o in gc.get_objects()
+                          if isinstance(o, kinds) and id(o) not in known], [])
+        self.assertLess(grown, 8 << 20)
 
 
 class PlugTests(TestCase):

@@ -154,7 +154,9 @@ class _StreamProtocol(_HandlerProducer, Protocol):
 
 class _ConnectFactory(ClientFactory):
     """
-    Reports one connect to its handler (unless cancelled).
+    Reports one connect to its handler, then forgets it: nothing here or
+    in the connector keeps a closed connection's objects alive (they must
+    free by reference counting, without a garbage collection).
     """
 
     def __init__(self, handler, tcp: bool) -> None:
@@ -162,12 +164,18 @@ class _ConnectFactory(ClientFactory):
         self.tcp = tcp
 
     def buildProtocol(self, addr):
-        return _StreamProtocol(self.handler, tcp=self.tcp)
+        handler, self.handler = self.handler, None
+        return _StreamProtocol(handler, tcp=self.tcp)
 
     def clientConnectionFailed(self, connector, reason) -> None:
         handler, self.handler = self.handler, None
         if handler is not None:
             handler.connectFailed(_errno(reason))
+
+    def clientConnectionLost(self, connector, reason) -> None:
+        # The connector and its transport refer to each other; Twisted
+        # leaves that cycle to the collector once the connection is lost.
+        connector.transport = None
 
 
 @implementer(IPendingConnect)

@@ -22,13 +22,16 @@ NewReno-style recovery, RFC 1122 persist timer):
  - a SYN flood cannot lock the other guests out: connections not yet
    established have their own budget (a new one evicts the oldest) and
    deadline, and each guest address a share of the table (the config's
-   C{tcp_*} limits).
+   C{tcp_*} limits);
+ - nothing refers back to a connection strongly, so a closed one frees by
+   reference counting alone (no garbage collection needed).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from zope.interface import implementer
 
@@ -106,6 +109,21 @@ def parseOptions(data: bytes) -> tuple[Optional[int], Optional[int]]:
     return mss, wscale
 
 
+def _weakTimeout(conn: "TcpConn") -> Callable[[], None]:
+    """
+    The callback of C{conn}'s timer: the engine's timer heap must not keep
+    the connection alive (nor make a cycle with it).
+    """
+    ref = weakref.ref(conn)
+
+    def fire() -> None:
+        target = ref()
+        if target is not None:
+            target._timeout()
+
+    return fire
+
+
 @implementer(IStreamHandler)
 class TcpConn:
     """
@@ -123,7 +141,7 @@ class TcpConn:
         self.stream = None
         #: The host connect while it is pending (an IPendingConnect).
         self.pending = None
-        self.timer = self.engine.timer(self._timeout)
+        self.timer = self.engine.timer(_weakTimeout(self))
         self.timerKind = None
         # receive side (guest -> host)
         self.irs = 0
