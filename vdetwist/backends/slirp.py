@@ -35,6 +35,10 @@ from vdetwist.slirp.config import (
     DEFAULT_PREFIX6,
     RESOLV_CONF,
     RESOLV_CONF_ENV,
+    TCP_HALFOPEN,
+    TCP_HALFOPEN_TIMEOUT,
+    TCP_MAX,
+    TCP_PER_GUEST,
     SlirpConfig,
     forwardLine,
     fromVNL,
@@ -111,6 +115,25 @@ REFERENCE = SchemeReference(
             "FWD",
         ),
         Option("verbose", "Print the configuration table and one line per forward on stderr."),
+        Option("tcp_max", "TCP connections at most (a vdetwist option).", "N", str(TCP_MAX)),
+        Option(
+            "tcp_per_guest",
+            "TCP connections at most per guest address; beyond, a guest's SYN is reset.",
+            "N", str(TCP_PER_GUEST),
+        ),
+        Option(
+            "tcp_halfopen",
+            "TCP connections not yet established at most; a new one evicts the oldest "
+            "(its guest's SYN retransmission starts over), so a SYN flood cannot lock "
+            "the other guests out.",
+            "N", str(TCP_HALFOPEN),
+        ),
+        Option(
+            "tcp_halfopen_timeout",
+            "Seconds a TCP connection may take to be established (host connect and "
+            "handshake).",
+            "SECONDS", str(TCP_HALFOPEN_TIMEOUT),
+        ),
     ),
     examples=(
         ("slirp://", "IPv4 and IPv6 with the defaults: the guest gets 10.0.2.15 by DHCP"),
@@ -129,6 +152,8 @@ REFERENCE = SchemeReference(
         f"The DNS proxy reads `{RESOLV_CONF}`, or the file `${RESOLV_CONF_ENV}` names.",
         "Values that cannot be used (`addr=10.0.2.0/24`, `dhcp=` outside the network, "
         "`mtu=` out of range) are errors naming the option.",
+        "The TCP connection table is bounded per guest address and for connections "
+        "not yet established (`tcp_*` options); libslirp has no such limits.",
     ),
     manual="libvdeplug_slirp",
 )
