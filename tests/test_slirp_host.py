@@ -21,13 +21,14 @@ from twisted.internet.task import deferLater
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from tests.support import until
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import SlirpConfig
 from vdetwist.slirp.engine import MIN_HEAP_SWEEP, Driver, Engine
 from vdetwist.slirp.host import TwistedHost
-from vdetwist.slirp.hostapi import IStreamHandler
+from vdetwist.slirp.hostapi import IPendingConnect, IStreamHandler
 from vdetwist.slirp.testing import GATEWAY, Guest, decode
 
 
@@ -142,6 +143,39 @@ class StreamTests(TestCase):
         with self.assertRaises(OSError) as e:
             yield r.connectedD
         self.assertEqual(e.exception.errno, errno.ECONNREFUSED)
+
+    @defer.inlineCallbacks
+    def test_cancelPendingConnect(self):
+        """
+        A cancelled connect never reaches the server and is not reported;
+        cancelling one already reported changes nothing.
+        """
+        factory = Factory.forProtocol(Echo)
+        factory.accepted = 0
+
+        def buildProtocol(addr):
+            factory.accepted += 1
+            return Echo()
+
+        factory.buildProtocol = buildProtocol
+        port = self.listen(factory)
+        r = Recorder()
+        fds = openFds()
+        pending = self.host.connect(("tcp", "127.0.0.1", port), r)
+        verifyObject(IPendingConnect, pending)
+        self.assertEqual(openFds(), fds + 1)
+        pending.cancel()
+        self.assertEqual(openFds(), fds)  # its socket closed at once
+        yield deferLater(reactor, 0.2)
+        self.assertEqual((r.events, factory.accepted), ([], 0))
+        done = Recorder()
+        pending = self.host.connect(("tcp", "127.0.0.1", port), done)
+        stream = yield done.connectedD
+        pending.cancel()
+        stream.write(b"still here")
+        yield wait(lambda: done.data == b"still here")
+        stream.close()
+        yield done.done
 
     @defer.inlineCallbacks
     def test_ipv6Loopback(self):

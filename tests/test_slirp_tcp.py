@@ -16,11 +16,13 @@ import struct
 import weakref
 
 from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
 
 from vdetwist.slirp import engine as E
 from vdetwist.slirp import packets as P
 from vdetwist.slirp import tcp as T
 from vdetwist.slirp.config import SlirpConfig, fromOptions
+from vdetwist.slirp.hostapi import IPendingConnect
 from vdetwist.slirp.testing import (
     DNS, GATEWAY, GUEST_IP, Guest, Harness, describe, ip4,
 )
@@ -156,6 +158,7 @@ class OpenTests(Base):
         """
         self.p.syn()
         stream = self.h.host.streams[0]
+        verifyObject(IPendingConnect, stream)
         self.h.advance(19.5, step=0.5)
         self.assertEqual(self.p.tcpFrames(), [])
         self.assertFalse(stream.cancelled)
