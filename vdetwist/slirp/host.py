@@ -180,6 +180,11 @@ class _ConnectFactory(ClientFactory):
 
 @implementer(IPendingConnect)
 class _PendingConnect:
+    """
+    A TCP or UNIX connect: cancelling it closes its socket (the engine
+    gives up half-open connections to make room for new ones).
+    """
+
     def __init__(self, connector, factory: _ConnectFactory) -> None:
         self.connector = connector
         self.factory = factory
