@@ -7,6 +7,7 @@ the VDE stream encoding (C{vde_plug}, C or ours; the C C{vde_switch}).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import pwd
@@ -749,3 +750,27 @@ def ping(namespace: str, target: str, count: int = 3, timeout: float = TIMEOUT) 
     finally:
         sock.close()
     return replies
+
+
+def rssBytes(pid: object = "self") -> int:
+    """
+    The resident memory of process C{pid} (this one by default), in bytes,
+    from /proc: what hardening tests bound under load.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def openFds(collect: bool = True) -> int:
+    """
+    This process's open descriptors; with C{collect}, once garbage (an
+    earlier test's unclosed socket objects) has been collected, so only the
+    caller's count. Without, a descriptor only a reference cycle holds
+    still counts: what a test that sockets close at once needs.
+    """
+    if collect:
+        gc.collect()
+    return len(os.listdir("/proc/self/fd"))

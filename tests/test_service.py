@@ -40,7 +40,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from tests.test_vde2_interop import RawClient
 from tests.support import (
     ROOT, TIMEOUT, ConsoleClient, CSwitch, LogCapture, cPlug, cTool, isListening, makeUser, ourEnv,
-    ourTool, requireCommand, tmpdir, until, waitFor,
+    ourTool, requireCommand, rssBytes, tmpdir, until, waitFor,
 )
 from vdetwist.errors import VdeError
 from vdetwist.node import HubEngine, SwitchEngine, formatMac
@@ -933,13 +933,6 @@ class MacFloodProcessTests(SynchronousTestCase):
         pkts = f" IN:  pkts {first + count:10d} ".encode()
         sw.waitFor(lambda: pkts in console.cmd("port/print 1"), "the switch to take the flood")
 
-    def rss(self, sw: SwitchProcess) -> int:
-        with open(f"/proc/{sw.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
-
     def stationsTalk(self, sw: SwitchProcess, console: ConsoleClient,
                      flooder: RawClient, a: RawClient, b: RawClient, watcher: RawClient) -> None:
         """
@@ -1015,9 +1008,9 @@ class MacFloodProcessTests(SynchronousTestCase):
         console = ConsoleClient(sw.mgmt)
         self.addCleanup(console.close)
         clients = [self.join(sw) for _ in range(4)]
-        before = self.rss(sw)
+        before = rssBytes(sw.process.pid)
         self.flood(sw, console, clients[0], 0, 60000)
-        perEntry = (self.rss(sw) - before) / 60000
+        perEntry = (rssBytes(sw.process.pid) - before) / 60000
         self.assertLess(perEntry, 120)
         self.flood(sw, console, clients[0], 60000, 40000)
         self.assertIn(b"MAC table full (65536 addresses)", sw.log().encode())

@@ -10,8 +10,6 @@ before.
 
 from __future__ import annotations
 
-import gc
-import os
 import struct
 
 from twisted.internet import defer, reactor, task
@@ -20,7 +18,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from tests.support import until
+from tests.support import openFds, until
 from vdetwist.slirp import packets as P
 from vdetwist.slirp import udp as slirpudp
 from vdetwist.slirp.config import SlirpConfig
@@ -41,15 +39,6 @@ M32 = 0xFFFFFFFF
 #: the guest sends its request with FIN; the guest sends FIN only after
 #: the server's; the guest resets after the server's answer.
 FIN_WITH_REQUEST, FIN_AFTER_SERVER, RESET = range(3)
-
-
-def openFds() -> int:
-    """
-    The open descriptors, once garbage (an earlier test's unclosed socket
-    objects) has been collected, so only this test's count.
-    """
-    gc.collect()
-    return len(os.listdir("/proc/self/fd"))
 
 
 @implementer(IHalfCloseableProtocol)

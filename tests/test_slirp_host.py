@@ -23,7 +23,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.support import until
+from tests.support import openFds, rssBytes, until
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import SlirpConfig
 from vdetwist.slirp.engine import MIN_HEAP_SWEEP, Driver, Engine
@@ -160,12 +160,12 @@ class StreamTests(TestCase):
         factory.buildProtocol = buildProtocol
         port = self.listen(factory)
         r = Recorder()
-        fds = openFds()
+        fds = openFds(collect=False)
         pending = self.host.connect(("tcp", "127.0.0.1", port), r)
         verifyObject(IPendingConnect, pending)
-        self.assertEqual(openFds(), fds + 1)
+        self.assertEqual(openFds(collect=False), fds + 1)
         pending.cancel()
-        self.assertEqual(openFds(), fds)  # its socket closed at once
+        self.assertEqual(openFds(collect=False), fds)  # its socket closed at once
         yield deferLater(reactor, 0.2)
         self.assertEqual((r.events, factory.accepted), ([], 0))
         done = Recorder()
@@ -391,18 +391,6 @@ class EngineWithRealHostTests(TestCase):
         self.assertEqual(data, b"echo me")
 
 
-def rss() -> int:
-    """
-    This process's resident memory in bytes.
-    """
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def openFds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 class Served(Protocol):
     """
     Echoes; with C{factory.closeAfterEcho}, closes after the first echo.
@@ -468,7 +456,7 @@ class EngineUnderLoadTests(TestCase):
         self.onFrame = lambda f: toGuest.append(f) if f.proto == "tcp" and \
             f.ipdst == guest.ip else None
         engine.receive(guest.arpRequest(GATEWAY))
-        fds = openFds()
+        fds = openFds(collect=False)
         most = 0
         for i in range(10000):
             spoof = Guest(mac=bytes.fromhex("0200000100") + bytes((i % 150,)),
@@ -476,7 +464,7 @@ class EngineUnderLoadTests(TestCase):
             self.driver.input(spoof.tcp(GATEWAY, 1024 + i // 150, self.dport, i, 0, P.TCP_SYN))
             if i % 500 == 499:
                 yield deferLater(reactor, 0)
-                most = max(most, openFds() - fds)
+                most = max(most, openFds(collect=False) - fds)
         yield deferLater(reactor, 0)
         self.assertLessEqual(len(engine.tcp.conns), 256)
         stats = engine.stats
@@ -562,9 +550,9 @@ class EngineUnderLoadTests(TestCase):
         if gc.isenabled():
             gc.disable()
             self.addCleanup(gc.enable)
-        before = rss()
+        before = rssBytes()
         refs = yield defer.ensureDeferred(self.connectMany(6000, guests))
-        grown = rss() - before
+        grown = rssBytes() - before
         self.assertEqual([r for r in refs if r() is not None], [])
         self.assertEqual([o for o in gc.get_objects()
                           if isinstance(o, kinds) and id(o) not in known], [])

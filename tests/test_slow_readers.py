@@ -21,7 +21,7 @@ import twisted.test
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import TIMEOUT, ConsoleClient, frame, records
+from tests.support import TIMEOUT, ConsoleClient, frame, records, rssBytes
 from tests.test_endpoint_cables import freePort
 from tests.test_service import SwitchProcess
 from vdetwist.stream import StreamDecoder
@@ -37,11 +37,7 @@ MIB = 1 << 20
 
 
 def rssMiB(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
+    return rssBytes(pid) / MIB
 
 
 class PeakRss:
