@@ -284,6 +284,8 @@ class VdeConsole:
     """
 
     versionLine = f"VDE switch V.{COMPAT_VERSION} (vdetwist {vdetwist.__version__})"
+    #: Written after each answer (and after the banner).
+    prompt = PROMPT
     creditLine = "vdetwist: Virtual Distributed Ethernet for Twisted - GPLv2+"
 
     def __init__(
@@ -1180,6 +1182,7 @@ class ConsoleProtocol(Protocol, _Session):
 
     def __init__(self, console: VdeConsole) -> None:
         self.console = console
+        self.prompt = console.prompt
         self.debug: set[str] = set()
         self.ended = False
         self.discardedLines = 0
@@ -1201,7 +1204,7 @@ class ConsoleProtocol(Protocol, _Session):
         Write what a new session sees first: the banner and the prompt.
         """
         self.transport.write(self.console.banner())
-        self.transport.write(PROMPT)
+        self.transport.write(self.prompt)
 
     def dataReceived(self, data: bytes) -> None:
         if self.ended:
@@ -1423,15 +1426,19 @@ class StdioConsoleProtocol(ConsoleProtocol):
 
 
 def serveStdio(reactor, console: VdeConsole, stdin: int = 0,
-               stdout: int = 1) -> StdioConsoleProtocol:
+               stdout: int = 1, prompt: Optional[bytes] = None) -> StdioConsoleProtocol:
     """
     Serve C{console} on C{stdin} and C{stdout} (vde_switch's console when
     it is not a daemon).  The prompt goes to C{stdout}, in order with the
-    answers, and only when C{stdin} is a terminal: vde_switch writes it to
-    fd 0, which fails on a pipe or a file, so scripts see no prompt from
-    either.
+    answers, and by default only when C{stdin} is a terminal: vde_switch
+    writes it to fd 0, which fails on a pipe or a file, so scripts see no
+    prompt from either.
+
+    @param prompt: the prompt to write after each answer whatever stdin
+        is (wirefilter writes its own to stdout).
     """
-    prompt = PROMPT if os.isatty(stdin) else b""
+    if prompt is None:
+        prompt = console.prompt if os.isatty(stdin) else b""
     protocol = StdioConsoleProtocol(console, prompt, stdin)
     StandardIO(protocol, stdin, stdout, reactor)
     return protocol

@@ -1,0 +1,3 @@
+"""
+A network lab: link emulation (the wirefilter engine, its console).
+"""
