@@ -580,12 +580,13 @@ class ConsoleClient:
     the prompt, send one command, read up to the next prompt.
     """
 
-    def __init__(self, path: str, timeout: float = TIMEOUT) -> None:
+    def __init__(self, path: str, timeout: float = TIMEOUT, prompt: bytes = PROMPT) -> None:
+        self.prompt = prompt
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(path)
-            self.greeting = self._until(PROMPT)
+            self.greeting = self._until(prompt)
         except BaseException:
             self.sock.close()
             raise
@@ -604,9 +605,9 @@ class ConsoleClient:
         The answer to C{line}, without the prompt.
         """
         self.sock.sendall(line.encode() + b"\n")
-        answer = self._until(PROMPT)
-        assert answer.endswith(PROMPT), answer
-        return answer[: -len(PROMPT)]
+        answer = self._until(self.prompt)
+        assert answer.endswith(self.prompt), answer
+        return answer[: -len(self.prompt)]
 
     def end(self, line: str = "logout") -> bytes:
         """

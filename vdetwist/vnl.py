@@ -36,6 +36,7 @@ __all__ = [
     "VXLAN_OPTIONS",
     "VLAN_OPTIONS",
     "SLIRP_OPTIONS",
+    "WIREFILTER_OPTIONS",
 ]
 
 # Option tables.  Lookup takes the first entry the key is a prefix of, so the
@@ -54,6 +55,12 @@ VXLAN_OPTIONS = (
     "port", "vni", "ttl", "rcvbuf", "v6", "v4", "hashsize", "expiretime", "if",
 )
 VLAN_OPTIONS = ("u", "untag", "t", "tag", "x", "trunk", "q", "qinq", "ad")
+# libvdeplug_wirefilter's options, then tc-netem's and vdetwist's.
+WIREFILTER_OPTIONS = (
+    "delay", "dup", "loss", "lostburst", "mtu", "bufsize", "bandwidth",
+    "speed", "nofifo", "noise", "blink", "blinkid", "mgmt", "mgmtmode", "rc",
+    "pidfile", "reorder", "corrupt", "rate", "limit", "seed",
+)
 SLIRP_OPTIONS = (
     "restricted", "v4", "v6", "host", "addr", "host6", "addr6", "hostname",
     "tftp_server_name", "tftp_path", "bootfile", "dhcp", "vnameserver",
