@@ -25,6 +25,7 @@ USAGES = {
     "vde_plug": (ourTool("vde_plug") + ["--help"], "stderr"),
     "dpipe": (ourTool("dpipe") + ["-h"], "stderr"),
     "vdetwist-plugins": (PLUGINS + ["--help"], "stdout"),
+    "wirefilter": (ourTool("wirefilter") + ["--help"], "stderr"),
 }
 
 

@@ -49,6 +49,9 @@ class VersionTests(SynchronousTestCase):
         """
         self.assertIn("--version", self.run_(ourTool("vde_plug") + ["--help"]).stderr)
 
+    def test_wirefilter(self) -> None:
+        self.assertVersion(ourTool("wirefilter") + ["--version"], "wirefilter")
+
     def test_dpipe(self) -> None:
         self.assertVersion(ourTool("dpipe") + ["--version"], "dpipe")
 
