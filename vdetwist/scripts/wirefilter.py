@@ -262,6 +262,7 @@ class Link:
         self.runtime = runtime
         self.plugs = plugs
         self.done: Deferred[None] = Deferred()
+        self.ended = False
         targets = plugs if len(plugs) == 1 else plugs[::-1]
         send = [p.send for p in targets]
         runtime.connect(lambda direction, frame: send[direction](frame))
@@ -269,8 +270,9 @@ class Link:
             plug.startReceiving(_Side(self, direction))
 
     def end(self, reason=None) -> None:
-        if self.done.called:
+        if self.ended:
             return
+        self.ended = True
         self.runtime.close()
         for plug in self.plugs:
             plug.close()
