@@ -12,6 +12,7 @@ import random
 import socket
 from typing import Any, Callable, Optional
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from vdetwist.errors import VdeError
@@ -141,16 +142,20 @@ class FilterRuntime:
     def writePidfile(self, path: str) -> None:
         self._pidfile = writePidfile(path)
 
-    def close(self) -> None:
+    def close(self) -> Optional[Deferred]:
         """
         Stop the filter, the console, and remove what was created.
+
+        @return: fires once the console socket is gone (C{None} without
+            one), for a reactor shutting down to wait for.
         """
         self.filter.stop()
         self.console.close()
         for session in list(self.console.sessions):
             session.transport.loseConnection()
+        stopped = None
         if self._listening is not None:
-            self._listening.stopListening()
+            stopped = self._listening.stopListening()
             self._listening = None
         if self._pidfile is not None:
             try:
@@ -162,3 +167,4 @@ class FilterRuntime:
         if self.blinker is not None:
             self.blinker.close()
             self.blinker = None
+        return stopped

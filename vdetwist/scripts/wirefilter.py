@@ -28,8 +28,9 @@ import syslog
 from dataclasses import dataclass, field
 from typing import NoReturn, Optional
 
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.error import ReactorNotRunning
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.error import ConnectionDone, ReactorNotRunning
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -92,6 +93,8 @@ VALUE_OPTIONS = {
     "-n": "noise", "--noise": "noise", "-m": "mtu", "--mtu": "mtu",
 }
 PROG = "wirefilter"
+#: Seconds the output of a side on pipes may take to flush at the end.
+FLUSH_TIMEOUT = 5.0
 
 
 class UsageError(Exception):
@@ -170,10 +173,7 @@ def parseArgs(argv: list[str]) -> Options:
                     f"--mgmtmode: {value!r} is not an octal mode: write e.g. 0700"
                 ) from None
         elif name in ("-v", "--vde-plug"):
-            left, colon, right = value.partition(":")
-            if not colon:
-                raise UsageError("Bad vde_plugs specification.")
-            options.plugs = (left, right)
+            options.plugs = splitPlugs(value)
         elif name == "--daemon":
             options.daemon = True
         elif name == "--pidfile":
@@ -185,6 +185,24 @@ def parseArgs(argv: list[str]) -> Options:
     if rest:
         raise UsageError(f"{PROG}: unexpected argument {rest[0]!r}")
     return options
+
+
+def splitPlugs(value: str) -> tuple[str, str]:
+    """
+    The two sides of C{-v}: split at the first C{:} that does not start
+    a C{://}, so that C{/tmp/s1:/tmp/s2} splits as vde2 splits it and
+    C{vde:///tmp/s1:vxvde://234.0.0.1} splits too.
+
+    @raise UsageError: there is no such C{:}.
+    """
+    start = 0
+    while True:
+        colon = value.find(":", start)
+        if colon < 0:
+            raise UsageError("Bad vde_plugs specification.")
+        if not value.startswith("//", colon + 1):
+            return value[:colon], value[colon + 1:]
+        start = colon + 1
 
 
 def _isFifo(fd: int) -> bool:
@@ -263,20 +281,25 @@ class Link:
         self.plugs = plugs
         self.done: Deferred[None] = Deferred()
         self.ended = False
+        self.stopped: Optional[Deferred] = None
         targets = plugs if len(plugs) == 1 else plugs[::-1]
         send = [p.send for p in targets]
         runtime.connect(lambda direction, frame: send[direction](frame))
         for direction, plug in enumerate(plugs):
             plug.startReceiving(_Side(self, direction))
 
-    def end(self, reason=None) -> None:
+    def end(self, reason=None) -> Optional[Deferred]:
+        """
+        Close everything; the result fires once the console socket is gone.
+        """
         if self.ended:
-            return
+            return None
         self.ended = True
-        self.runtime.close()
+        self.stopped = self.runtime.close()
         for plug in self.plugs:
             plug.close()
         self.done.callback(None)
+        return self.stopped
 
 
 async def _openSides(reactor, options: Options) -> list:
@@ -305,8 +328,32 @@ async def _openSides(reactor, options: Options) -> list:
     return plugs
 
 
-def _stream(reactor, infd: int, outfd: int) -> StreamPlug:
-    plug = StreamPlug(f"pipes {infd}:{outfd}")
+@implementer(IHalfCloseableProtocol)
+class _StreamSide(StreamPlug):
+    """
+    A side on pipes.  The end of its input closes it once its output is
+    flushed (a plain protocol would lose what is still being written), and
+    C{gone} fires then, for the filter to wait for before it exits.
+    """
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.gone: Deferred[None] = Deferred()
+
+    def readConnectionLost(self) -> None:
+        self.close()
+
+    def writeConnectionLost(self) -> None:
+        self.close()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        super().connectionLost(reason)
+        if not self.gone.called:
+            self.gone.callback(None)
+
+
+def _stream(reactor, infd: int, outfd: int) -> _StreamSide:
+    plug = _StreamSide(f"pipes {infd}:{outfd}")
     PipeStandardIO(plug, reactor, infd, outfd)
     return plug
 
@@ -384,6 +431,11 @@ async def run(reactor, options: Options, stop) -> None:
         sys.stderr.write(f"{PROG}: {way} filter starting...\n")
     reactor.addSystemEventTrigger("before", "shutdown", link.end)
     await link.done
+    if link.stopped is not None:
+        await link.stopped
+    streams = [p.gone for p in link.plugs if isinstance(p, _StreamSide)]
+    if streams:
+        await gatherResults(streams).addTimeout(FLUSH_TIMEOUT, reactor)
 
 
 def _logToStderr() -> None:
