@@ -190,7 +190,7 @@ class FilterBetweenSwitches(SynchronousTestCase):
         def check(name: str, argv: list[str]) -> None:
             path, _ = self.path(name, argv, "-d", "40")
             median = statistics.median(path.latencies(25))
-            self.assertTrue(0.039 <= median <= 0.055, f"{name}: median {median * 1000:.1f} ms")
+            self.assertTrue(0.039 <= median <= 0.070, f"{name}: median {median * 1000:.1f} ms")
 
         self.eachFilter(check)
 
@@ -201,7 +201,7 @@ class FilterBetweenSwitches(SynchronousTestCase):
         def check(name: str, argv: list[str]) -> None:
             path, _ = self.path(name, argv, "-b", "50000")
             rate = path.goodput(60, 1000)
-            self.assertTrue(42000 <= rate <= 55000, f"{name}: {rate:.0f} bytes/s")
+            self.assertTrue(40000 <= rate <= 60000, f"{name}: {rate:.0f} bytes/s")
 
         self.eachFilter(check)
 
@@ -291,12 +291,12 @@ class NestedVnl(SynchronousTestCase):
     def test_delayVdePlug(self) -> None:
         path = self.plugPath("delay=40")
         median = statistics.median(path.latencies(25))
-        self.assertTrue(0.039 <= median <= 0.055, f"median {median * 1000:.1f} ms")
+        self.assertTrue(0.039 <= median <= 0.070, f"median {median * 1000:.1f} ms")
 
     def test_bandwidthVdePlug(self) -> None:
         path = self.plugPath("bandwidth=50000")
         rate = path.goodput(60, 1000)
-        self.assertTrue(42000 <= rate <= 55000, f"{rate:.0f} bytes/s")
+        self.assertTrue(40000 <= rate <= 60000, f"{rate:.0f} bytes/s")
 
     def test_lossTwistd(self) -> None:
         path = self.switchPath("loss=20")
@@ -306,7 +306,7 @@ class NestedVnl(SynchronousTestCase):
     def test_delayTwistd(self) -> None:
         path = self.switchPath("delay=40")
         median = statistics.median(path.latencies(25))
-        self.assertTrue(0.039 <= median <= 0.055, f"median {median * 1000:.1f} ms")
+        self.assertTrue(0.039 <= median <= 0.070, f"median {median * 1000:.1f} ms")
 
     def test_badValues(self) -> None:
         """
