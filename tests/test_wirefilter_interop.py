@@ -26,7 +26,7 @@ from tests.support import (
     TIMEOUT, ConsoleClient, CSwitch, StreamProcess, cPlug, cTool, describeAll, isListening,
     ourEnv, ourPlug, ourTool, tmpdir, waitFor,
 )
-from tests.test_service import SwitchProcess
+from tests.test_service import SwitchProcess, runVdeterm
 from vdetwist.lab.console import PROMPT
 
 #: The numbers of probe frames start here; data frames are numbered below.
@@ -222,6 +222,63 @@ class FilterBetweenSwitches(SynchronousTestCase):
             self.assertEqual(len([n for n in path.settle() if n >= 1000]), 400, name)
 
         self.eachFilter(check)
+
+    def test_dup(self) -> None:
+        """
+        dup 20: 1/(1-0.2) copies a frame on average, for both (the extra
+        copies of a frame are geometric: mean 0.25, variance 0.3125).
+        """
+        def check(name: str, argv: list[str]) -> None:
+            path, _ = self.path(name, argv, "-D", "20")
+            path.send(range(1000))
+            received = path.settle()
+            self.assertEqual(set(received), set(range(1000)), name)
+            extra = len(received) - 1000
+            self.assertLess(abs(extra - 250), 4 * math.sqrt(1000 * 0.3125),
+                            f"{name}: {extra} copies")
+
+        self.eachFilter(check)
+
+    def test_lostBursts(self) -> None:
+        """
+        loss 10 with lostburst 4 (the Gilbert model): lost runs are 4 frames
+        long on average, for both (a geometric law: within four standard
+        errors).
+        """
+        def check(name: str, argv: list[str]) -> None:
+            path, _ = self.path(name, argv, "-l", "10", "-L", "4")
+            path.send(range(3000))
+            received = set(path.settle())
+            runs, run = [], 0
+            for n in range(3000):
+                if n in received:
+                    if run:
+                        runs.append(run)
+                    run = 0
+                else:
+                    run += 1
+            self.assertGreater(len(runs), 20, name)
+            mean = statistics.mean(runs)
+            self.assertLess(abs(mean - 4), 4 * math.sqrt(12 / len(runs)),
+                            f"{name}: mean burst {mean:.2f} over {len(runs)} bursts")
+
+        self.eachFilter(check)
+
+    def test_vdeterm(self) -> None:
+        """
+        The C vdeterm drives both consoles alike.
+        """
+        def check(name: str, argv: list[str]) -> str:
+            _, mgmt = self.path(name, argv)
+            shown = runVdeterm(mgmt, [("loss 7", b"Success"), ("showinfo", b"Fifoness"),
+                                      ("logout", b"\n")])
+            return shown.decode("utf-8", "replace").replace("\r", "")
+
+        for name, argv in self.filters():
+            text = check(name, argv)
+            self.assertIn("VDE wirefilter V.2.3.2", text, name)
+            self.assertIn("Success\nVDEwf[", text, f"{name}: {text!r}")
+            self.assertIn("Loss   L->R 7+0U   R->L 7+0U\n", text, f"{name}: {text!r}")
 
     def test_rcFile(self) -> None:
         """
