@@ -15,7 +15,11 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import TIMEOUT, cTool, frame, ourEnv, ourTool, records, tmpdir, waitFor
+from tests.support import (
+    TIMEOUT, ConsoleClient, CSwitch, StreamProcess, cPlug, cTool, frame, isListening, ourEnv,
+    ourTool, records, tmpdir, waitFor,
+)
+from vdetwist.lab.console import PROMPT
 from vdetwist.scripts.wirefilter import USAGE, UsageError, parseArgs, splitPlugs
 from vdetwist.stream import StreamDecoder
 
@@ -184,6 +188,44 @@ class ConsoleAndDaemonTests(SynchronousTestCase):
                 proc.wait()
             proc.stdout.close()
             proc.stderr.close()
+
+    def test_shutdownFromSocket(self) -> None:
+        """
+        shutdown on the -M console answers, stops the filter (status 0) and
+        removes the socket.
+        """
+        mgmt = os.path.join(tmpdir(self), "m")
+        proc = subprocess.Popen(WIREFILTER + ["-v", "null://:null://", "-M", mgmt],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=ourEnv())
+        try:
+            waitFor(lambda: isListening(mgmt), "the console", procs=[])
+            console = ConsoleClient(mgmt, prompt=PROMPT)
+            try:
+                self.assertEqual(console.end("shutdown"), b"9999 END OF SESSION")
+            finally:
+                console.close()
+            self.assertEqual(proc.wait(TIMEOUT), 0)
+            self.assertFalse(os.path.exists(mgmt))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdin.close()
+            proc.stderr.close()
+
+    def test_streamSide(self) -> None:
+        """
+        -v -:VNL: the left side is the stream on stdin and stdout.
+        """
+        sw = CSwitch(self, mgmt=False)
+        sw.waitReady()
+        rx = cPlug(self, "rx", sw.path)
+        wf = StreamProcess(self, "wirefilter -v -:SW", WIREFILTER + ["-v", f"-:{sw.path}"],
+                           env=ourEnv())
+        rx.waitFor(lambda: wf.send(frame(1)) or frame(1) in rx.frames, "a frame through")
+        rx.send(frame(2))
+        wf.waitFor(lambda: frame(2) in wf.frames, "a frame back")
 
     def test_daemonPidfile(self) -> None:
         """
