@@ -30,16 +30,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from twisted.logger import Logger
-
 import vdetwist
 from vdetwist.lab.filter import LR, RL, WireFilter
 from vdetwist.lab.wirevalue import WireValueError
 from vdetwist.vde2.console import DATA_HEADER, END_OF_SESSION, atoi, statusLine
 
 __all__ = ["WirefilterConsole", "PROMPT", "COMPAT_VERSION"]
-
-log = Logger()
 
 #: The wirefilter version this console is compatible with.
 COMPAT_VERSION = "2.3.2"

@@ -46,7 +46,6 @@ from vdetwist._version import versionLine
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IFrameReceiver
 from vdetwist.lab.console import PROMPT
-from vdetwist.lab.filter import LR, RL
 from vdetwist.lab.runtime import FilterRuntime
 from vdetwist.lab.wirevalue import WireValueError
 from vdetwist.pipes import PipeStandardIO
