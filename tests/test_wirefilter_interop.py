@@ -205,6 +205,18 @@ class FilterBetweenSwitches(SynchronousTestCase):
 
         self.eachFilter(check)
 
+    def test_speed(self) -> None:
+        """
+        speed 50000 bytes/s: reading is held up for each frame's
+        transmission time, so 50 kB/s get through, for both.
+        """
+        def check(name: str, argv: list[str]) -> None:
+            path, _ = self.path(name, argv, "-s", "50000")
+            rate = path.goodput(60, 1000)
+            self.assertTrue(40000 <= rate <= 60000, f"{name}: {rate:.0f} bytes/s")
+
+        self.eachFilter(check)
+
     def test_consoleChange(self) -> None:
         """
         loss 50, then C{loss 0} on the console: from then on nothing is lost.
