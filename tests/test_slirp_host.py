@@ -26,7 +26,8 @@ from zope.interface.verify import verifyObject
 from tests.support import openFds, rssBytes, until
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import SlirpConfig
-from vdetwist.slirp.engine import MIN_HEAP_SWEEP, Driver, Engine
+from vdetwist.slirp.engine import Driver, Engine
+from vdetwist.slirp.timers import MIN_HEAP_SWEEP
 from vdetwist.slirp.host import TwistedHost
 from vdetwist.slirp.hostapi import IPendingConnect, IStreamHandler
 from vdetwist.slirp.testing import GATEWAY, Guest, decode
@@ -472,7 +473,7 @@ class EngineUnderLoadTests(TestCase):
                          10000 - len(engine.tcp.conns))
         self.assertEqual(stats["tcp_refused"], 0)
         self.assertLess(most, 1000)  # two per half-open connection, and closing ones
-        self.assertLess(len(engine._heap), 2 * 256 + MIN_HEAP_SWEEP + 1)
+        self.assertLess(len(engine.timers), 2 * 256 + MIN_HEAP_SWEEP + 1)
         start = reactor.seconds()
         self.driver.input(guest.tcp(GATEWAY, 50000, self.dport, 500, 0, P.TCP_SYN))
         yield wait(lambda: toGuest)

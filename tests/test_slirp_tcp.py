@@ -18,7 +18,6 @@ import weakref
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from vdetwist.slirp import engine as E
 from vdetwist.slirp import packets as P
 from vdetwist.slirp import tcp as T
 from vdetwist.slirp.config import SlirpConfig, fromOptions
@@ -26,6 +25,7 @@ from vdetwist.slirp.hostapi import IPendingConnect
 from vdetwist.slirp.testing import (
     DNS, GATEWAY, GUEST_IP, Guest, Harness, describe, ip4,
 )
+from vdetwist.slirp.timers import MIN_HEAP_SWEEP
 
 SYN, ACK, FIN, RST, PSH = P.TCP_SYN, P.TCP_ACK, P.TCP_FIN, P.TCP_RST, P.TCP_PSH
 M32 = 0xFFFFFFFF
@@ -784,7 +784,7 @@ class ManyConnectionsTests(Base):
         self.assertEqual(engine.tcp.pendingAcks, set())
         self.assertEqual(engine.tcp.blocked, set())
         engine.nextDeadline()
-        self.assertLess(len(engine._heap), 10)
+        self.assertLess(len(engine.timers), 10)
         self.assertEqual(engine.stats["tcp_established"], 10000)
 
 
@@ -918,7 +918,7 @@ class SynFloodTests(TestCase):
         self.assertEqual([s.cancelled for s in h.host.streams],
                          [True] * (self.FLOOD - 256) + [False] * 256)
         self.assertEqual([f for f in h.take() if f.proto == "tcp"], [])
-        self.assertLessEqual(len(engine._heap), 2 * 256 + E.MIN_HEAP_SWEEP)
+        self.assertLessEqual(len(engine.timers), 2 * 256 + MIN_HEAP_SWEEP)
         self.assertGuestConnects(h)
         self.assertEqual(engine.stats["tcp_halfopen_evicted"], self.FLOOD - 255)
         h.advance(21, step=1)
@@ -926,7 +926,7 @@ class SynFloodTests(TestCase):
         self.assertEqual(engine.tcp.halfOpen, {})
         self.assertEqual(engine.tcp.perGuest, {self.g.ip: 1})
         engine.nextDeadline()
-        self.assertLess(len(engine._heap), 10)
+        self.assertLess(len(engine.timers), 10)
 
     def test_floodWhileHostAccepts(self):
         """

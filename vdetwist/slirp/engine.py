@@ -16,8 +16,6 @@ for tests).
 from __future__ import annotations
 
 import errno
-import heapq
-import itertools
 import random
 import time
 from collections import Counter, deque
@@ -36,6 +34,7 @@ from vdetwist.slirp.ipv6 import FRAGMENT_HLEN, ICMP6_ECHO_REQUEST, Ndp, Reassemb
 from vdetwist.slirp.ipv6 import parse as parse6
 from vdetwist.slirp.link import Link
 from vdetwist.slirp.tcp import TcpLayer
+from vdetwist.slirp.timers import TimerHeap
 from vdetwist.slirp.udp import UdpNat, ntop
 
 log = Logger()
@@ -43,39 +42,9 @@ log = Logger()
 #: Frames kept while the link is not writable (more are dropped).
 MAX_OUTPUT_QUEUE = 512
 HOUSEKEEPING_INTERVAL = 1.0
-#: Timer heap entries below which stale ones are not swept out.
-MIN_HEAP_SWEEP = 1024
 
 _LOOPBACK4 = "127.0.0.1"
 _LOOPBACK6 = "::1"
-
-
-class Timer:
-    """
-    A one-shot timer of an L{Engine}; C{reset} re-arms it (cheaply when
-    moved later), C{cancel} stops it.
-    """
-
-    __slots__ = ("engine", "callback", "when", "queued")
-
-    def __init__(self, engine: "Engine", callback: Callable[[], None]) -> None:
-        self.engine = engine
-        self.callback = callback
-        self.when: Optional[float] = None
-        self.queued: Optional[float] = None
-
-    def reset(self, when: float) -> None:
-        self.when = when
-        if self.queued is None or when < self.queued:
-            self.queued = when
-            self.engine._push(when, self)
-
-    def cancel(self) -> None:
-        self.when = None
-
-    @property
-    def active(self) -> bool:
-        return self.when is not None
 
 
 class _Net4:
@@ -119,14 +88,11 @@ class Engine:
         self.host = host
         self.output = output
         self.now = clock
-        self.timerChanged = timerChanged
         self.strict = strict
         self.random = random.Random(seed)
         self.stats: Counter = Counter()
-        self._heap: list = []
-        self._sweepAt = MIN_HEAP_SWEEP
-        self._seq = itertools.count()
-        self._announced: Optional[float] = None
+        self.timers = TimerHeap(timerChanged, self._failed)
+        self.timer = self.timers.timer
         self.writable = True
         self.outQueue: deque[bytes] = deque()
         self.closed = False
@@ -157,7 +123,7 @@ class Engine:
             from vdetwist.slirp.tftp import TftpServer
 
             self.tftp = TftpServer(self, config.tftpPath)
-        self.housekeeping = Timer(self, self._housekeep)
+        self.housekeeping = self.timer(self._housekeep)
 
     # -- starting and stopping ----------------------------------------------
 
@@ -187,99 +153,40 @@ class Engine:
         if self.closed:
             return
         self.closed = True
+        self.timers.close()
         self.tcp.close()
         self.udp.close()
         self.icmp.close()
         if self.tftp is not None:
             self.tftp.close()
         self.link.clear()
-        self._heap.clear()
         self.outQueue.clear()
 
     # -- timers ---------------------------------------------------------------
-
-    def timer(self, callback: Callable[[], None]) -> Timer:
-        return Timer(self, callback)
-
-    def _push(self, when: float, timer: Timer) -> None:
-        if self.closed:
-            return
-        heap = self._heap
-        heapq.heappush(heap, (when, next(self._seq), timer))
-        if len(heap) > self._sweepAt:
-            self._sweep()
-        if self.timerChanged is not None and (self._announced is None or when < self._announced):
-            self._announced = when
-            self.timerChanged(when)
-
-    def _sweep(self) -> None:
-        """
-        Drop the entries of cancelled and re-armed timers, which otherwise
-        stay until due: connections that come and go faster than their
-        timers expire (a SYN flood) would pile them up.  In place, as
-        L{advance} may be iterating.
-        """
-        heap = self._heap
-        live = []
-        for entry in heap:
-            when, _, timer = entry
-            if timer.queued != when:
-                continue
-            if timer.when is None:
-                timer.queued = None
-            else:
-                live.append(entry)
-        heapq.heapify(live)
-        heap[:] = live
-        self._sweepAt = max(MIN_HEAP_SWEEP, 2 * len(live))
 
     def nextDeadline(self) -> Optional[float]:
         """
         When the engine next needs L{advance} (possibly a little early).
         """
-        heap = self._heap
-        while heap:
-            when, _, timer = heap[0]
-            if timer.queued != when or timer.when is None:
-                heapq.heappop(heap)
-                if timer.queued == when:
-                    timer.queued = None
-                continue
-            return when
-        return None
+        return self.timers.nextDeadline()
 
     def advance(self, now: Optional[float] = None) -> None:
         """
         Run the timers due at C{now} (default: the clock).
         """
-        if now is None:
-            now = self.now()
-        heap = self._heap
-        self._announced = None
-        while heap and heap[0][0] <= now:
-            when, _, timer = heapq.heappop(heap)
-            if timer.queued != when:
-                continue  # superseded by an earlier entry
-            timer.queued = None
-            if timer.when is None:
-                continue
-            if timer.when > now:
-                timer.queued = timer.when
-                heapq.heappush(heap, (timer.when, next(self._seq), timer))
-                continue
-            timer.when = None
-            try:
-                timer.callback()
-            except Exception:
-                self.stats["errors"] += 1
-                if self.strict:
-                    raise
-                log.failure("slirp timer")
+        self.timers.advance(self.now() if now is None else now)
         self.flush()
-        deadline = self.nextDeadline()
-        if deadline is not None and self.timerChanged is not None:
-            self._announced = deadline
-            self.timerChanged(deadline)
+        self.timers.announce()
+
+    def _failed(self, what: str) -> None:
+        """
+        Called in an C{except} block: count and log the error (re-raise it
+        with C{strict}).
+        """
+        self.stats["errors"] += 1
+        if self.strict:
+            raise
+        log.failure(what)
 
     def ensureHousekeeping(self) -> None:
         if not self.housekeeping.active:
@@ -511,10 +418,7 @@ class Engine:
         try:
             self._input(frame)
         except Exception:
-            self.stats["errors"] += 1
-            if self.strict:
-                raise
-            log.failure("slirp: handling a guest frame")
+            self._failed("slirp: handling a guest frame")
 
     def flush(self) -> None:
         """
@@ -524,10 +428,7 @@ class Engine:
             try:
                 self.tcp.flush()
             except Exception:
-                self.stats["errors"] += 1
-                if self.strict:
-                    raise
-                log.failure("slirp: flushing")
+                self._failed("slirp: flushing")
 
     def receive(self, frame: bytes) -> None:
         """
