@@ -199,7 +199,7 @@ class DhcpServer:
                informAddress: Optional[bytes]) -> None:
         config = self.config
         engine = self.engine
-        gateway = engine.host4
+        gateway = engine.policy.host4
         yiaddr = self.address(index) if index is not None and kind != NAK else P.IP4_ANY
         body = BOOTP.pack(
             2, 1, 6, 0, xid, 0, 0, informAddress or P.IP4_ANY, yiaddr, gateway,
@@ -214,7 +214,7 @@ class DhcpServer:
         else:
             opts += _option(OPT_NETMASK, config.network.netmask.packed)
             opts += _option(OPT_ROUTER, gateway)
-            opts += _option(OPT_DNS, engine.dns4)
+            opts += _option(OPT_DNS, engine.policy.dns4)
             if informAddress is None:
                 opts += _option(OPT_LEASE, struct.pack("!I", config.leaseTime))
             if config.hostname:
@@ -279,8 +279,8 @@ def routerAdvertisement(engine: "Engine") -> bytes:
     body += struct.pack("!BBBBII4x", OPT_PREFIX, 4, config.network6.prefixlen, 0xC0,
                         VALID_LIFETIME, PREFERRED_LIFETIME)
     body += config.network6.network_address.packed
-    if engine.dnsResolver.has6():
-        body += struct.pack("!BBHI", OPT_RDNSS, 3, 0, ROUTER_LIFETIME) + engine.dns6
+    if engine.policy.resolvers.has6():
+        body += struct.pack("!BBHI", OPT_RDNSS, 3, 0, ROUTER_LIFETIME) + engine.policy.dns6
     return bytes(body)
 
 
@@ -338,7 +338,7 @@ def dhcp6Reply(engine: "Engine", source: bytes, sport: int, payload: bytes) -> N
         out += struct.pack("!HH", D6_CLIENTID, len(client)) + client
     duid = struct.pack("!HH", 3, 1) + engine.link.routerMac6
     out += struct.pack("!HH", D6_SERVERID, len(duid)) + duid
-    out += struct.pack("!HH", D6_DNS, 16) + engine.dns6
+    out += struct.pack("!HH", D6_DNS, 16) + engine.policy.dns6
     if config.dnsSearch:
         domains = encodeSearch(config.dnsSearch)
         out += struct.pack("!HH", D6_DOMAINS, len(domains)) + domains

@@ -33,41 +33,16 @@ from vdetwist.slirp.ipv4 import parse as parse4
 from vdetwist.slirp.ipv6 import FRAGMENT_HLEN, ICMP6_ECHO_REQUEST, Ndp, Reassembler6, l4ok
 from vdetwist.slirp.ipv6 import parse as parse6
 from vdetwist.slirp.link import Link
+from vdetwist.slirp.policy import AddressPolicy
 from vdetwist.slirp.tcp import TcpLayer
 from vdetwist.slirp.timers import TimerHeap
-from vdetwist.slirp.udp import UdpNat, ntop
+from vdetwist.slirp.udp import UdpNat
 
 log = Logger()
 
 #: Frames kept while the link is not writable (more are dropped).
 MAX_OUTPUT_QUEUE = 512
 HOUSEKEEPING_INTERVAL = 1.0
-
-_LOOPBACK4 = "127.0.0.1"
-_LOOPBACK6 = "::1"
-
-
-class _Net4:
-    __slots__ = ("net", "mask")
-
-    def __init__(self, network) -> None:
-        self.net = int(network.network_address)
-        self.mask = int(network.netmask)
-
-    def __contains__(self, address: bytes) -> bool:
-        return len(address) == 4 and int.from_bytes(address, "big") & self.mask == self.net
-
-
-class _Net6:
-    __slots__ = ("net", "mask")
-
-    def __init__(self, network) -> None:
-        self.net = int(network.network_address)
-        self.mask = int(network.netmask)
-
-    def __contains__(self, address: bytes) -> bool:
-        return len(address) == 16 and int.from_bytes(address, "big") & self.mask == self.net
-
 
 class Engine:
     """
@@ -97,21 +72,17 @@ class Engine:
         self.outQueue: deque[bytes] = deque()
         self.closed = False
 
-        self.host4 = config.host.packed
-        self.dns4 = config.dns.packed
-        self.network4 = _Net4(config.network)
-        self.broadcast4 = config.network.broadcast_address.packed
-        self.host6 = config.host6.packed
-        self.dns6 = config.dns6.packed
-        self.network6 = _Net6(config.network6)
-        self.guestForwards = {(f.addr.packed, f.port): f for f in config.guestForwards}
-        self.local4 = {self.host4, self.dns4} | {a for a, _ in self.guestForwards}
-        self.local6 = {self.host6, self.dns6, P.IP6_ROUTER_LL}
+        self.dnsResolver = Resolvers(config.resolvConf, clock)
+        self.policy = policy = AddressPolicy(config, self.dnsResolver)
+        # the demux's per-frame address checks, bound here (no lookup through
+        # the policy per frame)
+        self.host4, self.broadcast4 = policy.host4, policy.broadcast4
+        self.network4, self.local4 = policy.network4, policy.local4
+        self.network6, self.local6 = policy.network6, policy.local6
 
         self.link = Link(self)
         self.ndp = Ndp(self)
         self.dhcp = DhcpServer(self)
-        self.dnsResolver = Resolvers(config.resolvConf, clock)
         self.ra = RouterAdvertiser(self)
         self.reassembler = Reassembler(self._reassemblyTimedOut)
         self.reassembler6 = Reassembler6(self._reassemblyTimedOut)
@@ -231,68 +202,6 @@ class Engine:
 
     # -- address mapping -------------------------------------------------------
 
-    def mapOutbound(self, destination: bytes, port: int, proto: str):
-        """
-        Where a guest packet to C{destination:port} goes on the host:
-        C{(host, port)}, a guest forward's C{("unix", path)} or
-        C{("cmd", command)}, or C{None} (refused).
-        """
-        config = self.config
-        if len(destination) == 4:
-            if destination == self.host4:
-                return None if config.disableHostLoopback else (_LOOPBACK4, port)
-            if destination == self.dns4:
-                if port == 53 and proto != "icmp" and not config.restricted:
-                    server = self.dnsResolver.forFamily(4)
-                    return None if server is None else (server, 53)
-                return None
-            if proto == "tcp":
-                forward = self.guestForwards.get((destination, port))
-                if forward is not None:
-                    return (forward.kind, forward.target)
-            if destination == P.IP4_BROADCAST:
-                if proto == "udp" and not config.disableHostLoopback:
-                    return (_LOOPBACK4, port)
-                return None
-            if destination in self.network4 or destination in self.local4:
-                return None
-            first = destination[0]
-            if first == 0 or first == 127 or first >= 224:
-                return None
-            if config.restricted:
-                return None
-            return (ntop(destination), port)
-        if destination == self.host6:
-            return None if config.disableHostLoopback else (_LOOPBACK6, port)
-        if destination == self.dns6:
-            if port == 53 and proto != "icmp" and not config.restricted:
-                server = self.dnsResolver.forFamily(6)
-                return None if server is None else (server, 53)
-            return None
-        if destination in self.network6 or destination in self.local6:
-            return None
-        if destination[0] == 0xFF or destination[:2] == b"\xfe\x80" or \
-                destination == P.IP6_LOOPBACK or destination == P.IP6_ANY:
-            return None
-        if destination[:12] == P.IP6_V4MAPPED:
-            return None
-        if config.restricted:
-            return None
-        return (ntop(destination), port)
-
-    def mapInbound(self, address: bytes) -> bytes:
-        """
-        The address the guest sees for a host-side C{address}: the host's
-        loopback appears as the gateway, anything else as itself.
-        """
-        if len(address) == 4:
-            if address[0] == 127:
-                return self.host4
-            return address
-        if address == P.IP6_LOOPBACK:
-            return self.host6
-        return address
-
     def portUnreachable(self, packet: bytes) -> None:
         """
         Answer a guest packet sent to a port of an emulated address that
@@ -346,7 +255,7 @@ class Engine:
         if target is not None:
             from vdetwist.slirp.ipv6 import ICMP6_TIME_EXCEEDED, unreachable6
 
-            source = P.IP6_ROUTER_LL if target[:2] == b"\xfe\x80" else self.host6
+            source = P.IP6_ROUTER_LL if target[:2] == b"\xfe\x80" else self.policy.host6
             self.link.send6(target, unreachable6(packet, 0, source, ICMP6_TIME_EXCEEDED))
         return True
 
@@ -373,40 +282,8 @@ class Engine:
 
             source = quote[24:40]
             if source[0] == 0xFF or source == P.IP6_ANY:
-                source = self.host6
+                source = self.policy.host6
             self.link.send6(target, unreachable6(quote, 1, source, ICMP6_TIME_EXCEEDED))
-
-    def forwardGuest(self, address) -> bytes:
-        """
-        The guest address of a forward (C{0.0.0.0}: the first DHCP address).
-        """
-        packed = address.packed
-        if packed == P.IP4_ANY:
-            return self.config.dhcpStart.packed
-        return packed
-
-    def forwardEnds(self, forward, client: str) -> Optional[tuple[bytes, bytes]]:
-        """
-        (guest, what the guest sees as the client) for a host-side client
-        of C{forward} at address text C{client}, or C{None} when it cannot
-        be relayed.  A client of the other family than the guest appears
-        as the gateway of the guest's family.
-        """
-        from vdetwist.slirp.udp import pton
-
-        try:
-            address = pton(client)
-        except OSError:
-            return None
-        if len(address) == 16 and address[:12] == P.IP6_V4MAPPED:
-            address = address[12:]
-        guest = self.forwardGuest(forward.guestAddr)
-        config = self.config
-        if not (config.ipv4 if len(guest) == 4 else config.ipv6):
-            return None
-        if len(address) != len(guest):
-            return guest, self.host4 if len(guest) == 4 else self.host6
-        return guest, self.mapInbound(address)
 
     # -- input ------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from zope.interface import implementer
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.hostapi import IDatagramHandler
-from vdetwist.slirp.udp import FlowTable, pton
+from vdetwist.slirp.policy import pton
+from vdetwist.slirp.udp import FlowTable
 
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.slirp.engine import Engine
@@ -82,7 +83,7 @@ class IcmpNat(FlowTable):
         engine = self.engine
         if len(message) < 8:
             return
-        target = engine.mapOutbound(destination, 0, "icmp")
+        target = engine.policy.mapOutbound(destination, 0, "icmp")
         if target is None:
             return
         if packet is not None and engine.hopLimitExpired(packet):

@@ -175,7 +175,7 @@ class Ndp:
                     return True  # RFC 4861 7.1.1: no source LL option in DAD
             elif mac is not None and len(mac) >= 6:
                 link.learn(source, mac[:6])
-            if target in engine.local6:
+            if target in engine.policy.local6:
                 self._advertise(target, source, solicited=source != P.IP6_ANY)
         elif kind == ND_NA:
             if len(packet) < 64:
@@ -185,7 +185,7 @@ class Ndp:
             if options is None:
                 return True
             mac = options.get(OPT_TARGET_LL)
-            if mac is not None and len(mac) >= 6 and target not in engine.local6:
+            if mac is not None and len(mac) >= 6 and target not in engine.policy.local6:
                 link.learn(target, mac[:6])
         return True
 
@@ -206,7 +206,7 @@ class Ndp:
 
     def solicit(self, target: bytes) -> None:
         engine = self.engine
-        source = P.IP6_ROUTER_LL if target[:2] == b"\xfe\x80" else engine.host6
+        source = P.IP6_ROUTER_LL if target[:2] == b"\xfe\x80" else engine.policy.host6
         destination = P.solicitedNode(target)
         mac = engine.link.sourceMac6(source)
         body = b"\0\0\0\0" + target + bytes((OPT_SOURCE_LL, 1)) + mac

@@ -46,13 +46,13 @@ class Link:
         self.table4: OrderedDict[bytes, bytes] = OrderedDict()
         self.table6: OrderedDict[bytes, bytes] = OrderedDict()
         self.pending: dict[bytes, _Pending] = {}
-        self.gatewayMac = P.mac4(engine.host4)
+        self.gatewayMac = P.mac4(engine.policy.host4)
         self.routerMac6 = P.mac6(P.IP6_ROUTER_LL)
         self.mtu = self.config.mtu
         self.fragmentIdent = 0
         #: the unicast MACs of the emulated hosts, for the destination filter
         self.ownMacs = frozenset(
-            [P.mac4(a) for a in engine.local4] + [P.mac6(a) for a in engine.local6])
+            [P.mac4(a) for a in engine.policy.local4] + [P.mac6(a) for a in engine.policy.local6])
 
     # -- tables ---------------------------------------------------------
 
@@ -87,7 +87,7 @@ class Link:
         return self.gatewayMac
 
     def sourceMac6(self, source: bytes) -> bytes:
-        if source in self.engine.local6:
+        if source in self.engine.policy.local6:
             return P.mac6(source)
         return self.routerMac6
 
@@ -104,7 +104,7 @@ class Link:
                 self.send4(destination, piece)
             return
         source = self.sourceMac4(packet[12:16])
-        if destination == P.IP4_BROADCAST or destination == self.engine.broadcast4:
+        if destination == P.IP4_BROADCAST or destination == self.engine.policy.broadcast4:
             self.engine.emit(P.ETH.pack(P.BROADCAST_MAC, source, P.ETH_IP) + packet)
             return
         mac = self.table4.get(destination)
@@ -165,7 +165,7 @@ class Link:
     def _solicit(self, destination: bytes) -> None:
         if len(destination) == 4:
             request = P.ARP.pack(1, P.ETH_IP, 6, 4, 1, self.gatewayMac,
-                                 self.engine.host4, P.ZERO_MAC, destination)
+                                 self.engine.policy.host4, P.ZERO_MAC, destination)
             # unpadded, as libslirp sends its requests (its replies are padded)
             self.engine.emit(P.ETH.pack(P.BROADCAST_MAC, self.gatewayMac, P.ETH_ARP) + request)
         else:
@@ -186,9 +186,9 @@ class Link:
         if htype != 1 or ptype != P.ETH_IP or hlen != 6 or plen != 4:
             return
         engine = self.engine
-        if spa != P.IP4_ANY and spa in engine.network4 and spa not in engine.local4:
+        if spa != P.IP4_ANY and spa in engine.policy.network4 and spa not in engine.policy.local4:
             self.learn(spa, sha)
-        if op == 1 and tpa in engine.local4 and tpa != spa:
+        if op == 1 and tpa in engine.policy.local4 and tpa != spa:
             mac = P.mac4(tpa)
             reply = P.ARP.pack(1, P.ETH_IP, 6, 4, 2, mac, tpa, sha, spa)
             engine.emit(P.ETH.pack(frame[6:12], mac, P.ETH_ARP)

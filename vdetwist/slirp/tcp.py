@@ -980,7 +980,7 @@ class TcpLayer:
             return
         if flags & FIN:
             return
-        target = engine.mapOutbound(destination, dport, "tcp")
+        target = engine.policy.mapOutbound(destination, dport, "tcp")
         if target is None or not self._admit(source):
             engine.stats["tcp_refused"] += 1
             self._reset(source, sport, destination, dport, seq, ack, flags, len(payload))
@@ -1025,7 +1025,7 @@ class TcpLayer:
 
             original = P.ipv4(conn.guest, conn.remote, P.PROTO_TCP, syn)
             engine.link.send4(conn.guest, unreachable(original, UNREACH_HOST,
-                                                      engine.host4))
+                                                      engine.policy.host4))
 
     def flush(self) -> None:
         """
@@ -1061,7 +1061,7 @@ class TcpLayer:
 
     def accepted(self, forward, stream, peer):
         engine = self.engine
-        ends = engine.forwardEnds(forward, peer[0])
+        ends = engine.policy.forwardEnds(forward, peer[0])
         if ends is None:
             return None
         guest, visible = ends

@@ -90,7 +90,7 @@ class TftpServer:
 
     def _send(self, key, message: bytes) -> None:
         guest, port = key
-        self.engine.link.send4(guest, P.udpPacket(self.engine.host4, guest, 69, port, message))
+        self.engine.link.send4(guest, P.udpPacket(self.engine.policy.host4, guest, 69, port, message))
 
     def _request(self, key, body: bytes) -> None:
         fields = body.split(b"\0")

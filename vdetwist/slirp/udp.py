@@ -8,7 +8,6 @@ last talked to port 53.
 
 from __future__ import annotations
 
-import socket
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Optional
 
@@ -16,6 +15,7 @@ from zope.interface import implementer
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.hostapi import IDatagramHandler
+from vdetwist.slirp.policy import family, pton
 
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.slirp.engine import Engine
@@ -26,18 +26,6 @@ DNS_TIMEOUT = 10.0
 MAX_FLOWS = 1024
 #: Remembered (host address -> guest-visible address) translations per flow.
 MAX_REVERSE = 64
-
-
-def family(address: str) -> int:
-    return 6 if ":" in address else 4
-
-
-def pton(address: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
-
-
-def ntop(address: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(address) == 16 else socket.AF_INET, address)
 
 
 class FlowTable:
@@ -137,13 +125,13 @@ class UdpNat(FlowTable):
         if flow is not None:
             target = flow.outMap.get((destination, dport))
         if target is None:
-            target = engine.mapOutbound(destination, dport, "udp")
+            target = engine.policy.mapOutbound(destination, dport, "udp")
         if target is None or target[0] in ("unix", "cmd"):
             engine.stats["udp_refused"] += 1
-            if destination in engine.local4 or destination in engine.local6:
+            if destination in engine.policy.local4 or destination in engine.policy.local6:
                 engine.portUnreachable(packet)
             return
-        if destination not in engine.local4 and destination not in engine.local6 and \
+        if destination not in engine.policy.local4 and destination not in engine.policy.local6 and \
                 destination != P.IP4_BROADCAST and engine.hopLimitExpired(packet):
             return  # forwarded off the link: TTL 1 gets ICMP time exceeded
         host, port = target
@@ -186,7 +174,7 @@ class UdpNat(FlowTable):
             return
         visible = flow.reverse.get((hostBytes, port))
         if visible is None:
-            visible = (self.engine.mapInbound(hostBytes), port)
+            visible = (self.engine.policy.mapInbound(hostBytes), port)
         guest, gport = flow.key
         if len(visible[0]) != len(guest):
             return  # an IPv4 source cannot reach an IPv6 guest, or back
@@ -212,7 +200,7 @@ class UdpNat(FlowTable):
     def fromForward(self, handler: _ForwardHandler, data: bytes, address: tuple) -> None:
         engine = self.engine
         forward = handler.forward
-        ends = engine.forwardEnds(forward, address[0])
+        ends = engine.policy.forwardEnds(forward, address[0])
         if ends is None:
             return
         guest, visible = ends
