@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 from vdetwist.slirp import packets as P
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vdetwist.slirp.engine import Engine
+    from vdetwist.slirp.context import LayerContext
 
 BOOTP = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 MAGIC = b"\x63\x82\x53\x63"
@@ -100,9 +100,9 @@ class DhcpServer:
     C{dhcpStart}, one per client MAC.
     """
 
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
-        self.config = engine.config
+    def __init__(self, context: "LayerContext") -> None:
+        self.context = context
+        self.config = context.config
         self.start = int.from_bytes(self.config.dhcpStart.packed, "big")
         self.leases: list[Optional[Lease]] = [None] * self.config.leases
 
@@ -155,14 +155,14 @@ class DhcpServer:
         options = parseOptions(payload[BOOTP.size + 4 :])
         kind = options.get(OPT_TYPE, b"\0")[:1]
         kind = kind[0] if kind else 0
-        now = self.engine.now()
+        now = self.context.now()
         if kind == 0:
             kind = DISCOVER  # plain BOOTP: answer like a DHCP offer
         index: Optional[int] = None
         if kind == DISCOVER:
             index = self._allocate(mac, now)
             if index is None:
-                self.engine.stats["dhcp_exhausted"] += 1
+                self.context.stats["dhcp_exhausted"] += 1
                 return
             self.leases[index] = Lease(mac, now + 60.0) if self._free(index, now) \
                 else self.leases[index]
@@ -182,7 +182,7 @@ class DhcpServer:
                 reply = NAK
             else:
                 self.leases[index] = Lease(mac, now + self.config.leaseTime)
-                self.engine.link.learn(self.address(index), mac)
+                self.context.link.learn(self.address(index), mac)
                 reply = ACK
         elif kind == RELEASE:
             index = self._byMac(mac, now)
@@ -198,8 +198,8 @@ class DhcpServer:
     def _reply(self, kind: int, xid: int, mac: bytes, index: Optional[int],
                informAddress: Optional[bytes]) -> None:
         config = self.config
-        engine = self.engine
-        gateway = engine.policy.host4
+        context = self.context
+        gateway = context.policy.host4
         yiaddr = self.address(index) if index is not None and kind != NAK else P.IP4_ANY
         body = BOOTP.pack(
             2, 1, 6, 0, xid, 0, 0, informAddress or P.IP4_ANY, yiaddr, gateway,
@@ -214,7 +214,7 @@ class DhcpServer:
         else:
             opts += _option(OPT_NETMASK, config.network.netmask.packed)
             opts += _option(OPT_ROUTER, gateway)
-            opts += _option(OPT_DNS, engine.policy.dns4)
+            opts += _option(OPT_DNS, context.policy.dns4)
             if informAddress is None:
                 opts += _option(OPT_LEASE, struct.pack("!I", config.leaseTime))
             if config.hostname:
@@ -235,7 +235,7 @@ class DhcpServer:
         from vdetwist.slirp.checksum import checksum
 
         packet = packet[:10] + P.U16.pack(checksum(packet)) + packet[12:] + segment
-        engine.emit(P.ETH.pack(P.BROADCAST_MAC, P.mac4(gateway), P.ETH_IP) + packet)
+        context.emit(P.ETH.pack(P.BROADCAST_MAC, P.mac4(gateway), P.ETH_IP) + packet)
 
 
 # -- IPv6 ------------------------------------------------------------------
@@ -267,20 +267,20 @@ D6_DOMAINS = 24
 D6_BOOTFILE_URL = 59
 
 
-def routerAdvertisement(engine: "Engine") -> bytes:
+def routerAdvertisement(context: "LayerContext") -> bytes:
     """
     The ICMPv6 router advertisement body (after type, code, checksum).
     """
-    config = engine.config
+    config = context.config
     body = bytearray(struct.pack("!BBHII", 64, 0, ROUTER_LIFETIME, 0, 0))
-    body += bytes((OPT_SOURCE_LL, 1)) + engine.link.routerMac6
+    body += bytes((OPT_SOURCE_LL, 1)) + context.link.routerMac6
     if config.mtuOption:
         body += struct.pack("!BBHI", OPT_MTU, 1, 0, config.mtu)
     body += struct.pack("!BBBBII4x", OPT_PREFIX, 4, config.network6.prefixlen, 0xC0,
                         VALID_LIFETIME, PREFERRED_LIFETIME)
     body += config.network6.network_address.packed
-    if engine.policy.resolvers.has6():
-        body += struct.pack("!BBHI", OPT_RDNSS, 3, 0, ROUTER_LIFETIME) + engine.policy.dns6
+    if context.policy.resolvers.has6():
+        body += struct.pack("!BBHI", OPT_RDNSS, 3, 0, ROUTER_LIFETIME) + context.policy.dns6
     return bytes(body)
 
 
@@ -290,23 +290,23 @@ class RouterAdvertiser:
     200 to 600 seconds.
     """
 
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
-        self.timer = engine.timer(self.periodic)
+    def __init__(self, context: "LayerContext") -> None:
+        self.context = context
+        self.timer = context.timer(self.periodic)
         self.random = random.Random()
 
     def start(self) -> None:
-        self.timer.reset(self.engine.now() + self.random.uniform(RA_MIN_INTERVAL, RA_MAX_INTERVAL))
+        self.timer.reset(self.context.now() + self.random.uniform(RA_MIN_INTERVAL, RA_MAX_INTERVAL))
 
     def periodic(self) -> None:
         self.send()
         self.start()
 
     def send(self) -> None:
-        engine = self.engine
-        message = P.icmp6(P.IP6_ROUTER_LL, P.IP6_ALL_NODES, ND_RA, 0, routerAdvertisement(engine))
+        context = self.context
+        message = P.icmp6(P.IP6_ROUTER_LL, P.IP6_ALL_NODES, ND_RA, 0, routerAdvertisement(context))
         packet = P.ipv6(P.IP6_ROUTER_LL, P.IP6_ALL_NODES, P.PROTO_ICMPV6, message, 255)
-        engine.link.send6(P.IP6_ALL_NODES, packet)
+        context.link.send6(P.IP6_ALL_NODES, packet)
 
 
 def parseOptions6(data: bytes) -> Optional[dict[int, bytes]]:
@@ -321,7 +321,7 @@ def parseOptions6(data: bytes) -> Optional[dict[int, bytes]]:
     return options
 
 
-def dhcp6Reply(engine: "Engine", source: bytes, sport: int, payload: bytes) -> None:
+def dhcp6Reply(context: "LayerContext", source: bytes, sport: int, payload: bytes) -> None:
     """
     Answer a DHCPv6 information-request (anything else is ignored: there
     are no stateful leases).
@@ -331,14 +331,14 @@ def dhcp6Reply(engine: "Engine", source: bytes, sport: int, payload: bytes) -> N
     options = parseOptions6(payload[4:])
     if options is None:
         return
-    config = engine.config
+    config = context.config
     out = bytearray(bytes((DHCP6_REPLY,)) + payload[1:4])
     if D6_CLIENTID in options:
         client = options[D6_CLIENTID]
         out += struct.pack("!HH", D6_CLIENTID, len(client)) + client
-    duid = struct.pack("!HH", 3, 1) + engine.link.routerMac6
+    duid = struct.pack("!HH", 3, 1) + context.link.routerMac6
     out += struct.pack("!HH", D6_SERVERID, len(duid)) + duid
-    out += struct.pack("!HH", D6_DNS, 16) + engine.policy.dns6
+    out += struct.pack("!HH", D6_DNS, 16) + context.policy.dns6
     if config.dnsSearch:
         domains = encodeSearch(config.dnsSearch)
         out += struct.pack("!HH", D6_DOMAINS, len(domains)) + domains
@@ -347,4 +347,4 @@ def dhcp6Reply(engine: "Engine", source: bytes, sport: int, payload: bytes) -> N
         out += struct.pack("!HH", D6_BOOTFILE_URL, len(url)) + url
     source6 = P.IP6_ROUTER_LL
     packet = P.udpPacket(source6, source, DHCP6_SERVER_PORT, sport, bytes(out))
-    engine.link.send6(source, packet)
+    context.link.send6(source, packet)

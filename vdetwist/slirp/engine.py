@@ -27,7 +27,7 @@ from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import SlirpConfig
 from vdetwist.slirp.dhcp import DHCP6_SERVER_PORT, DhcpServer, RouterAdvertiser, dhcp6Reply
 from vdetwist.slirp.dns import Resolvers
-from vdetwist.slirp.icmp import IcmpNat
+from vdetwist.slirp.icmp import IcmpNat, reassemblyTimedOut
 from vdetwist.slirp.ipv4 import ICMP_ECHO, Reassembler
 from vdetwist.slirp.ipv4 import parse as parse4
 from vdetwist.slirp.ipv6 import FRAGMENT_HLEN, ICMP6_ECHO_REQUEST, Ndp, Reassembler6, l4ok
@@ -72,8 +72,7 @@ class Engine:
         self.outQueue: deque[bytes] = deque()
         self.closed = False
 
-        self.dnsResolver = Resolvers(config.resolvConf, clock)
-        self.policy = policy = AddressPolicy(config, self.dnsResolver)
+        self.policy = policy = AddressPolicy(config, Resolvers(config.resolvConf, clock))
         # the demux's per-frame address checks, bound here (no lookup through
         # the policy per frame)
         self.host4, self.broadcast4 = policy.host4, policy.broadcast4
@@ -81,9 +80,9 @@ class Engine:
         self.network6, self.local6 = policy.network6, policy.local6
 
         self.link = Link(self)
-        self.ndp = Ndp(self)
         self.dhcp = DhcpServer(self)
         self.ra = RouterAdvertiser(self)
+        self.ndp = Ndp(self, self.ra.send)
         self.reassembler = Reassembler(self._reassemblyTimedOut)
         self.reassembler6 = Reassembler6(self._reassemblyTimedOut)
         self.udp = UdpNat(self)
@@ -202,88 +201,8 @@ class Engine:
 
     # -- address mapping -------------------------------------------------------
 
-    def portUnreachable(self, packet: bytes) -> None:
-        """
-        Answer a guest packet sent to a port of an emulated address that
-        nothing serves with an ICMP port unreachable.
-        """
-        if packet[0] >> 4 == 4:
-            from vdetwist.slirp.ipv4 import UNREACH_PORT, unreachable
-
-            self.link.send4(packet[12:16], unreachable(packet, UNREACH_PORT, packet[16:20]))
-        else:
-            from vdetwist.slirp.ipv6 import UNREACH6_PORT, unreachable6
-
-            self.link.send6(packet[8:24], unreachable6(packet, UNREACH6_PORT, packet[24:40]))
-
-    def _errorTarget(self, packet: bytes) -> Optional[bytes]:
-        """
-        The source of a guest packet if an ICMP error may answer it (not an
-        unspecified, multicast or broadcast address), else C{None}.
-        """
-        if packet[0] >> 4 == 4:
-            source = packet[12:16]
-            if source == P.IP4_ANY or source[0] >= 224 or source == self.broadcast4:
-                return None
-            return source
-        source = packet[8:24]
-        if source == P.IP6_ANY or source[0] == 0xFF:
-            return None
-        return source
-
-    def hopLimitExpired(self, packet: bytes) -> bool:
-        """
-        Whether a guest packet the engine is about to forward to the host
-        has a TTL (hop limit) of 1 or less; if so it is answered, like a
-        router would, with an ICMP time exceeded (code 0) from the gateway
-        and must not be forwarded.
-        """
-        if packet[0] >> 4 == 4:
-            if packet[8] > 1:
-                return False
-            self.stats["ttl_exceeded"] += 1
-            target = self._errorTarget(packet)
-            if target is not None:
-                from vdetwist.slirp.ipv4 import ICMP_TIME_EXCEEDED, unreachable
-
-                self.link.send4(target, unreachable(packet, 0, self.host4, ICMP_TIME_EXCEEDED))
-            return True
-        if packet[7] > 1:
-            return False
-        self.stats["ttl_exceeded"] += 1
-        target = self._errorTarget(packet)
-        if target is not None:
-            from vdetwist.slirp.ipv6 import ICMP6_TIME_EXCEEDED, unreachable6
-
-            source = P.IP6_ROUTER_LL if target[:2] == b"\xfe\x80" else self.policy.host6
-            self.link.send6(target, unreachable6(packet, 0, source, ICMP6_TIME_EXCEEDED))
-        return True
-
     def _reassemblyTimedOut(self, quote: bytes) -> None:
-        """
-        A datagram whose first fragment (C{quote}: its start) came in was
-        not completed in time: ICMP time exceeded, code 1 (RFC 792, RFC
-        8200 4.5), from the datagram's destination when that is unicast.
-        """
-        self.stats["reassembly_timeouts"] += 1
-        target = self._errorTarget(quote)
-        if target is None:
-            return
-        if quote[0] >> 4 == 4:
-            from vdetwist.slirp.ipv4 import ICMP_TIME_EXCEEDED, unreachable
-
-            source = quote[16:20]
-            if source[0] >= 224 or source == self.broadcast4 or source == P.IP4_BROADCAST \
-                    or source == P.IP4_ANY:
-                source = self.host4
-            self.link.send4(target, unreachable(quote, 1, source, ICMP_TIME_EXCEEDED))
-        else:
-            from vdetwist.slirp.ipv6 import ICMP6_TIME_EXCEEDED, unreachable6
-
-            source = quote[24:40]
-            if source[0] == 0xFF or source == P.IP6_ANY:
-                source = self.policy.host6
-            self.link.send6(target, unreachable6(quote, 1, source, ICMP6_TIME_EXCEEDED))
+        reassemblyTimedOut(self, quote)
 
     # -- input ------------------------------------------------------------------
 

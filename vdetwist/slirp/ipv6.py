@@ -6,7 +6,7 @@ IPv6 input checks and neighbour discovery (RFC 4861) for the router
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.checksum import pseudo6, residue
@@ -21,7 +21,7 @@ REASSEMBLY_TIMEOUT6 = 60.0
 FRAGMENT_HLEN = 48
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vdetwist.slirp.engine import Engine
+    from vdetwist.slirp.context import LayerContext
 
 ICMP6_UNREACH = 1
 ICMP6_TOO_BIG = 2
@@ -131,12 +131,16 @@ class Reassembler6(Reassembler):
 
 class Ndp:
     """
-    Answers solicitations for the emulated addresses, learns guests'
-    addresses, and solicits guests' MACs for the link layer.
+    Answers solicitations for the emulated addresses and learns guests'
+    addresses (the link layer sends the solicitations).
+
+    @param routerSolicited: called when a guest asks for a router
+        advertisement.
     """
 
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
+    def __init__(self, context: "LayerContext", routerSolicited: Callable[[], None]) -> None:
+        self.context = context
+        self.routerSolicited = routerSolicited
 
     def input(self, packet: bytes, frameSource: bytes) -> bool:
         """
@@ -150,8 +154,8 @@ class Ndp:
         if packet[7] != 255 or packet[41] != 0:
             return True
         source = packet[8:24]
-        engine = self.engine
-        link = engine.link
+        context = self.context
+        link = context.link
         if kind == ND_RS:
             if len(packet) < 48:
                 return True
@@ -161,7 +165,7 @@ class Ndp:
             mac = options.get(OPT_SOURCE_LL)
             if source != P.IP6_ANY and mac is not None and len(mac) >= 6:
                 link.learn(source, mac[:6])
-            engine.ra.send()
+            self.routerSolicited()
         elif kind == ND_NS:
             if len(packet) < 64:
                 return True
@@ -175,7 +179,7 @@ class Ndp:
                     return True  # RFC 4861 7.1.1: no source LL option in DAD
             elif mac is not None and len(mac) >= 6:
                 link.learn(source, mac[:6])
-            if target in engine.policy.local6:
+            if target in context.policy.local6:
                 self._advertise(target, source, solicited=source != P.IP6_ANY)
         elif kind == ND_NA:
             if len(packet) < 64:
@@ -185,7 +189,7 @@ class Ndp:
             if options is None:
                 return True
             mac = options.get(OPT_TARGET_LL)
-            if mac is not None and len(mac) >= 6 and target not in engine.policy.local6:
+            if mac is not None and len(mac) >= 6 and target not in context.policy.local6:
                 link.learn(target, mac[:6])
         return True
 
@@ -194,22 +198,12 @@ class Ndp:
         if solicited:
             flags |= 0x40000000
         destination = to if solicited else P.IP6_ALL_NODES
-        mac = P.mac6(target) if target != P.IP6_ROUTER_LL else self.engine.link.routerMac6
+        mac = P.mac6(target) if target != P.IP6_ROUTER_LL else self.context.link.routerMac6
         body = struct.pack("!I", flags) + target + bytes((OPT_TARGET_LL, 1)) + mac
         message = P.icmp6(target, destination, ND_NA, 0, body)
         packet = P.ipv6(target, destination, P.PROTO_ICMPV6, message, 255)
         frameDest = P.multicastMac6(destination) if destination[0] == 0xFF else \
-            self.engine.link.lookup(destination)
+            self.context.link.lookup(destination)
         if frameDest is None:
             return
-        self.engine.emit(P.ETH.pack(frameDest, mac, P.ETH_IPV6) + packet)
-
-    def solicit(self, target: bytes) -> None:
-        engine = self.engine
-        source = P.IP6_ROUTER_LL if target[:2] == b"\xfe\x80" else engine.policy.host6
-        destination = P.solicitedNode(target)
-        mac = engine.link.sourceMac6(source)
-        body = b"\0\0\0\0" + target + bytes((OPT_SOURCE_LL, 1)) + mac
-        message = P.icmp6(source, destination, ND_NS, 0, body)
-        packet = P.ipv6(source, destination, P.PROTO_ICMPV6, message, 255)
-        engine.emit(P.ETH.pack(P.multicastMac6(destination), mac, P.ETH_IPV6) + packet)
+        self.context.emit(P.ETH.pack(frameDest, mac, P.ETH_IPV6) + packet)

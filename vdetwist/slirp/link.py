@@ -10,9 +10,10 @@ from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
 from vdetwist.slirp import packets as P
+from vdetwist.slirp.dhcp import ND_NS, OPT_SOURCE_LL
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vdetwist.slirp.engine import Engine
+    from vdetwist.slirp.context import LayerContext
 
 #: Neighbour table entries kept per family (oldest forgotten first).
 MAX_NEIGHBOURS = 1024
@@ -40,19 +41,24 @@ class Link:
     Neighbour tables and the resolution queue for both families.
     """
 
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
-        self.config = engine.config
+    def __init__(self, context: "LayerContext") -> None:
+        self.context = context
+        self.config = context.config
+        self.policy = policy = context.policy
+        #: bound once: every frame to the guests goes through it
+        self.emit = context.emit
+        self.broadcast4 = policy.broadcast4
+        self.local6 = policy.local6
         self.table4: OrderedDict[bytes, bytes] = OrderedDict()
         self.table6: OrderedDict[bytes, bytes] = OrderedDict()
         self.pending: dict[bytes, _Pending] = {}
-        self.gatewayMac = P.mac4(engine.policy.host4)
+        self.gatewayMac = P.mac4(policy.host4)
         self.routerMac6 = P.mac6(P.IP6_ROUTER_LL)
         self.mtu = self.config.mtu
         self.fragmentIdent = 0
         #: the unicast MACs of the emulated hosts, for the destination filter
         self.ownMacs = frozenset(
-            [P.mac4(a) for a in engine.policy.local4] + [P.mac6(a) for a in engine.policy.local6])
+            [P.mac4(a) for a in policy.local4] + [P.mac6(a) for a in policy.local6])
 
     # -- tables ---------------------------------------------------------
 
@@ -73,7 +79,7 @@ class Link:
             if waiting.timer is not None:
                 waiting.timer.cancel()
             for frame in waiting.frames:
-                self.engine.emit(mac + frame[6:])
+                self.emit(mac + frame[6:])
 
     def lookup(self, address: bytes):
         table = self.table4 if len(address) == 4 else self.table6
@@ -87,7 +93,7 @@ class Link:
         return self.gatewayMac
 
     def sourceMac6(self, source: bytes) -> bytes:
-        if source in self.engine.policy.local6:
+        if source in self.local6:
             return P.mac6(source)
         return self.routerMac6
 
@@ -104,13 +110,13 @@ class Link:
                 self.send4(destination, piece)
             return
         source = self.sourceMac4(packet[12:16])
-        if destination == P.IP4_BROADCAST or destination == self.engine.policy.broadcast4:
-            self.engine.emit(P.ETH.pack(P.BROADCAST_MAC, source, P.ETH_IP) + packet)
+        if destination == P.IP4_BROADCAST or destination == self.broadcast4:
+            self.emit(P.ETH.pack(P.BROADCAST_MAC, source, P.ETH_IP) + packet)
             return
         mac = self.table4.get(destination)
         frame = P.ETH.pack(mac or P.BROADCAST_MAC, source, P.ETH_IP) + packet
         if mac is not None:
-            self.engine.emit(frame)
+            self.emit(frame)
         else:
             self._queue(destination, frame)
 
@@ -125,12 +131,12 @@ class Link:
         source = self.sourceMac6(packet[8:24])
         if destination[0] == 0xFF:
             mac = P.multicastMac6(destination)
-            self.engine.emit(P.ETH.pack(mac, source, P.ETH_IPV6) + packet)
+            self.emit(P.ETH.pack(mac, source, P.ETH_IPV6) + packet)
             return
         mac = self.table6.get(destination)
         frame = P.ETH.pack(mac or P.BROADCAST_MAC, source, P.ETH_IPV6) + packet
         if mac is not None:
-            self.engine.emit(frame)
+            self.emit(frame)
         else:
             self._queue(destination, frame)
 
@@ -138,16 +144,16 @@ class Link:
         waiting = self.pending.get(destination)
         if waiting is None:
             if len(self.pending) >= MAX_PENDING_ADDRESSES:
-                self.engine.stats["dropped_unresolved"] += 1
+                self.context.stats["dropped_unresolved"] += 1
                 return
             waiting = self.pending[destination] = _Pending()
-            waiting.timer = self.engine.timer(lambda: self._retry(destination))
+            waiting.timer = self.context.timer(lambda: self._retry(destination))
             self._solicit(destination)
             waiting.tries = 1
-            waiting.timer.reset(self.engine.now() + RESOLVE_INTERVAL)
+            waiting.timer.reset(self.context.now() + RESOLVE_INTERVAL)
         if len(waiting.frames) >= MAX_QUEUED_PER_ADDRESS:
             waiting.frames.popleft()
-            self.engine.stats["dropped_unresolved"] += 1
+            self.context.stats["dropped_unresolved"] += 1
         waiting.frames.append(frame)
 
     def _retry(self, destination: bytes) -> None:
@@ -156,20 +162,26 @@ class Link:
             return
         if waiting.tries >= RESOLVE_TRIES:
             del self.pending[destination]
-            self.engine.stats["dropped_unresolved"] += len(waiting.frames)
+            self.context.stats["dropped_unresolved"] += len(waiting.frames)
             return
         waiting.tries += 1
         self._solicit(destination)
-        waiting.timer.reset(self.engine.now() + RESOLVE_INTERVAL)
+        waiting.timer.reset(self.context.now() + RESOLVE_INTERVAL)
 
     def _solicit(self, destination: bytes) -> None:
         if len(destination) == 4:
             request = P.ARP.pack(1, P.ETH_IP, 6, 4, 1, self.gatewayMac,
-                                 self.engine.policy.host4, P.ZERO_MAC, destination)
+                                 self.policy.host4, P.ZERO_MAC, destination)
             # unpadded, as libslirp sends its requests (its replies are padded)
-            self.engine.emit(P.ETH.pack(P.BROADCAST_MAC, self.gatewayMac, P.ETH_ARP) + request)
+            self.emit(P.ETH.pack(P.BROADCAST_MAC, self.gatewayMac, P.ETH_ARP) + request)
         else:
-            self.engine.ndp.solicit(destination)
+            source = P.IP6_ROUTER_LL if destination[:2] == b"\xfe\x80" else self.policy.host6
+            multicast = P.solicitedNode(destination)
+            mac = self.sourceMac6(source)
+            body = b"\0\0\0\0" + destination + bytes((OPT_SOURCE_LL, 1)) + mac
+            message = P.icmp6(source, multicast, ND_NS, 0, body)
+            packet = P.ipv6(source, multicast, P.PROTO_ICMPV6, message, 255)
+            self.emit(P.ETH.pack(P.multicastMac6(multicast), mac, P.ETH_IPV6) + packet)
 
     def clear(self) -> None:
         for waiting in self.pending.values():
@@ -185,11 +197,11 @@ class Link:
         (htype, ptype, hlen, plen, op, sha, spa, tha, tpa) = P.ARP.unpack_from(frame, P.ETH_HLEN)
         if htype != 1 or ptype != P.ETH_IP or hlen != 6 or plen != 4:
             return
-        engine = self.engine
-        if spa != P.IP4_ANY and spa in engine.policy.network4 and spa not in engine.policy.local4:
+        policy = self.policy
+        if spa != P.IP4_ANY and spa in policy.network4 and spa not in policy.local4:
             self.learn(spa, sha)
-        if op == 1 and tpa in engine.policy.local4 and tpa != spa:
+        if op == 1 and tpa in policy.local4 and tpa != spa:
             mac = P.mac4(tpa)
             reply = P.ARP.pack(1, P.ETH_IP, 6, 4, 2, mac, tpa, sha, spa)
-            engine.emit(P.ETH.pack(frame[6:12], mac, P.ETH_ARP)
+            self.emit(P.ETH.pack(frame[6:12], mac, P.ETH_ARP)
                         + reply.ljust(ARP_FRAME_LENGTH - P.ETH_HLEN, b"\0"))

@@ -40,7 +40,7 @@ from vdetwist.slirp.checksum import pseudo4, pseudo6, residue
 from vdetwist.slirp.hostapi import IStreamHandler
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vdetwist.slirp.engine import Engine
+    from vdetwist.slirp.context import LayerContext
 
 M32 = 0xFFFFFFFF
 
@@ -132,7 +132,7 @@ class TcpConn:
 
     def __init__(self, layer: "TcpLayer", key: tuple) -> None:
         self.layer = layer
-        self.engine = layer.engine
+        self.context = layer.context
         self.key = key
         guest, gport, remote, rport = key
         self.guest, self.gport, self.remote, self.rport = guest, gport, remote, rport
@@ -141,7 +141,7 @@ class TcpConn:
         self.stream = None
         #: The host connect while it is pending (an IPendingConnect).
         self.pending = None
-        self.timer = self.engine.timer(_weakTimeout(self))
+        self.timer = self.context.timer(_weakTimeout(self))
         self.timerKind = None
         # receive side (guest -> host)
         self.irs = 0
@@ -172,7 +172,7 @@ class TcpConn:
         self.finSent = False
         self.finAcked = False
         self.readPaused = False
-        ourMss = self.engine.config.mss6() if self.v6 else self.engine.config.mss4()
+        ourMss = self.context.config.mss6() if self.v6 else self.context.config.mss4()
         self.ourMss = ourMss
         self.mss = 1220 if self.v6 else 536
         self.cwnd = 0
@@ -219,12 +219,12 @@ class TcpConn:
                 self.ackPending = False
                 self.layer.pendingAcks.discard(self)
         layer = self.layer
-        layer.engine.stats["tcp_segments_out"] += 1
+        layer.context.stats["tcp_segments_out"] += 1
         if self.v6:
-            layer.engine.link.send6(self.guest, P.ipv6(self.remote, self.guest, P.PROTO_TCP,
+            layer.context.link.send6(self.guest, P.ipv6(self.remote, self.guest, P.PROTO_TCP,
                                                        segment))
         else:
-            layer.engine.link.send4(self.guest, P.ipv4(self.remote, self.guest, P.PROTO_TCP,
+            layer.context.link.send4(self.guest, P.ipv4(self.remote, self.guest, P.PROTO_TCP,
                                                        segment))
 
     def sendAck(self) -> None:
@@ -238,7 +238,7 @@ class TcpConn:
 
     def _arm(self, kind: str, delay: float) -> None:
         self.timerKind = kind
-        self.timer.reset(self.engine.now() + delay)
+        self.timer.reset(self.context.now() + delay)
 
     def _disarm(self) -> None:
         self.timerKind = None
@@ -287,8 +287,8 @@ class TcpConn:
         self._peerOptions(mss, wscale)
         self.sndWnd = window
         self.sndWl1 = seq
-        timeout = self.engine.config.tcpHalfOpenTimeout
-        self.openDeadline = self.engine.now() + timeout
+        timeout = self.context.config.tcpHalfOpenTimeout
+        self.openDeadline = self.context.now() + timeout
         self._arm("connect", timeout)
 
     def _peerOptions(self, mss: Optional[int], wscale: Optional[int]) -> None:
@@ -324,7 +324,7 @@ class TcpConn:
         The retransmission timer of a SYN or SYN-ACK, at the latest at the
         half-open deadline.
         """
-        self._arm("rexmt", min(self.rto, self.openDeadline - self.engine.now()))
+        self._arm("rexmt", min(self.rto, self.openDeadline - self.context.now()))
 
     def connectFailed(self, errno: int) -> None:
         if self.state != CONNECTING:
@@ -336,7 +336,7 @@ class TcpConn:
             self.layer.unreachable(self)
         else:
             self._send(RST | ACK, 0)
-        self.engine.stats["tcp_connect_failed"] += 1
+        self.context.stats["tcp_connect_failed"] += 1
         self._remove()
 
     def openToGuest(self, stream) -> None:
@@ -345,7 +345,7 @@ class TcpConn:
         """
         self.stream = stream
         self.state = SYN_SENT
-        self.openDeadline = self.engine.now() + self.engine.config.tcpHalfOpenTimeout
+        self.openDeadline = self.context.now() + self.context.config.tcpHalfOpenTimeout
         stream.pauseReading()
         self.readPaused = True
         self.sndNxt = self.sndMax = (self.iss + 1) & M32
@@ -364,7 +364,7 @@ class TcpConn:
         if self.readPaused and self.stream is not None and self.sndBufLen < SNDBUF:
             self.readPaused = False
             self.stream.resumeReading()
-        self.engine.stats["tcp_established"] += 1
+        self.context.stats["tcp_established"] += 1
 
     # -- guest segments --------------------------------------------------
 
@@ -373,7 +373,7 @@ class TcpConn:
         state = self.state
         if state == CONNECTING:
             if flags & RST:
-                self.engine.stats["tcp_reset_by_guest"] += 1
+                self.context.stats["tcp_reset_by_guest"] += 1
                 self._remove()
             # a retransmitted SYN (or anything else) waits for the host
             return
@@ -391,7 +391,7 @@ class TcpConn:
         if flags & RST:
             wnd = max(self.lastAdvertised, 1)
             if seqLE(self.rcvNxt, seq) and seqLT(seq, (self.rcvNxt + wnd) & M32):
-                self.engine.stats["tcp_reset_by_guest"] += 1
+                self.context.stats["tcp_reset_by_guest"] += 1
                 self._abortHost()
                 self._remove()
             return
@@ -425,7 +425,7 @@ class TcpConn:
         if length and self.closedHost and self.stream is None:
             # the host side is gone: these bytes can never be delivered
             self._send(RST | ACK, self.sndNxt)
-            self.engine.stats["tcp_reset_by_host"] += 1
+            self.context.stats["tcp_reset_by_host"] += 1
             self._remove()
             return
         self._processAck(seq, ack, window, length, flags)
@@ -442,7 +442,7 @@ class TcpConn:
             return
         if flags & RST:
             if flags & ACK:
-                self.engine.stats["tcp_reset_by_guest"] += 1
+                self.context.stats["tcp_reset_by_guest"] += 1
                 self._abortHost()
                 self._remove()
             return
@@ -489,7 +489,7 @@ class TcpConn:
             self.output()
 
     def _newAck(self, ack: int, acked: int) -> None:
-        engine = self.engine
+        context = self.context
         dataAcked = min(acked, self.sndBufLen)
         if dataAcked:
             self._dropAcked(dataAcked)
@@ -500,7 +500,7 @@ class TcpConn:
             self.sndNxt = ack
         self.retries = 0
         if self.rtSeq is not None and seqLE(self.rtSeq, ack):
-            self._rttSample(engine.now() - self.rtTime)
+            self._rttSample(context.now() - self.rtTime)
             self.rtSeq = None
         mss = self.mss
         if self.recover is not None:
@@ -537,7 +537,7 @@ class TcpConn:
         self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + max(0.001, 4 * self.rttvar)))
 
     def _fastRetransmit(self) -> None:
-        self.engine.stats["tcp_fast_retransmits"] += 1
+        self.context.stats["tcp_fast_retransmits"] += 1
         flight = seqDiff(self.sndNxt, self.sndUna)
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh + 3 * self.mss
@@ -589,7 +589,7 @@ class TcpConn:
         if not payload and not fin:
             return
         if len(self.ooo) >= MAX_OOO_SEGMENTS or self.oooBytes + len(payload) > RCVBUF:
-            self.engine.stats["tcp_ooo_dropped"] += 1
+            self.context.stats["tcp_ooo_dropped"] += 1
             return
         ooo = self.ooo
         rel = seqDiff(seq, self.rcvNxt)
@@ -628,7 +628,7 @@ class TcpConn:
 
     def _deliver(self, data: bytes) -> None:
         self.rcvNxt = (self.rcvNxt + len(data)) & M32
-        self.engine.stats["tcp_bytes_to_host"] += len(data)
+        self.context.stats["tcp_bytes_to_host"] += len(data)
         stream = self.stream
         if stream is None:
             return
@@ -660,7 +660,7 @@ class TcpConn:
             return
         self.sndBuf.append(data)
         self.sndBufLen += len(data)
-        self.engine.stats["tcp_bytes_to_guest"] += len(data)
+        self.context.stats["tcp_bytes_to_guest"] += len(data)
         if self.sndBufLen >= SNDBUF and not self.readPaused and self.stream is not None:
             self.readPaused = True
             self.stream.pauseReading()
@@ -682,7 +682,7 @@ class TcpConn:
         if not clean or self.state in (SYN_SENT, SYN_RCVD, CONNECTING):
             if self.state != CONNECTING:
                 self._send(RST | ACK, self.sndNxt)
-            self.engine.stats["tcp_reset_by_host"] += 1
+            self.context.stats["tcp_reset_by_host"] += 1
             self._remove()
             return
         self.rcvQueue.clear()
@@ -720,8 +720,8 @@ class TcpConn:
     def output(self) -> None:
         if self.state != ESTABLISHED:
             return
-        engine = self.engine
-        if not engine.writable:
+        context = self.context
+        if not context.writable:
             self.layer.blocked.add(self)
             return
         mss = self.mss
@@ -749,13 +749,13 @@ class TcpConn:
                     self.finSent = True
                 if self.rtSeq is None and not seqLT(seq, self.sndMax):
                     self.rtSeq = end
-                    self.rtTime = engine.now()
+                    self.rtTime = context.now()
                 self.sndNxt = end
                 if seqLT(self.sndMax, end):
                     self.sndMax = end
                 if self.timerKind != "rexmt":
                     self._arm("rexmt", self.rto)
-                if not engine.writable:
+                if not context.writable:
                     self.layer.blocked.add(self)
                     return
                 continue
@@ -799,7 +799,7 @@ class TcpConn:
         if self.state != ESTABLISHED or self.sndWnd > 0:
             self.output()
             return
-        self.engine.stats["tcp_window_probes"] += 1
+        self.context.stats["tcp_window_probes"] += 1
         inFlight = seqDiff(self.sndNxt, self.sndUna)
         if inFlight < self.sndBufLen:
             self._send(ACK, self.sndNxt, self._peek(inFlight, 1))
@@ -812,13 +812,13 @@ class TcpConn:
         self._arm("persist", self._persistDelay())
 
     def _retransmitTimeout(self) -> None:
-        engine = self.engine
+        context = self.context
         self.retries += 1
         self.rto = min(MAX_RTO, self.rto * 2)
         self.rtSeq = None
-        engine.stats["tcp_timeouts"] += 1
+        context.stats["tcp_timeouts"] += 1
         if self.state in (SYN_RCVD, SYN_SENT):
-            if self.retries > MAX_SYN_RETRIES or engine.now() >= self.openDeadline:
+            if self.retries > MAX_SYN_RETRIES or context.now() >= self.openDeadline:
                 if self.state == SYN_RCVD:
                     self._send(RST | ACK, self.sndNxt)
                 self._abortHost()
@@ -875,13 +875,13 @@ class TcpConn:
         host side is aborted, the guest told nothing (its SYN
         retransmission tries again).
         """
-        self.engine.stats["tcp_halfopen_evicted"] += 1
+        self.context.stats["tcp_halfopen_evicted"] += 1
         self._abortHost()
         self._remove()
 
     def reset(self) -> None:
         """
-        Abort both sides (engine shutdown).
+        Abort both sides (context shutdown).
         """
         if self.state in (ESTABLISHED, SYN_RCVD):
             self._send(RST | ACK, self.sndNxt)
@@ -890,8 +890,8 @@ class TcpConn:
 
 
 class TcpLayer:
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
+    def __init__(self, context: "LayerContext") -> None:
+        self.context = context
         self.conns: dict[tuple, TcpConn] = {}
         #: The connections not yet established, oldest first (as a set).
         self.halfOpen: dict[TcpConn, None] = {}
@@ -900,7 +900,7 @@ class TcpLayer:
         self.pendingAcks: set[TcpConn] = set()
         self.blocked: set[TcpConn] = set()
         self.listeners: list = []
-        self._iss = engine.random.getrandbits(32)
+        self._iss = context.random.getrandbits(32)
 
     def newIss(self) -> int:
         self._iss = (self._iss + _ISS_STEP) & M32
@@ -927,13 +927,13 @@ class TcpLayer:
         past its share; when the half-open budget or the table is full,
         the oldest half-open connection makes room.
         """
-        config = self.engine.config
+        config = self.context.config
         if self.perGuest.get(guest, 0) >= config.tcpPerGuest:
-            self.engine.stats["tcp_refused_guest_share"] += 1
+            self.context.stats["tcp_refused_guest_share"] += 1
             return False
         if len(self.halfOpen) >= config.tcpHalfOpen or len(self.conns) >= config.tcpMax:
             if not self.halfOpen:
-                self.engine.stats["tcp_refused_table_full"] += 1
+                self.context.stats["tcp_refused_table_full"] += 1
                 return False
             next(iter(self.halfOpen)).evict()
         return True
@@ -943,7 +943,7 @@ class TcpLayer:
         A TCP segment from the guest (C{packet}: the whole IP packet,
         C{ihl}: its header length; 40 for IPv6).
         """
-        engine = self.engine
+        context = self.context
         segment = packet[ihl:]
         if len(segment) < 20:
             return
@@ -955,7 +955,7 @@ class TcpLayer:
             source, destination = packet[12:16], packet[16:20]
             pseudo = pseudo4(source, destination, P.PROTO_TCP, len(segment))
         if (residue(segment) + pseudo) % 0xFFFF:
-            engine.stats["tcp_bad_checksum"] += 1
+            context.stats["tcp_bad_checksum"] += 1
             return
         sport, dport, seq, ack, offset, flags, window, _, _ = P.TCP.unpack_from(segment)
         hlen = (offset >> 4) << 2
@@ -980,9 +980,9 @@ class TcpLayer:
             return
         if flags & FIN:
             return
-        target = engine.policy.mapOutbound(destination, dport, "tcp")
+        target = context.policy.mapOutbound(destination, dport, "tcp")
         if target is None or not self._admit(source):
-            engine.stats["tcp_refused"] += 1
+            context.stats["tcp_refused"] += 1
             self._reset(source, sport, destination, dport, seq, ack, flags, len(payload))
             return
         conn = TcpConn(self, key)
@@ -990,7 +990,7 @@ class TcpLayer:
         conn.guestSyn(seq, window, segment[20:hlen])
         if target[0] != "unix" and target[0] != "cmd":
             target = ("tcp",) + tuple(target)
-        pending = engine.host.connect(target, conn)
+        pending = context.host.connect(target, conn)
         if conn.state == CONNECTING:  # not already reported
             conn.pending = pending
 
@@ -1003,29 +1003,29 @@ class TcpLayer:
             rflags = RST | ACK
         segment = P.tcpSegment(destination, source, dport, sport, rseq, rack, rflags, 0)
         if len(source) == 16:
-            self.engine.link.send6(source, P.ipv6(destination, source, P.PROTO_TCP, segment))
+            self.context.link.send6(source, P.ipv6(destination, source, P.PROTO_TCP, segment))
         else:
-            self.engine.link.send4(source, P.ipv4(destination, source, P.PROTO_TCP, segment))
+            self.context.link.send4(source, P.ipv4(destination, source, P.PROTO_TCP, segment))
 
     def unreachable(self, conn: TcpConn) -> None:
         """
         Tell the guest its connect cannot reach the host (ICMP unreachable
         quoting a reconstruction of its SYN).
         """
-        engine = self.engine
+        context = self.context
         syn = P.tcpSegment(conn.guest, conn.remote, conn.gport, conn.rport, conn.irs, 0, SYN,
                            0)
         if conn.v6:
             from vdetwist.slirp.ipv6 import unreachable6
 
             original = P.ipv6(conn.guest, conn.remote, P.PROTO_TCP, syn)
-            engine.link.send6(conn.guest, unreachable6(original, 3, conn.remote))
+            context.link.send6(conn.guest, unreachable6(original, 3, conn.remote))
         else:
             from vdetwist.slirp.ipv4 import UNREACH_HOST, unreachable
 
             original = P.ipv4(conn.guest, conn.remote, P.PROTO_TCP, syn)
-            engine.link.send4(conn.guest, unreachable(original, UNREACH_HOST,
-                                                      engine.policy.host4))
+            context.link.send4(conn.guest, unreachable(original, UNREACH_HOST,
+                                                      context.policy.host4))
 
     def flush(self) -> None:
         """
@@ -1045,7 +1045,7 @@ class TcpLayer:
         """
         blocked, self.blocked = self.blocked, set()
         for conn in blocked:
-            if not self.engine.writable:
+            if not self.context.writable:
                 self.blocked.add(conn)
             elif conn.state == ESTABLISHED:
                 conn.output()
@@ -1057,11 +1057,11 @@ class TcpLayer:
             return self.accepted(forward, stream, peer)
 
         self.listeners.append(
-            self.engine.host.listenTCP(str(forward.hostAddr), forward.hostPort, onAccept))
+            self.context.host.listenTCP(str(forward.hostAddr), forward.hostPort, onAccept))
 
     def accepted(self, forward, stream, peer):
-        engine = self.engine
-        ends = engine.policy.forwardEnds(forward, peer[0])
+        context = self.context
+        ends = context.policy.forwardEnds(forward, peer[0])
         if ends is None:
             return None
         guest, visible = ends
@@ -1071,7 +1071,7 @@ class TcpLayer:
         conn = TcpConn(self, key)
         self._add(conn)
         conn.openToGuest(stream)
-        engine.stats["tcp_forwarded"] += 1
+        context.stats["tcp_forwarded"] += 1
         return conn
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 from vdetwist.slirp import packets as P
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vdetwist.slirp.engine import Engine
+    from vdetwist.slirp.context import LayerContext
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 ERR_NOT_FOUND = 1
@@ -43,8 +43,8 @@ class _Session:
 
 
 class TftpServer:
-    def __init__(self, engine: "Engine", root: str) -> None:
-        self.engine = engine
+    def __init__(self, context: "LayerContext", root: str) -> None:
+        self.context = context
         self.root = os.path.realpath(root)
         self.sessions: dict[tuple, _Session] = {}
 
@@ -90,7 +90,7 @@ class TftpServer:
 
     def _send(self, key, message: bytes) -> None:
         guest, port = key
-        self.engine.link.send4(guest, P.udpPacket(self.engine.policy.host4, guest, 69, port, message))
+        self.context.link.send4(guest, P.udpPacket(self.context.policy.host4, guest, 69, port, message))
 
     def _request(self, key, body: bytes) -> None:
         fields = body.split(b"\0")
@@ -126,12 +126,12 @@ class TftpServer:
         accepted = []
         if "blksize" in options and options["blksize"].isdigit():
             blksize = max(8, min(int(options["blksize"]), MAX_BLOCK,
-                                 self.engine.config.mtu - 32))
+                                 self.context.config.mtu - 32))
             accepted.append(("blksize", str(blksize)))
         if "tsize" in options:
             accepted.append(("tsize", str(size)))
         session = _Session(key, f, blksize, size)
-        session.timer = self.engine.timer(lambda: self._timeout(session))
+        session.timer = self.context.timer(lambda: self._timeout(session))
         self.sessions[key] = session
         if accepted:
             message = struct.pack("!H", OACK) + b"".join(
@@ -155,7 +155,7 @@ class TftpServer:
         session.last = message
         session.tries = 0
         self._send(session.key, message)
-        session.timer.reset(self.engine.now() + TIMEOUT)
+        session.timer.reset(self.context.now() + TIMEOUT)
 
     def _timeout(self, session: _Session) -> None:
         if self.sessions.get(session.key) is not session:
@@ -165,7 +165,7 @@ class TftpServer:
             self._end(session)
             return
         self._send(session.key, session.last)
-        session.timer.reset(self.engine.now() + TIMEOUT)
+        session.timer.reset(self.context.now() + TIMEOUT)
 
     def _close(self, session: _Session) -> None:
         session.timer.cancel()

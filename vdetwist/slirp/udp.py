@@ -9,16 +9,18 @@ last talked to port 53.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from zope.interface import implementer
 
 from vdetwist.slirp import packets as P
+from vdetwist.slirp.flows import FlowTable
 from vdetwist.slirp.hostapi import IDatagramHandler
+from vdetwist.slirp.icmp import hopLimitExpired, portUnreachable
 from vdetwist.slirp.policy import family, pton
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vdetwist.slirp.engine import Engine
+    from vdetwist.slirp.context import LayerContext
 
 IDLE_TIMEOUT = 240.0
 DNS_TIMEOUT = 10.0
@@ -26,29 +28,6 @@ DNS_TIMEOUT = 10.0
 MAX_FLOWS = 1024
 #: Remembered (host address -> guest-visible address) translations per flow.
 MAX_REVERSE = 64
-
-
-class FlowTable:
-    """
-    The idle-timeout housekeeping of a NAT's C{flows}: a mapping of key to
-    flows with an C{expires} time and a C{close()}.
-    """
-
-    flows: dict
-
-    def expire(self, now: float) -> None:
-        for key in [k for k, f in self.flows.items() if f.expires <= now]:
-            self.flows.pop(key).close()
-
-    def close(self) -> None:
-        for flow in self.flows.values():
-            flow.close()
-        self.flows.clear()
-
-    def nextExpiry(self) -> Optional[float]:
-        if not self.flows:
-            return None
-        return min(f.expires for f in self.flows.values())
 
 
 @implementer(IDatagramHandler)
@@ -103,8 +82,8 @@ class _ForwardHandler:
 
 
 class UdpNat(FlowTable):
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
+    def __init__(self, context: "LayerContext") -> None:
+        self.context = context
         self.flows: OrderedDict[tuple, UdpFlow] = OrderedDict()
         self.listeners: list = []
 
@@ -112,7 +91,7 @@ class UdpNat(FlowTable):
         """
         A UDP datagram from the guest (already checked) to the outside.
         """
-        engine = self.engine
+        context = self.context
         if packet[0] >> 4 == 6:
             source, destination = packet[8:24], packet[24:40]
         else:
@@ -125,14 +104,14 @@ class UdpNat(FlowTable):
         if flow is not None:
             target = flow.outMap.get((destination, dport))
         if target is None:
-            target = engine.policy.mapOutbound(destination, dport, "udp")
+            target = context.policy.mapOutbound(destination, dport, "udp")
         if target is None or target[0] in ("unix", "cmd"):
-            engine.stats["udp_refused"] += 1
-            if destination in engine.policy.local4 or destination in engine.policy.local6:
-                engine.portUnreachable(packet)
+            context.stats["udp_refused"] += 1
+            if destination in context.policy.local4 or destination in context.policy.local6:
+                portUnreachable(context, packet)
             return
-        if destination not in engine.policy.local4 and destination not in engine.policy.local6 and \
-                destination != P.IP4_BROADCAST and engine.hopLimitExpired(packet):
+        if destination not in context.policy.local4 and destination not in context.policy.local6 and \
+                destination != P.IP4_BROADCAST and hopLimitExpired(context, packet):
             return  # forwarded off the link: TTL 1 gets ICMP time exceeded
         host, port = target
         if flow is None:
@@ -143,25 +122,25 @@ class UdpNat(FlowTable):
         sock = flow.sockets.get(fam)
         if sock is None:
             try:
-                sock = engine.host.openUDP(fam, flow)
+                sock = context.host.openUDP(fam, flow)
             except OSError:
-                engine.stats["udp_socket_failed"] += 1
+                context.stats["udp_socket_failed"] += 1
                 return
             flow.sockets[fam] = sock
             flow.owned.add(fam)
         flow.remember((pton(host), port), (destination, dport))
         flow.timeout = DNS_TIMEOUT if dport == 53 else IDLE_TIMEOUT
-        flow.expires = engine.now() + flow.timeout
-        engine.stats["udp_out"] += 1
+        flow.expires = context.now() + flow.timeout
+        context.stats["udp_out"] += 1
         sock.sendto(payload, (host, port))
 
     def _newFlow(self, key: tuple) -> UdpFlow:
         if len(self.flows) >= MAX_FLOWS:
             _, old = self.flows.popitem(last=False)
             old.close()
-            self.engine.stats["udp_flows_evicted"] += 1
+            self.context.stats["udp_flows_evicted"] += 1
         flow = self.flows[key] = UdpFlow(self, key)
-        self.engine.ensureHousekeeping()
+        self.context.ensureHousekeeping()
         return flow
 
     def fromHost(self, flow: UdpFlow, data: bytes, address: tuple) -> None:
@@ -174,17 +153,17 @@ class UdpNat(FlowTable):
             return
         visible = flow.reverse.get((hostBytes, port))
         if visible is None:
-            visible = (self.engine.policy.mapInbound(hostBytes), port)
+            visible = (self.context.policy.mapInbound(hostBytes), port)
         guest, gport = flow.key
         if len(visible[0]) != len(guest):
             return  # an IPv4 source cannot reach an IPv6 guest, or back
-        flow.expires = self.engine.now() + flow.timeout
-        self.engine.stats["udp_in"] += 1
+        flow.expires = self.context.now() + flow.timeout
+        self.context.stats["udp_in"] += 1
         packet = P.udpPacket(visible[0], guest, visible[1], gport, data)
         if len(guest) == 4:
-            self.engine.link.send4(guest, packet)
+            self.context.link.send4(guest, packet)
         else:
-            self.engine.link.send6(guest, packet)
+            self.context.link.send6(guest, packet)
 
     # -- forwards ------------------------------------------------------
 
@@ -193,14 +172,14 @@ class UdpNat(FlowTable):
         Start a C{udpfwd}; raises C{OSError} if the port cannot be bound.
         """
         handler = _ForwardHandler(self, forward)
-        handler.socket = self.engine.host.listenUDP(str(forward.hostAddr), forward.hostPort,
+        handler.socket = self.context.host.listenUDP(str(forward.hostAddr), forward.hostPort,
                                                     handler)
         self.listeners.append(handler)
 
     def fromForward(self, handler: _ForwardHandler, data: bytes, address: tuple) -> None:
-        engine = self.engine
+        context = self.context
         forward = handler.forward
-        ends = engine.policy.forwardEnds(forward, address[0])
+        ends = context.policy.forwardEnds(forward, address[0])
         if ends is None:
             return
         guest, visible = ends
@@ -215,12 +194,12 @@ class UdpNat(FlowTable):
             flow.sockets[fam] = handler.socket
         flow.outMap[(visible, address[1])] = (address[0], address[1])
         flow.remember((pton(address[0]), address[1]), (visible, address[1]))
-        flow.expires = engine.now() + IDLE_TIMEOUT
+        flow.expires = context.now() + IDLE_TIMEOUT
         packet = P.udpPacket(visible, guest, address[1], forward.guestPort, data)
         if len(guest) == 4:
-            engine.link.send4(guest, packet)
+            context.link.send4(guest, packet)
         else:
-            engine.link.send6(guest, packet)
+            context.link.send6(guest, packet)
 
     # -- housekeeping ----------------------------------------------------
 

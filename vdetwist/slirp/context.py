@@ -1,0 +1,78 @@
+"""
+What a slirp layer may use of the engine it runs in: the narrow, shared
+context each layer (link, NDP, DHCP, UDP and ICMP NAT, TCP, TFTP) receives
+instead of the engine itself.  The engine satisfies L{LayerContext}; no
+layer imports the engine module, so the layers form no import circle with
+it and a layer can run (and be tested) against anything that provides
+these few things.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from random import Random
+from typing import Callable, Optional, Protocol
+
+from vdetwist.slirp.config import SlirpConfig
+from vdetwist.slirp.policy import AddressPolicy
+from vdetwist.slirp.timers import Timer
+
+
+class LinkSender(Protocol):
+    """
+    The link layer as the other layers see it: IP packets out to a guest
+    address (resolved, queued or fragmented as needed), the neighbour
+    tables, and the MACs the engine sends from.
+    """
+
+    routerMac6: bytes
+
+    def send4(self, destination: bytes, packet: bytes) -> None:
+        ...
+
+    def send6(self, destination: bytes, packet: bytes) -> None:
+        ...
+
+    def learn(self, address: bytes, mac: bytes) -> None:
+        ...
+
+    def lookup(self, address: bytes) -> Optional[bytes]:
+        ...
+
+    def sourceMac6(self, source: bytes) -> bytes:
+        ...
+
+
+class LayerContext(Protocol):
+    """
+    The clock and timers, statistics, configuration, address policy,
+    random numbers, the host side, and the way out to the guests.
+
+    @ivar host: the host sockets (a L{vdetwist.slirp.hostapi.IHost}).
+    @ivar writable: whether the guests' link takes frames now (else TCP
+        holds its segments back until the engine resumes it).
+    """
+
+    config: SlirpConfig
+    stats: Counter
+    random: Random
+    policy: AddressPolicy
+    link: LinkSender
+    host: object
+    writable: bool
+    now: Callable[[], float]
+
+    def timer(self, callback: Callable[[], None]) -> Timer:
+        """
+        A new, unarmed timer calling C{callback}.
+        """
+
+    def ensureHousekeeping(self) -> None:
+        """
+        Make sure the periodic expiry of flows and fragments runs.
+        """
+
+    def emit(self, frame: bytes) -> None:
+        """
+        Send an Ethernet frame to the guests.
+        """
