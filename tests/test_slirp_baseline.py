@@ -22,7 +22,8 @@ from tests.support import openFds, until
 from vdetwist.slirp import packets as P
 from vdetwist.slirp import udp as slirpudp
 from vdetwist.slirp.config import SlirpConfig
-from vdetwist.slirp.engine import Driver, Engine
+from vdetwist.slirp.driver import Driver
+from vdetwist.slirp.engine import SlirpEngine
 from vdetwist.slirp.host import TwistedHost
 from vdetwist.slirp.testing import GATEWAY, GUEST_IP, Guest, decode, describe
 
@@ -212,10 +213,10 @@ class BaselineTests(TestCase):
         self.skew = 0.0  # added to the engine's clock to let UDP flows expire
         self.driver = Driver(reactor)
         self.guest = SyntheticGuest(self.driver)
-        self.engine = Engine(SlirpConfig(resolvConf="/nonexistent/resolv.conf", ipv6=False),
-                             TwistedHost(reactor), self.guest.frame,
-                             clock=lambda: reactor.seconds() + self.skew,
-                             timerChanged=self.driver.timerChanged)
+        self.engine = SlirpEngine(SlirpConfig(resolvConf="/nonexistent/resolv.conf", ipv6=False),
+                                  TwistedHost(reactor), self.guest.frame,
+                                  clock=lambda: reactor.seconds() + self.skew,
+                                  timerChanged=self.driver.timerChanged)
         self.driver.attach(self.engine)
         self.addCleanup(self.driver.stop)
         self.addCleanup(self.engine.close)

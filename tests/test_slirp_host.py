@@ -26,11 +26,12 @@ from zope.interface.verify import verifyObject
 from tests.support import openFds, rssBytes, until
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import SlirpConfig
-from vdetwist.slirp.engine import Driver, Engine
-from vdetwist.slirp.timers import MIN_HEAP_SWEEP
+from vdetwist.slirp.driver import Driver
+from vdetwist.slirp.engine import SlirpEngine
 from vdetwist.slirp.host import TwistedHost
 from vdetwist.slirp.hostapi import IPendingConnect, IStreamHandler
 from vdetwist.slirp.testing import GATEWAY, Guest, decode
+from vdetwist.slirp.timers import MIN_HEAP_SWEEP
 
 
 @implementer(IStreamHandler)
@@ -371,9 +372,9 @@ class EngineWithRealHostTests(TestCase):
                 got.callback(f)
 
         driver = Driver(reactor)
-        engine = Engine(SlirpConfig(resolvConf="/none", ipv6=False), TwistedHost(reactor),
-                        output, clock=reactor.seconds, timerChanged=driver.timerChanged,
-                        strict=True)
+        engine = SlirpEngine(SlirpConfig(resolvConf="/none", ipv6=False), TwistedHost(reactor),
+                             output, clock=reactor.seconds, timerChanged=driver.timerChanged,
+                             strict=True)
         driver.attach(engine)
         self.addCleanup(driver.stop)
         self.addCleanup(engine.close)
@@ -427,9 +428,9 @@ class EngineUnderLoadTests(TestCase):
         self.onFrame = lambda f: None
         self.opened = 0
         self.driver = Driver(reactor)
-        self.engine = Engine(SlirpConfig(resolvConf="/none", ipv6=False), TwistedHost(reactor),
-                             lambda frame: self.onFrame(decode(frame)), clock=reactor.seconds,
-                             timerChanged=self.driver.timerChanged, strict=True)
+        self.engine = SlirpEngine(SlirpConfig(resolvConf="/none", ipv6=False), TwistedHost(reactor),
+                                  lambda frame: self.onFrame(decode(frame)), clock=reactor.seconds,
+                                  timerChanged=self.driver.timerChanged, strict=True)
         self.driver.attach(self.engine)
         self.addCleanup(port.stopListening)
         self.addCleanup(self.settle)

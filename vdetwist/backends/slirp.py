@@ -43,7 +43,8 @@ from vdetwist.slirp.config import (
     forwardLine,
     fromVNL,
 )
-from vdetwist.slirp.engine import Driver, Engine
+from vdetwist.slirp.driver import Driver
+from vdetwist.slirp.engine import SlirpEngine
 from vdetwist.slirp.host import TwistedHost
 from vdetwist.vnl import SLIRP_OPTIONS
 
@@ -164,7 +165,7 @@ class SlirpPlug(PlugBase):
     """
     A plug whose network is a slirp engine.
 
-    @ivar engine: the L{Engine} (its C{stats} count what it did).
+    @ivar engine: the L{SlirpEngine} (its C{stats} count what it did).
     """
 
     def __init__(self, reactor, config: SlirpConfig, description: str, host=None) -> None:
@@ -172,8 +173,8 @@ class SlirpPlug(PlugBase):
         self.reactor = reactor
         self.config = config
         self.driver = Driver(reactor)
-        self.engine = Engine(config, host or TwistedHost(reactor), self._output,
-                             clock=reactor.seconds, timerChanged=self.driver.timerChanged)
+        self.engine = SlirpEngine(config, host or TwistedHost(reactor), self._output,
+                                  clock=reactor.seconds, timerChanged=self.driver.timerChanged)
         self.driver.attach(self.engine)
         self.forwardResults = self.engine.start()
 

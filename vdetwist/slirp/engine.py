@@ -1,14 +1,15 @@
 """
 The sans-IO core of the slirp engine.
 
-Frames from the guests go in through L{Engine.input}; frames for the guests
+Frames from the guests go in through L{SlirpEngine.input}; frames for the guests
 come out through the C{output} callback.  Time comes from the C{clock}
-callable and advances through L{Engine.advance}; the engine tells its
+callable and advances through L{SlirpEngine.advance}; the engine tells its
 driver when it next needs to run through C{timerChanged}.  Host sockets are
-behind L{vdetwist.slirp.hostapi.IHost}.  L{Driver} runs an engine on a
-Twisted clock (the reactor, or L{twisted.internet.task.Clock} in tests).
+behind L{vdetwist.slirp.hostapi.IHost}.  L{vdetwist.slirp.driver.Driver}
+runs an engine on a Twisted clock (the reactor, or
+L{twisted.internet.task.Clock} in tests).
 
-No exception raised while handling a guest frame leaves L{Engine.input}:
+No exception raised while handling a guest frame leaves L{SlirpEngine.input}:
 it is counted in C{stats["errors"]} and logged (with C{strict}, re-raised,
 for tests).
 """
@@ -44,8 +45,13 @@ log = Logger()
 MAX_OUTPUT_QUEUE = 512
 HOUSEKEEPING_INTERVAL = 1.0
 
-class Engine:
+class SlirpEngine:
     """
+    The demultiplexer of guest frames to the layers, and the
+    L{vdetwist.slirp.context.LayerContext} the layers share: clock, timers,
+    statistics, configuration, address policy, random numbers, the host and
+    the way out to the guests.
+
     @param config: a L{SlirpConfig}.
     @param host: an L{vdetwist.slirp.hostapi.IHost}.
     @param output: called with each frame for the guests.
@@ -372,57 +378,3 @@ class Engine:
         elif nextHeader == P.PROTO_TCP:
             if destination[0] != 0xFF:
                 self.tcp.input(packet, 40)
-
-
-class Driver:
-    """
-    Runs an L{Engine} on a Twisted clock: one C{DelayedCall} at the
-    earliest deadline, and batched input (L{Driver.input} collects frames
-    and handles them, then flushes, once per reactor turn).
-    """
-
-    def __init__(self, clock) -> None:
-        self.clock = clock
-        self.engine: Optional[Engine] = None
-        self._call = None
-        self._batch: list[bytes] = []
-        self._batchCall = None
-
-    def attach(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def timerChanged(self, when: float) -> None:
-        call = self._call
-        delay = max(0.0, when - self.clock.seconds())
-        if call is not None and call.active():
-            if call.getTime() <= when:
-                return
-            call.cancel()
-        self._call = self.clock.callLater(delay, self._fire)
-
-    def _fire(self) -> None:
-        self._call = None
-        if self.engine is not None and not self.engine.closed:
-            self.engine.advance(self.clock.seconds())
-
-    def input(self, frame: bytes) -> None:
-        self._batch.append(frame)
-        if self._batchCall is None:
-            self._batchCall = self.clock.callLater(0, self._drain)
-
-    def _drain(self) -> None:
-        self._batchCall = None
-        batch, self._batch = self._batch, []
-        engine = self.engine
-        if engine is None or engine.closed:
-            return
-        for frame in batch:
-            engine.input(frame)
-        engine.flush()
-
-    def stop(self) -> None:
-        for call in (self._call, self._batchCall):
-            if call is not None and call.active():
-                call.cancel()
-        self._call = self._batchCall = None
-        self._batch = []

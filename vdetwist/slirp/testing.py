@@ -17,7 +17,8 @@ from vdetwist.slirp import packets as P
 from vdetwist.slirp.checksum import pseudo4, pseudo6, residue
 from vdetwist.slirp.config import SlirpConfig
 from vdetwist.slirp.dhcp import BOOTP, MAGIC, parseOptions
-from vdetwist.slirp.engine import Driver, Engine
+from vdetwist.slirp.driver import Driver
+from vdetwist.slirp.engine import SlirpEngine
 from vdetwist.slirp.memhost import MemoryHost
 
 GUEST_MAC = bytes.fromhex("020000000001")
@@ -232,9 +233,9 @@ class Harness:
         self.frames: list[bytes] = []
         self.driver = Driver(self.clock)
         self.config = config or SlirpConfig(resolvConf="/nonexistent/resolv.conf")
-        self.engine = Engine(self.config, self.host, self.frames.append,
-                             clock=self.clock.seconds, timerChanged=self.driver.timerChanged,
-                             strict=True, seed=seed)
+        self.engine = SlirpEngine(self.config, self.host, self.frames.append,
+                                  clock=self.clock.seconds, timerChanged=self.driver.timerChanged,
+                                  strict=True, seed=seed)
         self.driver.attach(self.engine)
         self.forwardResults = self.engine.start() if start else []
 

@@ -90,7 +90,8 @@ class TftpServer:
 
     def _send(self, key, message: bytes) -> None:
         guest, port = key
-        self.context.link.send4(guest, P.udpPacket(self.context.policy.host4, guest, 69, port, message))
+        context = self.context
+        context.link.send4(guest, P.udpPacket(context.policy.host4, guest, 69, port, message))
 
     def _request(self, key, body: bytes) -> None:
         fields = body.split(b"\0")

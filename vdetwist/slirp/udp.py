@@ -103,14 +103,15 @@ class UdpNat(FlowTable):
         target = None
         if flow is not None:
             target = flow.outMap.get((destination, dport))
+        policy = context.policy
         if target is None:
-            target = context.policy.mapOutbound(destination, dport, "udp")
+            target = policy.mapOutbound(destination, dport, "udp")
         if target is None or target[0] in ("unix", "cmd"):
             context.stats["udp_refused"] += 1
-            if destination in context.policy.local4 or destination in context.policy.local6:
+            if destination in policy.local4 or destination in policy.local6:
                 portUnreachable(context, packet)
             return
-        if destination not in context.policy.local4 and destination not in context.policy.local6 and \
+        if destination not in policy.local4 and destination not in policy.local6 and \
                 destination != P.IP4_BROADCAST and hopLimitExpired(context, packet):
             return  # forwarded off the link: TTL 1 gets ICMP time exceeded
         host, port = target
