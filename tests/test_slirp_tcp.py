@@ -379,7 +379,7 @@ class DataTests(Base):
             self.p.absorb(frames)
             self.p.segment(ACK)
         self.assertEqual(bytes(self.p.received), data)
-        self.assertEqual(self.h.engine.tcp.conns[(GUEST_IP, 40000, GATEWAY, 80)].sndBufLen, 0)
+        self.assertEqual(self.h.engine.tcp.conns[(GUEST_IP, 40000, GATEWAY, 80)].sndBuf.length, 0)
 
     def test_windowScaleOnlyAfterSyn(self):
         stream, synack = self.p.open(mssOption(1460) + wsOption(2))
@@ -534,7 +534,7 @@ class FlowControlTests(Base):
             chunk = bytes(rng.getrandbits(8) for _ in range(1000)) * 16
             sent += chunk
             stream.send(chunk)
-        self.assertLessEqual(conn.sndBufLen, T.SNDBUF + 16000)
+        self.assertLessEqual(conn.sndBuf.length, T.SNDBUF + 16000)
         self.assertEqual(self.p.tcpFrames(), [])
         probes = []
         for _ in range(3600):
@@ -553,7 +553,7 @@ class FlowControlTests(Base):
         self.p.segment(ACK)
         for _ in range(2000):
             frames = self.p.tcpFrames()
-            if not frames and not conn.sndBufLen and not stream.readingPaused:
+            if not frames and not conn.sndBuf.length and not stream.readingPaused:
                 break
             self.p.absorb(frames)
             self.p.segment(ACK)
@@ -579,12 +579,12 @@ class FlowControlTests(Base):
             self.p.send(b"r" * size)
             total += size
         self.assertEqual(window, 0)
-        self.assertLessEqual(conn.rcvQueued, T.RCVBUF)
-        self.assertEqual(len(stream.written) + conn.rcvQueued, total)
+        self.assertLessEqual(conn.hostSide.queued, T.RCVBUF)
+        self.assertEqual(len(stream.written) + conn.hostSide.queued, total)
         self.assertLess(len(stream.written), 70 * 1024)
         # more data beyond the window is not taken
         self.p.send(b"extra")
-        self.assertEqual(len(stream.written) + conn.rcvQueued, total)
+        self.assertEqual(len(stream.written) + conn.hostSide.queued, total)
         self.p.seq -= 5
         # the host reads: the window opens with an update
         stream.consume()
@@ -619,8 +619,8 @@ class FlowControlTests(Base):
             self.h.clock.advance(0.05)
             self.p.absorb(frames)
             self.p.segment(ACK)
-        self.assertAlmostEqual(conn.srtt, 0.05, places=3)
-        self.assertEqual(conn.rto, T.MIN_RTO)
+        self.assertAlmostEqual(conn.rtx.srtt, 0.05, places=3)
+        self.assertEqual(conn.rtx.rto, T.MIN_RTO)
 
     def test_fastRetransmit(self):
         stream, _ = self.p.open()

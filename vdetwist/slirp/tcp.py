@@ -124,35 +124,361 @@ def _weakTimeout(conn: "TcpConn") -> Callable[[], None]:
     return fire
 
 
+# -- the parts of a connection -------------------------------------------------
+#
+# None of them refers back to its connection, so a closed connection frees by
+# reference counting alone.  The sequence numbers both directions share
+# (sndUna, sndNxt, sndMax, sndWnd, rcvNxt) and the state stay on the
+# connection itself: every segment reads them, and one attribute lookup is
+# cheaper than two.
+
+
+class SendBuffer:
+    """
+    The host's bytes on their way to the guest, from the first one the
+    guest has not acknowledged (C{sndUna}) on: the chunks as the host
+    stream gave them and the bytes of the first already acknowledged, so
+    nothing is copied until a segment is cut.  Bounded by L{SNDBUF} (the
+    host stream's reading pauses beyond).  Also where the end of the host
+    stream stands: queued (the host sent EOF), sent as our FIN,
+    acknowledged.
+    """
+
+    __slots__ = ("chunks", "offset", "length", "finQueued", "finSent", "finAcked")
+
+    def __init__(self) -> None:
+        self.chunks: deque[bytes] = deque()
+        self.offset = 0
+        self.length = 0
+        self.finQueued = False
+        self.finSent = False
+        self.finAcked = False
+
+    def append(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.length += len(data)
+
+    def peek(self, offset: int, length: int) -> bytes:
+        """
+        C{length} bytes from C{offset} (relative to C{sndUna}).
+        """
+        offset += self.offset
+        parts = []
+        for chunk in self.chunks:
+            size = len(chunk)
+            if offset >= size:
+                offset -= size
+                continue
+            piece = chunk[offset : offset + length]
+            parts.append(piece)
+            length -= len(piece)
+            offset = 0
+            if length <= 0:
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def drop(self, count: int) -> None:
+        """
+        Forget the first C{count} bytes (acknowledged).
+        """
+        self.length -= count
+        chunks = self.chunks
+        count += self.offset
+        while chunks and count >= len(chunks[0]):
+            count -= len(chunks.popleft())
+        self.offset = count
+
+
+class Retransmission:
+    """
+    The retransmission timeout of RFC 6298 (smoothed round-trip time and
+    its variation, from one timed segment at a time) and the backoffs: the
+    retransmissions in a row without progress, and the zero-window probes
+    in a row (RFC 1122 persist timer).
+    """
+
+    __slots__ = ("rto", "srtt", "rttvar", "rtSeq", "rtTime", "retries", "persistBackoff")
+
+    def __init__(self) -> None:
+        self.rto = INITIAL_RTO
+        self.srtt: Optional[float] = None
+        self.rttvar = 0.0
+        #: the end of the segment being timed, and when it was sent
+        self.rtSeq: Optional[int] = None
+        self.rtTime = 0.0
+        self.retries = 0
+        self.persistBackoff = 0
+
+    def sample(self, r: float) -> None:
+        """
+        A round-trip time C{r} was measured.
+        """
+        if self.srtt is None:
+            self.srtt = r
+            self.rttvar = r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + max(0.001, 4 * self.rttvar)))
+
+    def backoff(self) -> None:
+        """
+        The timer expired: double the timeout (Karn: stop timing).
+        """
+        self.retries += 1
+        self.rto = min(MAX_RTO, self.rto * 2)
+        self.rtSeq = None
+
+    def persistDelay(self) -> float:
+        return min(MAX_RTO, max(self.rto, MIN_RTO) * (1 << min(self.persistBackoff, 10)))
+
+
+class Congestion:
+    """
+    RFC 5681 congestion control with NewReno recovery (RFC 6582): the
+    congestion window, the slow-start threshold, the duplicate ACKs seen,
+    and the recovery point while recovering from a fast retransmit.
+    """
+
+    __slots__ = ("cwnd", "ssthresh", "dupAcks", "recover")
+
+    def __init__(self) -> None:
+        self.cwnd = 0
+        self.ssthresh = 1 << 30
+        self.dupAcks = 0
+        self.recover: Optional[int] = None
+
+    def start(self, mss: int) -> None:
+        self.cwnd = INITIAL_WINDOW_SEGMENTS * mss
+
+    def grow(self, acked: int, mss: int) -> None:
+        """
+        New data acknowledged outside recovery: slow start or congestion
+        avoidance.
+        """
+        self.dupAcks = 0
+        cwnd = self.cwnd
+        if cwnd < self.ssthresh:
+            cwnd += min(acked, mss)
+        else:
+            cwnd += max(mss * mss // cwnd, 1)
+        self.cwnd = cwnd if cwnd <= 64 * SNDBUF else 64 * SNDBUF
+
+    def fastRetransmit(self, flight: int, mss: int, recover: int) -> None:
+        """
+        Three duplicate ACKs: halve, and recover until C{recover} is acked.
+        """
+        self.ssthresh = max(flight // 2, 2 * mss)
+        self.cwnd = self.ssthresh + 3 * mss
+        self.recover = recover
+
+    def partialAck(self, acked: int, mss: int) -> None:
+        """
+        In recovery, an ACK short of the recovery point (the next hole).
+        """
+        self.cwnd = max(self.cwnd - acked + mss, mss)
+        self.dupAcks = 0
+
+    def recovered(self, mss: int) -> None:
+        self.recover = None
+        self.cwnd = max(self.ssthresh, 2 * mss)
+        self.dupAcks = 0
+
+    def timedOut(self, flight: int, mss: int) -> None:
+        """
+        The retransmission timer expired: back to slow start from one
+        segment.
+        """
+        self.ssthresh = max(flight // 2, 2 * mss)
+        self.cwnd = mss
+        self.recover = None
+        self.dupAcks = 0
+
+
+class Reassembly:
+    """
+    Guest segments that came in beyond a hole, kept (sorted by sequence
+    number, C{[seq, data, fin]}) until the hole fills; bounded by
+    L{MAX_OOO_SEGMENTS} segments and L{RCVBUF} bytes.
+    """
+
+    __slots__ = ("segments", "bytes")
+
+    def __init__(self) -> None:
+        self.segments: list[list] = []
+        self.bytes = 0
+
+    def store(self, seq: int, payload: bytes, fin: bool, rcvNxt: int) -> bool:
+        """
+        Keep a segment starting after C{rcvNxt}; C{False} if there was no
+        room for it.
+        """
+        segments = self.segments
+        if len(segments) >= MAX_OOO_SEGMENTS or self.bytes + len(payload) > RCVBUF:
+            return False
+        rel = seqDiff(seq, rcvNxt)
+        i = 0
+        while i < len(segments) and seqDiff(segments[i][0], rcvNxt) < rel:
+            i += 1
+        if i < len(segments) and segments[i][0] == seq and len(segments[i][1]) >= len(payload) \
+                and (segments[i][2] or not fin):
+            return True  # duplicate
+        segments.insert(i, [seq, payload, fin])
+        self.bytes += len(payload)
+        return True
+
+    def drain(self, rcvNxt: int) -> tuple[list[bytes], bool]:
+        """
+        The bytes now in order after C{rcvNxt}, and whether the guest's FIN
+        follows them (then whatever else was kept is dropped).
+        """
+        segments = self.segments
+        pieces = []
+        fin = False
+        while segments:
+            seq, data, segFin = segments[0]
+            offset = seqDiff(seq, rcvNxt)
+            if offset > 0:
+                break
+            segments.pop(0)
+            self.bytes -= len(data)
+            if -offset < len(data):
+                piece = data[-offset:]
+                pieces.append(piece)
+                rcvNxt = (rcvNxt + len(piece)) & M32
+                if segFin:
+                    fin = True
+                    break
+            elif -offset == len(data) and segFin:
+                fin = True
+                break
+        if fin:
+            segments.clear()
+            self.bytes = 0
+        return pieces, fin
+
+
+class HostSide:
+    """
+    The host end of a connection: its pending connect, then its stream;
+    the guest's bytes the stream has not taken yet (while it says it is
+    full; bounded by the window we advertise, which shrinks by as much), an
+    EOF waiting behind them; and whether we paused reading the stream (our
+    send buffer is full).
+    """
+
+    __slots__ = ("stream", "pending", "lost", "queue", "queued", "paused", "eofPending",
+                 "readPaused")
+
+    def __init__(self) -> None:
+        self.stream = None
+        #: The host connect while it is pending (an IPendingConnect).
+        self.pending = None
+        #: The stream is gone (its connectionLost came).
+        self.lost = False
+        self.queue: deque[bytes] = deque()
+        self.queued = 0
+        #: The stream asked us to stop writing (pauseWriting).
+        self.paused = False
+        self.eofPending = False
+        self.readPaused = False
+
+    def write(self, data: bytes) -> None:
+        stream = self.stream
+        if stream is None:
+            return
+        if self.paused or self.queue:
+            self.queue.append(data)
+            self.queued += len(data)
+        else:
+            stream.write(data)
+
+    def writeEOF(self) -> None:
+        if self.queue:
+            self.eofPending = True
+        elif self.stream is not None:
+            self.stream.writeEOF()
+
+    def drain(self, close: bool) -> None:
+        """
+        The stream takes bytes again: write what waited, then the EOF (and
+        with C{close}, close the stream after it).
+        """
+        stream = self.stream
+        queue = self.queue
+        while queue and not self.paused:
+            data = queue.popleft()
+            self.queued -= len(data)
+            stream.write(data)
+        if not queue and self.eofPending:
+            self.eofPending = False
+            stream.writeEOF()
+            if close:
+                stream.close()
+
+    def discard(self) -> None:
+        """
+        Forget the bytes that can no longer be written.
+        """
+        self.queue.clear()
+        self.queued = 0
+
+    def pauseReading(self) -> None:
+        if not self.readPaused and self.stream is not None:
+            self.readPaused = True
+            self.stream.pauseReading()
+
+    def resumeReading(self) -> None:
+        if self.readPaused and self.stream is not None:
+            self.readPaused = False
+            self.stream.resumeReading()
+
+    def abort(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.abort()
+
+    def release(self, clean: bool) -> None:
+        """
+        The connection is gone: cancel a pending connect, close the stream
+        (abort it unless C{clean}).
+        """
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.cancel()
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            if clean:
+                stream.close()
+            else:
+                stream.abort()
+
+
 @implementer(IStreamHandler)
 class TcpConn:
     """
-    One guest connection and its host stream.
+    One guest connection and its host stream: the state and the sequence
+    numbers of both directions (the TCB), composed with its parts, a
+    L{SendBuffer}, a L{Retransmission} timer state, a L{Congestion}
+    window, a L{Reassembly} of out-of-order segments and the L{HostSide}.
     """
 
     def __init__(self, layer: "TcpLayer", key: tuple) -> None:
         self.layer = layer
-        self.context = layer.context
+        self.context = context = layer.context
         self.key = key
         guest, gport, remote, rport = key
         self.guest, self.gport, self.remote, self.rport = guest, gport, remote, rport
         self.v6 = len(guest) == 16
         self.state = CONNECTING
-        self.stream = None
-        #: The host connect while it is pending (an IPendingConnect).
-        self.pending = None
-        self.timer = self.context.timer(_weakTimeout(self))
-        self.timerKind = None
+        self.hostSide = HostSide()
+        self.timer = context.timer(_weakTimeout(self))
+        self.timerKind: Optional[str] = None
         # receive side (guest -> host)
         self.irs = 0
         self.rcvNxt = 0
-        self.rcvQueue: deque[bytes] = deque()
-        self.rcvQueued = 0
-        self.ooo: list[list] = []  # [seq, data, fin], sorted by seq
-        self.oooBytes = 0
+        self.ooo = Reassembly()
         self.finRcvd = False
-        self.eofPending = False
-        self.hostPaused = False
         self.lastAdvertised = 0
         self.ackPending = False
         self.wsOk = False
@@ -165,28 +491,12 @@ class TcpConn:
         self.sndWnd = 0
         self.sndWl1 = 0
         self.sndWl2 = 0
-        self.sndBuf: deque[bytes] = deque()
-        self.sndOff = 0  # bytes of sndBuf[0] already acknowledged
-        self.sndBufLen = 0
-        self.finQueued = False
-        self.finSent = False
-        self.finAcked = False
-        self.readPaused = False
-        ourMss = self.context.config.mss6() if self.v6 else self.context.config.mss4()
+        self.sndBuf = SendBuffer()
+        ourMss = context.config.mss6() if self.v6 else context.config.mss4()
         self.ourMss = ourMss
         self.mss = 1220 if self.v6 else 536
-        self.cwnd = 0
-        self.ssthresh = 1 << 30
-        self.dupAcks = 0
-        self.recover: Optional[int] = None
-        self.rto = INITIAL_RTO
-        self.srtt: Optional[float] = None
-        self.rttvar = 0.0
-        self.rtSeq: Optional[int] = None
-        self.rtTime = 0.0
-        self.retries = 0
-        self.persistBackoff = 0
-        self.closedHost = False
+        self.cc = Congestion()
+        self.rtx = Retransmission()
         #: When a connection not yet established is given up.
         self.openDeadline = 0.0
 
@@ -197,7 +507,7 @@ class TcpConn:
     # -- helpers ---------------------------------------------------------
 
     def _window(self) -> int:
-        free = RCVBUF - self.rcvQueued
+        free = RCVBUF - self.hostSide.queued
         return free if free > 0 else 0
 
     def _send(self, flags: int, seq: int, payload: bytes = b"", options: bytes = b"") -> None:
@@ -218,14 +528,12 @@ class TcpConn:
             if self.ackPending:
                 self.ackPending = False
                 self.layer.pendingAcks.discard(self)
-        layer = self.layer
-        layer.context.stats["tcp_segments_out"] += 1
+        context = self.context
+        context.stats["tcp_segments_out"] += 1
         if self.v6:
-            layer.context.link.send6(self.guest, P.ipv6(self.remote, self.guest, P.PROTO_TCP,
-                                                       segment))
+            context.link.send6(self.guest, P.ipv6(self.remote, self.guest, P.PROTO_TCP, segment))
         else:
-            layer.context.link.send4(self.guest, P.ipv4(self.remote, self.guest, P.PROTO_TCP,
-                                                       segment))
+            context.link.send4(self.guest, P.ipv4(self.remote, self.guest, P.PROTO_TCP, segment))
 
     def sendAck(self) -> None:
         self._send(ACK, self.sndNxt)
@@ -243,37 +551,6 @@ class TcpConn:
     def _disarm(self) -> None:
         self.timerKind = None
         self.timer.cancel()
-
-    def _peek(self, offset: int, length: int) -> bytes:
-        """
-        C{length} bytes of the send buffer from C{offset} (relative to
-        sndUna).
-        """
-        offset += self.sndOff
-        parts = []
-        for chunk in self.sndBuf:
-            size = len(chunk)
-            if offset >= size:
-                offset -= size
-                continue
-            piece = chunk[offset : offset + length]
-            parts.append(piece)
-            length -= len(piece)
-            offset = 0
-            if length <= 0:
-                break
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _dropAcked(self, count: int) -> None:
-        self.sndBufLen -= count
-        buf = self.sndBuf
-        count += self.sndOff
-        while buf and count >= len(buf[0]):
-            count -= len(buf.popleft())
-        self.sndOff = count
-        if self.readPaused and self.sndBufLen <= SNDBUF // 2 and self.stream is not None:
-            self.readPaused = False
-            self.stream.resumeReading()
 
     # -- opening ---------------------------------------------------------
 
@@ -299,7 +576,7 @@ class TcpConn:
         if wscale is not None:
             self.wsOk = True
             self.sndShift = wscale
-        self.cwnd = INITIAL_WINDOW_SEGMENTS * self.mss
+        self.cc.start(self.mss)
 
     def connected(self, stream) -> None:
         """
@@ -308,11 +585,11 @@ class TcpConn:
         if self.state != CONNECTING:
             stream.abort()
             return
-        self.pending = None
-        self.stream = stream
+        self.hostSide.pending = None
+        self.hostSide.stream = stream
         self.state = SYN_RCVD
         self.sndNxt = self.sndMax = (self.iss + 1) & M32
-        self.retries = 0
+        self.rtx.retries = 0
         self._sendSynAck()
 
     def _sendSynAck(self) -> None:
@@ -324,12 +601,12 @@ class TcpConn:
         The retransmission timer of a SYN or SYN-ACK, at the latest at the
         half-open deadline.
         """
-        self._arm("rexmt", min(self.rto, self.openDeadline - self.context.now()))
+        self._arm("rexmt", min(self.rtx.rto, self.openDeadline - self.context.now()))
 
     def connectFailed(self, errno: int) -> None:
         if self.state != CONNECTING:
             return
-        self.pending = None
+        self.hostSide.pending = None
         import errno as E
 
         if errno in (E.EHOSTUNREACH, E.ENETUNREACH, E.ETIMEDOUT, E.EHOSTDOWN):
@@ -343,11 +620,10 @@ class TcpConn:
         """
         A forwarded host connection: send the guest a SYN (state SYN_SENT).
         """
-        self.stream = stream
+        self.hostSide.stream = stream
         self.state = SYN_SENT
         self.openDeadline = self.context.now() + self.context.config.tcpHalfOpenTimeout
-        stream.pauseReading()
-        self.readPaused = True
+        self.hostSide.pauseReading()
         self.sndNxt = self.sndMax = (self.iss + 1) & M32
         self._sendSyn()
 
@@ -359,11 +635,10 @@ class TcpConn:
         self.state = ESTABLISHED
         self.layer.halfOpen.pop(self, None)
         self.sndUna = (self.iss + 1) & M32
-        self.retries = 0
+        self.rtx.retries = 0
         self._disarm()
-        if self.readPaused and self.stream is not None and self.sndBufLen < SNDBUF:
-            self.readPaused = False
-            self.stream.resumeReading()
+        if self.sndBuf.length < SNDBUF:
+            self.hostSide.resumeReading()
         self.context.stats["tcp_established"] += 1
 
     # -- guest segments --------------------------------------------------
@@ -392,7 +667,7 @@ class TcpConn:
             wnd = max(self.lastAdvertised, 1)
             if seqLE(self.rcvNxt, seq) and seqLT(seq, (self.rcvNxt + wnd) & M32):
                 self.context.stats["tcp_reset_by_guest"] += 1
-                self._abortHost()
+                self.hostSide.abort()
                 self._remove()
             return
         if flags & SYN:
@@ -422,7 +697,7 @@ class TcpConn:
             self.sendAck()
             self._processAck(seq, ack, window, length, flags)
             return
-        if length and self.closedHost and self.stream is None:
+        if length and self.hostSide.lost and self.hostSide.stream is None:
             # the host side is gone: these bytes can never be delivered
             self._send(RST | ACK, self.sndNxt)
             self.context.stats["tcp_reset_by_host"] += 1
@@ -443,7 +718,7 @@ class TcpConn:
         if flags & RST:
             if flags & ACK:
                 self.context.stats["tcp_reset_by_guest"] += 1
-                self._abortHost()
+                self.hostSide.abort()
                 self._remove()
             return
         if not flags & SYN:
@@ -475,86 +750,70 @@ class TcpConn:
             self._newAck(ack, acked)
         elif (acked == 0 and length == 0 and not windowChanged and not flags & (SYN | FIN)
               and self.sndNxt != self.sndUna):
-            self.dupAcks += 1
-            if self.dupAcks == 3:
+            cc = self.cc
+            cc.dupAcks += 1
+            if cc.dupAcks == 3:
                 self._fastRetransmit()
-            elif self.dupAcks > 3 and self.recover is not None:
-                self.cwnd += self.mss
+            elif cc.dupAcks > 3 and cc.recover is not None:
+                cc.cwnd += self.mss
                 self.output()
             return
         if windowChanged or acked > 0:
             if self.sndWnd > 0 and self.timerKind == "persist":
                 self._disarm()
-                self.persistBackoff = 0
+                self.rtx.persistBackoff = 0
             self.output()
 
     def _newAck(self, ack: int, acked: int) -> None:
-        context = self.context
-        dataAcked = min(acked, self.sndBufLen)
+        sndBuf = self.sndBuf
+        dataAcked = min(acked, sndBuf.length)
         if dataAcked:
-            self._dropAcked(dataAcked)
-        if acked > dataAcked and self.finSent:
-            self.finAcked = True
+            sndBuf.drop(dataAcked)
+            if sndBuf.length <= SNDBUF // 2 and self.hostSide.readPaused:
+                self.hostSide.resumeReading()
+        if acked > dataAcked and sndBuf.finSent:
+            sndBuf.finAcked = True
         self.sndUna = ack
         if seqLT(self.sndNxt, ack):
             self.sndNxt = ack
-        self.retries = 0
-        if self.rtSeq is not None and seqLE(self.rtSeq, ack):
-            self._rttSample(context.now() - self.rtTime)
-            self.rtSeq = None
+        rtx = self.rtx
+        rtx.retries = 0
+        if rtx.rtSeq is not None and seqLE(rtx.rtSeq, ack):
+            rtx.sample(self.context.now() - rtx.rtTime)
+            rtx.rtSeq = None
         mss = self.mss
-        if self.recover is not None:
-            if seqLT(ack, self.recover):
-                # partial ACK: the next hole
-                self.cwnd = max(self.cwnd - acked + mss, mss)
+        cc = self.cc
+        if cc.recover is not None:
+            if seqLT(ack, cc.recover):
+                cc.partialAck(acked, mss)
                 self._retransmitFirst()
-                self.dupAcks = 0
             else:
-                self.recover = None
-                self.cwnd = max(self.ssthresh, 2 * mss)
-                self.dupAcks = 0
+                cc.recovered(mss)
         else:
-            self.dupAcks = 0
-            if self.cwnd < self.ssthresh:
-                self.cwnd += min(acked, mss)
-            else:
-                self.cwnd += max(mss * mss // self.cwnd, 1)
-            if self.cwnd > 64 * SNDBUF:
-                self.cwnd = 64 * SNDBUF
+            cc.grow(acked, mss)
         if self.sndNxt == self.sndUna:
             if self.timerKind == "rexmt":
                 self._disarm()
         else:
-            self._arm("rexmt", self.rto)
-
-    def _rttSample(self, r: float) -> None:
-        if self.srtt is None:
-            self.srtt = r
-            self.rttvar = r / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
-            self.srtt = 0.875 * self.srtt + 0.125 * r
-        self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + max(0.001, 4 * self.rttvar)))
+            self._arm("rexmt", rtx.rto)
 
     def _fastRetransmit(self) -> None:
         self.context.stats["tcp_fast_retransmits"] += 1
-        flight = seqDiff(self.sndNxt, self.sndUna)
-        self.ssthresh = max(flight // 2, 2 * self.mss)
-        self.cwnd = self.ssthresh + 3 * self.mss
-        self.recover = self.sndMax
-        self.rtSeq = None
+        self.cc.fastRetransmit(seqDiff(self.sndNxt, self.sndUna), self.mss, self.sndMax)
+        self.rtx.rtSeq = None
         self._retransmitFirst()
 
     def _retransmitFirst(self) -> None:
-        n = min(self.mss, self.sndBufLen)
+        sndBuf = self.sndBuf
+        n = min(self.mss, sndBuf.length)
         if n > 0:
             flags = ACK
-            if n == self.sndBufLen and self.finSent:
+            if n == sndBuf.length and sndBuf.finSent:
                 flags |= FIN
-            self._send(flags | PSH, self.sndUna, self._peek(0, n))
-        elif self.finSent and not self.finAcked:
+            self._send(flags | PSH, self.sndUna, sndBuf.peek(0, n))
+        elif sndBuf.finSent and not sndBuf.finAcked:
             self._send(FIN | ACK, self.sndUna)
-        self._arm("rexmt", self.rto)
+        self._arm("rexmt", self.rtx.rto)
 
     def _receive(self, seq: int, payload: bytes, fin: bool) -> None:
         if self.finRcvd:
@@ -570,13 +829,17 @@ class TcpConn:
             payload = payload[: max(room, 0)]
             fin = False
         if offset > 0:
-            self._storeOutOfOrder(seq, payload, fin)
+            if (payload or fin) and not self.ooo.store(seq, payload, fin, self.rcvNxt):
+                self.context.stats["tcp_ooo_dropped"] += 1
             self.sendAck()  # duplicate ACK: tells the guest about the hole
             return
         if payload:
             self._deliver(payload)
-        if self.ooo:
-            fin = self._drainOutOfOrder() or fin
+        if self.ooo.segments:
+            pieces, oooFin = self.ooo.drain(self.rcvNxt)
+            for piece in pieces:
+                self._deliver(piece)
+            fin = oooFin or fin
         if fin:
             self._guestFin()
             self.sendAck()
@@ -585,98 +848,48 @@ class TcpConn:
             self.ackPending = True
             self.layer.pendingAcks.add(self)
 
-    def _storeOutOfOrder(self, seq: int, payload: bytes, fin: bool) -> None:
-        if not payload and not fin:
-            return
-        if len(self.ooo) >= MAX_OOO_SEGMENTS or self.oooBytes + len(payload) > RCVBUF:
-            self.context.stats["tcp_ooo_dropped"] += 1
-            return
-        ooo = self.ooo
-        rel = seqDiff(seq, self.rcvNxt)
-        i = 0
-        while i < len(ooo) and seqDiff(ooo[i][0], self.rcvNxt) < rel:
-            i += 1
-        if i < len(ooo) and ooo[i][0] == seq and len(ooo[i][1]) >= len(payload) \
-                and (ooo[i][2] or not fin):
-            return  # duplicate
-        ooo.insert(i, [seq, payload, fin])
-        self.oooBytes += len(payload)
-
-    def _drainOutOfOrder(self) -> bool:
-        ooo = self.ooo
-        fin = False
-        while ooo:
-            seq, data, segFin = ooo[0]
-            offset = seqDiff(seq, self.rcvNxt)
-            if offset > 0:
-                break
-            ooo.pop(0)
-            self.oooBytes -= len(data)
-            if -offset < len(data):
-                self._deliver(data[-offset:])
-                if segFin:
-                    fin = True
-                    break
-            elif -offset == len(data) and segFin:
-                fin = True
-                break
-        if fin:
-            for entry in ooo:
-                self.oooBytes -= len(entry[1])
-            ooo.clear()
-        return fin
-
     def _deliver(self, data: bytes) -> None:
         self.rcvNxt = (self.rcvNxt + len(data)) & M32
         self.context.stats["tcp_bytes_to_host"] += len(data)
-        stream = self.stream
-        if stream is None:
-            return
-        if self.hostPaused or self.rcvQueue:
-            self.rcvQueue.append(data)
-            self.rcvQueued += len(data)
-        else:
-            stream.write(data)
+        self.hostSide.write(data)
 
     def _guestFin(self) -> None:
         self.rcvNxt = (self.rcvNxt + 1) & M32
         self.finRcvd = True
-        if self.rcvQueue:
-            self.eofPending = True
-        elif self.stream is not None:
-            self.stream.writeEOF()
+        self.hostSide.writeEOF()
 
     def _maybeFinished(self) -> None:
-        if self.finRcvd and self.finAcked and self.state == ESTABLISHED:
+        if self.finRcvd and self.sndBuf.finAcked and self.state == ESTABLISHED:
             self.state = CLOSED
             self._arm("timewait", TIME_WAIT)
-            if self.stream is not None and not self.rcvQueue:
-                self.stream.close()
+            hostSide = self.hostSide
+            if hostSide.stream is not None and not hostSide.queue:
+                hostSide.stream.close()
 
     # -- host events -----------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self.finQueued or self.state == CLOSED or not data:
+        sndBuf = self.sndBuf
+        if sndBuf.finQueued or self.state == CLOSED or not data:
             return
-        self.sndBuf.append(data)
-        self.sndBufLen += len(data)
+        sndBuf.append(data)
         self.context.stats["tcp_bytes_to_guest"] += len(data)
-        if self.sndBufLen >= SNDBUF and not self.readPaused and self.stream is not None:
-            self.readPaused = True
-            self.stream.pauseReading()
+        if sndBuf.length >= SNDBUF:
+            self.hostSide.pauseReading()
         if self.state == ESTABLISHED:
             self.output()
 
     def readEOF(self) -> None:
-        if self.finQueued:
+        if self.sndBuf.finQueued:
             return
-        self.finQueued = True
+        self.sndBuf.finQueued = True
         if self.state == ESTABLISHED:
             self.output()
 
     def connectionLost(self, clean: bool) -> None:
-        self.stream = None
-        self.closedHost = True
+        hostSide = self.hostSide
+        hostSide.stream = None
+        hostSide.lost = True
         if self.state == CLOSED:
             return
         if not clean or self.state in (SYN_SENT, SYN_RCVD, CONNECTING):
@@ -685,29 +898,19 @@ class TcpConn:
             self.context.stats["tcp_reset_by_host"] += 1
             self._remove()
             return
-        self.rcvQueue.clear()
-        self.rcvQueued = 0
+        hostSide.discard()
         self.readEOF()
 
     def pauseWriting(self) -> None:
-        self.hostPaused = True
+        self.hostSide.paused = True
 
     def resumeWriting(self) -> None:
-        self.hostPaused = False
-        stream = self.stream
-        if stream is None:
+        hostSide = self.hostSide
+        hostSide.paused = False
+        if hostSide.stream is None:
             return
-        queue = self.rcvQueue
         before = self.lastAdvertised
-        while queue and not self.hostPaused:
-            data = queue.popleft()
-            self.rcvQueued -= len(data)
-            stream.write(data)
-        if not queue and self.eofPending:
-            self.eofPending = False
-            stream.writeEOF()
-            if self.state == CLOSED:
-                stream.close()
+        hostSide.drain(close=self.state == CLOSED)
         if self.state == ESTABLISHED and not self.finRcvd:
             window = self._window()
             if before < 2 * self.mss * (1 << (RCV_SHIFT if self.wsOk else 0)) or \
@@ -725,57 +928,57 @@ class TcpConn:
             self.layer.blocked.add(self)
             return
         mss = self.mss
+        sndBuf = self.sndBuf
+        cc = self.cc
+        rtx = self.rtx
         while True:
             inFlight = seqDiff(self.sndNxt, self.sndUna)
-            unsent = self.sndBufLen - inFlight
+            unsent = sndBuf.length - inFlight
             if unsent > 0:
-                window = min(self.sndWnd, self.cwnd)
+                window = min(self.sndWnd, cc.cwnd)
                 usable = window - inFlight
                 if usable <= 0:
                     break
                 n = min(mss, unsent, usable)
                 if n < mss and n < unsent and inFlight > 0:
                     break  # sender-side silly window avoidance
-                data = self._peek(inFlight, n)
+                data = sndBuf.peek(inFlight, n)
                 flags = ACK
                 if n == unsent:
                     flags |= PSH
-                    if self.finQueued:
+                    if sndBuf.finQueued:
                         flags |= FIN
                 seq = self.sndNxt
                 self._send(flags, seq, data)
                 end = (seq + n + (1 if flags & FIN else 0)) & M32
                 if flags & FIN:
-                    self.finSent = True
-                if self.rtSeq is None and not seqLT(seq, self.sndMax):
-                    self.rtSeq = end
-                    self.rtTime = context.now()
+                    sndBuf.finSent = True
+                if rtx.rtSeq is None and not seqLT(seq, self.sndMax):
+                    rtx.rtSeq = end
+                    rtx.rtTime = context.now()
                 self.sndNxt = end
                 if seqLT(self.sndMax, end):
                     self.sndMax = end
                 if self.timerKind != "rexmt":
-                    self._arm("rexmt", self.rto)
+                    self._arm("rexmt", rtx.rto)
                 if not context.writable:
                     self.layer.blocked.add(self)
                     return
                 continue
-            if unsent == 0 and self.finQueued and not self.finSent:
+            if unsent == 0 and sndBuf.finQueued and not sndBuf.finSent:
                 seq = self.sndNxt
                 self._send(FIN | ACK, seq)
-                self.finSent = True
+                sndBuf.finSent = True
                 self.sndNxt = (seq + 1) & M32
                 if seqLT(self.sndMax, self.sndNxt):
                     self.sndMax = self.sndNxt
                 if self.timerKind != "rexmt":
-                    self._arm("rexmt", self.rto)
+                    self._arm("rexmt", rtx.rto)
             break
         inFlight = seqDiff(self.sndNxt, self.sndUna)
-        if (self.sndWnd == 0 and inFlight <= 0 and self.sndBufLen > 0
+        if (self.sndWnd == 0 and inFlight <= 0 and sndBuf.length > 0
                 and self.timerKind != "persist"):
-            self._arm("persist", self._persistDelay())
-
-    def _persistDelay(self) -> float:
-        return min(MAX_RTO, max(self.rto, MIN_RTO) * (1 << min(self.persistBackoff, 10)))
+            self._arm("persist", rtx.persistDelay())
 
     # -- timers ------------------------------------------------------------
 
@@ -786,7 +989,7 @@ class TcpConn:
                 self.layer.unreachable(self)
                 self._remove()
         elif kind == "timewait":
-            if self.rcvQueue and self.stream is not None:
+            if self.hostSide.queue and self.hostSide.stream is not None:
                 self._arm("timewait", TIME_WAIT)  # the host has not read it all yet
             else:
                 self._remove()
@@ -801,27 +1004,26 @@ class TcpConn:
             return
         self.context.stats["tcp_window_probes"] += 1
         inFlight = seqDiff(self.sndNxt, self.sndUna)
-        if inFlight < self.sndBufLen:
-            self._send(ACK, self.sndNxt, self._peek(inFlight, 1))
+        if inFlight < self.sndBuf.length:
+            self._send(ACK, self.sndNxt, self.sndBuf.peek(inFlight, 1))
             end = (self.sndNxt + 1) & M32
             if seqLT(self.sndMax, end):
                 self.sndMax = end
         else:
             self.sendAck()
-        self.persistBackoff += 1
-        self._arm("persist", self._persistDelay())
+        self.rtx.persistBackoff += 1
+        self._arm("persist", self.rtx.persistDelay())
 
     def _retransmitTimeout(self) -> None:
         context = self.context
-        self.retries += 1
-        self.rto = min(MAX_RTO, self.rto * 2)
-        self.rtSeq = None
+        rtx = self.rtx
+        rtx.backoff()
         context.stats["tcp_timeouts"] += 1
         if self.state in (SYN_RCVD, SYN_SENT):
-            if self.retries > MAX_SYN_RETRIES or context.now() >= self.openDeadline:
+            if rtx.retries > MAX_SYN_RETRIES or context.now() >= self.openDeadline:
                 if self.state == SYN_RCVD:
                     self._send(RST | ACK, self.sndNxt)
-                self._abortHost()
+                self.hostSide.abort()
                 self._remove()
             elif self.state == SYN_RCVD:
                 self._sendSynAck()
@@ -830,44 +1032,27 @@ class TcpConn:
             return
         if self.state != ESTABLISHED or self.sndNxt == self.sndUna:
             return
-        if self.retries > MAX_RETRIES:
+        if rtx.retries > MAX_RETRIES:
             self._send(RST | ACK, self.sndNxt)
-            self._abortHost()
+            self.hostSide.abort()
             self._remove()
             return
-        flight = seqDiff(self.sndNxt, self.sndUna)
-        self.ssthresh = max(flight // 2, 2 * self.mss)
-        self.cwnd = self.mss
-        self.recover = None
-        self.dupAcks = 0
+        self.cc.timedOut(seqDiff(self.sndNxt, self.sndUna), self.mss)
         # go back N: resend from the first unacknowledged byte
         self.sndNxt = self.sndUna
-        if self.finSent and not self.finAcked:
-            self.finSent = False
+        if self.sndBuf.finSent and not self.sndBuf.finAcked:
+            self.sndBuf.finSent = False
         self.output()
         if self.timerKind is None and self.sndNxt != self.sndUna:
-            self._arm("rexmt", self.rto)
+            self._arm("rexmt", rtx.rto)
 
     # -- closing -----------------------------------------------------------
-
-    def _abortHost(self) -> None:
-        stream, self.stream = self.stream, None
-        if stream is not None:
-            stream.abort()
 
     def _remove(self) -> None:
         self.state = CLOSED
         self._disarm()
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.cancel()
         self.layer.forget(self)
-        stream, self.stream = self.stream, None
-        if stream is not None:
-            if self.finRcvd and self.finAcked:
-                stream.close()
-            else:
-                stream.abort()
+        self.hostSide.release(clean=self.finRcvd and self.sndBuf.finAcked)
 
     def evict(self) -> None:
         """
@@ -876,16 +1061,16 @@ class TcpConn:
         retransmission tries again).
         """
         self.context.stats["tcp_halfopen_evicted"] += 1
-        self._abortHost()
+        self.hostSide.abort()
         self._remove()
 
     def reset(self) -> None:
         """
-        Abort both sides (context shutdown).
+        Abort both sides (engine shutdown).
         """
         if self.state in (ESTABLISHED, SYN_RCVD):
             self._send(RST | ACK, self.sndNxt)
-        self._abortHost()
+        self.hostSide.abort()
         self._remove()
 
 
@@ -992,7 +1177,7 @@ class TcpLayer:
             target = ("tcp",) + tuple(target)
         pending = context.host.connect(target, conn)
         if conn.state == CONNECTING:  # not already reported
-            conn.pending = pending
+            conn.hostSide.pending = pending
 
     def _reset(self, source, sport, destination, dport, seq, ack, flags, length) -> None:
         if flags & ACK:
