@@ -45,6 +45,7 @@ log = Logger()
 MAX_OUTPUT_QUEUE = 512
 HOUSEKEEPING_INTERVAL = 1.0
 
+
 class SlirpEngine:
     """
     The demultiplexer of guest frames to the layers, and the
