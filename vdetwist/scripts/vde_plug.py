@@ -43,6 +43,7 @@ from vdetwist.iplog import IpLogger
 from vdetwist.registry import DEFAULT_DESCRIPTION, OpenArgs, openVNL, userName
 from vdetwist.pipes import PipeStandardIO
 from vdetwist.streamplug import StreamPlug
+from vdetwist.scripts.getoptwords import glibcMessage
 
 USAGE = """\
 Usage:
@@ -103,29 +104,6 @@ class Options:
     version: bool = False
 
 
-def _getoptMessage(error: getopt.GetoptError) -> str:
-    """
-    Python's getopt complaint in glibc getopt_long's words, as the C tool
-    prints them.
-    """
-    opt, msg = error.opt, error.msg
-    if msg.startswith("option --"):
-        if msg.endswith("not recognized"):
-            return f"unrecognized option '--{opt}'"
-        if msg.endswith("requires argument"):
-            return f"option '--{opt}' requires an argument"
-        if msg.endswith("must not have an argument"):
-            return f"option '--{opt}' doesn't allow an argument"
-        if msg.endswith("not a unique prefix"):
-            names = " ".join(f"'--{n.rstrip('=')}'" for n in LONG if n.startswith(opt))
-            return f"option '--{opt}' is ambiguous; possibilities: {names}"
-    elif msg.startswith("option -"):
-        if msg.endswith("not recognized"):
-            return f"invalid option -- '{opt}'"
-        if msg.endswith("requires argument"):
-            return f"option requires an argument -- '{opt}'"
-    return msg
-
 
 def _setArg(options: Options, which: int, **change) -> None:
     current = options.args[which]
@@ -141,7 +119,7 @@ def parseArgs(argv: list[str]) -> Options:
     try:
         opts, rest = getopt.gnu_getopt(argv, SHORT, LONG)
     except getopt.GetoptError as e:
-        raise UsageError(f"vde_plug: {_getoptMessage(e)}") from None
+        raise UsageError(f"vde_plug: {glibcMessage(e, LONG)}") from None
     options = Options()
     for name, value in opts:
         if name in ("-h", "--help"):

@@ -52,6 +52,7 @@ from vdetwist.pipes import PipeStandardIO
 from vdetwist.registry import openVNL
 from vdetwist.streamplug import StreamPlug
 from vdetwist.vde2.console import serveStdio
+from vdetwist.scripts.getoptwords import glibcMessage
 
 USAGE = """\
 Usage: wirefilter OPTIONS
@@ -117,27 +118,6 @@ class Options:
     version: bool = False
 
 
-def _getoptMessage(error: getopt.GetoptError) -> str:
-    """
-    Python's getopt complaint in glibc getopt_long's words.
-    """
-    opt, msg = error.opt, error.msg
-    if msg.startswith("option --"):
-        if msg.endswith("not recognized"):
-            return f"unrecognized option '--{opt}'"
-        if msg.endswith("requires argument"):
-            return f"option '--{opt}' requires an argument"
-        if msg.endswith("must not have an argument"):
-            return f"option '--{opt}' doesn't allow an argument"
-        if msg.endswith("not a unique prefix"):
-            names = " ".join(f"'--{n.rstrip('=')}'" for n in LONG if n.startswith(opt))
-            return f"option '--{opt}' is ambiguous; possibilities: {names}"
-    elif msg.endswith("not recognized"):
-        return f"unrecognized option '-{opt}'"
-    elif msg.endswith("requires argument"):
-        return f"option requires an argument -- '{opt}'"
-    return msg
-
 
 def parseArgs(argv: list[str]) -> Options:
     """
@@ -149,7 +129,7 @@ def parseArgs(argv: list[str]) -> Options:
     try:
         opts, rest = getopt.gnu_getopt(argv, SHORT, LONG)
     except getopt.GetoptError as e:
-        raise UsageError(f"{PROG}: {_getoptMessage(e)}") from None
+        raise UsageError(f"{PROG}: {glibcMessage(e, LONG, longOnly=True)}") from None
     options = Options()
     for name, value in opts:
         if name in ("-h", "--help"):
