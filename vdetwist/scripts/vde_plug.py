@@ -43,7 +43,7 @@ from vdetwist.iplog import IpLogger
 from vdetwist.registry import DEFAULT_DESCRIPTION, OpenArgs, openVNL, userName
 from vdetwist.pipes import PipeStandardIO
 from vdetwist.streamplug import StreamPlug
-from vdetwist.scripts.getoptwords import glibcMessage
+from vdetwist.scripts.cli import daemonize, glibcMessage
 
 USAGE = """\
 Usage:
@@ -187,20 +187,6 @@ def inIpLogGroup() -> bool:
 def sshAddress() -> str:
     ssh = os.environ.get("SSH_CLIENT", "")
     return ssh.split(" ")[0] if ssh else "UNKNOWN_IP_ADDRESS"
-
-
-def daemonize() -> None:
-    """
-    As C{daemon(0, 0)}: detach, chdir to /, stdio to /dev/null.
-    """
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    os.chdir("/")
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
 
 
 @dataclass

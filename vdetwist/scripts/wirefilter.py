@@ -52,7 +52,7 @@ from vdetwist.pipes import PipeStandardIO
 from vdetwist.registry import openVNL
 from vdetwist.streamplug import StreamPlug
 from vdetwist.vde2.console import serveStdio
-from vdetwist.scripts.getoptwords import glibcMessage
+from vdetwist.scripts.cli import daemonize, glibcMessage
 
 USAGE = """\
 Usage: wirefilter OPTIONS
@@ -335,20 +335,6 @@ def _stream(reactor, infd: int, outfd: int) -> _StreamSide:
     plug = _StreamSide(f"pipes {infd}:{outfd}")
     PipeStandardIO(plug, reactor, infd, outfd)
     return plug
-
-
-def daemonize() -> None:
-    """
-    As C{daemon(0, 0)}: detach, chdir to /, stdio to /dev/null.
-    """
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    os.chdir("/")
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
 
 
 def _syslogObserver(event) -> None:

@@ -1,11 +1,13 @@
 """
-Python's getopt complaints in glibc's words, so our commands print what the
-C tools print for a bad command line.
+What our commands share with each other as the C tools do: getopt's
+complaints in glibc's words, so a bad command line reads as the C tool's,
+and C{daemon(0, 0)}.
 """
 
 from __future__ import annotations
 
 import getopt
+import os
 from typing import Sequence
 
 
@@ -33,3 +35,17 @@ def glibcMessage(error: getopt.GetoptError, longOptions: Sequence[str],
     elif msg.endswith("requires argument"):
         return f"option requires an argument -- '{opt}'"
     return msg
+
+
+def daemonize() -> None:
+    """
+    As C{daemon(0, 0)}: detach, chdir to /, stdio to /dev/null.
+    """
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
