@@ -7,6 +7,7 @@ the VDE stream encoding (C{vde_plug}, C or ours; the C C{vde_switch}).
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import itertools
 import os
@@ -18,6 +19,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -96,9 +98,20 @@ def ourEnv(**extra: str) -> dict[str, str]:
     return env
 
 
-def requireRoot() -> None:
+def userName() -> str:
+    """
+    The name of the user the tests run as, as the switches and plugs show
+    it (C{user=NAME}, C{Current User: NAME}).
+    """
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def requireRoot(why: str = "network namespaces, taps") -> None:
+    """
+    Skip the test unless it runs as root, saying what root is needed for.
+    """
     if os.geteuid() != 0:
-        raise SkipTest("needs root (network namespaces, taps, chown)")
+        raise SkipTest(f"needs root ({why})")
 
 
 def requireCommand(name: str, package: str) -> str:
@@ -131,7 +144,7 @@ def makeUser(test) -> pwd.struct_passwd:
     at the end of C{test}: the owner of what the test must make foreign.
     Skips unless root.
     """
-    requireRoot()
+    requireRoot("to make a user")
     useradd = requireCommand("useradd", "passwd")
     userdel = requireCommand("userdel", "passwd")
     name = f"vt{os.getpid()}u{next(_userSerial)}"
@@ -420,6 +433,16 @@ class StreamProcess:
     def send(self, *frames: bytes) -> None:
         self.write(records(frames))
 
+    def waitInputRead(self, timeout: float = TIMEOUT) -> None:
+        """
+        Write one frame to stdin and wait until the process has read it: it
+        is past its start-up and in its main loop (where a signal meets the
+        handlers it runs with; C{vde_plug}'s socket appears before that).
+        """
+        self.send(frame(0))
+        self.waitFor(lambda: _queued(self.proc.stdin.fileno()) == 0,
+                     "the process to read its stdin", timeout)
+
     def closeStdin(self) -> None:
         """
         Close stdin: the clean way to end a C{vde_plug} or C{vde_switch}.
@@ -541,6 +564,13 @@ class StreamProcess:
         self.proc.stderr.close()
 
 
+def _queued(fd: int) -> int:
+    """
+    How many bytes wait in the pipe C{fd} is an end of.
+    """
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
 def cPlug(test, name: str, *args: str, **kwargs: Any) -> StreamProcess:
     """
     The C C{vde_plug ARGS}; C{kwargs} as for L{StreamProcess}.
@@ -560,11 +590,15 @@ def ourPlug(test, name: str, *args: str, env: Optional[dict] = None,
 
 def isListening(path: str) -> bool:
     """
-    Whether a unix stream socket at C{path} accepts connections.
+    Whether a unix stream socket at C{path} accepts connections (a full
+    backlog counts: it listens, and polling must not fail for it).
     """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.setblocking(False)
         try:
             s.connect(path)
+        except BlockingIOError:
+            return True
         except OSError:
             return False
     return True
@@ -585,11 +619,22 @@ class ConsoleClient:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(path)
+            waitFor(lambda: self._connect(path), f"room in {path}'s backlog", timeout)
             self.greeting = self._until(prompt)
         except BaseException:
             self.sock.close()
             raise
+
+    def _connect(self, path: str) -> bool:
+        """
+        Connect, or C{False} on EAGAIN: a unix socket's backlog is full (the
+        switch is not accepting yet), which is not worth failing for.
+        """
+        try:
+            self.sock.connect(path)
+        except BlockingIOError:
+            return False
+        return True
 
     def _until(self, marker: bytes) -> bytes:
         data = b""
@@ -646,7 +691,8 @@ class CSwitch:
         self.process = StreamProcess(test, "C vde_switch", argv + list(args))
 
     def ready(self) -> bool:
-        return os.path.exists(os.path.join(self.path, "ctl")) and (
+        # Not just there: vde_switch binds ctl a moment before it listens.
+        return isListening(os.path.join(self.path, "ctl")) and (
             self.mgmt is None or isListening(self.mgmt))
 
     def waitReady(self) -> None:

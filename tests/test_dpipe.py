@@ -583,12 +583,15 @@ class DpipeTests(unittest.TestCase):
         A command that cannot be run exits 127 with a message naming it; if
         it is not the last one, the last one just sees end of file.
         """
-        result = run(["true", "=", "no-such-dpipe-command", "x"])
+        # Only searchable directories on PATH: as with execvp, one this user
+        # may not search (root's in an su session) makes it EACCES.
+        path = ourEnv(PATH=os.defpath)
+        result = run(["true", "=", "no-such-dpipe-command", "x"], env=path)
         self.assertEqual(
             (result.returncode, result.stderr),
             (127, b"dpipe: no-such-dpipe-command: No such file or directory\n"),
         )
-        result = run(["no-such-dpipe-command", "="] + sh("cat; exit 4"))
+        result = run(["no-such-dpipe-command", "="] + sh("cat; exit 4"), env=path)
         self.assertEqual(result.returncode, 4)
 
     def test_scriptWithoutInterpreterLine(self) -> None:

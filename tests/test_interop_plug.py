@@ -712,6 +712,9 @@ class LifecycleTests(InteropTestCase):
                 if how == "eof":
                     proc.closeStdin()
                 else:
+                    # Not while the plug is still opening: the C vde_plug
+                    # removes its socket only once vde_open has returned.
+                    proc.waitInputRead()
                     proc.signal(signal.SIGTERM)
                 self.assertClean(proc)
                 self.assertFalse(os.path.exists(pidfile), f"{name} left its pid file ({how})")

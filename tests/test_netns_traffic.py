@@ -26,7 +26,9 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import cTool, makeNamespace, ourEnv, ourTool, requireCommand, requireTun
+from tests.support import (
+    cTool, isListening, makeNamespace, ourEnv, ourTool, requireCommand, requireTun,
+)
 from vdetwist import netns
 
 IFF_LOWER_UP = 0x10000
@@ -212,7 +214,7 @@ class TrafficTests(TestCase):
         )
         self.addCleanup(stop, service)
         deadline = time.monotonic() + 15
-        while not os.path.exists(os.path.join(switch, "ctl")):
+        while not isListening(os.path.join(switch, "ctl")):
             if service.poll() is not None or time.monotonic() > deadline:
                 log.seek(0)
                 self.fail(f"twistd vde did not start: {log.read()}")

@@ -2,20 +2,32 @@
 The package as users get it: plugin discovery after C{pip install} from a
 wheel and after an editable install, in fresh virtual environments, with
 Twisted's dropin cache written once and no errors on the way.
+
+Both build from a copy of the checkout's source files, never in the
+checkout: what an earlier build or install left there (C{build/},
+C{*.egg-info}) would end up in the wheel, and the build would leave more.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import ROOT
 
 SCHEMES = {"cmd", "null", "ptp", "seqpacket", "udp"}
+
+#: What builds, installs and test runs leave in a checkout (as .gitignore).
+LEFTOVERS = shutil.ignore_patterns(
+    ".git", "__pycache__", "*.pyc", "dropin.cache", "build", "dist", "*.egg-info", ".venv",
+    ".hypothesis", "_trial_temp*",
+)
 
 LIST_BACKENDS = (
     "import vdetwist, sys; from vdetwist.registry import registry;"
@@ -30,21 +42,53 @@ class InstalledTests(SynchronousTestCase):
             self.fail(f"{argv} failed: {result.stdout}\n{result.stderr}")
         return result
 
+    def source(self) -> str:
+        """
+        A copy of the checkout's source: the files git does not ignore, or,
+        outside a git checkout, all but what builds, installs and test runs
+        leave.
+        """
+        path = os.path.abspath(self.mktemp())
+        try:
+            listed = subprocess.run(
+                ["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                capture_output=True, check=True,
+            ).stdout
+        except (OSError, subprocess.CalledProcessError):
+            listed = b""
+        names = [os.fsdecode(n) for n in listed.split(b"\0") if n]
+        if not names:
+            shutil.copytree(ROOT, path, ignore=LEFTOVERS)
+        for name in names:
+            if os.path.isfile(os.path.join(ROOT, name)):  # not deleted since
+                os.makedirs(os.path.dirname(os.path.join(path, name)), exist_ok=True)
+                shutil.copy2(os.path.join(ROOT, name), os.path.join(path, name))
+        return path
+
     def venv(self) -> str:
         """
-        A fresh venv that borrows the test run's own dependencies (so nothing
-        is downloaded) but not vdetwist.
+        A fresh venv that borrows the test run's own dependencies but not
+        vdetwist, with a setuptools that builds wheels without isolation
+        (70.1 or later): the test run's if it is one, else from the index.
         """
-        try:
-            from setuptools.command import bdist_wheel  # noqa: F401
-        except ImportError:
-            raise SkipTest(
-                "building without isolation needs setuptools >= 70.1:"
-                " pip install -U setuptools"
-            )
         path = os.path.abspath(self.mktemp())
         self.run_(sys.executable, "-m", "venv", "--system-site-packages", path)
+        python = os.path.join(path, "bin", "python")
+        if sys.prefix != sys.base_prefix:
+            # The test runs in a venv: the new one's system site is the base
+            # interpreter's, so name this one's site-packages in a .pth.
+            borrowed = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+            with open(os.path.join(self.sitePackages(python), "borrowed.pth"), "w") as f:
+                f.write("".join(f"{p}\n" for p in sorted(borrowed)))
+        if subprocess.run([python, "-c", "import setuptools.command.bdist_wheel"],
+                          capture_output=True).returncode:
+            self.run_(python, "-m", "pip", "install", "-q", "setuptools>=70.1")
         return path
+
+    def sitePackages(self, python: str) -> str:
+        return self.run_(
+            python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"
+        ).stdout.strip()
 
     def pip(self, venv: str, *args: str) -> None:
         self.run_(
@@ -70,8 +114,8 @@ class InstalledTests(SynchronousTestCase):
     def test_wheel(self) -> None:
         venv = self.venv()
         dist = os.path.abspath(self.mktemp())
-        self.run_(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                  "--no-build-isolation", "-w", dist, ROOT)
+        self.run_(os.path.join(venv, "bin", "python"), "-m", "pip", "wheel", "-q", "--no-deps",
+                  "--no-build-isolation", "-w", dist, self.source())
         [wheel] = [os.path.join(dist, n) for n in os.listdir(dist) if n.endswith(".whl")]
         names = zipfile.ZipFile(wheel).namelist()
         self.assertIn("twisted/plugins/vdetwist_backends.py", names)
@@ -84,14 +128,12 @@ class InstalledTests(SynchronousTestCase):
         for page in ("vde_plug.1", "dpipe.1", "vdetwist-plugins.1"):
             self.assertTrue([n for n in names if n.endswith(f".data/data/share/man/man1/{page}")], names)
         self.pip(venv, wheel)
-        site = subprocess.run(
-            [os.path.join(venv, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
+        site = self.sitePackages(os.path.join(venv, "bin", "python"))
         self.check_discovery(venv, site)
         self.assertTrue(os.path.exists(os.path.join(site, "twisted", "plugins", "dropin.cache")))
 
     def test_editable(self) -> None:
         venv = self.venv()
-        self.pip(venv, "-e", ROOT)
-        self.check_discovery(venv, ROOT)
+        source = self.source()
+        self.pip(venv, "-e", source)
+        self.check_discovery(venv, source)

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import ConsoleClient, ourPlug, requireCommand, tmpdir, waitFor
+from tests.support import ConsoleClient, isListening, ourPlug, requireCommand, tmpdir, userName, waitFor
 from tests.test_service import SwitchProcess
 
 MAC = "52:54:00:76:64:65"
@@ -186,7 +186,7 @@ class QemuBootTests(SynchronousTestCase):
         console = ConsoleClient(switch.mgmt)
         self.addCleanup(console.close)
         ports = console.cmd("port/print").decode()
-        self.assertIn(f"QEMU user=root pid={guest.process.pid}", ports)
+        self.assertIn(f"QEMU user={userName()} pid={guest.process.pid}", ports)
 
     def test_switchNode(self) -> None:
         """
@@ -195,7 +195,7 @@ class QemuBootTests(SynchronousTestCase):
         """
         sock = os.path.join(self.dir, "node")
         node = ourPlug(self, "our vde_plug switch://", f"switch://{sock}")
-        waitFor(lambda: os.path.exists(os.path.join(sock, "ctl")), "the switch:// node",
+        waitFor(lambda: isListening(os.path.join(sock, "ctl")), "the switch:// node",
                 procs=[node], failIfEnded=True)
         self.boot(sock, [node])
         # The guest's frames flood to the host port too: its DHCP discover

@@ -328,7 +328,8 @@ class DatagramTests(TestCase):
         try:
             sock = host.openICMP(4, H())
         except OSError as e:
-            raise SkipTest(f"no ICMP socket: {e}")
+            raise SkipTest(f"no ICMP socket ({e.strerror}): needs root, or a group of this"
+                           f" user's in sysctl net.ipv4.ping_group_range")
         self.addCleanup(sock.close)
         message = P.icmp4(8, 0, struct.pack("!HH", 0x4321, 1) + b"payload")
         sock.sendto(message, ("127.0.0.1", 0))

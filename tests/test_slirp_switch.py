@@ -29,7 +29,7 @@ import time
 from twisted.internet import defer
 
 from tests import test_slirp_netns as guestTests
-from tests.support import ourEnv, ourTool
+from tests.support import isListening, ourEnv, ourTool
 from tests.test_netns_traffic import stop
 
 IFF_LOWER_UP = 0x10000
@@ -64,7 +64,7 @@ class SlirpThroughSwitchNodeTests(guestTests.SlirpGuestTests):
         self.tapPlug = self.start(
             "tap", [*ourTool("vde_plug"), f"tap://{self.tap}", f"switch://{self.switch}"])
         self.waitForTap(self.tapPlug)
-        self.waitFor(lambda: os.path.exists(os.path.join(self.switch, "ctl")),
+        self.waitFor(lambda: isListening(os.path.join(self.switch, "ctl")),
                      "the switch:// node", self.tapPlug)
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -148,7 +148,7 @@ class SlirpThroughTwistdSwitchTests(SlirpThroughSwitchNodeTests):
     def startSwitch(self):
         self.service = self.start("twistd", [sys.executable, "-m", "twisted", "vde",
                                              "--switch", self.switch, "--rcfile="])
-        self.waitFor(lambda: os.path.exists(os.path.join(self.switch, "ctl")),
+        self.waitFor(lambda: isListening(os.path.join(self.switch, "ctl")),
                      "twistd vde", self.service)
         self.tapPlug = self.start(
             "tap", [*ourTool("vde_plug"), f"tap://{self.tap}", f"vde://{self.switch}"])

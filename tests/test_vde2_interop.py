@@ -32,7 +32,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests.support import (
     DATA_TYPE, TIMEOUT, CSwitch, LogCapture, StreamProcess, cPlug, cTool, describeAll,
     isListening, makeNamespace, makeUser, ourPlug, ping, requireRoot, requireTun, settle, tmpdir,
-    until,
+    until, userName,
 )
 from vdetwist import netns
 from vdetwist.errors import PlugClosed, VdeError
@@ -212,8 +212,7 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         self.addCleanup(plug.close)
         ours = FrameCollector()
         plug.startReceiving(ours)
-        expected = f"vdetwist-test user=root pid={os.getpid()}" if os.geteuid() == 0 else \
-            "vdetwist-test user="
+        expected = f"vdetwist-test user={userName()} pid={os.getpid()}"
         printed = switch.command("port/print")
         self.assertIn("module unix prog   : " + expected, printed)
         other = cPlug(self, "c", switch.path)
@@ -321,7 +320,7 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         """
         directory = self.path("cnode")
         node = cPlug(self, "C switch://", "null://", "switch://" + directory)
-        await until(lambda: os.path.exists(directory + "/ctl"), "the C node", procs=[node])
+        await until(lambda: isListening(directory + "/ctl"), "the C node", procs=[node])
         plug = await connectVde(reactor, directory, description=b"ours")
         self.addCleanup(plug.close)
         self.assertRegex(plug.serverPath, r"/fd\d+$")
@@ -477,7 +476,7 @@ class NetnodeTests(Vde2TestCase):
         """
         directory = self.path("hub")
         hub = ourPlug(self, "our hub", "null://", "hub://" + directory)
-        await until(lambda: os.path.exists(directory + "/ctl"), "our hub to start", procs=[hub])
+        await until(lambda: isListening(directory + "/ctl"), "our hub to start", procs=[hub])
         a, b = cPlug(self, "a", directory), cPlug(self, "b", directory)
         await until(lambda: len([n for n in os.listdir(directory) if n.startswith("fd")]) == 2,
                     "clients to join", procs=[hub, a, b])
@@ -557,8 +556,7 @@ class SwitchServerTests(Vde2TestCase):
         plug.startReceiving(ours)
         (endpoint,) = server.endpoints.values()
         self.assertEqual(endpoint.port.number, 7)
-        self.assertEqual(endpoint.description, f"ours user=root pid={os.getpid()}"
-                         if os.geteuid() == 0 else endpoint.description)
+        self.assertEqual(endpoint.description, f"ours user={userName()} pid={os.getpid()}")
         c = cPlug(self, "c", server.path)
         await until(lambda: len(server.endpoints) == 2, "the C client", procs=[c])
         c.send(mkframe(BROADCAST, mac(2), 1))
@@ -674,11 +672,10 @@ class SwitchServerTests(Vde2TestCase):
         # And the switch still works.
         await self.rawJoin(server.path)
 
-    async def test_portOutOfRangeAndBusy(self) -> None:
+    async def test_portOutOfRangeAndShared(self) -> None:
         """
-        A port beyond the switch's ports, or held by another user, is
-        refused by closing the connection (never left hanging); the same
-        user may share a port.
+        A port beyond the switch's ports is refused by closing the
+        connection (never left hanging); the same user may share a port.
         """
         server = self.ourServer(numports=8)
         high = self.rawClient(server.path)
@@ -688,19 +685,25 @@ class SwitchServerTests(Vde2TestCase):
         first = await self.rawJoin(server.path, 2)
         second = await self.rawJoin(server.path, 2)
         self.assertEqual([e.port.number for e in server.endpoints.values()], [2, 2])
-        if os.geteuid() != 0:
-            return
-        other = self.rawClient(server.path)
-        os.chown(other.path, 65534, -1)
-        other.request(2)
-        await self.assertRefused(other)
-        self.assertIn("port 2 is in use by another user", self.log.text())
         # Frames between the two endpoints of port 2 are not exchanged, the
         # port still works with a third client.
         third = await self.rawJoin(server.path)
         first.data.send(mkframe(BROADCAST, mac(1), 1))
         await until(lambda: bool(third.recvAll()), "a frame from port 2")
         self.assertEqual(second.recvAll(), [])
+
+    async def test_portOfAnotherUser(self) -> None:
+        """
+        A port held by another user is refused by closing the connection.
+        """
+        requireRoot("to give a client's socket to another user")
+        server = self.ourServer(numports=8)
+        await self.rawJoin(server.path, 2)
+        other = self.rawClient(server.path)
+        os.chown(other.path, 65534, -1)
+        other.request(2)
+        await self.assertRefused(other)
+        self.assertIn("port 2 is in use by another user", self.log.text())
 
     async def test_accessPolicy(self) -> None:
         """
@@ -817,7 +820,7 @@ class SwitchServerTests(Vde2TestCase):
         await self.rawJoin(server.path)
 
     async def test_permissions(self) -> None:
-        requireRoot()
+        requireRoot("to give a client's socket to another user")
         server = self.ourServer(mode=0o660, group="0")
         self.assertEqual(stat.S_IMODE(os.stat(server.path).st_mode), 0o2770)
         self.assertEqual(stat.S_IMODE(os.stat(server.ctlPath).st_mode), 0o660)
@@ -879,7 +882,7 @@ class ForeignSocketTests(Vde2TestCase):
         socket that is not its own: a switch run by root would otherwise
         write to any socket of the system.
         """
-        requireRoot()
+        requireRoot("to run a client as another user")
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             raise SkipTest("setpriv is not installed: apt-get install util-linux")

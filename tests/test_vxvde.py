@@ -596,7 +596,7 @@ def sizes(count: int) -> list[int]:
 
 class NamespaceCase(TestCase):
     def setUp(self) -> None:
-        requireRoot()
+        requireRoot("network namespaces")
         cTool("vde_plug")
         self.net = Net(self)
 
