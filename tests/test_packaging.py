@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -70,16 +69,18 @@ class InstalledTests(SynchronousTestCase):
         A fresh venv that borrows the test run's own dependencies but not
         vdetwist, with a setuptools that builds wheels without isolation
         (70.1 or later): the test run's if it is one, else from the index.
+
+        The run's site directories are named in a .pth file: a venv's
+        system site is the base interpreter's, not that of a venv the tests
+        run in; and vdetwist's editable install there (a .pth file of its
+        own) is not read.
         """
         path = os.path.abspath(self.mktemp())
-        self.run_(sys.executable, "-m", "venv", "--system-site-packages", path)
+        self.run_(sys.executable, "-m", "venv", path)
         python = os.path.join(path, "bin", "python")
-        if sys.prefix != sys.base_prefix:
-            # The test runs in a venv: the new one's system site is the base
-            # interpreter's, so name this one's site-packages in a .pth.
-            borrowed = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
-            with open(os.path.join(self.sitePackages(python), "borrowed.pth"), "w") as f:
-                f.write("".join(f"{p}\n" for p in sorted(borrowed)))
+        borrowed = [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
+        with open(os.path.join(self.sitePackages(python), "borrowed.pth"), "w") as f:
+            f.write("".join(f"{p}\n" for p in borrowed))
         if subprocess.run([python, "-c", "import setuptools.command.bdist_wheel"],
                           capture_output=True).returncode:
             self.run_(python, "-m", "pip", "install", "-q", "setuptools>=70.1")
