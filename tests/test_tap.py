@@ -10,9 +10,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import pwd
 import re
 import socket
+import stat
 import subprocess
+from contextlib import contextmanager
+from typing import Iterator
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -26,13 +30,15 @@ from tests.support import (
     until,
 )
 from vdetwist import netns
-from vdetwist.backends.tap import checkInterfaceName
+from vdetwist.backends.tap import TUN_DEVICE, checkInterfaceName
 from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import registry
 from vdetwist.testing import FrameCollector
 
 ETH_P_ALL = 3
+#: The unprivileged user of the tests that need one.
+NOBODY = 65534
 #: Frames the tests send carry this EtherType (local experimental), so that
 #: anything else on the wire is ignored.
 TEST_ETHERTYPE = b"\x88\xb5"
@@ -316,6 +322,75 @@ class TapTests(DeviceTestCase):
         self.assertIn(f"vde_open tap://{name}: Operation not permitted", results["C"].stderr)
         self.assertIn("CAP_NET_ADMIN", results["ours"].stderr)
         self.assertIn(f"ip tuntap add dev {name} mode tap user", results["ours"].stderr)
+
+
+class UserTapTests(DeviceTestCase):
+    """
+    The advice of the message for a user without CAP_NET_ADMIN, followed as
+    written: a tap made for the user (C{ip tuntap add dev NAME mode tap user
+    U}) is opened by that user.  The test's own process opens it, its
+    effective user switched for the open only.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        try:
+            self.user = pwd.getpwuid(NOBODY).pw_name
+        except KeyError:
+            raise SkipTest(f"no user with uid {NOBODY}")
+        # The user opens the device itself; it is left as it was found.
+        mode = stat.S_IMODE(os.stat(TUN_DEVICE).st_mode)
+        self.addCleanup(os.chmod, TUN_DEVICE, mode)
+        # The backends are found as root (root's own install may not be
+        # readable by the user).
+        self.assertIn("tap", registry.backends())
+
+    @contextmanager
+    def asUser(self) -> Iterator[None]:
+        """
+        The body runs in the test's namespace with the user's effective uid
+        (effective capabilities go with uid 0, and come back with it).
+        """
+        with netns.entered(self.ns):
+            os.seteuid(NOBODY)
+            try:
+                yield
+            finally:
+                os.seteuid(0)
+
+    async def openAsUser(self, vnl: str):
+        with self.asUser():
+            opening = registry.open(reactor, vnl)
+        plug = await opening
+        self.addCleanup(plug.close)
+        return plug
+
+    async def openFailsAsUser(self, vnl: str) -> VdeError:
+        with self.assertRaises(VdeError) as caught:
+            await self.openAsUser(vnl)
+        return caught.exception
+
+    async def test_madeForTheUser(self) -> None:
+        name = netns.uniqueName("vtu")
+        os.chmod(TUN_DEVICE, 0o600)
+        error = await self.openFailsAsUser(f"tap://{name}")
+        self.assertEqual(error.errno, errno.EACCES, str(error))
+        self.assertIn(f"read-write access to {TUN_DEVICE}", str(error))
+        # Read-write for all, as distributions ship it.
+        os.chmod(TUN_DEVICE, 0o666)
+        error = await self.openFailsAsUser(f"tap://{name}")
+        self.assertEqual(error.errno, errno.EPERM)
+        advice = f"ip tuntap add dev {name} mode tap user {self.user}"
+        self.assertIn(f"'{advice}'", str(error))
+
+        self.ns.run(advice.split(), check=True)
+        plug = await self.openAsUser(f"tap://{name}")
+        self.assertEqual(plug.ifname, name)
+        netns.setUp(name, self.ns)
+        netns.waitOperational(name, self.ns)
+        wire = Wire(self, name, self.ns)
+        plug.send(frame(1, 500))
+        self.assertEqual(await wire.expect(1), [frame(1, 500)])
 
 
 class NameTests(TestCase):
