@@ -700,7 +700,9 @@ class ServiceTests(TestCase):
 
     def test_shutdownCommand(self):
         """
-        C{shutdown} on the console, in process: the service stops.
+        C{shutdown} on the console, in process: the service stops, its
+        sockets and directory go.  (Waited for: removing the test's
+        directory first would fail the unlink of a stop still under way.)
         """
         service = self.makeService()
         service.startService()
@@ -714,7 +716,8 @@ class ServiceTests(TestCase):
         return deferLater(reactor, 0, lambda: None).addCallback(
             lambda _: deferToThread(talk)
         ).addCallback(lambda _: Deferred.fromCoroutine(
-            until(lambda: service.node is None, "the service to stop"))
+            until(lambda: service.node is None and not os.path.lexists(self.mgmt)
+                  and not os.path.lexists(self.path), "the service to stop"))
         ).addCallback(
             lambda _: client[0].close()
         )
