@@ -23,7 +23,7 @@ from tests.recipes import (
     HOST_NAMES, NOT_RECIPES, Command, RecipeRun, allBlocks, recipes)
 from tests.support import (
     ROOT, ConsoleClient, frame, isListening, makeNamespace, ourPlug, records, requireCommand,
-    requireTun, until)
+    requireTun, until, userName)
 from tests.test_endpointstrings import requireTLS
 from vdetwist.stream import StreamDecoder
 from vdetwist.testing import FrameCollector
@@ -349,7 +349,7 @@ class RecipeTests(TestCase):
         run.start(1)
         console = ConsoleClient(mgmt)
         self.addCleanup(console.close)
-        run.waitFor(lambda: "QEMU user=root pid=" in console.cmd("port/print").decode(),
+        run.waitFor(lambda: f"QEMU user={userName()} pid=" in console.cmd("port/print").decode(),
                     "QEMU's port", 60)
         run.assertAllRan()
 
