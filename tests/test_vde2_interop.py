@@ -981,12 +981,18 @@ class SwitchDirectoryTests(Vde2TestCase):
         server = self.ourServer(mode=0o666)
         self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o2777)
         server.stop()
-        if os.geteuid() == 0:
-            os.mkdir(directory)
-            os.chown(directory, -1, 65534)
-            os.chmod(directory, 0o770)
-            self.assertDirectoryRefused(directory, "writable by the group", mode=0o660,
-                                        group="0")
+
+    def test_writableByAnotherGroup(self) -> None:
+        """
+        A C{--mode 660} switch for one group refuses a directory writable by
+        another group.
+        """
+        requireRoot("to give a directory to another group")
+        directory = self.path("sw")
+        os.mkdir(directory)
+        os.chown(directory, -1, 65534)
+        os.chmod(directory, 0o770)
+        self.assertDirectoryRefused(directory, "writable by the group", mode=0o660, group="0")
 
 
 class DeadPortTests(Vde2TestCase):

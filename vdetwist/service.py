@@ -333,6 +333,17 @@ def _foldHelp(options: type) -> None:
 _foldHelp(Options)
 
 
+def _logFailures(results: list, what: str) -> None:
+    """
+    Log the failures of a L{DeferredList}'s C{results}: a stop goes on
+    past one that fails, and the failure is told now rather than as an
+    unhandled error when it is collected.
+    """
+    for ok, result in results:
+        if not ok:
+            log.failure("{what} failed", result, what=what)
+
+
 def _daemonizes(parent) -> bool:
     """
     Whether the twistd that parsed our options (C{parent}) will daemonize:
@@ -834,7 +845,9 @@ class VdeSwitchService(Service):
         if mgmtPort is not None:
             listening.append(mgmtPort)
         if listening:
-            d = DeferredList([maybeDeferred(p.stopListening) for p in listening])
+            d = DeferredList([maybeDeferred(p.stopListening) for p in listening],
+                             consumeErrors=True)
+            d.addCallback(_logFailures, "stopping a listener")
 
         def stopServer(result):
             if server is not None:
@@ -847,7 +860,8 @@ class VdeSwitchService(Service):
         d.addBoth(stopServer)
         if flushed is None:
             return d
-        return DeferredList([d, flushed]).addCallback(lambda _: None)
+        return DeferredList([d, flushed], consumeErrors=True).addCallback(
+            _logFailures, "stopping the switch")
 
 
 #: Set when the process must exit with a failure status.
