@@ -73,7 +73,29 @@ class ConsoleTests(SynchronousTestCase):
             "Current Delay Queue size:   L->R 0      R->L 0   ",
             "Fifoness TRUE",
             "Waiting packets in delay queues 0",
+            "Frames L->R received 0 delivered 0 lost 0 oversize 0 overflow 0 duplicated 0"
+            " reordered 0 corrupted 0",
+            "Frames R->L received 0 delivered 0 lost 0 oversize 0 overflow 0 duplicated 0"
+            " reordered 0 corrupted 0",
         ))
+
+    def test_showinfoCounts(self) -> None:
+        """
+        showinfo's last lines count what happened to each direction's frames.
+        """
+        self.run_("loss LR100")
+        self.run_("mtu RL100")
+        for n in range(3):
+            self.filter.receive(LR, b"x" * 60)
+        self.filter.receive(RL, b"x" * 60)
+        self.filter.receive(RL, b"x" * 200)
+        lines = self.run_("showinfo").splitlines()
+        self.assertEqual(lines[-4:-2], [
+            "Frames L->R received 3 delivered 0 lost 3 oversize 0 overflow 0 duplicated 0"
+            " reordered 0 corrupted 0",
+            "Frames R->L received 2 delivered 1 lost 0 oversize 1 overflow 0 duplicated 0"
+            " reordered 0 corrupted 0",
+        ])
 
     def test_showinfoOneWay(self) -> None:
         self.console.bidirectional = False
@@ -81,7 +103,10 @@ class ConsoleTests(SynchronousTestCase):
         lines = self.run_("showinfo").splitlines()
         self.assertEqual(lines[1:3], ["WireFilter: monodirectional", "Loss   0+0U"])
         self.assertIn("MTU    0", lines)
-        self.assertEqual(lines[-4:-2], ["Blink socket: /tmp/blink", "Blink id:     007"])
+        self.assertEqual(lines[-5:-2], [
+            "Frames received 0 delivered 0 lost 0 oversize 0 overflow 0 duplicated 0"
+            " reordered 0 corrupted 0",
+            "Blink socket: /tmp/blink", "Blink id:     007"])
 
     def test_markov(self) -> None:
         """

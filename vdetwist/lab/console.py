@@ -20,7 +20,10 @@ Differences from wirefilter 2.3.2, all deliberate:
     too before stopping (wirefilter exits at once);
   - C{showinfo} has two more lines, C{Reorder} and C{Corrupt}, and there
     are C{reorder} and C{corrupt} commands (tc-netem's, see
-    L{vdetwist.lab.filter}).
+    L{vdetwist.lab.filter});
+  - C{showinfo} also shows what happened to the frames of each direction
+    so far (C{Frames L->R received N delivered N lost N ...}), so a run's
+    figures can be read from the console (wirefilter counts nothing).
 """
 
 from __future__ import annotations
@@ -254,6 +257,11 @@ class WirefilterConsole:
             out.append(f"Current Delay Queue size:   {f.queuedBytes[LR]}")
         out.append(f"Fifoness {'FALSE' if f.nofifo else 'TRUE'}")
         out.append(f"Waiting packets in delay queues {f.queued()}")
+        ways = (("L->R ", LR), ("R->L ", RL)) if self.bidirectional else (("", LR),)
+        for label, direction in ways:
+            stats = f.stats[direction]
+            counts = " ".join(f"{name} {getattr(stats, name)}" for name in stats.__slots__)
+            out.append(f"Frames {label}{counts}")
         if self.blink is not None:
             out.append(f"Blink socket: {self.blink[0]}")
             out.append(f"Blink id:     {self.blink[1]}")
