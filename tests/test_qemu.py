@@ -24,11 +24,11 @@ guest got there.  The tests run QEMU under TCG (no KVM needed): about 10 s.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -52,6 +52,17 @@ LAST_SCRIPT = "#!ipxe\necho vdetwist: third script over HTTP via [fd00::2]\nexit
 BOOT_TIMEOUT = 90
 
 
+def requireQemu() -> str:
+    """
+    The path of C{qemu-system-x86_64}; skip the test without it or without
+    the e1000's boot ROM.
+    """
+    qemu = requireCommand("qemu-system-x86_64", "qemu-system-x86")
+    if not os.path.exists(ROM):
+        raise SkipTest(f"{ROM} (QEMU's e1000 boot ROM) is missing: apt-get install ipxe-qemu")
+    return qemu
+
+
 class _DualStackServer(ThreadingHTTPServer):
     address_family = socket.AF_INET6
     daemon_threads = True
@@ -59,6 +70,40 @@ class _DualStackServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
+
+
+def answering(respond: Callable[[BaseHTTPRequestHandler], Optional[bytes]]) -> type:
+    """
+    A quiet request handler class whose GETs C{respond(handler)} answers:
+    the body, or C{None} for 404.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = respond(self)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+def serve(test, httpd: ThreadingHTTPServer) -> None:
+    """
+    Run C{httpd} in a thread until C{test} ends.
+    """
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    test.addCleanup(thread.join, 5)
+    test.addCleanup(httpd.server_close)
+    test.addCleanup(httpd.shutdown)
 
 
 class BootServer:
@@ -70,33 +115,17 @@ class BootServer:
 
     def __init__(self, test) -> None:
         self.requests: list[tuple[str, str]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append((self.path, self.client_address[0]))
-                if self.path.startswith("/v4"):
-                    body = SECOND_SCRIPT.format(port=server.port).encode()
-                elif self.path.startswith("/v6"):
-                    body = LAST_SCRIPT.encode()
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.httpd = _DualStackServer(("::", 0), Handler)
+        self.httpd = _DualStackServer(("::", 0), answering(self.respond))
         self.port = self.httpd.server_address[1]
-        thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        thread.start()
-        test.addCleanup(thread.join, 5)
-        test.addCleanup(self.httpd.server_close)
-        test.addCleanup(self.httpd.shutdown)
+        serve(test, self.httpd)
+
+    def respond(self, handler: BaseHTTPRequestHandler) -> Optional[bytes]:
+        self.requests.append((handler.path, handler.client_address[0]))
+        if handler.path.startswith("/v4"):
+            return SECOND_SCRIPT.format(port=self.port).encode()
+        if handler.path.startswith("/v6"):
+            return LAST_SCRIPT.encode()
+        return None
 
     def paths(self) -> list[str]:
         return [path for path, _ in self.requests]
@@ -140,9 +169,7 @@ class QemuBootTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.qemu = requireCommand("qemu-system-x86_64", "qemu-system-x86")
-        if not os.path.exists(ROM):
-            raise SkipTest(f"{ROM} (QEMU's e1000 boot ROM) is missing: apt-get install ipxe-qemu")
+        self.qemu = requireQemu()
         self.dir = tmpdir(self)
         tftp = os.path.join(self.dir, "tftp")
         os.mkdir(tftp)

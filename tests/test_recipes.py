@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.recipes import (
-    HOST_NAMES, NOT_RECIPES, Command, RecipeRun, allBlocks, recipes)
+    HOST_NAMES, NOT_RECIPES, Command, Process, RecipeRun, allBlocks, recipes)
 from tests.support import (
     ROOT, ConsoleClient, frame, isListening, makeNamespace, ourPlug, records, requireCommand,
     requireTun, until, userName)
@@ -406,26 +406,62 @@ class RecipeTests(TestCase):
         run.waitFor(lambda: "SSH-2.0-guest" in self.banner(run), "the guest's banner", 30)
         run.assertAllRan()
 
+    def netboot(self, name: str) -> tuple[RecipeRun, Process]:
+        """
+        A run of recipe C{name}, which boots QEMU from C{/srv/tftp}: its
+        C{boot.ipxe} fetches C{/booted} from the host's web server on port
+        8000 (returned), through slirp.
+        """
+        from tests.test_qemu import requireQemu
+
+        requireQemu()
+        run = self.recipe(name, "QEMU's default display listens on 127.0.0.1:5900")
+        tftp = run.path("/srv/tftp")
+        os.makedirs(tftp)
+        with open(os.path.join(tftp, "boot.ipxe"), "w") as f:
+            f.write("#!ipxe\nchain http://10.0.2.2:8000/booted\n")
+        return run, run.background(Command("local", "python3 -m http.server 8000 --bind 127.0.0.1"))
+
+    def waitBooted(self, run: RecipeRun, www: Process) -> None:
+        from tests.test_qemu import BOOT_TIMEOUT
+
+        run.waitFor(lambda: "GET /booted" in www.output(), "the guest's request", BOOT_TIMEOUT)
+
     def test_netboot(self) -> None:
         """
         QEMU boots the script from the TFTP directory: it fetches a page
         from the host's loopback through slirp.
         """
-        from tests.test_qemu import BOOT_TIMEOUT, ROM
-
-        self.qemu()
-        if not os.path.exists(ROM):
-            raise SkipTest(f"{ROM} (QEMU's e1000 boot ROM) is missing: apt-get install ipxe-qemu")
-        run = self.recipe("netboot", "QEMU's default display listens on 127.0.0.1:5900")
-        tftp = run.path("/srv/tftp")
-        os.makedirs(tftp)
-        with open(os.path.join(tftp, "boot.ipxe"), "w") as f:
-            f.write("#!ipxe\nchain http://10.0.2.2:8000/booted\n")
-        www = run.background(Command("local", "python3 -m http.server 8000 --bind 127.0.0.1"))
+        run, www = self.netboot("netboot")
         self.switchAt(run, "/tmp/sw")
         run.start(0)
         run.start(1)
-        run.waitFor(lambda: "GET /booted" in www.output(), "the guest's request", BOOT_TIMEOUT)
+        self.waitBooted(run, www)
+        run.assertAllRan()
+
+    def test_impairedLink(self) -> None:
+        """
+        QEMU boots through the filtered uplink; the filter's console shows
+        its values and the guest's frames it carried both ways.  (The
+        figures are measured in L{tests.test_qemu_wirefilter}.)
+        """
+        from tests.test_qemu_wirefilter import frameCounts
+        from vdetwist.lab.console import PROMPT
+
+        run, www = self.netboot("impairedLink")
+        run.start(0)
+        self.waitSwitch(run, "/tmp/sw")
+        mgmt = run.path("/tmp/wf.mgmt")
+        run.waitFor(lambda: isListening(mgmt), "the filter's console", 30)
+        run.start(1)
+        self.waitBooted(run, www)
+        console = ConsoleClient(mgmt, prompt=PROMPT)
+        self.addCleanup(console.close)
+        shown = console.cmd("showinfo").decode()
+        self.assertIn("Delay  L->R 100+0U   R->L 100+0U", shown)
+        self.assertIn("Bandw  L->R 100000+0U   R->L 100000+0U", shown)
+        for way, counts in frameCounts(shown).items():
+            self.assertGreater(counts["delivered"], 10, f"{way}: {shown}")
         run.assertAllRan()
 
     def test_hostsTLS(self) -> None:
