@@ -15,7 +15,8 @@ guest's TCP through slirp:
     handshake, so the time from the server's accept to the request is the
     guest's round trip (SYN-ACK to the guest, ACK and GET back);
   - goodput: a file of known size, from its request to the accept of the
-    next connection (the guest opens it once the file is all in);
+    next connection (the guest opens it once the file is all in; the
+    server's last write says little, slirp buffers 256 KiB ahead);
   - loss: the download completes (TCP retransmits; iPXE ends its script at
     a failed command, so the last request means every download completed),
     and C{showinfo}'s frame counts over the phase are the binomial law's.
