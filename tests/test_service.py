@@ -851,12 +851,22 @@ class ProcessTests(SynchronousTestCase):
     def test_twistdSigterm(self):
         """
         C{twistd -n vde}: the default modes, and SIGTERM cleans up.
+
+        The port appears as soon as the switch has replied to the client,
+        before libvdeplug has connected its data socket to the switch's and
+        removed its own socket from the switch directory; a SIGTERM in
+        between makes any switch (vde_switch too) unlink the data socket
+        under it: C{vde_open} fails and the client exits 1.  The client only
+        reads its stdin once connected, so the test waits for a frame it
+        sent to reach port 2 before it stops the switch.
         """
         sw = SwitchProcess(self, "--plug", "null://", twistd=True)
         self.assertEqual(stat.S_IMODE(os.stat(sw.path).st_mode), 0o2700)
         plug = cPlug(self, "C vde_plug", sw.path)
         console = ConsoleClient(sw.mgmt)
-        waitFor(lambda: b"Port 0002" in console.cmd("port/print"), "the client", procs=[sw, plug])
+        plug.send(eth(BCAST, A))
+        waitFor(lambda: b" IN:  pkts          1 " in console.cmd("port/print 2"),
+                "a frame from the connected client", procs=[sw, plug])
         answer = console.cmd("port/print 1").decode()
         self.assertIn("module vdeplug     : null://", answer)
         self.assertTrue(any(n.startswith("002.") for n in os.listdir(sw.path)))
