@@ -40,7 +40,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from tests.test_vde2_interop import RawClient
 from tests.support import (
     ROOT, TIMEOUT, ConsoleClient, CSwitch, LogCapture, cPlug, cTool, isListening, makeUser, ourEnv,
-    ourTool, requireCommand, rssBytes, tmpdir, until, userName, waitFor,
+    StreamProcess, ourTool, requireCommand, rssBytes, tmpdir, until, userName, waitFor,
 )
 from vdetwist.errors import VdeError
 from vdetwist.node import HubEngine, SwitchEngine, formatMac
@@ -56,6 +56,23 @@ BCAST = b"\xff" * 6
 
 def eth(dst, src, size=60):
     return dst + src + b"\x88\xb5" + bytes(range(size - 14))
+
+
+def waitConnected(console, plug: StreamProcess, number: int, procs=()) -> None:
+    """
+    Wait until the C C{plug} is connected as port C{number} (C{console}: a
+    L{ConsoleClient} or L{StdioConsole}).
+
+    The port shows as soon as the switch has replied to the client, before
+    libvdeplug has connected its data socket to the switch's and unlinked
+    its own socket in the switch directory: a switch stopping in between
+    (vde_switch too) unlinks the data socket under it, C{vde_open} fails
+    with ENOENT and vde_plug exits 1.  vde_plug reads its stdin only once
+    connected, so a frame it sent reaching the port proves it is.
+    """
+    plug.send(eth(BCAST, A))
+    waitFor(lambda: re.search(rb" IN:  pkts +[1-9]", console.cmd(f"port/print {number}")),
+            f"a frame from {plug.name} on port {number}", procs=[plug, *procs])
 
 
 def parse(*argv) -> Options:
@@ -850,23 +867,14 @@ class ProcessTests(SynchronousTestCase):
 
     def test_twistdSigterm(self):
         """
-        C{twistd -n vde}: the default modes, and SIGTERM cleans up.
-
-        The port appears as soon as the switch has replied to the client,
-        before libvdeplug has connected its data socket to the switch's and
-        removed its own socket from the switch directory; a SIGTERM in
-        between makes any switch (vde_switch too) unlink the data socket
-        under it: C{vde_open} fails and the client exits 1.  The client only
-        reads its stdin once connected, so the test waits for a frame it
-        sent to reach port 2 before it stops the switch.
+        C{twistd -n vde}: the default modes, and SIGTERM cleans up (the
+        client, once connected, exits 0).
         """
         sw = SwitchProcess(self, "--plug", "null://", twistd=True)
         self.assertEqual(stat.S_IMODE(os.stat(sw.path).st_mode), 0o2700)
         plug = cPlug(self, "C vde_plug", sw.path)
         console = ConsoleClient(sw.mgmt)
-        plug.send(eth(BCAST, A))
-        waitFor(lambda: b" IN:  pkts          1 " in console.cmd("port/print 2"),
-                "a frame from the connected client", procs=[sw, plug])
+        waitConnected(console, plug, 2, procs=[sw])
         answer = console.cmd("port/print 1").decode()
         self.assertIn("module vdeplug     : null://", answer)
         self.assertTrue(any(n.startswith("002.") for n in os.listdir(sw.path)))
@@ -1156,8 +1164,7 @@ class StdinConsoleTests(SynchronousTestCase):
         self.addCleanup(mgmt.close)
         self.assertIn(b"VLAN 0005\n", mgmt.cmd("vlan/print"))
         plug = cPlug(self, "C vde_plug", sw.path)
-        waitFor(lambda: b"Port 0001" in console.cmd("port/print"), "the client",
-                procs=[sw, plug])
+        waitConnected(console, plug, 1, procs=[sw])
         self.assertIn(f"module unix prog   : vdeplug: user={userName()} pid={plug.pid}\n".encode(),
                       console.cmd("port/print 1"))
         self.assertEqual(console.end(), b"")
