@@ -834,13 +834,14 @@ class VdeSwitchService(Service):
         for d in list(self._pending):
             d.cancel()
         # Stop reading stdin at once; its last answers may still be leaving.
-        flushed = stdio.close() if stdio is not None else None
+        waits = [] if stdio is None else [stdio.close()]
         if console is not None:
             for session in list(console.sessions):
                 session.ended = True
                 if session.transport is not None:
                     session.transport.loseConnection()
-            console.close()
+            # The capture files get what was captured before the node goes.
+            waits.append(console.close())
         d = succeed(None)
         if mgmtPort is not None:
             listening.append(mgmtPort)
@@ -858,9 +859,9 @@ class VdeSwitchService(Service):
             return None
 
         d.addBoth(stopServer)
-        if flushed is None:
+        if not waits:
             return d
-        return DeferredList([d, flushed], consumeErrors=True).addCallback(
+        return DeferredList([d, *waits], consumeErrors=True).addCallback(
             _logFailures, "stopping the switch")
 
 

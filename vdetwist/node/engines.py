@@ -299,7 +299,7 @@ class SwitchEngine(Engine):
                 members[uv.vid] = uv
             port._uvlan = uv
             port._vmembers = members
-            if port.endpoints:
+            if port.forwarding:
                 if uv is not None:
                     untagged[uv.vid].append(port)
                 for vid in port.taggedVlans:

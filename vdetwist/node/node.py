@@ -21,6 +21,12 @@ C{plug.stats.dropped}, shown as L{Port.outDropped}) what its queue cannot
 take, the way vde_switch drops on EAGAIN; a slow port loses its own frames
 and the others keep going.
 
+Taps and mirrors (captures, L{Node.mirror}): a I{tap} is a callable given
+every frame a port receives or is sent (or, on the node, every frame any
+port receives).  Tapped ports get other bound callables (L{Node._bind},
+L{Port._updateOutput}); the others keep theirs, so while nothing is tapped
+no frame pays for the feature.
+
 Time comes from an injected L{twisted.internet.interfaces.IReactorTime}; this
 module never imports the global reactor.
 """
@@ -152,6 +158,19 @@ def _sendAll(sends: tuple, frame: bytes) -> None:
         send(frame)
 
 
+def _tapped(taps: tuple, forward, frame: bytes) -> None:
+    for tap in taps:
+        tap(frame)
+    forward(frame)
+
+
+def _refused(port: "Port", frame: bytes) -> None:
+    """
+    What a mirror port sends: it does not enter the node.
+    """
+    port.inDropped += 1
+
+
 class Port:
     """
     One port of a L{Node}.
@@ -173,6 +192,10 @@ class Port:
         allowed on this port, or (bonding host) no link.
     @ivar output: the callable the engines use to send a frame to this
         port's endpoints.
+    @ivar taps: callables given every frame this port receives or is sent
+        (change them through L{Node.addTap}).
+    @ivar mirrorSources: the ports this port mirrors (L{Node.mirror}): while
+        there are any, it is a I{mirror port}, out of forwarding.
     """
 
     __slots__ = (
@@ -192,6 +215,9 @@ class Port:
         "inDropped",
         "_droppedBase",
         "output",
+        "taps",
+        "mirrorSources",
+        "_mirrorOutput",
         "_uvlan",
         "_vmembers",
         "__weakref__",
@@ -222,6 +248,9 @@ class Port:
         # outDropped = _droppedBase + sum(plug.stats.dropped of endpoints)
         self._droppedBase = 0
         self.output = _discard
+        self.taps: tuple = ()
+        self.mirrorSources: tuple = ()
+        self._mirrorOutput = _discard
         self._uvlan = None
         self._vmembers: dict = {}
 
@@ -235,6 +264,14 @@ class Port:
         Whether the port has at least one endpoint.
         """
         return bool(self.endpoints)
+
+    @property
+    def forwarding(self) -> bool:
+        """
+        Whether the engines use this port: it is active and not a mirror
+        port.
+        """
+        return bool(self.endpoints) and not self.mirrorSources
 
     @property
     def outDropped(self) -> int:
@@ -262,11 +299,26 @@ class Port:
     def _updateOutput(self) -> None:
         sends = tuple(link.plug.send for link in self._links)
         if not sends:
-            self.output = _discard
+            output = _discard
         elif len(sends) == 1:
-            self.output = sends[0]
+            output = sends[0]
         else:
-            self.output = partial(_sendAll, sends)
+            output = partial(_sendAll, sends)
+        if self.taps:
+            output = partial(_tapped, self.taps, output)
+        if self.mirrorSources:
+            self._mirrorOutput, self.output = output, _discard
+        else:
+            self._mirrorOutput = self.output = output
+
+    def mirrorFrame(self, frame: bytes) -> None:
+        """
+        Send a copy of a mirrored port's frame (this port's tap on each of
+        its L{mirrorSources}).
+        """
+        self.outFrames += 1
+        self.outBytes += len(frame)
+        self._mirrorOutput(frame)
 
 
 @implementer(IFrameReceiver)
@@ -326,6 +378,8 @@ class Node:
         self.keepInactivePorts = keepInactivePorts
         self.vlans: set[int] = {0}
         self.hostPort: Optional[Port] = None
+        #: Taps given every frame any port receives.
+        self.taps: tuple = ()
         self._ports: dict[int, Port] = {}
         self._observers: list = []
         self._gc: Optional[LoopingCall] = None
@@ -351,9 +405,21 @@ class Node:
 
     def _bind(self, link: _PortReceiver) -> None:
         port = link.port
+        if port.mirrorSources:
+            link.frameReceived = partial(_refused, port)
+            return
         engine = self.engine
         inp = engine.hostInput if port.isHost else engine.input
-        link.frameReceived = partial(inp, port)
+        taps = port.taps + self.taps
+        if taps:
+            link.frameReceived = partial(_tapped, taps, partial(inp, port))
+        else:
+            link.frameReceived = partial(inp, port)
+
+    def _rewire(self, port: Port) -> None:
+        for link in port._links:
+            self._bind(link)
+        port._updateOutput()
 
     # -- ports ----------------------------------------------------------
 
@@ -381,9 +447,10 @@ class Node:
 
     def activePorts(self) -> list[Port]:
         """
-        L{allPorts} that have endpoints.
+        L{allPorts} that forward (L{Port.forwarding}): active, not mirror
+        ports.
         """
-        return [p for p in self.allPorts() if p.endpoints]
+        return [p for p in self.allPorts() if p.forwarding]
 
     def _checkNumber(self, number: int) -> None:
         if number < 0 or (self.numports is not None and number >= self.numports):
@@ -456,7 +523,7 @@ class Node:
         port.endpoints = port.endpoints + [plug]
         port._droppedBase -= plug.stats.dropped
         port._updateOutput()
-        if not wasActive:
+        if not wasActive and port.forwarding:
             self.engine.portUp(port)
         log.info(
             "port {port} connected: {description}",
@@ -517,6 +584,10 @@ class Node:
             self._delete(port)
 
     def _delete(self, port: Port) -> None:
+        for target in [p for p in self.allPorts() if port in p.mirrorSources]:
+            self.unmirror(port, target)
+        for source in port.mirrorSources:
+            self.unmirror(source, port)
         if port.isHost:
             if self.hostPort is not port:
                 return
@@ -673,6 +744,91 @@ class Node:
         if any(n >= numports for n in self._ports):
             raise VdeError("ports above the new limit exist", errno.EADDRINUSE)
         self.numports = numports
+
+    # -- taps and mirrors -----------------------------------------------
+
+    def addTap(self, port: Optional[Port], tap) -> None:
+        """
+        Give C{tap} every frame C{port} receives (before the engine sees it)
+        or is sent; with C{port} C{None}, every frame any port receives
+        (each frame entering the node once).
+        """
+        if port is None:
+            self.taps = self.taps + (tap,)
+            for p in self.allPorts():
+                for link in p._links:
+                    self._bind(link)
+        else:
+            port.taps = port.taps + (tap,)
+            self._rewire(port)
+
+    def removeTap(self, port: Optional[Port], tap) -> None:
+        """
+        Undo L{addTap}.
+        """
+        self.replaceTap(port, tap, None)
+
+    def replaceTap(self, port: Optional[Port], old, new) -> None:
+        """
+        Put C{new} (or nothing) where C{old} was, without a frame in
+        between going to neither.
+        """
+        owner = self if port is None else port
+        taps = tuple(t for t in owner.taps if t != old)
+        owner.taps = taps if new is None else taps + (new,)
+        if port is None:
+            for p in self.allPorts():
+                for link in p._links:
+                    self._bind(link)
+        else:
+            self._rewire(port)
+
+    def mirror(self, source: Port, target: Port) -> None:
+        """
+        Make C{target} a mirror port of C{source}: it gets a copy of every
+        frame C{source} receives or is sent, and nothing else (it leaves
+        forwarding: frames its endpoints send are dropped, counted in its
+        C{inDropped}, and its addresses are forgotten).
+
+        @raise VdeError: C{EINVAL} if the ports are the same, or if
+            C{source} is a mirror port or C{target} is mirrored (mirrors do
+            not chain, so they cannot loop); C{EEXIST} if already mirrored.
+        """
+        if source is target:
+            raise VdeError("a port cannot mirror itself", errno.EINVAL)
+        if source.mirrorSources:
+            raise VdeError(f"port {_portName(source)} is a mirror port", errno.EINVAL)
+        if any(target in p.mirrorSources for p in self.allPorts()):
+            raise VdeError(f"port {_portName(target)} is mirrored", errno.EINVAL)
+        if source in target.mirrorSources:
+            raise VdeError(
+                f"port {_portName(target)} mirrors port {_portName(source)} already",
+                errno.EEXIST,
+            )
+        wasForwarding = target.forwarding
+        target.mirrorSources = target.mirrorSources + (source,)
+        if wasForwarding:
+            self.engine.portDown(target)
+        self.table.purgePort(target)
+        self._rewire(target)
+        self.addTap(source, target.mirrorFrame)
+
+    def unmirror(self, source: Port, target: Port) -> None:
+        """
+        Undo L{mirror}; a port mirroring nothing more forwards again.
+
+        @raise VdeError: C{ENXIO} if C{target} does not mirror C{source}.
+        """
+        if source not in target.mirrorSources:
+            raise VdeError(
+                f"port {_portName(target)} does not mirror port {_portName(source)}",
+                errno.ENXIO,
+            )
+        self.removeTap(source, target.mirrorFrame)
+        target.mirrorSources = tuple(p for p in target.mirrorSources if p is not source)
+        self._rewire(target)
+        if target.forwarding:
+            self.engine.portUp(target)
 
     # -- observers ------------------------------------------------------
 

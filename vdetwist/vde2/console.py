@@ -54,7 +54,19 @@ Differences from vde_switch 2.3.2 (all deliberate):
   - FSTP is not implemented: C{fstp/showinfo} says C{FSTP=false} and
     C{fstp/setfstp 1} fails with C{1095 Operation not supported}.
   - Not implemented (C{1038}): C{plugin/*}, C{fstp/setedge}, C{fstp/bonus},
-    C{fstp/print}.
+    C{fstp/print}, C{pdump/buffered}.
+  - vde2's C{pdump} plugin is built in (no C{plugin/add}): C{pdump/active
+    1} dumps every frame entering the switch once (vde2 dumps what
+    C{debug/add pdump/packetin} and C{pdump/packetout} select), written by a
+    thread with a bounded buffer (frames beyond it are dropped and counted,
+    never waited for), so there is no C{pdump/buffered}.  C{pdump/filename}
+    creates the file at once and never overwrites one, as vde2's.
+  - Not in vde_switch: C{port/capture N FILE} and C{port/capture N off}
+    capture one port (both directions) to a new pcap file;
+    C{port/captureprint} lists the captures with their counts;
+    C{port/mirror N M} makes port M a mirror port that gets a copy of
+    everything port N receives or is sent (and leaves forwarding),
+    C{port/unmirror N M} ends it, C{port/mirrorprint} lists them.
   - Endpoints that are not vde2 clients (C{--plug}, in-memory plugs) get
     ids from 1000 up and are shown with module C{vdeplug}.
   - A session that leaves its answers unread never holds up the switch
@@ -87,6 +99,7 @@ from zope.interface import implementer
 
 import vdetwist
 from vdetwist.errors import VdeError
+from vdetwist.lab.capture import SwitchCaptures
 from vdetwist.node import HubEngine, NodeObserver, SwitchEngine, formatMac, parseMac
 from vdetwist.node.mactable import NOVLAN, roundUpPowerOfTwo, vde2Bucket
 from vdetwist.node.node import INodeObserver
@@ -267,7 +280,8 @@ class VdeConsole:
     The vde_switch command interpreter for one node.
 
     @param node: the L{vdetwist.node.Node} managed.
-    @param clock: an C{IReactorTime} (uptime, entry ages).
+    @param clock: an C{IReactorTime} (uptime, entry ages), and for the
+        capture commands an C{IReactorThreads}.
     @param server: the L{vdetwist.vde2.server.VdeServer} clients join
         through, if any (C{port/epclose}, C{port/setuser} use it).
     @param ctlDir: the switch directory (C{ds/showinfo}).
@@ -281,6 +295,7 @@ class VdeConsole:
     @param pid: shown by C{showinfo} (this process's by default).
 
     @ivar commands: the L{Command}s, in lookup order.
+    @ivar captures: the L{SwitchCaptures} (C{pdump/*}, C{port/capture}).
     """
 
     versionLine = f"VDE switch V.{COMPAT_VERSION} (vdetwist {vdetwist.__version__})"
@@ -324,6 +339,7 @@ class VdeConsole:
         self.commands = _commandTable()
         self._observer = _DebugObserver(self)
         node.addObserver(self._observer)
+        self.captures = SwitchCaptures(node, clock)
         self.server = None
         if server is not None:
             self.attachServer(server)
@@ -338,14 +354,17 @@ class VdeConsole:
         if getattr(server, "accessPolicy", "absent") is None:
             server.accessPolicy = self.accessPolicy
 
-    def close(self) -> None:
+    def close(self) -> Deferred:
         """
-        Stop observing the node.
+        Stop observing the node and end the captures.
+
+        @return: fires when the capture files are written and closed.
         """
         try:
             self.node.removeObserver(self._observer)
         except ValueError:
             pass
+        return self.captures.stopAll()
 
     # -- what the sessions see --------------------------------------------
 
@@ -991,6 +1010,70 @@ def _portAllprint(c, arg, out, session):
     return _printPorts(c, arg, out, True)
 
 
+def _portCapture(c: VdeConsole, arg, out, session):
+    words = arg.split(None, 1)
+    if len(words) < 2 or not scanInts(words[0], 1):
+        return errno.EINVAL
+    port = c._port(atoi(words[0]))
+    path = words[1].rstrip("\r\n")
+    if path == "off":
+        c.captures.stopPort(port)
+    else:
+        c.captures.capturePort(port, path)
+
+
+def _portCaptureprint(c: VdeConsole, arg, out, session):
+    captures = c.captures
+    if captures.pdump is not None:
+        state = "active" if captures.pdumpActive else "inactive"
+        out.append(f"pdump {state} {_captureCounts(captures.pdump)}")
+    for port, capture in sorted(captures.ports.items(), key=lambda item: item[0].number):
+        out.append(f"Port {port.number:04d} {_captureCounts(capture)}")
+
+
+def _captureCounts(capture) -> str:
+    return f"frames {capture.frames} dropped {capture.dropped} file {capture.name}"
+
+
+def _mirrorPorts(c: VdeConsole, arg):
+    source, target = _two(arg)
+    return c._port(source), c._port(target)
+
+
+def _portMirror(c: VdeConsole, arg, out, session):
+    c.node.mirror(*_mirrorPorts(c, arg))
+
+
+def _portUnmirror(c: VdeConsole, arg, out, session):
+    c.node.unmirror(*_mirrorPorts(c, arg))
+
+
+def _portMirrorprint(c: VdeConsole, arg, out, session):
+    for port in c.node.ports.values():
+        if port.mirrorSources:
+            sources = " ".join(f"{p.number:04d}" for p in port.mirrorSources)
+            out.append(f"Port {port.number:04d} mirrors {sources}")
+
+
+def _pdumpActive(c: VdeConsole, arg, out, session):
+    try:
+        c.captures.setPdumpActive(bool(atoi(arg)))
+    except VdeError as e:
+        out.append(f"ERROR: cannot dump to {e.message}")
+        raise
+
+
+def _pdumpFilename(c: VdeConsole, arg, out, session):
+    path = arg.rstrip("\r\n")
+    if path:
+        try:
+            c.captures.setPdumpPath(path)
+        except VdeError as e:
+            out.append(f"ERROR: cannot dump to {e.message}")
+            raise
+    out.append(f"dumpfile={c.captures.pdumpPath}")
+
+
 def _vlanCreate(c: VdeConsole, n: int, out, session):
     c.node.createVlan(n)
 
@@ -1136,6 +1219,13 @@ def _commandTable() -> list[Command]:
         cmd("port/epclose", "N ID", "remove the endpoint port N/id ID", S, _portEpclose),
         cmd("port/resetcounter", "[N]", "reset the port (N) counters", S, _portResetcounter),
         cmd("port/print", "[N]", "print the port/endpoint table", S, _portPrint, True),
+        # Not in vde_switch: captures and mirror ports (the print commands
+        # first: "port/capture" is a prefix of "port/captureprint").
+        cmd("port/captureprint", "", "print the captures and their counts", N, _portCaptureprint, True),
+        cmd("port/capture", "N FILE|off", "capture port N to the new pcap FILE / stop", S, _portCapture),
+        cmd("port/mirrorprint", "", "print the mirror ports", N, _portMirrorprint, True),
+        cmd("port/mirror", "N MIRROR", "port MIRROR gets a copy of port N's traffic", S, _portMirror),
+        cmd("port/unmirror", "N MIRROR", "port MIRROR stops mirroring port N", S, _portUnmirror),
         cmd(
             "port/allprint", "[N]",
             "print the port/endpoint table (including inactive port)",
@@ -1151,6 +1241,12 @@ def _commandTable() -> list[Command]:
             "vlan/allprint", "[N]",
             "print the list of defined vlan (including inactive port)",
             S, _vlanAllprint, True,
+        ),
+        cmd("pdump", "============", "DUMP Packets to file", M),
+        cmd("pdump/active", "0/1", "start dumping data", S, _pdumpActive, True),
+        cmd(
+            "pdump/filename", "<file>", "set/show output filename (default: vde_dump.cap)",
+            S, _pdumpFilename, True,
         ),
     ]
 
