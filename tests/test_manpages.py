@@ -24,6 +24,7 @@ PLUGINS = [sys.executable, "-c", "from vdetwist.registry import regenerate_cache
 USAGES = {
     "vde_plug": (ourTool("vde_plug") + ["--help"], "stderr"),
     "dpipe": (ourTool("dpipe") + ["-h"], "stderr"),
+    "vdecapture": (ourTool("vdecapture") + ["--help"], "stderr"),
     "vdetwist-plugins": (PLUGINS + ["--help"], "stdout"),
     "wirefilter": (ourTool("wirefilter") + ["--help"], "stderr"),
 }

@@ -61,6 +61,15 @@ class VersionTests(SynchronousTestCase):
         """
         self.assertVersion(ourTool("dpipe") + ["--version", "false", "=", "false"], "dpipe")
 
+    def test_vdecapture(self) -> None:
+        self.assertVersion(ourTool("vdecapture") + ["--version"], "vdecapture")
+
+    def test_vdecaptureHelp(self) -> None:
+        """
+        C{vdecapture --help} lists the option.
+        """
+        self.assertIn("--version", self.run_(ourTool("vdecapture") + ["--help"]).stderr)
+
     def test_plugins(self) -> None:
         self.assertVersion(PLUGINS + ["--version"], "vdetwist-plugins")
 
