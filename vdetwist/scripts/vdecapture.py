@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import NoReturn, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.error import ReactorNotRunning
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
