@@ -143,6 +143,19 @@ class MirrorTests(SynchronousTestCase):
         self.assertEqual(received(p1), [frames[1]])
         self.assertEqual(node.getPort(3).outFrames, 3)
 
+    def test_captureMirrorPort(self) -> None:
+        """
+        A capture of a mirror port records the copies it is sent.
+        """
+        node, (p1, p2, p3) = switch()
+        seen: list[bytes] = []
+        node.addTap(node.getPort(3), seen.append)
+        node.mirror(node.getPort(1), node.getPort(3))
+        p1.inject(eth(BCAST, A, 1))
+        p2.inject(eth(BCAST, B, 2))
+        self.assertEqual(seen, [eth(BCAST, A, 1), eth(BCAST, B, 2)])
+        self.assertEqual(received(p3), seen)
+
     def test_mirrorPortLeavesForwarding(self) -> None:
         """
         What a mirror port's plug sends is dropped (counted), its addresses

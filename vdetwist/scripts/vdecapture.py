@@ -229,6 +229,8 @@ async def captureMain(reactor, options: Options) -> int:
             fd = openPcap(options.path, append=options.append)
     except (OSError, PcapError) as e:
         plug.close()
+        if isinstance(e, OSError) and e.errno == errno.EPIPE:
+            return 0  # the reader is gone already: nothing to say
         message = f"{options.path}: {e.strerror}" if isinstance(e, OSError) else str(e)
         sys.stderr.write(f"vdecapture: {message}\n")
         return 1
@@ -236,10 +238,16 @@ async def captureMain(reactor, options: Options) -> int:
     capture.plug = plug
     if options.time:
         timer = reactor.callLater(options.time, capture.end)
-        capture.done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        capture.done.addBoth(_cancelTimer, timer)
     _onSignals(reactor, capture)
     plug.startReceiving(capture)
     return await capture.done
+
+
+def _cancelTimer(result, timer):
+    if timer.active():
+        timer.cancel()
+    return result
 
 
 def _onSignals(reactor, capture: Capture) -> None:
