@@ -21,8 +21,8 @@ substitutions, and nothing else:
   - a trailing C{  # comment} is dropped.
 
 Its C{PATH} starts with this checkout's C{vde_plug}, C{dpipe},
-C{vdetwist-plugins}, C{twistd}, C{python} and C{python3}, and with
-stand-ins for C{ssh HOST COMMAND} (runs COMMAND on this machine as on HOST:
+C{vdecapture}, C{vdetwist-plugins}, C{twistd}, C{python} and C{python3},
+and with stand-ins for C{ssh HOST COMMAND} (runs COMMAND on this machine as on HOST:
 in HOST's directory, with the calling host's paths made HOST's), C{ssh -p
 PORT USER@HOST} (prints what the server at HOST:PORT says first: an SSH
 server's banner) and C{scp HOST:FILE DEST} (copies HOST's FILE).  Host
@@ -181,6 +181,7 @@ def parseLine(line: str) -> Command:
 _WRAPPERS = {
     "vde_plug": "-m vdetwist.scripts.vde_plug",
     "dpipe": "-m vdetwist.scripts.dpipe",
+    "vdecapture": "-m vdetwist.scripts.vdecapture",
     "vdetwist-plugins": "-c 'import sys; from vdetwist.registry import regenerate_cache_main as m;"
                         " sys.argv[0] = \"vdetwist-plugins\"; m()'",
     "twistd": "-c 'import sys; from twisted.scripts.twistd import run; sys.argv[0] = \"twistd\"; run()'",

@@ -22,9 +22,10 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from tests.recipes import (
     HOST_NAMES, NOT_RECIPES, Command, Process, RecipeRun, allBlocks, recipes)
 from tests.support import (
-    ROOT, ConsoleClient, frame, isListening, makeNamespace, ourPlug, records, requireCommand,
-    requireTun, until, userName)
+    ROOT, TIMEOUT, ConsoleClient, frame, isListening, makeNamespace, ourPlug, records,
+    requireCommand, requireTun, until, userName)
 from tests.test_endpointstrings import requireTLS
+from vdetwist.lab.pcapfile import parseFile
 from vdetwist.stream import StreamDecoder
 from vdetwist.testing import FrameCollector
 
@@ -212,6 +213,39 @@ class RecipeTests(TestCase):
         self.assertIn("switch ready at", err)
         for line in err.splitlines():
             self.assertRegex(line, r"^\d{4}-\d\d-\d\dT", "not a text log line")
+        run.assertAllRan()
+
+    def test_capture(self) -> None:
+        """
+        C{vdecapture}: ten frames a plug sends are in the file, byte for
+        byte; live, C{tcpdump} prints the next one.
+        """
+        requireCommand("tcpdump", "tcpdump")
+        run = self.recipe("capture")
+        run.start(0)
+        self.waitSwitch(run, "/tmp/sw")
+        mgmt = run.path("/tmp/sw.mgmt")
+        run.waitFor(lambda: isListening(mgmt), "the console")
+        sender = self.plug(run, "/tmp/sw")
+
+        def capturing() -> bool:
+            console = ConsoleClient(mgmt)
+            try:
+                return b"vdecapture" in console.cmd("port/print")
+            finally:
+                console.close()
+
+        tofile = run.start(1)
+        run.waitFor(capturing, "vdecapture to join")
+        frames = [frame(n) for n in range(10)]
+        sender.send(*frames)
+        self.assertEqual(tofile.proc.wait(TIMEOUT), 0, tofile.describe())
+        with open(run.path("/tmp/ten.pcap"), "rb") as f:
+            self.assertEqual([r.data for r in parseFile(f.read())[1]], frames)
+        live = run.start(2)
+        run.waitFor(capturing, "vdecapture to join")
+        sender.send(frame(42))
+        run.waitFor(lambda: "0x88b5), length 100" in live.output(), "tcpdump to show the frame")
         run.assertAllRan()
 
     def test_tools(self) -> None:
