@@ -362,6 +362,7 @@ class OptionTests(SwitchMixin, SynchronousTestCase):
             (["-c", "many", vnl, self.out], "-c: 'many' is not a number"),
             (["-t", "-1", vnl, self.out], "-t: '-1' is not a number"),
             ([vnl], "expected VNL and output file"),
+            (["-x", vnl, self.out], "vdecapture: invalid option -- 'x'"),
             ([vnl, os.path.join(self.dir, "no", "such.pcap")], "such.pcap: No such file or directory"),
             ([f"vde://{self.dir}/nosw", self.out], "vdecapture: "),
         ]

@@ -45,6 +45,7 @@ from vdetwist.interfaces import IFrameReceiver
 from vdetwist.lab.capture import CaptureFile, openPcap
 from vdetwist.lab.pcapfile import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, PcapError, fileHeader
 from vdetwist.registry import openVNL
+from vdetwist.scripts.cli import glibcMessage
 
 USAGE = """\
 Usage: vdecapture [OPTIONS] VNL outfile
@@ -103,7 +104,7 @@ def parseArgs(argv: list[str]) -> Options:
     try:
         opts, rest = getopt.gnu_getopt(argv, SHORT, LONG)
     except getopt.GetoptError as e:
-        raise UsageError(f"vdecapture: {e}") from None
+        raise UsageError(f"vdecapture: {glibcMessage(e, LONG)}") from None
     options = Options()
     for name, value in opts:
         if name in ("-h", "--help"):
