@@ -616,11 +616,12 @@ class ServiceTests(TestCase):
     def test_plugRemovedIsNoDrop(self):
         """
         A C{--plug} port removed on purpose (L{Node.removePort}) is not
-        reported as dropped; one whose network ends is.
+        reported as dropped; one whose network ends is (with C{--reconnect
+        0}: the switch goes on without it).
         """
         logs = LogCapture(self)
         plugs = iter([MemoryPlug("one"), MemoryPlug("two")])
-        service = self.makeService("--plug", "mem://1", "--plug", "mem://2",
+        service = self.makeService("--plug", "mem://1", "--plug", "mem://2", "--reconnect", "0",
                                    opener=lambda *a: succeed(next(plugs)))
         service.startService()
         service.node.removePort(service.node.getPort(1))

@@ -75,3 +75,13 @@ class PlugLost(VdeError):
     """
     The reason a plug closed because its network failed or vanished.
     """
+
+
+def reasonText(error: BaseException) -> str:
+    """
+    What to show a user of why something failed or closed: a L{VdeError}'s
+    message, else the exception's text, else its type's name.
+    """
+    if isinstance(error, VdeError):
+        return error.message
+    return str(error) or type(error).__name__

@@ -1,6 +1,11 @@
 """
 From a VNL to an open plug: find the backend for its scheme among the
 installed Twisted plugins and let it open the network.
+
+A scheme no Python backend serves is opened by the installed C plugin for
+it (C{libvdeplug_SCHEME.so}), if there is one, through C{clib://}: putting
+vdetwist's C{vde_plug} ahead of the C one never takes away a plugin the
+user had.  The log says so once per scheme.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import globalLogPublisher
+from twisted.logger import Logger, globalLogPublisher
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from vdetwist.errors import NoBackendError, VdeError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
-from vdetwist.vnl import resolve
+from vdetwist.vnl import VNL, resolve
+
+log = Logger()
 
 #: The description C{vde_plug} sends when not told otherwise.
 DEFAULT_DESCRIPTION = "vdeplug:"
@@ -84,11 +92,24 @@ class Registry:
         return self._byScheme
 
     def backendFor(self, vnl: str, scheme: str) -> IVdeBackend:
+        """
+        The backend for C{scheme}: a Python one, else the C plugin through
+        C{clib://} (when a C{clib} backend is among the backends).
+
+        @raise NoBackendError: neither exists.
+        """
         table = self.backends()
-        try:
-            return table[scheme]
-        except KeyError:
-            raise NoBackendError(vnl, scheme, sorted(table)) from None
+        backend = table.get(scheme)
+        if backend is not None:
+            return backend
+        clib = table.get("clib")
+        path = None if clib is None else clib.findModule(scheme)
+        if path is None:
+            raise NoBackendError(vnl, scheme, sorted(table))
+        log.info("no Python backend for {scheme}://: opening it with the C plugin {path}"
+                 " through clib://", scheme=scheme, path=path)
+        backend = table[scheme] = _ThroughCLibrary(clib, scheme, path)
+        return backend
 
     def open(
         self,
@@ -124,6 +145,25 @@ class Registry:
             return failure
 
         return maybeDeferred(doOpen).addErrback(nameVNL)
+
+
+@implementer(IVdeBackend)
+class _ThroughCLibrary:
+    """
+    Opens C{SCHEME://...}, which only a C plugin serves, as the C{clib://}
+    backend opens C{clib://SCHEME://...}.
+    """
+
+    references = ()
+
+    def __init__(self, clib: IVdeBackend, scheme: str, path: str) -> None:
+        self.clib = clib
+        self.schemes = (scheme,)
+        self.summary = f"the C plugin {path}, through clib://"
+
+    def open(self, reactor, vnl, description, args, registry):
+        inner = VNL("clib", f"{vnl.scheme}://{vnl.argument}", vnl.text)
+        return self.clib.open(reactor, inner, description, args, registry)
 
 
 #: The registry of the installed backends.

@@ -52,8 +52,14 @@ silently.  C{--daemon} and C{--pidfile} are twistd's
 own options (C{twistd --pidfile F vde ...}; without C{-n} twistd
 daemonizes).
 
-A C{--plug} network that closes while the switch runs is logged as an
-error naming it and why (a warning if it ended cleanly); the switch goes on.
+A C{--plug} network that drops while the switch runs (its switch was
+restarted, its tap removed) is logged as a warning naming it and why, and
+reopened: 1 s after the drop, then twice as late each time, at most
+C{--reconnect} seconds (60) apart, until it opens; a link that stayed up
+for that long starts again from 1 s.  It comes back on the same port if no
+one took it meanwhile, logged at info level.  C{--reconnect 0} keeps the
+switch going without it (logged as an error, a warning if it ended
+cleanly).  A port removed on purpose (C{port/remove}) is not reopened.
 
 SIGTERM, SIGINT, C{shutdown} on a console and the end of stdin with
 C{--console} stop the switch cleanly: clients see their control connection
@@ -79,11 +85,12 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from vdetwist._version import versionLine
-from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.errors import PlugClosed, VdeError, reasonText
 from vdetwist.node import (
     HubEngine, LoggingObserver, MacTable, Node, NodeObserver, SwitchEngine, parseMac,
 )
 from vdetwist.node.mactable import roundUpPowerOfTwo
+from vdetwist.reconnect import Redialer
 from vdetwist.sockets import groupId, isAlive, isSocket
 
 __all__ = ["Options", "makeService", "VdeSwitchService", "StartFailed", "defaultSwitchPath"]
@@ -103,6 +110,10 @@ MAC_CAPACITY = 65536
 #: table, so a MAC flood recycles its own port's entries and leaves the
 #: rest of the table to the other ports.
 MACS_PER_PORT = 16384
+#: --reconnect: the longest delay between attempts to reopen a --plug.
+RECONNECT_MAX = 60
+#: The delay before the first attempt to reopen a --plug that dropped.
+RECONNECT_FIRST = 1
 #: The rc files tried, in order, when --rcfile is not given.
 DEFAULT_RCFILES = ("~/.vde2/vde_switch.rc", "/etc/vde2/vde_switch.rc")
 
@@ -209,6 +220,10 @@ class Options(usage.Options):
         ["rcfile", "f", None,
          "Console commands to run at start (default: ~/.vde2/vde_switch.rc, "
          "else /etc/vde2/vde_switch.rc, if one exists; --rcfile= runs none)."],
+        ["reconnect", None, str(RECONNECT_MAX),
+         "A --plug network that drops is reopened 1 s later, then twice as late "
+         "each time, at most this many seconds apart; back on its port if free "
+         "(0: never, the switch goes on without it)."],
     ]
 
     def __init__(self) -> None:
@@ -294,6 +309,9 @@ class Options(usage.Options):
             )
         self["numports"] = _positive("numports", self["numports"], "a number of ports")
         self["hashsize"] = _positive("hashsize", self["hashsize"], "a MAC table size")
+        self["reconnect"] = _positive(
+            "reconnect", self["reconnect"], "a number of seconds", minimum=0
+        )
         self["macsperport"] = _positive(
             "macsperport", self["macsperport"], "a number of MAC addresses", minimum=0
         )
@@ -510,6 +528,8 @@ class VdeSwitchService(Service):
     @ivar stdio: with C{--console}, the L{StdioConsoleProtocol} on stdin
         and stdout (after start).
     @ivar plugs: the C{--plug} networks attached: (VNL, plug) pairs.
+    @ivar clock: times the reopening of C{--plug} networks that dropped
+        (the reactor; tests give a L{twisted.internet.task.Clock}).
     @ivar listening: the C{--listen} ports (L{twisted.internet.interfaces.IListeningPort}s).
     @ivar failed: C{None}, or what failed after the start (a C{--plug}
         that did not open, the rc file).
@@ -532,6 +552,11 @@ class VdeSwitchService(Service):
         self.stdio = None
         self.mgmtPort = None
         self.plugs: list[tuple[str, object]] = []
+        self.clock = reactor
+        # The reopening of each --plug that dropped once: by attached plug,
+        # and all of them.
+        self._redialerOf: dict[object, Redialer] = {}
+        self._redialers: list[Redialer] = []
         self.listening: list = []
         self.failed: Optional[str] = None
         self._built = False
@@ -745,35 +770,102 @@ class VdeSwitchService(Service):
         if self.node is None:
             plug.close()
             return
+        try:
+            port = self._addPort(plug, vnl)
+        except VdeError as e:
+            self._plugFailed(Failure(VdeError(f"no port for it: {e.message}", e.errno)), vnl)
+            return
+        log.info("--plug {vnl} attached as port {port}", vnl=vnl, port=port.number)
+
+    def _addPort(self, plug, vnl: str, number: Optional[int] = None):
+        """
+        Make C{plug}, opened for C{--plug vnl}, a port: C{number} if given
+        and free, else the first free one.
+
+        @raise VdeError: no port is free (C{plug} is closed).
+        """
         scheme = vnl.partition("://")[0] if "://" in vnl else "vde"
         module = "tuntap" if scheme in ("tap", "macvtap") else "vdeplug"
         self.console.describePlug(plug, module, vnl)
+        if number is not None:
+            taken = self.node.getPort(number)
+            if taken is not None and taken.endpoints:
+                number = None
         try:
-            port = self.node.addPort(plug)
-        except VdeError as e:
+            port = self.node.addPort(plug, number)
+        except VdeError:
             plug.close()
-            self._plugFailed(Failure(VdeError(f"no port for it: {e.message}", e.errno)), vnl)
-            return
+            raise
         self.plugs.append((vnl, plug))
-        log.info("--plug {vnl} attached as port {port}", vnl=vnl, port=port.number)
+        return port
 
     def _plugDropped(self, port, plug, reason: Optional[Failure]) -> None:
         """
         A node observer's C{endpointRemoved}: a C{--plug} network that
-        closes on its own is an error (a warning when it ended cleanly),
-        naming the VNL and the reason; the switch goes on without it.
+        closes on its own is a warning naming the VNL and the reason, and
+        is reopened (see L{_reopen}).  With C{--reconnect 0}, it is an error
+        (a warning when it ended cleanly) and the switch goes on without it.
         """
         attached = [(vnl, p) for vnl, p in self.plugs if p is plug]
         if not attached or self.node is None:
             return
         self.plugs.remove(attached[0])
+        redialer = self._redialerOf.pop(plug, None)
         if reason is None:  # removed on purpose (Node.removePort): not a drop
+            if redialer is not None:
+                redialer.stop()
+                self._redialers.remove(redialer)
             return
         vnl, error = attached[0][0], reason.value
-        why = error.message if isinstance(error, VdeError) else str(error) or type(error).__name__
-        emit = log.warn if isinstance(error, PlugClosed) else log.error
-        emit("--plug {vnl} (port {port}) dropped: {why}; the switch goes on without it",
-             vnl=vnl, port=port.number, why=why.removeprefix(f"{vnl}: ").rstrip("."))
+        why = reasonText(error).removeprefix(f"{vnl}: ").rstrip(".")
+        if not self.config["reconnect"]:
+            emit = log.warn if isinstance(error, PlugClosed) else log.error
+            emit("--plug {vnl} (port {port}) dropped: {why}; the switch goes on without it",
+                 vnl=vnl, port=port.number, why=why)
+            return
+        if redialer is None:
+            redialer = self._reopen(vnl, port.number)
+        delay = redialer.linkDown()
+        log.warn("--plug {vnl} (port {port}) dropped: {why}; reopening it in {delay:g} s",
+                 vnl=vnl, port=port.number, why=why, delay=delay)
+
+    def _reopen(self, vnl: str, number: int) -> Redialer:
+        """
+        What reopens C{--plug vnl} each time it drops, and puts it back on
+        port C{number} if that is free.
+        """
+        from vdetwist.registry import OpenArgs
+
+        description = f"vdetwist switch {self.config['switch']}"
+        maximum = self.config["reconnect"]
+
+        def reopened(plug) -> None:
+            if self.node is None:
+                plug.close()
+                return
+            try:
+                port = self._addPort(plug, vnl, number)
+            except VdeError as e:
+                log.warn("--plug {vnl}: reopened, but no port for it: {why}; retrying in "
+                         "{delay:g} s", vnl=vnl, why=e.message, delay=redialer.linkDown())
+                return
+            self._redialerOf[plug] = redialer
+            moved = "" if port.number == number else f" (port {number} was taken)"
+            log.info("--plug {vnl} is back, as port {port}{moved}",
+                     vnl=vnl, port=port.number, moved=moved)
+
+        def failed(reason: Failure, attempt: int) -> None:
+            if attempt == 1:
+                log.info("--plug {vnl}: cannot reopen it yet: {why}; trying again, at most "
+                         "{maximum} s apart", vnl=vnl, maximum=maximum,
+                         why=reasonText(reason.value).removeprefix(f"{vnl}: "))
+
+        redialer = Redialer(
+            self.clock, lambda: self.opener(self.reactor, vnl, description, OpenArgs()),
+            reopened, failed, min(RECONNECT_FIRST, maximum), maximum
+        )
+        self._redialers.append(redialer)
+        return redialer
 
     def _plugFailed(self, failure: Failure, vnl: str) -> None:
         error = failure.value
@@ -830,6 +922,10 @@ class VdeSwitchService(Service):
         node, self.node = self.node, None
         listening, self.listening = self.listening, []
         self._built = False
+        for redialer in self._redialers:
+            redialer.stop()
+        self._redialers.clear()
+        self._redialerOf.clear()
         # With no node, a cancelled open is not reported as a failure.
         for d in list(self._pending):
             d.cancel()

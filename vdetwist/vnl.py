@@ -37,6 +37,7 @@ __all__ = [
     "VLAN_OPTIONS",
     "SLIRP_OPTIONS",
     "WIREFILTER_OPTIONS",
+    "RESTART_OPTIONS",
 ]
 
 # Option tables.  Lookup takes the first entry the key is a prefix of, so the
@@ -61,6 +62,8 @@ WIREFILTER_OPTIONS = (
     "speed", "nofifo", "noise", "blink", "blinkid", "mgmt", "mgmtmode", "rc",
     "pidfile", "reorder", "corrupt", "rate", "limit", "seed",
 )
+# libvdeplug_restart: a period in the address part, and no options.
+RESTART_OPTIONS: tuple[str, ...] = ()
 SLIRP_OPTIONS = (
     "restricted", "v4", "v6", "host", "addr", "host6", "addr6", "hostname",
     "tftp_server_name", "tftp_path", "bootfile", "dhcp", "vnameserver",

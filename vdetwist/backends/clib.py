@@ -66,8 +66,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import select
-from typing import Optional
+from typing import Mapping, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
@@ -190,6 +191,76 @@ def loadLibrary(name: Optional[str] = None) -> CLibrary:
     if name is None:
         _library = library
     return library
+
+
+class _DlInfo(ctypes.Structure):
+    """
+    C{Dl_info}, what C{dladdr} says of an address.
+    """
+
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+def libraryDirectory(library: CLibrary) -> Optional[str]:
+    """
+    The directory the loaded C library comes from (C{dladdr}), where it
+    looks for its plugins first.
+    """
+    info = _DlInfo()
+    address = ctypes.cast(library.open_real, ctypes.c_void_p)
+    if not ctypes.CDLL(None).dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.path.dirname(os.path.realpath(os.fsdecode(info.dli_fname)))
+
+
+# A scheme the C library could load a plugin for: no path separator, no NUL.
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_.+-]+", re.ASCII)
+
+
+def pluginDirectories(library: CLibrary,
+                      environ: Optional[Mapping[str, str]] = None) -> list[str]:
+    """
+    Where libvdeplug4 looks for C{libvdeplug_SCHEME.so}, in order:
+    C{$VDEPLUGIN_PATH} (colon separated) alone if it is set; else the
+    library's directory's C{vdeplug/}, the library's directory, each
+    C{$LD_LIBRARY_PATH} entry's C{vdeplug/}, C{/lib/vdeplug},
+    C{/usr/lib/vdeplug}; then the dynamic loader's own search for the bare
+    name, approximated here by C{$LD_LIBRARY_PATH}, C{/lib} and C{/usr/lib}.
+    """
+    environ = os.environ if environ is None else environ
+    given = environ.get("VDEPLUGIN_PATH")
+    if given is not None:
+        return [entry for entry in given.split(":") if entry]
+    found = libraryDirectory(library)
+    mine = [] if found is None else [os.path.join(found, "vdeplug"), found]
+    loader = [entry for entry in environ.get("LD_LIBRARY_PATH", "").split(":") if entry]
+    return [*mine, *(os.path.join(entry, "vdeplug") for entry in loader),
+            "/lib/vdeplug", "/usr/lib/vdeplug", *loader, "/lib", "/usr/lib"]
+
+
+def findModule(scheme: str, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """
+    The C plugin C{vde_open} would load for C{scheme}
+    (C{libvdeplug_SCHEME.so} in L{pluginDirectories}), or C{None}: none,
+    or no C library.
+    """
+    if not _MODULE_NAME.fullmatch(scheme):
+        return None
+    try:
+        library = loadLibrary()
+    except VdeError:
+        return None
+    name = f"libvdeplug_{scheme}.so"
+    for directory in pluginDirectories(library, environ):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def undecorated(description: str) -> str:
@@ -412,6 +483,12 @@ class CLibBackend:
     schemes = ("clib",)
     summary = "clib://VNL: VNL opened by the installed C libvdeplug (its plugins: slirp, vde, ...)"
     references = (REFERENCE,)
+
+    def findModule(self, scheme: str) -> Optional[str]:
+        """
+        The C plugin for C{scheme}, if one is installed; see L{findModule}.
+        """
+        return findModule(scheme)
 
     def open(self, reactor, vnl, description, args, registry) -> Deferred:
         try:
