@@ -11,7 +11,8 @@ installed in C{/usr/lib/x86_64-linux-gnu/vdeplug/} (or on
 C{$VDEPLUGIN_PATH}) is reachable this way, which makes this backend a
 second implementation to test vdetwist's own backends against (the slirp
 engine above all) and a way to use a C plugin vdetwist has no Python
-equivalent for.
+equivalent for.  The registry opens a scheme no Python backend serves this
+way by itself when L{findModule} finds its C plugin.
 
 The library is loaded when a C{clib://} VNL is first opened, not on import:
 without it the dropin still loads and opening fails with a L{VdeError}
@@ -94,7 +95,10 @@ REFERENCE = SchemeReference(
         "Python equivalent for. VNL is handed to `vde_open` unchanged; `clib://` "
         "alone is the C library's default network. Opening runs in the reactor's "
         "thread pool; sending and closing call the library directly, and can block "
-        "for `cmd://` and `slirp://`. Needs `apt-get install libvdeplug2`."
+        "for `cmd://` and `slirp://`. A scheme vdetwist has no backend for opens "
+        "this way by itself when the C library has a plugin for it "
+        "(`libvdeplug_SCHEME.so` in its plugin directories or `$VDEPLUGIN_PATH`); "
+        "the log says so once. Needs `apt-get install libvdeplug2`."
     ),
     examples=(
         ("clib://vde:///tmp/sw", "the C `vde://` client"),
