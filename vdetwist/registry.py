@@ -103,13 +103,15 @@ class Registry:
         if backend is not None:
             return backend
         clib = table.get("clib")
-        path = None if clib is None else clib.findModule(scheme)
+        findModule = getattr(clib, "findModule", None)
+        path = None if findModule is None else findModule(scheme)
         if path is None:
             raise NoBackendError(vnl, scheme, sorted(table))
         log.info("no Python backend for {scheme}://: opening it with the C plugin {path}"
                  " through clib://", scheme=scheme, path=path)
-        backend = table[scheme] = _ThroughCLibrary(clib, scheme, path)
-        return backend
+        fallback = _ThroughCLibrary(clib, scheme, path)
+        table[scheme] = fallback
+        return fallback
 
     def open(
         self,
