@@ -127,7 +127,9 @@ class DatagramPlug(ReaderPlug):
             self.connected = False
 
     def send(self, frame: bytes) -> None:
-        if self._queue or len(frame) > VDE_ETHBUFSIZE:
+        # (Not an empty datagram either: that is libvdeplug4's "forget me",
+        # and a seqpacket peer's end of connection.)
+        if self._queue or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE:
             self._enqueue(frame)
             return
         try:
@@ -166,7 +168,7 @@ class DatagramPlug(ReaderPlug):
         if (
             len(self._queue) >= self.queueLimit
             or not self.connected
-            or len(frame) > VDE_ETHBUFSIZE
+            or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE
         ):
             self.stats.dropped += 1
             return

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from vdetwist.endpointstrings import failureMessage
 from vdetwist.errors import PlugClosed, PlugLost
 from vdetwist.interfaces import IVdePlug
-from vdetwist.plug import PlugBase
+from vdetwist.plug import ETH_HDRLEN, PlugBase
 from vdetwist.stream import MAX_STREAM_FRAME, StreamDecoder, encode
 
 log = Logger()
@@ -126,7 +126,7 @@ class StreamPlug(PlugBase, Protocol):
 
     def send(self, frame: bytes) -> None:
         record = encode(frame)
-        if self.closed or not record or self.transport is None:
+        if self.closed or not record or len(frame) < ETH_HDRLEN or self.transport is None:
             self.stats.dropped += 1
             return
         if self._room is not None:

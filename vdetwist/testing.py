@@ -17,13 +17,17 @@ from zope.interface import implementer
 
 from vdetwist.errors import PlugClosed
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
-from vdetwist.plug import PlugBase
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
 
 
 @implementer(IVdePlug)
 class MemoryPlug(PlugBase):
     """
     A plug whose network is the test.
+
+    Like a real plug, it drops (and counts) what is not an Ethernet frame
+    a VDE network carries: shorter than the header, longer than
+    L{vdetwist.plug.VDE_ETHBUFSIZE}.
 
     @ivar sentFrames: frames sent while no peer is linked.
     @ivar pending: frames that arrived while paused (at most C{capacity};
@@ -40,7 +44,7 @@ class MemoryPlug(PlugBase):
         self.peer: Optional[MemoryPlug] = None
 
     def send(self, frame: bytes) -> None:
-        if self.closed:
+        if self.closed or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE:
             self.stats.dropped += 1
             return
         if self.peer is None:

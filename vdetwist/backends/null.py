@@ -10,7 +10,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vdetwist.interfaces import IVdeBackend, IVdePlug
-from vdetwist.plug import PlugBase
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
 from vdetwist.reference import SchemeReference
 
 REFERENCE = SchemeReference(
@@ -28,7 +28,12 @@ REFERENCE = SchemeReference(
 @implementer(IVdePlug)
 class NullPlug(PlugBase):
     def send(self, frame: bytes) -> None:
-        self.stats.sent += 1
+        # Like any plug's: after close, or not an Ethernet frame, it is
+        # dropped, not sent.
+        if self.closed or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE:
+            self.stats.dropped += 1
+        else:
+            self.stats.sent += 1
 
     def pauseProducing(self) -> None:
         pass
