@@ -17,12 +17,22 @@ from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.trial.unittest import TestCase
 
 from tests.plugbehaviour import Far, PlugBehaviourMixin, PlugFar, SocketFar
-from tests.support import CSwitch, cTool, tmpdir, until
+from tests.support import CSwitch, cTool, makeNamespace, nsSocket, requireTun, tmpdir, until
+from tests.test_clib import requireLibrary
+from vdetwist.backends.vxlan import VxlanPlug
+from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets
+from vdetwist import agnocrypt
 from vdetwist.errors import PlugClosed
+from vdetwist.plug import VDE_ETHBUFSIZE
 from vdetwist.registry import registry
 from vdetwist.stream import MAX_STREAM_FRAME
 from vdetwist.streamplug import StreamPlug, StreamPlugFactory
 from vdetwist.testing import MemoryPlug, plugPair
+from vdetwist.vnl import resolve
+from vdetwist.vxlanwire import packHeader, parseVxlan, parseVxvde
+
+#: Every protocol, for a packet socket.
+ETH_P_ALL = 3
 
 
 class TestFar(Far):
@@ -200,13 +210,14 @@ class CmdBehaviour(OpeningMixin, PlugBehaviourMixin, TestCase):
         # The C plug has made its end of the pair: what the far side sends
         # from now on reaches it.
         await until(lambda: os.path.exists(path + "+"), "the C vde_plug's ptp end")
-        return plug, CommandFar(far, process.pid)
+        return plug, ProcessFar(far, process.pid)
 
 
-class CommandFar(PlugFar):
+class ProcessFar(PlugFar):
     """
-    The far side of a C{cmd://} plug: a plug the command relays to; the
-    command killed is the network gone (a failure: it ended on a signal).
+    A plug that a process relays to: the far side of a C{cmd://} plug, or a
+    plug on the same C switch; the process killed is the network gone (a
+    failure).
     """
 
     def __init__(self, plug: Any, pid: int) -> None:
@@ -215,3 +226,246 @@ class CommandFar(PlugFar):
 
     def vanish(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------
+# Switches: ours (switch://, hub://) and the C vde_switch, joined with vde://
+
+
+class NodeBehaviourMixin(OpeningMixin, PlugBehaviourMixin):
+    """
+    A C{switch://} or C{hub://} plug, its far side a C{vde://} client.
+    """
+
+    scheme = "switch"
+    peerGone = None
+    peerGoneWhy = "a node outlives its clients: one leaving closes only its port"
+    unbufferedWhy = ("the host plug is a direct link that never waits for its host:"
+                     " frames for it before startReceiving or while paused are dropped"
+                     " and counted by the node's host port")
+
+    async def makePlug(self):
+        path = os.path.join(tmpdir(self), "sw")
+        plug = await self.open(f"{self.scheme}://{path}")
+        return plug, PlugFar(await self.open(f"vde://{path}"))
+
+
+class SwitchBehaviour(NodeBehaviourMixin, TestCase):
+    pass
+
+
+class HubBehaviour(NodeBehaviourMixin, TestCase):
+    scheme = "hub"
+
+
+class VdeToOurSwitchBehaviour(OpeningMixin, PlugBehaviourMixin, TestCase):
+    """
+    C{vde://} to our C{switch://}; the far side is the switch's host plug,
+    and the switch closing is the network gone.
+    """
+
+    # The switch ends the control connection: a clean end.
+    peerGone = PlugClosed
+
+    async def makePlug(self):
+        path = os.path.join(tmpdir(self), "sw")
+        switch = await self.open(f"switch://{path}")
+        return await self.open(f"vde://{path}"), PlugFar(switch)
+
+
+class VdeToCSwitchBehaviour(OpeningMixin, PlugBehaviourMixin, TestCase):
+    """
+    C{vde://} to the C C{vde_switch}; the far side is another C{vde://}
+    plug on it, and the switch killed is the network gone.
+    """
+
+    # vde_switch 2.3.2 truncates longer frames (our plug sends up to its own
+    # limit).
+    mtu = 1514
+    oversize = VDE_ETHBUFSIZE + 1
+    # Its control connection ends as if it closed it: a switch killed and
+    # one that exited look the same to a client (and to the C libvdeplug).
+    peerGone = PlugClosed
+
+    async def makePlug(self):
+        switch = CSwitch(self, mgmt=False)
+        await switch.started()
+        plug = await self.open(f"vde://{switch.path}")
+        return plug, ProcessFar(await self.open(f"vde://{switch.path}"), switch.process.pid)
+
+
+# ---------------------------------------------------------------------------
+# Nesting backends, over a seqpacket pair whose other end is the same VNL
+
+
+class NestedBehaviourMixin(OpeningMixin, PlugBehaviourMixin):
+    # The inner seqpacket plug's clean end, passed on.
+    peerGone = PlugClosed
+
+    def vnl(self, inner: str) -> str:
+        raise NotImplementedError
+
+    async def makePlug(self):
+        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        plug = await self.open(self.vnl(f"seqpacket://{mine.detach()}"))
+        return plug, PlugFar(await self.open(self.vnl(f"seqpacket://{other.detach()}")))
+
+
+class VlanBehaviour(NestedBehaviourMixin, TestCase):
+    # The tag takes 4 bytes of what the inner plug carries.
+    mtu = VDE_ETHBUFSIZE - 4
+    # (A frame the tag makes too large is counted as sent by the vlan plug,
+    # which handed it on, and dropped by the inner plug.)
+    oversize = VDE_ETHBUFSIZE + 1
+
+    def vnl(self, inner: str) -> str:
+        return f"vlan://3{{{inner}}}"
+
+
+class AgnoBehaviour(NestedBehaviourMixin, TestCase):
+    skip = None if agnocrypt.available() else (
+        "cryptography is not installed: pip install 'vdetwist[agno]'")
+    # The largest frame whose encryption the inner plug carries; what
+    # encryption makes too large is dropped by the inner plug, as for vlan.
+    mtu = next(n for n in range(VDE_ETHBUFSIZE, 0, -1)
+               if agnocrypt.encryptedLength(n) <= VDE_ETHBUFSIZE)
+    oversize = VDE_ETHBUFSIZE + 1
+
+    def vnl(self, inner: str) -> str:
+        if not hasattr(self, "keyfile"):
+            self.keyfile = os.path.join(tmpdir(self), "key")
+            with open(self.keyfile, "w") as f:
+                f.write("00112233445566778899aabbccddeeff\n")
+        return f"agno://{self.keyfile}{{{inner}}}"
+
+
+# ---------------------------------------------------------------------------
+# The C library, through clib://
+
+
+class ClibBehaviour(OpeningMixin, PlugBehaviourMixin, TestCase):
+    """
+    C{clib://vde://} to our C{switch://}, the far side its host plug; the
+    library reports the switch closing as a hang-up, a loss.
+    """
+
+    def setUp(self) -> None:
+        requireLibrary()
+
+    async def makePlug(self):
+        path = os.path.join(tmpdir(self), "sw")
+        switch = await self.open(f"switch://{path}")
+        return await self.open(f"clib://vde://{path}"), PlugFar(switch)
+
+
+# ---------------------------------------------------------------------------
+# Group networks on loopback sockets
+
+
+class VxvdeBehaviour(PlugBehaviourMixin, TestCase):
+    """
+    A vxvde plug whose group is a loopback listener; frames come from
+    another member's socket.
+    """
+
+    peerGone = None
+    peerGoneWhy = "vxvde:// is a group: members come and go unseen"
+
+    async def makePlug(self):
+        vnl = "vxvde:///v=5"
+        multicast, unicast, group, member = (
+            self.udp() for _ in range(4))
+        multicast.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        plug = VxvdePlug(reactor, vnl, parseVxvde(resolve(vnl)),
+                         VxvdeSockets(multicast, unicast, group.getsockname(), socket.AF_INET))
+        self.addCleanup(plug.close)
+        far = SocketFar(member, unicast.getsockname(), packHeader(5), listener=group)
+        return plug, far
+
+    def udp(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        return sock
+
+
+class VxlanBehaviour(PlugBehaviourMixin, TestCase):
+    """
+    A vxlan plug on 127.0.0.1:P, its group a listener on 127.0.0.3:P, a
+    remote VTEP sending from 127.0.0.2.
+    """
+
+    peerGone = None
+    peerGoneWhy = "vxlan:// is a group: VTEPs come and go unseen"
+
+    async def makePlug(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        vnl = f"vxlan:///v=9/port={port}"
+        group = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        vtep = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for s in (group, vtep):
+            self.addCleanup(s.close)
+        group.bind(("127.0.0.3", port))
+        vtep.bind(("127.0.0.2", 0))
+        plug = VxlanPlug(reactor, vnl, parseVxlan(resolve(vnl)), sock, ("127.0.0.3", port),
+                         socket.AF_INET)
+        self.addCleanup(plug.close)
+        return plug, SocketFar(vtep, ("127.0.0.1", port), packHeader(9), listener=group)
+
+
+# ---------------------------------------------------------------------------
+# A tap in a namespace of the test's (root)
+
+
+class TapFar(SocketFar):
+    """
+    The tap's interface, through a packet socket in its namespace: what the
+    socket sends the interface transmits to the plug; what the plug writes
+    the interface receives.  The interface deleted is the network gone.
+    """
+
+    def __init__(self, sock: socket.socket, namespace: Any, ifname: str) -> None:
+        super().__init__(sock)
+        self.namespace = namespace
+        self.ifname = ifname
+
+    def heard(self) -> list[bytes]:
+        try:
+            while True:
+                data, address = self.socket.recvfrom(65536)
+                if address[2] != socket.PACKET_OUTGOING:
+                    self.frames.append(data)
+        except OSError:
+            pass
+        return self.frames
+
+    def vanish(self) -> None:
+        self.namespace.run(["ip", "link", "del", self.ifname], check=True)
+
+
+class TapBehaviour(PlugBehaviourMixin, TestCase):
+    # The interface's MTU is 1500.
+    mtu = 1514
+    oversize = VDE_ETHBUFSIZE + 1
+
+    def setUp(self) -> None:
+        requireTun()
+        self.namespace = makeNamespace(self)
+
+    async def makePlug(self):
+        from vdetwist import netns
+
+        ifname = netns.uniqueName("vtb")
+        with netns.entered(self.namespace):
+            opening = registry.open(reactor, f"tap://{ifname}")
+        plug = await opening
+        self.addCleanup(plug.close)
+        self.namespace.run(["ip", "link", "set", ifname, "up"], check=True)
+        sock = nsSocket(self.namespace.name, socket.AF_PACKET, socket.SOCK_RAW, ETH_P_ALL)
+        self.addCleanup(sock.close)
+        sock.bind((ifname, ETH_P_ALL))
+        return plug, TapFar(sock, self.namespace, ifname)

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
-from vdetwist.plug import PlugBase
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
 
 
 def openNested(reactor, registry, nested: Optional[str], description: str, args) -> Deferred:
@@ -74,7 +74,7 @@ class TransformPlug(PlugBase):
         return frame
 
     def send(self, frame: bytes) -> None:
-        if self.closed:
+        if self.closed or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE:
             self.stats.dropped += 1
             return
         out = self.outgoing(frame)

@@ -412,7 +412,7 @@ class CLibPlug(ReaderPlug):
     def send(self, frame: bytes) -> None:
         conn = self.conn
         size = len(frame)
-        if conn is None or size > VDE_ETHBUFSIZE:
+        if conn is None or not ETH_HDRLEN <= size <= VDE_ETHBUFSIZE:
             self.stats.dropped += 1
             return
         if type(frame) is not bytes:

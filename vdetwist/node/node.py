@@ -46,7 +46,7 @@ from vdetwist.errors import PlugClosed, VdeError
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
 from vdetwist.node.engines import Engine
 from vdetwist.node.mactable import NOVLAN, MacTable, formatMac
-from vdetwist.plug import PlugBase
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
 
 log = Logger()
 
@@ -916,7 +916,8 @@ class HostPlug(PlugBase):
 
     def send(self, frame: bytes) -> None:
         peer = self.peer
-        if peer is None or peer.paused or not peer.reading:
+        if (peer is None or peer.paused or not peer.reading
+                or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE):
             self.stats.dropped += 1
             return
         self.stats.sent += 1
