@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXServerEndpoint
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.plugbehaviour import Far, PlugBehaviourMixin, PlugFar, SocketFar
 from tests.support import CSwitch, cTool, makeNamespace, nsSocket, requireTun, tmpdir, until
@@ -418,20 +418,21 @@ class VxlanBehaviour(PlugBehaviourMixin, TestCase):
 
 
 # ---------------------------------------------------------------------------
-# A tap in a namespace of the test's (root)
+# Kernel interfaces in a namespace of the test's (root)
 
 
-class TapFar(SocketFar):
+class WireFar(SocketFar):
     """
-    The tap's interface, through a packet socket in its namespace: what the
-    socket sends the interface transmits to the plug; what the plug writes
-    the interface receives.  The interface deleted is the network gone.
+    A packet socket on an interface: what it sends the interface transmits
+    (to the plug, on a tap; onto the wire, on one end of a veth); what the
+    interface receives it hears.  The plug's device deleted is the network
+    gone.
     """
 
-    def __init__(self, sock: socket.socket, namespace: Any, ifname: str) -> None:
+    def __init__(self, sock: socket.socket, namespace: Any, device: str) -> None:
         super().__init__(sock)
         self.namespace = namespace
-        self.ifname = ifname
+        self.device = device
 
     def heard(self) -> list[bytes]:
         try:
@@ -444,28 +445,89 @@ class TapFar(SocketFar):
         return self.frames
 
     def vanish(self) -> None:
-        self.namespace.run(["ip", "link", "del", self.ifname], check=True)
+        self.namespace.run(["ip", "link", "del", self.device], check=True)
 
 
-class TapBehaviour(PlugBehaviourMixin, TestCase):
-    # The interface's MTU is 1500.
+class DeviceBehaviourMixin(PlugBehaviourMixin):
+    """
+    A plug on a kernel interface of MTU 1500 in a fresh namespace, its far
+    side a packet socket on C{wire}; subclasses make the interfaces.
+    """
+
     mtu = 1514
+    # What the plug itself refuses (the kernel drops larger frames it sent).
     oversize = VDE_ETHBUFSIZE + 1
 
     def setUp(self) -> None:
         requireTun()
         self.namespace = makeNamespace(self)
 
+    def bringUp(self, *ifnames: str) -> None:
+        from vdetwist import netns
+
+        for ifname in ifnames:
+            netns.setUp(ifname, self.namespace)
+        for ifname in ifnames:
+            netns.waitOperational(ifname, self.namespace)
+
+    async def openDevice(self, vnl: str, wire: str, device: str):
+        from vdetwist import netns
+
+        with netns.entered(self.namespace):
+            opening = registry.open(reactor, vnl)
+        plug = await opening
+        self.addCleanup(plug.close)
+        self.bringUp(wire, device)
+        # (Bound while the interface is down, a packet socket fails its
+        # first send with ENETDOWN.)
+        sock = nsSocket(self.namespace.name, socket.AF_PACKET, socket.SOCK_RAW, ETH_P_ALL)
+        self.addCleanup(sock.close)
+        sock.bind((wire, ETH_P_ALL))
+        return plug, WireFar(sock, self.namespace, device)
+
+
+class TapBehaviour(DeviceBehaviourMixin, TestCase):
     async def makePlug(self):
         from vdetwist import netns
 
-        ifname = netns.uniqueName("vtb")
-        with netns.entered(self.namespace):
-            opening = registry.open(reactor, f"tap://{ifname}")
-        plug = await opening
-        self.addCleanup(plug.close)
-        self.namespace.run(["ip", "link", "set", ifname, "up"], check=True)
-        sock = nsSocket(self.namespace.name, socket.AF_PACKET, socket.SOCK_RAW, ETH_P_ALL)
-        self.addCleanup(sock.close)
-        sock.bind((ifname, ETH_P_ALL))
-        return plug, TapFar(sock, self.namespace, ifname)
+        name = netns.uniqueName("vtb")
+        return await self.openDevice(f"tap://{name}", name, name)
+
+
+class MacvtapBehaviour(DeviceBehaviourMixin, TestCase):
+    """
+    A macvtap on one end of a veth; the far side is the other end.
+    """
+
+    async def makePlug(self):
+        from pyroute2 import NetlinkError
+
+        from vdetwist import netns
+
+        lower, name = netns.uniqueName("vbl"), netns.uniqueName("vbm")
+        netns.createVeth(lower, lower + "p", self.namespace)
+        try:
+            netns.createMacvtap(name, lower, self.namespace)
+        except NetlinkError as e:
+            raise SkipTest(f"the kernel cannot make a macvtap (CONFIG_MACVTAP?): {e}")
+        netns.setUp(lower, self.namespace)
+        # (devtmpfs makes the device node a moment after the link.)
+        device = f"/dev/tap{netns.ifindex(name, self.namespace)}"
+        await until(lambda: os.path.exists(device), device)
+        return await self.openDevice(f"macvtap://{name}", lower + "p", name)
+
+
+class PcapBehaviour(DeviceBehaviourMixin, TestCase):
+    """
+    pcap:// on one end of a veth; the far side is the other end.
+    """
+
+    async def makePlug(self):
+        from vdetwist import netns
+
+        name = netns.uniqueName("vbp")
+        netns.createVeth(name, name + "p", self.namespace)
+        # Up before the plug opens: a packet socket bound to a down
+        # interface fails its first send with ENETDOWN once it is up.
+        self.bringUp(name, name + "p")
+        return await self.openDevice(f"pcap://{name}", name + "p", name)
