@@ -531,3 +531,19 @@ class PcapBehaviour(DeviceBehaviourMixin, TestCase):
         # interface fails its first send with ENETDOWN once it is up.
         self.bringUp(name, name + "p")
         return await self.openDevice(f"pcap://{name}", name + "p", name)
+
+
+class SlirpBehaviour(OpeningMixin, PlugBehaviourMixin, TestCase):
+    """
+    C{slirp://}: the network is the user-mode stack itself, so only what
+    does not need a peer is checked here (its tests check its answers).
+    """
+
+    mtu = 1514
+    noInjectWhy = "slirp:// is a router: frames arrive only as its answers"
+    unheardWhy = "slirp:// consumes what it is sent"
+    peerGone = None
+    peerGoneWhy = "slirp:// has no peer that can go away"
+
+    async def makePlug(self):
+        return await self.open("slirp://"), Far()

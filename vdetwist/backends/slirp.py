@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
-from vdetwist.plug import PlugBase
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.slirp.config import (
     DEFAULT_ADDR,
@@ -186,7 +186,7 @@ class SlirpPlug(PlugBase):
             self.stats.dropped += 1
 
     def send(self, frame: bytes) -> None:
-        if self.closed:
+        if self.closed or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE:
             self.stats.dropped += 1
             return
         self.stats.sent += 1
