@@ -539,7 +539,6 @@ class SlirpBehaviour(OpeningMixin, PlugBehaviourMixin, TestCase):
     does not need a peer is checked here (its tests check its answers).
     """
 
-    mtu = 1514
     noInjectWhy = "slirp:// is a router: frames arrive only as its answers"
     unheardWhy = "slirp:// consumes what it is sent"
     peerGone = None
