@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from twisted.internet import reactor
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest
 from zope.interface import implementer

@@ -14,20 +14,24 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXServerEndpoint
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
 
 from tests.plugbehaviour import Far, PlugBehaviourMixin, PlugFar, SocketFar
-from tests.support import CSwitch, cTool, makeNamespace, nsSocket, requireTun, tmpdir, until
+from tests.support import (
+    CSwitch, cTool, makeNamespace, nsSocket, requireCommand, requireRoot, requireTun, tmpdir, until,
+)
 from tests.test_clib import requireLibrary
+from vdetwist import agnocrypt
 from vdetwist.backends.vxlan import VxlanPlug
 from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets
-from vdetwist import agnocrypt
 from vdetwist.errors import PlugClosed
 from vdetwist.plug import VDE_ETHBUFSIZE
 from vdetwist.registry import registry
 from vdetwist.stream import MAX_STREAM_FRAME
 from vdetwist.streamplug import StreamPlug, StreamPlugFactory
-from vdetwist.testing import MemoryPlug, plugPair
+from vdetwist.interfaces import IFrameReceiver
+from vdetwist.testing import FrameCollector, MemoryPlug, plugPair
 from vdetwist.vnl import resolve
 from vdetwist.vxlanwire import packHeader, parseVxlan, parseVxvde
 
@@ -51,6 +55,21 @@ class TestFar(Far):
         return self.plug.sentFrames
 
 
+class ProcessFar(PlugFar):
+    """
+    A plug that a process relays to: the far side of a C{cmd://} plug, or a
+    plug on the same C switch; the process killed is the network gone (a
+    failure).
+    """
+
+    def __init__(self, plug: Any, pid: int) -> None:
+        super().__init__(plug)
+        self.pid = pid
+
+    def vanish(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+
 class OpeningMixin:
     """
     Opens plugs through the registry, closing them when the test ends.
@@ -64,6 +83,11 @@ class OpeningMixin:
 
 # ---------------------------------------------------------------------------
 # The public fakes
+
+
+class FrameCollectorTests(SynchronousTestCase):
+    def test_provides(self) -> None:
+        self.assertTrue(verifyObject(IFrameReceiver, FrameCollector()))
 
 
 class MemoryPlugBehaviour(PlugBehaviourMixin, TestCase):
@@ -211,21 +235,6 @@ class CmdBehaviour(OpeningMixin, PlugBehaviourMixin, TestCase):
         # from now on reaches it.
         await until(lambda: os.path.exists(path + "+"), "the C vde_plug's ptp end")
         return plug, ProcessFar(far, process.pid)
-
-
-class ProcessFar(PlugFar):
-    """
-    A plug that a process relays to: the far side of a C{cmd://} plug, or a
-    plug on the same C switch; the process killed is the network gone (a
-    failure).
-    """
-
-    def __init__(self, plug: Any, pid: int) -> None:
-        super().__init__(plug)
-        self.pid = pid
-
-    def vanish(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------
@@ -459,7 +468,8 @@ class DeviceBehaviourMixin(PlugBehaviourMixin):
     oversize = VDE_ETHBUFSIZE + 1
 
     def setUp(self) -> None:
-        requireTun()
+        requireRoot()
+        requireCommand("ip", "iproute2")
         self.namespace = makeNamespace(self)
 
     def bringUp(self, *ifnames: str) -> None:
@@ -487,6 +497,10 @@ class DeviceBehaviourMixin(PlugBehaviourMixin):
 
 
 class TapBehaviour(DeviceBehaviourMixin, TestCase):
+    def setUp(self) -> None:
+        requireTun()
+        super().setUp()
+
     async def makePlug(self):
         from vdetwist import netns
 
