@@ -348,6 +348,15 @@ class AgnoBehaviour(NestedBehaviourMixin, TestCase):
         return f"agno://{self.keyfile}{{{inner}}}"
 
 
+class WirefilterBehaviour(NestedBehaviourMixin, TestCase):
+    """
+    C{wirefilter://} with no impairment set: a link that passes frames.
+    """
+
+    def vnl(self, inner: str) -> str:
+        return f"wirefilter://{{{inner}}}"
+
+
 # ---------------------------------------------------------------------------
 # The C library, through clib://
 

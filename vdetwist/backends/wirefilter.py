@@ -23,6 +23,7 @@ from vdetwist.lab.runtime import FilterRuntime
 from vdetwist.lab.wirevalue import WireValueError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.nested import TransformPlug, openNested
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.vnl import WIREFILTER_OPTIONS, parse_octal, parse_path
 
@@ -131,7 +132,7 @@ class WirefilterPlug(TransformPlug):
             self.receiver.frameReceived(frame)
 
     def send(self, frame: bytes) -> None:
-        if self.closed:
+        if self.closed or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE:
             self.stats.dropped += 1
             return
         self.runtime.filter.receive(LR, frame)
