@@ -75,7 +75,9 @@ class IVdePlug(IPushProducer, Interface):
         """
         Send one Ethernet frame.  Never blocks and never raises for a busy or
         absent peer: a frame that cannot be queued is dropped and counted in
-        C{stats.dropped}, as on a real wire.
+        C{stats.dropped}, as on a real wire; so is one shorter than an
+        Ethernet header or longer than the plug carries, and one sent after
+        C{close}.
         """
 
     def registerProducer(producer: IPushProducer, streaming: bool) -> None:
