@@ -20,14 +20,13 @@ from zope.interface.verify import verifyObject
 
 from tests.support import frame, tmpdir, until
 from vdetwist.backends.cmd import s2argv
-from vdetwist.backends.seqpacket import strtol0
 from vdetwist.backends.udp import parseUdp
 from vdetwist.dgram import DatagramPlug
 from vdetwist.errors import PlugClosed, PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import OpenArgs, registry
 from vdetwist.testing import FrameCollector, MemoryPlug
-from vdetwist.vnl import resolve
+from vdetwist.vnl import resolve, strtol0
 
 
 def settle(seconds: float = 0.05):
@@ -349,6 +348,9 @@ class DatagramPlugFlowTests(TestCase):
 
             def setblocking(self, flag: bool) -> None:
                 pass
+
+            def recv(self, size: int) -> bytes:
+                raise BlockingIOError(errno.EAGAIN, "empty")
 
             def send(self, data: bytes) -> None:
                 if not self.room:

@@ -378,6 +378,25 @@ def _unknown_key(vnl: str, key: str, table: Sequence[str]) -> VNLError:
     return VNLError(vnl, key, f"unknown key: {key} ({hint})")
 
 
+_STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?")
+
+
+def strtol0(text: str) -> int:
+    """
+    C{strtol(text, NULL, 0)}: decimal, C{0x} hex or C{0} octal, trailing
+    garbage ignored, nothing parsable is 0.
+    """
+    match = _STRTOL.match(text)
+    sign, digits = match.groups()
+    if not digits:
+        return 0
+    if digits[:2] in ("0x", "0X"):
+        value = int(digits, 16)
+    else:
+        value = int(digits, 8 if digits.startswith("0") else 10)
+    return -value if sign == "-" else value
+
+
 def parse_octal(vnl: str, key: str, value: str) -> int:
     """
     Read a file mode option as C's C{strtol(value, NULL, 8)} does, but refuse

@@ -73,16 +73,16 @@ from typing import Mapping, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vdetwist._transport.fdplug import HARMLESS, READ_BATCH, FdPlug, FdReader
 from vdetwist.errors import PlugLost, VdeError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
-from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
 from vdetwist.reference import SchemeReference
 from vdetwist.registry import MAX_DESCRIPTION, OpenArgs, decorate
 
@@ -115,8 +115,6 @@ LIBRARY = "libvdeplug.so.2"
 INSTALL_HINT = "apt-get install libvdeplug2"
 #: libvdeplug4's interface version; the only one there is.
 INTERFACE_VERSION = 1
-#: Frames read at most per wake-up, so one busy plug cannot starve others.
-READ_BATCH = 128
 
 _POLL_READY = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 
@@ -292,46 +290,8 @@ def _hasInput(poller: select.poll) -> bool:
         return True
 
 
-@implementer(IReadDescriptor)
-class _ControlWatcher:
-    """
-    The reactor's reader for the control descriptor: any readability or
-    hangup ends the plug.
-    """
-
-    def __init__(self, plug: "CLibPlug", fd: int) -> None:
-        self.plug = plug
-        self.fd = fd
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def logPrefix(self) -> str:
-        return f"{self.plug.description} (control)"
-
-    def doRead(self) -> None:
-        how = "sent data on"
-        try:
-            events = select.poll()
-            events.register(self.fd, select.POLLIN | select.POLLHUP)
-            ready = events.poll(0)
-            if ready and ready[0][1] & (select.POLLHUP | select.POLLERR):
-                how = "hung up"
-        except (OSError, ValueError):
-            pass
-        self.plug._lost(Failure(PlugLost(
-            f"{self.plug.description}: the network went away (the control "
-            f"connection {how})", errno.ECONNRESET)))
-
-    def connectionLost(self, reason: Failure) -> None:
-        how = "hung up" if reason.check(ConnectionDone) else reason.getErrorMessage()
-        self.plug._lost(Failure(PlugLost(
-            f"{self.plug.description}: the network went away (the control connection {how})",
-            errno.ECONNRESET)))
-
-
-@implementer(IVdePlug, IReadDescriptor)
-class CLibPlug(ReaderPlug):
+@implementer(IVdePlug)
+class CLibPlug(FdPlug):
     """
     A plug on a C{VDECONN} of the C library; the reactor reads its data
     descriptor (see the module docstring for what blocks).
@@ -343,15 +303,17 @@ class CLibPlug(ReaderPlug):
 
     def __init__(self, reactor, library: CLibrary, conn: int, description: str,
                  module: str) -> None:
-        super().__init__(reactor, description)
+        super().__init__(reactor, description, library.datafd(conn))
         self.library = library
         self.conn: Optional[int] = conn
         self.module = module
         self.recvErrors = 0
         self._buffer = ctypes.create_string_buffer(VDE_ETHBUFSIZE)
-        self._fd = library.datafd(conn)
         ctl = library.ctlfd(conn)
-        self._control = _ControlWatcher(self, ctl) if ctl >= 0 else None
+        self._control = (
+            FdReader(ctl, self._controlReadable, f"{description} (control)", self._controlLost)
+            if ctl >= 0 else None
+        )
         self._poller = select.poll()
         if self._fd >= 0:
             self._poller.register(self._fd, _POLL_READY)
@@ -361,12 +323,6 @@ class CLibPlug(ReaderPlug):
                 pass
         else:
             self.readers = ()
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def logPrefix(self) -> str:
-        return self.description
 
     def _startReading(self) -> None:
         super()._startReading()
@@ -391,7 +347,7 @@ class CLibPlug(ReaderPlug):
                         return
                 elif size < 0:
                     code = ctypes.get_errno()
-                    if code not in (errno.EAGAIN, errno.EINTR):
+                    if code not in HARMLESS:
                         self._recvFailed(code)
                     return
                 elif size == 0 and self.module == "cmd":
@@ -402,6 +358,29 @@ class CLibPlug(ReaderPlug):
                     return
         finally:
             self.stats.received += received
+
+    def _controlReadable(self) -> None:
+        """
+        Any readability or hangup of the control descriptor ends the plug.
+        """
+        how = "sent data on"
+        try:
+            events = select.poll()
+            events.register(self._control.fd, select.POLLIN | select.POLLHUP)
+            ready = events.poll(0)
+            if ready and ready[0][1] & (select.POLLHUP | select.POLLERR):
+                how = "hung up"
+        except (OSError, ValueError):
+            pass
+        self._lost(Failure(PlugLost(
+            f"{self.description}: the network went away (the control "
+            f"connection {how})", errno.ECONNRESET)))
+
+    def _controlLost(self, reason: Failure) -> None:
+        how = "hung up" if reason.check(ConnectionDone) else reason.getErrorMessage()
+        self._lost(Failure(PlugLost(
+            f"{self.description}: the network went away (the control connection {how})",
+            errno.ECONNRESET)))
 
     def _recvFailed(self, code: int) -> None:
         self.recvErrors += 1

@@ -20,7 +20,6 @@ is neither).
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
 import struct
@@ -32,11 +31,12 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist.backends.tap import (
+from vdetwist._transport.device import (
     TAP_FLAGS,
     FramePlug,
-    _openDevice,
     checkInterfaceName,
+    interfaceExists,
+    openDevice,
     setIff,
 )
 from vdetwist.errors import VdeError, VNLError
@@ -61,21 +61,8 @@ REFERENCE = SchemeReference(
 
 RTMGRP_LINK = 1
 RTM_DELLINK = 17
-SIOCGIFNAME = 0x8910
 _NLMSGHDR = struct.Struct("IHHII")
 _IFINFOMSG = struct.Struct("BxHiII")
-_IFREQ_INDEX = struct.Struct("16si20x")
-
-
-def interfaceExists(sock: socket.socket, ifindex: int) -> bool:
-    """
-    Whether interface C{ifindex} exists in C{sock}'s network namespace.
-    """
-    try:
-        fcntl.ioctl(sock.fileno(), SIOCGIFNAME, _IFREQ_INDEX.pack(b"", ifindex))
-    except OSError as e:
-        return e.errno != errno.ENODEV
-    return True
 
 
 @implementer(IReadDescriptor)
@@ -185,7 +172,7 @@ def openMacvtap(ifname: str) -> tuple[int, int]:
         raise VdeError(f"there is no interface named {ifname!r}", errno.ENODEV) from None
     path = f"/dev/tap{ifindex}"
     try:
-        fd = _openDevice(path, f"macvtap {ifname}")
+        fd = openDevice(path, f"macvtap {ifname}")
     except FileNotFoundError:
         raise VdeError(
             f"{ifname} is not a macvtap or ipvtap interface: {path} does not "

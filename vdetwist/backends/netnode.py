@@ -33,13 +33,12 @@ from twisted.internet.defer import succeed
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vdetwist.backends.seqpacket import strtol0
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.node import HostPlug, MacTable, Node, netnodeEngine
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.vde2.server import VdeServer, netnodeModes
-from vdetwist.vnl import NETNODE_OPTIONS, parse_octal
+from vdetwist.vnl import NETNODE_OPTIONS, parse_octal, strtol0
 
 _ATOI = re.compile(r"\s*([+-]?\d+)")
 #: The learning table's defaults, as text since C reads them with atoi.

@@ -30,19 +30,13 @@ import socket
 import struct
 
 from twisted.internet.defer import succeed
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist.backends.macvtap import interfaceExists
-from vdetwist.backends.tap import (
-    GONE,
-    READ_BATCH,
-    READ_SIZE,
-    FramePlug,
-    checkInterfaceName,
-    log,
-)
+from vdetwist._transport.device import FramePlug, checkInterfaceName, interfaceExists
+from vdetwist._transport.fdplug import GONE, HARMLESS, READ_BATCH, READ_SIZE
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
@@ -74,6 +68,8 @@ PACKET_OUTGOING = 4
 TP_STATUS_VLAN_VALID = 0x10
 TP_STATUS_VLAN_TPID_VALID = 0x40
 ETH_P_8021Q = 0x8100
+
+log = Logger()
 
 #: C{struct packet_mreq}: ifindex, type, address length, address.
 _MREQ = struct.Struct("iHH8s")
@@ -108,9 +104,9 @@ class PacketPlug(FramePlug):
                 frame, ancillary, _, address = recvmsg(READ_SIZE, _ANCILLARY)
             except BlockingIOError:
                 return
-            except InterruptedError:
-                continue
             except OSError as e:
+                if e.errno in HARMLESS:
+                    continue
                 self._readFailed(e)
                 return
             if address[2] == PACKET_OUTGOING:
@@ -176,9 +172,7 @@ class PacketPlug(FramePlug):
         else:
             self._fail(f"{self.ifname}: {errno.errorcode.get(code, code)}", code)
 
-    def _release(self) -> None:
-        self.reactor.removeReader(self)
-        self._fd = -1
+    def _closeDescriptor(self, fd: int) -> None:
         self.socket.close()
 
 

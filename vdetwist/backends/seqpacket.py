@@ -7,7 +7,6 @@ per packet.
 from __future__ import annotations
 
 import errno
-import re
 import socket
 
 from twisted.internet.defer import succeed
@@ -19,6 +18,7 @@ from vdetwist.dgram import DatagramPlug
 from vdetwist.errors import PlugClosed, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference
+from vdetwist.vnl import strtol0
 
 REFERENCE = SchemeReference(
     scheme="seqpacket",
@@ -30,25 +30,6 @@ REFERENCE = SchemeReference(
     ),
     examples=(("seqpacket://3", "descriptor 3"),),
 )
-
-_STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?")
-
-
-def strtol0(text: str) -> int:
-    """
-    C{strtol(text, NULL, 0)}: decimal, C{0x} hex or C{0} octal, trailing
-    garbage ignored, nothing parsable is 0.
-    """
-    match = _STRTOL.match(text)
-    sign, digits = match.groups()
-    if not digits:
-        return 0
-    if digits[:2] in ("0x", "0X"):
-        value = int(digits, 16)
-    else:
-        value = int(digits, 8 if digits.startswith("0") else 10)
-    return -value if sign == "-" else value
-
 
 class SeqpacketPlug(DatagramPlug):
     def _emptyDatagram(self) -> None:

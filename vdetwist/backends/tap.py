@@ -16,8 +16,8 @@ interface down, frame too short) drops the frame and counts it.  A tap
 deleted while open (C{ip link del NAME}) closes the plug with a
 L{vdetwist.errors.PlugLost} naming the interface, logged once.
 
-L{FramePlug}, the reactor-facing plug over a frame-per-read descriptor, is
-shared with C{macvtap://} and C{pcap://}.
+The plug is L{vdetwist._transport.device.FramePlug}, shared with
+C{macvtap://} and C{pcap://}.
 """
 
 from __future__ import annotations
@@ -26,19 +26,22 @@ import errno
 import fcntl
 import os
 import socket
-import struct
 from typing import Optional
 
 from twisted.internet.defer import succeed
-from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
-from twisted.logger import Logger
 from twisted.plugin import IPlugin
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist.errors import PlugLost, VdeError, VNLError
-from vdetwist.interfaces import IVdeBackend, IVdePlug
-from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
+from vdetwist._transport.device import (
+    TAP_FLAGS,
+    TUN_DEVICE,
+    FramePlug,
+    checkInterfaceName,
+    openDevice,
+    setIff,
+)
+from vdetwist.errors import VdeError, VNLError
+from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference
 
 REFERENCE = SchemeReference(
@@ -63,61 +66,9 @@ REFERENCE = SchemeReference(
     manual="libvdeplug_tap",
 )
 
-#: The clone device of the tun driver.
-TUN_DEVICE = "/dev/net/tun"
-
-TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
 TUNSETOWNER = 0x400454CC
 TUNSETGROUP = 0x400454CE
-TUNGETIFF = 0x800454D2
-
-IFF_TUN = 0x0001
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-#: The flags libvdeplug4 (and vde_switch -t) open taps with.
-TAP_FLAGS = IFF_TAP | IFF_NO_PI
-
-#: Interface names are at most this many bytes (IFNAMSIZ 16 with the NUL).
-MAX_IFNAME = 15
-
-#: C{struct ifreq} as TUNSETIFF reads it: the name, the flags, padding to 40.
-IFREQ = struct.Struct("16sH22x")
-
-#: Read this many frames at most per readiness event, so one busy device
-#: cannot starve the other descriptors.
-READ_BATCH = 256
-#: Read buffer: one byte more than the largest VDE frame, so that a longer
-#: (truncated) frame shows and is discarded instead of delivered cut.
-READ_SIZE = VDE_ETHBUFSIZE + 1
-
-#: Errors that mean the device behind a descriptor is gone for good.
-GONE = frozenset({errno.EBADFD, errno.ENODEV, errno.ENXIO, errno.EBADF})
-
-log = Logger()
-
-
-def checkInterfaceName(name: str, what: str = "interface name") -> bytes:
-    """
-    Apply the kernel's rules for interface names (C{dev_valid_name}) and
-    return the name as bytes.
-
-    @raise ValueError: with a message naming the problem.
-    """
-    raw = os.fsencode(name)
-    if len(raw) > MAX_IFNAME:
-        raise ValueError(
-            f"{what} {name!r} is too long: {len(raw)} bytes, at most {MAX_IFNAME}"
-        )
-    if raw in (b".", b".."):
-        raise ValueError(f"{what} {name!r} is not allowed")
-    for byte in raw:
-        if byte in b"/: \t\n\v\f\r" or byte == 0:
-            raise ValueError(
-                f"{what} {name!r} contains {chr(byte)!r}: names may not "
-                "contain '/', ':', NUL or whitespace"
-            )
-    return raw
 
 
 def _exists(name: str) -> bool:
@@ -126,35 +77,6 @@ def _exists(name: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def setIff(fd: int, name: bytes, flags: int = TAP_FLAGS) -> tuple[str, int]:
-    """
-    Issue TUNSETIFF on C{fd}; return the interface name the kernel settled
-    on and the flags it reports back.
-    """
-    answer = fcntl.ioctl(fd, TUNSETIFF, IFREQ.pack(name, flags))
-    rawName, gotFlags = IFREQ.unpack(answer)
-    return os.fsdecode(rawName.split(b"\0", 1)[0]), gotFlags
-
-
-def _openDevice(path: str, purpose: str) -> int:
-    try:
-        return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        if path == TUN_DEVICE:
-            raise VdeError(
-                f"{path} does not exist: load the tun module (modprobe tun) "
-                "or create the node (mknod /dev/net/tun c 10 200)",
-                errno.ENOENT,
-            ) from None
-        raise
-    except PermissionError as e:
-        raise VdeError(
-            f"permission denied opening {path} for {purpose}: needs root "
-            f"(CAP_NET_ADMIN) or read-write access to {path}",
-            e.errno,
-        ) from None
 
 
 def openTap(name: str, flags: int = TAP_FLAGS) -> tuple[int, str]:
@@ -168,7 +90,7 @@ def openTap(name: str, flags: int = TAP_FLAGS) -> tuple[int, str]:
         raw = checkInterfaceName(name, "tap name")
     except ValueError as e:
         raise VdeError(str(e), errno.EINVAL) from None
-    fd = _openDevice(TUN_DEVICE, f"tap {name!r}")
+    fd = openDevice(TUN_DEVICE, f"tap {name!r}")
     try:
         actual, _ = setIff(fd, raw, flags)
     except OSError as e:
@@ -228,118 +150,6 @@ def makePersistentTap(
     finally:
         os.close(fd)
     return actual
-
-
-@implementer(IVdePlug, IReadDescriptor)
-class FramePlug(ReaderPlug):
-    """
-    A plug over a descriptor on which one C{read} is one received frame and
-    one C{write} sends one frame: a tap or macvtap device.
-
-    Writes never wait: a frame the device does not take at once is dropped
-    and counted, as on a wire (the kernel's own queue is the buffer).
-    Received frames longer than C{VDE_ETHBUFSIZE} are counted in
-    C{discarded} and not delivered.
-
-    @ivar ifname: the interface's name, for messages.
-    """
-
-    def __init__(
-        self, reactor: IReactorFDSet, fd: int, ifname: str, description: str
-    ) -> None:
-        super().__init__(reactor, description)
-        self.ifname = ifname
-        self.discarded = 0
-        self._fd = fd
-        self._closing = False
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def logPrefix(self) -> str:
-        return self.description
-
-    def doRead(self) -> None:
-        read = os.read
-        fd = self._fd
-        stats = self.stats
-        for _ in range(READ_BATCH):
-            try:
-                frame = read(fd, READ_SIZE)
-            except BlockingIOError:
-                return
-            except InterruptedError:
-                continue
-            except OSError as e:
-                self._readFailed(e)
-                return
-            if len(frame) > VDE_ETHBUFSIZE:
-                self.discarded += 1
-                continue
-            stats.received += 1
-            self.receiver.frameReceived(frame)
-            if self.paused or self.closed:
-                return
-
-    def send(self, frame: bytes) -> None:
-        if len(frame) > VDE_ETHBUFSIZE or len(frame) < ETH_HDRLEN or self.closed:
-            self.stats.dropped += 1
-            return
-        try:
-            os.write(self._fd, frame)
-        except OSError as e:
-            self.stats.dropped += 1
-            if e.errno in GONE:
-                self._goneLater()
-        else:
-            self.stats.sent += 1
-
-    def _readFailed(self, error: OSError) -> None:
-        """
-        A read failed with something other than "nothing to read".  Every
-        such error is permanent for a tap: close rather than spin.
-        """
-        if error.errno in GONE:
-            self._gone()
-        else:
-            self._fail(f"reading {self.ifname} failed: {error.strerror}", error.errno)
-
-    def _goneLater(self) -> None:
-        # A write noticed the loss; close outside the sender's call chain.
-        if not self._closing:
-            self._closing = True
-            self.reactor.callLater(0, self._gone)
-
-    def _gone(self) -> None:
-        self._fail(f"interface {self.ifname} was deleted", errno.ENODEV)
-
-    def _fail(self, message: str, code: Optional[int]) -> None:
-        if self.closed:
-            return
-        log.info("{plug}: closing: {why}", plug=self.description, why=message)
-        self._lost(Failure(PlugLost(message, code or errno.EIO, self.description)))
-
-    def connectionLost(self, reason: Failure) -> None:
-        """
-        The reactor saw an error condition (EPOLLERR) without readable data,
-        or gave up on the descriptor: find out what happened with one read.
-        """
-        if self.closed:
-            return
-        try:
-            os.read(self._fd, READ_SIZE)
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            self._readFailed(e)
-            return
-        self._fail(f"{self.ifname}: {reason.getErrorMessage()}", errno.EIO)
-
-    def _release(self) -> None:
-        self.reactor.removeReader(self)
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
 
 
 class TapPlug(FramePlug):

@@ -34,21 +34,21 @@ from typing import Any, Optional
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vdetwist.backends.vxvde import (
-    VX_OPTIONS,
-    _MIN_FRAME_DATAGRAM,
-    SocketReader,
-    VxBackendBase,
-    VxPlugBase,
-    _isTransient,
-    _scoped,
+from vdetwist._transport.fdplug import HARMLESS, READ_BATCH
+from vdetwist._transport.multicast import (
     joinGroup,
     openFirstGroupAddress,
     requireMulticast,
+    scoped,
     setMulticastSending,
     setReceiveBuffer,
 )
-from vdetwist.dgram import READ_BATCH
+from vdetwist._transport.overlay import (
+    MIN_FRAME_DATAGRAM,
+    VX_OPTIONS,
+    VxBackendBase,
+    VxPlugBase,
+)
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.vnl import VXLAN_OPTIONS
@@ -68,7 +68,7 @@ from vdetwist.vxlanwire import (
 
 def _makeVxlanSocket(config: VxConfig, family: int, group: tuple, ifindex: int):
     requireMulticast(family, group)
-    group = _scoped(family, group, ifindex)
+    group = scoped(family, group, ifindex)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         setReceiveBuffer(sock, config.rcvbuf)
@@ -159,7 +159,7 @@ class VxlanPlug(VxPlugBase):
         self.family = family
         self.port = config.port
         self._vni = self.header[4:7]
-        self.readers = [SocketReader(self, sock, self._read)]
+        self.watch(sock, self._read)
 
     def check(self, datagram: bytes) -> Verdict:
         return checkVxlan(datagram, self.config.vni)
@@ -178,13 +178,13 @@ class VxlanPlug(VxPlugBase):
             except BlockingIOError:
                 return
             except OSError as e:
-                if _isTransient(e):
+                if e.errno in HARMLESS:
                     continue
                 self._receiveFailed(e)
                 return
             size = len(data)
             if (
-                _MIN_FRAME_DATAGRAM <= size <= MAX_DATAGRAM
+                MIN_FRAME_DATAGRAM <= size <= MAX_DATAGRAM
                 and data[0] == FLAG_VNI
                 and data[4:7] == vni
             ):

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vdetwist._transport.fdplug import FdReader
 from vdetwist.dgram import DatagramPlug
 from vdetwist.errors import PlugClosed, VdeError
 from vdetwist.sockets import groupId
@@ -77,31 +78,6 @@ def choosePort(portgroup: Optional[str], port: int = 0) -> tuple[Optional[str], 
     return portgroup, port
 
 
-@implementer(IReadDescriptor)
-class _ControlWatch:
-    """
-    Watches the silent control stream: any readability means the switch is
-    gone or has closed the port.
-    """
-
-    def __init__(self, plug: "VdeClientPlug", sock: socket.socket) -> None:
-        self.plug = plug
-        self.sock = sock
-        self.fd = sock.fileno()
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def logPrefix(self) -> str:
-        return self.plug.logPrefix()
-
-    def doRead(self) -> None:
-        self.plug._switchGone()
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.plug._switchGone()
-
-
 class VdeClientPlug(DatagramPlug):
     """
     A plug connected to a vde2 switch.
@@ -124,7 +100,9 @@ class VdeClientPlug(DatagramPlug):
         self.control = control
         self.switchPath = switchPath
         self.serverPath = serverPath
-        self._watch = _ControlWatch(self, control)
+        self._watch = FdReader(
+            control.fileno(), self._switchGone, description, lambda reason: self._switchGone()
+        )
 
     def _startReading(self) -> None:
         super()._startReading()

@@ -1,0 +1,89 @@
+"""
+The cost of the descriptor plug layer per frame and per wake-up, in one
+process and without other programs: frames go into one AF_UNIX datagram
+socket pair, a L{vdetwist.dgram.DatagramPlug} reads them when the epoll
+reactor says so and hands them to a second one, which sends them out of
+another pair; the bench writes and reads the far ends itself.
+
+With C{--burst 1} every frame is its own wake-up (what a plug sees at
+10 kframes/s), with C{--burst 64} a wake-up drains 64 (a flood).  It prints
+CPU microseconds per frame (user + system, C{getrusage}); for instruction
+counts run it under C{valgrind --tool=callgrind} at two frame counts and
+divide the difference (see bench/README.md).  The vdetwist it measures is
+whichever C{PYTHONPATH} gives: run it by path, from outside the checkouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import socket
+
+from twisted.internet.epollreactor import EPollReactor
+
+from vdetwist.dgram import DatagramPlug
+
+
+class Forward:
+    """
+    Passes every frame received to C{plug}.
+    """
+
+    def __init__(self, plug: DatagramPlug) -> None:
+        self.frameReceived = plug.send
+
+    def plugClosed(self, reason) -> None:
+        pass
+
+
+def run(frames: int, burst: int, size: int) -> float:
+    """
+    Move C{frames} frames through two plugs, C{burst} per wake-up; return
+    the CPU seconds it took.
+    """
+    reactor = EPollReactor()
+    inOurs, inTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    outOurs, outTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for sock in (inOurs, inTheirs, outOurs, outTheirs):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    outTheirs.setblocking(False)
+    sending = DatagramPlug(reactor, outOurs, "out")
+    receiving = DatagramPlug(reactor, inOurs, "in")
+    receiving.startReceiving(Forward(sending))
+    frame = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    send = inTheirs.send
+    recv = outTheirs.recv
+    got = 0
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(frames // burst):
+        for _ in range(burst):
+            send(frame)
+        reactor.doIteration(0)
+        try:
+            while True:
+                recv(65536)
+                got += 1
+        except BlockingIOError:
+            pass
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    if got != frames // burst * burst:
+        raise SystemExit(f"lost frames: {got} of {frames // burst * burst} arrived")
+    receiving.close()
+    sending.close()
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=200000)
+    parser.add_argument("--burst", type=int, default=1, help="frames per wake-up")
+    parser.add_argument("--size", type=int, default=60, help="frame size in bytes")
+    options = parser.parse_args()
+    seconds = run(options.frames, options.burst, options.size)
+    print(f"burst {options.burst}: {seconds / options.frames * 1e6:.2f} CPU us/frame "
+          f"({options.frames} frames of {options.size} bytes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""
+Network devices opened as a descriptor (tap, macvtap) or bound to
+(C{AF_PACKET}): interface names, the tun driver's C{TUNSETIFF}, and
+L{FramePlug}, the plug over a device on which one C{read} is one frame.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import os
+import socket
+import struct
+from typing import Optional
+
+from twisted.internet.interfaces import IReactorFDSet
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vdetwist._transport.fdplug import GONE, READ_SIZE, FdPlug
+from vdetwist.errors import PlugLost, VdeError
+from vdetwist.interfaces import IVdePlug
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
+
+#: The clone device of the tun driver.
+TUN_DEVICE = "/dev/net/tun"
+
+TUNSETIFF = 0x400454CA
+
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+#: The flags libvdeplug4 (and vde_switch -t) open taps with.
+TAP_FLAGS = IFF_TAP | IFF_NO_PI
+
+#: Interface names are at most this many bytes (IFNAMSIZ 16 with the NUL).
+MAX_IFNAME = 15
+
+#: C{struct ifreq} as TUNSETIFF reads it: the name, the flags, padding to 40.
+IFREQ = struct.Struct("16sH22x")
+
+SIOCGIFNAME = 0x8910
+_IFREQ_INDEX = struct.Struct("16si20x")
+
+log = Logger()
+
+
+def checkInterfaceName(name: str, what: str = "interface name") -> bytes:
+    """
+    Apply the kernel's rules for interface names (C{dev_valid_name}) and
+    return the name as bytes.
+
+    @raise ValueError: with a message naming the problem.
+    """
+    raw = os.fsencode(name)
+    if len(raw) > MAX_IFNAME:
+        raise ValueError(
+            f"{what} {name!r} is too long: {len(raw)} bytes, at most {MAX_IFNAME}"
+        )
+    if raw in (b".", b".."):
+        raise ValueError(f"{what} {name!r} is not allowed")
+    for byte in raw:
+        if byte in b"/: \t\n\v\f\r" or byte == 0:
+            raise ValueError(
+                f"{what} {name!r} contains {chr(byte)!r}: names may not "
+                "contain '/', ':', NUL or whitespace"
+            )
+    return raw
+
+
+def interfaceExists(sock: socket.socket, ifindex: int) -> bool:
+    """
+    Whether interface C{ifindex} exists in C{sock}'s network namespace.
+    """
+    try:
+        fcntl.ioctl(sock.fileno(), SIOCGIFNAME, _IFREQ_INDEX.pack(b"", ifindex))
+    except OSError as e:
+        return e.errno != errno.ENODEV
+    return True
+
+
+def setIff(fd: int, name: bytes, flags: int = TAP_FLAGS) -> tuple[str, int]:
+    """
+    Issue TUNSETIFF on C{fd}; return the interface name the kernel settled
+    on and the flags it reports back.
+    """
+    answer = fcntl.ioctl(fd, TUNSETIFF, IFREQ.pack(name, flags))
+    rawName, gotFlags = IFREQ.unpack(answer)
+    return os.fsdecode(rawName.split(b"\0", 1)[0]), gotFlags
+
+
+def openDevice(path: str, purpose: str) -> int:
+    """
+    Open a character device read-write, non-blocking and close-on-exec.
+
+    @raise VdeError: the tun driver is missing, or permission is denied.
+    """
+    try:
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if path == TUN_DEVICE:
+            raise VdeError(
+                f"{path} does not exist: load the tun module (modprobe tun) "
+                "or create the node (mknod /dev/net/tun c 10 200)",
+                errno.ENOENT,
+            ) from None
+        raise
+    except PermissionError as e:
+        raise VdeError(
+            f"permission denied opening {path} for {purpose}: needs root "
+            f"(CAP_NET_ADMIN) or read-write access to {path}",
+            e.errno,
+        ) from None
+
+
+@implementer(IVdePlug)
+class FramePlug(FdPlug):
+    """
+    A plug over a descriptor on which one C{read} is one received frame and
+    one C{write} sends one frame: a tap or macvtap device.
+
+    Writes never wait: a frame the device does not take at once is dropped
+    and counted, as on a wire (the kernel's own queue is the buffer).
+    Received frames longer than C{VDE_ETHBUFSIZE} are counted in
+    C{discarded} and not delivered.
+
+    @ivar ifname: the interface's name, for messages.
+    """
+
+    def __init__(
+        self, reactor: IReactorFDSet, fd: int, ifname: str, description: str
+    ) -> None:
+        super().__init__(reactor, description, fd, functools.partial(os.read, fd))
+        self.ifname = ifname
+        self.discarded = 0
+        self._closing = False
+
+    def _unusual(self, frame: bytes) -> bool:
+        if len(frame) > VDE_ETHBUFSIZE:
+            self.discarded += 1
+            return False
+        # A device's short frame is passed on, as it came.
+        self.receiver.frameReceived(frame)
+        return True
+
+    def send(self, frame: bytes) -> None:
+        if len(frame) > VDE_ETHBUFSIZE or len(frame) < ETH_HDRLEN or self.closed:
+            self.stats.dropped += 1
+            return
+        try:
+            os.write(self._fd, frame)
+        except OSError as e:
+            self.stats.dropped += 1
+            if e.errno in GONE:
+                self._goneLater()
+        else:
+            self.stats.sent += 1
+
+    def _readFailed(self, error: OSError) -> None:
+        """
+        A read failed with something that is not harmless.  Every such
+        error is permanent for a device: close rather than spin.
+        """
+        if error.errno in GONE:
+            self._gone()
+        else:
+            self._fail(f"reading {self.ifname} failed: {error.strerror}", error.errno)
+
+    def _goneLater(self) -> None:
+        # A write noticed the loss; close outside the sender's call chain.
+        if not self._closing:
+            self._closing = True
+            self.reactor.callLater(0, self._gone)
+
+    def _gone(self) -> None:
+        self._fail(f"interface {self.ifname} was deleted", errno.ENODEV)
+
+    def _fail(self, message: str, code: Optional[int]) -> None:
+        if self.closed:
+            return
+        log.info("{plug}: closing: {why}", plug=self.description, why=message)
+        self._lost(Failure(PlugLost(message, code or errno.EIO, self.description)))
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The reactor saw an error condition (EPOLLERR) without readable data,
+        or gave up on the descriptor: find out what happened with one read.
+        """
+        if self.closed:
+            return
+        try:
+            os.read(self._fd, READ_SIZE)
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            self._readFailed(e)
+            return
+        self._fail(f"{self.ifname}: {reason.getErrorMessage()}", errno.EIO)
+
+    def _closeDescriptor(self, fd: int) -> None:
+        os.close(fd)
