@@ -22,6 +22,7 @@ epoll reactor) L{install} changes nothing.
 from __future__ import annotations
 
 import errno
+import functools
 import inspect
 from typing import Any, Optional
 
@@ -72,10 +73,7 @@ def install(reactor: Any) -> bool:
     if not all(hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")):
         return False
 
-    def doPoll(timeout: Optional[float]) -> None:
-        _doPoll(reactor, timeout)
-
-    reactor.doPoll = reactor.doIteration = doPoll
+    reactor.doPoll = reactor.doIteration = functools.partial(_doPoll, reactor)
     reactor._vdetwistDispatch = True
     return True
 
