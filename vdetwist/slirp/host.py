@@ -17,6 +17,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vdetwist._transport.fdplug import HARMLESS, READ_BATCH, FdReader
 from vdetwist.slirp.hostapi import (
     IDatagramSocket, IHost, IListening, IPendingConnect, IStream,
 )
@@ -296,28 +297,24 @@ class _IcmpSocket:
         self.raw = raw
         self.rewritesIdentifier = not raw
         self.handler = handler
-        reactor.addReader(self)
+        self._reader = FdReader(sock.fileno(), self._drain, "slirp-icmp")
+        reactor.addReader(self._reader)
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def logPrefix(self) -> str:
-        return "slirp-icmp"
-
-    def doRead(self) -> None:
-        for _ in range(64):
+    def _drain(self) -> None:
+        for _ in range(READ_BATCH):
             try:
                 data, addr = self.sock.recvfrom(65536)
             except BlockingIOError:
                 return
-            except OSError:
+            except OSError as e:
+                # An ICMP socket's errors end nothing: the next read goes on
+                # after a harmless one, the next readiness after any other.
+                if e.errno in HARMLESS:
+                    continue
                 return
             if self.raw and self.family == 4 and data:
                 data = data[(data[0] & 0x0F) * 4 :]
             self.handler.datagramReceived(data, (addr[0], 0))
-
-    def connectionLost(self, reason) -> None:
-        pass
 
     def sendto(self, data: bytes, address: tuple) -> None:
         try:
@@ -327,7 +324,7 @@ class _IcmpSocket:
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
-            self.reactor.removeReader(self)
+            self.reactor.removeReader(self._reader)
             self.sock.close()
 
 
