@@ -35,6 +35,10 @@ class PipeReader(ProcessReader):
     A L{ProcessReader} that reads up to L{READ_SIZE} bytes per event.
     """
 
+    #: Its events may skip C{log.callWithLogger}'s layers (see
+    #: L{vdetwist._transport.dispatch}).
+    fastEvents = True
+
     def doRead(self) -> Optional[Exception]:
         # fdesc.readFromFD with a larger read.
         try:
@@ -59,6 +63,8 @@ class PipeWriter(ProcessWriter):
     a third of what the receiving side of a stream plug spent in Python.
     Only the first write after a flush needs all that, and does it.
     """
+
+    fastEvents = True
 
     def write(self, data: bytes) -> None:
         # A pending write did the rest already: stopped reading, started
