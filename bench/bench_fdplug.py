@@ -5,12 +5,14 @@ socket pair, a L{vdetwist.dgram.DatagramPlug} reads them when the epoll
 reactor says so and hands them to a second one, which sends them out of
 another pair; the bench writes and reads the far ends itself.
 
-With C{--burst 1} every frame is its own wake-up (what a plug sees at
+C{--plug frame} uses the device plug instead (what C{tap://} is: C{os.read}
+and C{os.write} on the descriptor, here a socket's).  With C{--burst 1}
+every frame is its own wake-up (what a plug sees at
 10 kframes/s), with C{--burst 64} a wake-up drains 64 (a flood).  It prints
 CPU microseconds per frame (user + system, C{getrusage}); for instruction
 counts run it under C{valgrind --tool=callgrind} at two frame counts and
 divide the difference (see bench/README.md).  The vdetwist it measures is
-whichever C{PYTHONPATH} gives: run it by path, from outside the checkouts.
+whichever C{PYTHONPATH} gives (without it, the installed one).
 """
 
 from __future__ import annotations
@@ -23,20 +25,32 @@ from twisted.internet.epollreactor import EPollReactor
 
 from vdetwist.dgram import DatagramPlug
 
+try:
+    from vdetwist._transport.device import FramePlug
+except ImportError:  # a checkout from before vdetwist._transport
+    from vdetwist.backends.tap import FramePlug
+
 
 class Forward:
     """
     Passes every frame received to C{plug}.
     """
 
-    def __init__(self, plug: DatagramPlug) -> None:
+    def __init__(self, plug) -> None:
         self.frameReceived = plug.send
 
     def plugClosed(self, reason) -> None:
         pass
 
 
-def run(frames: int, burst: int, size: int) -> float:
+def makePlug(kind: str, reactor, sock: socket.socket, name: str):
+    if kind == "frame":
+        sock.setblocking(False)
+        return FramePlug(reactor, sock.detach(), name, name)
+    return DatagramPlug(reactor, sock, name)
+
+
+def run(frames: int, burst: int, size: int, kind: str = "dgram") -> float:
     """
     Move C{frames} frames through two plugs, C{burst} per wake-up; return
     the CPU seconds it took.
@@ -48,8 +62,8 @@ def run(frames: int, burst: int, size: int) -> float:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     outTheirs.setblocking(False)
-    sending = DatagramPlug(reactor, outOurs, "out")
-    receiving = DatagramPlug(reactor, inOurs, "in")
+    sending = makePlug(kind, reactor, outOurs, "out")
+    receiving = makePlug(kind, reactor, inOurs, "in")
     receiving.startReceiving(Forward(sending))
     frame = bytes(range(256)) * (size // 256) + bytes(size % 256)
     send = inTheirs.send
@@ -79,9 +93,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200000)
     parser.add_argument("--burst", type=int, default=1, help="frames per wake-up")
     parser.add_argument("--size", type=int, default=60, help="frame size in bytes")
+    parser.add_argument("--plug", choices=("dgram", "frame"), default="dgram",
+                        help="the datagram socket plug or the device plug")
     options = parser.parse_args()
-    seconds = run(options.frames, options.burst, options.size)
-    print(f"burst {options.burst}: {seconds / options.frames * 1e6:.2f} CPU us/frame "
+    seconds = run(options.frames, options.burst, options.size, options.plug)
+    print(f"{options.plug} burst {options.burst}: {seconds / options.frames * 1e6:.2f} CPU us/frame "
           f"({options.frames} frames of {options.size} bytes)")
 
 
