@@ -15,6 +15,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python import context, log
 from twisted.trial.unittest import TestCase
 
+import vdetwist
 from tests.support import frame
 from vdetwist._transport import dispatch
 from vdetwist._transport.device import FramePlug
@@ -135,6 +136,21 @@ class DispatchTests(TestCase):
         self.assertTrue(dispatch.install(reactor))
         self.assertIs(reactor.doIteration, first)
         self.assertIs(reactor.doPoll, first)
+
+    def test_optIn(self) -> None:
+        """
+        A plug leaves its reactor's dispatch alone: only a program's own
+        call of the public L{vdetwist.fastDispatch} (our commands and
+        C{twistd vde} make it) changes the reactor.
+        """
+        reactor = freshReactor(self)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(theirs.close)
+        plug = DatagramPlug(reactor, ours, "pair")
+        self.addCleanup(plug.close)
+        self.assertFalse(getattr(reactor, "_vdetwistDispatch", False))
+        self.assertIs(vdetwist.fastDispatch, dispatch.install)
+        self.assertTrue(vdetwist.fastDispatch(reactor))
 
     def test_otherReactorsUntouched(self) -> None:
         reactor = MemoryReactor()

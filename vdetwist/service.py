@@ -84,6 +84,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from vdetwist import fastDispatch
 from vdetwist._version import versionLine
 from vdetwist.errors import PlugClosed, VdeError, reasonText
 from vdetwist.node import (
@@ -987,4 +988,6 @@ def makeService(config) -> VdeSwitchService:
         preflight(config)
     except VdeError as e:
         raise SystemExit(f"twistd vde: {e.message}") from None
-    return VdeSwitchService(config, standalone=True)
+    service = VdeSwitchService(config, standalone=True)
+    fastDispatch(service.reactor)
+    return service

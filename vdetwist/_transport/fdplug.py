@@ -20,7 +20,6 @@ from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor, IReadWri
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist._transport.dispatch import install
 from vdetwist.errors import PlugLost
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
 
@@ -58,8 +57,8 @@ class FdPlug(ReaderPlug):
     L{vdetwist._transport.dispatch} where it can have it.
     """
 
-    #: Readiness events may skip C{log.callWithLogger}'s layers (see
-    #: L{vdetwist._transport.dispatch}).
+    #: Readiness events may skip C{log.callWithLogger}'s layers, on a
+    #: reactor given L{vdetwist.fastDispatch}.
     fastEvents = True
 
     def __init__(
@@ -72,7 +71,6 @@ class FdPlug(ReaderPlug):
         super().__init__(reactor, description)
         self._fd = fd
         self._recv = recv
-        install(reactor)
 
     def fileno(self) -> int:
         return self._fd

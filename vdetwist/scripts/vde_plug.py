@@ -36,6 +36,7 @@ from twisted.python.components import proxyForInterface
 
 from vdetwist._version import versionLine
 from vdetwist.backends.cmd import connectCommand
+from vdetwist import fastDispatch
 from vdetwist.cable import Cable
 from vdetwist.errors import PlugClosed, VdeError
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
@@ -316,6 +317,7 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
         syslog.syslog(syslog.LOG_INFO, f"START: user {user} IP {address}")
     from twisted.internet import reactor
 
+    fastDispatch(reactor)
     run = Run(reactor, options, lambda text: syslog.syslog(syslog.LOG_INFO, text))
     # Catch signals from the start (react opens the plugs before the reactor
     # runs), and again once running, as the reactor installs its own.

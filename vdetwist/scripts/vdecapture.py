@@ -39,6 +39,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vdetwist import fastDispatch
 from vdetwist._version import versionLine
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IFrameReceiver
@@ -217,6 +218,7 @@ async def captureMain(reactor, options: Options) -> int:
     Open the network and the file, capture until a limit, a signal or the
     end of the network.
     """
+    fastDispatch(reactor)
     try:
         plug = await openVNL(reactor, options.vnl, "vdecapture")
     except VdeError as e:

@@ -42,6 +42,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vdetwist import fastDispatch
 from vdetwist._version import versionLine
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IFrameReceiver
@@ -440,6 +441,7 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
     from twisted.internet import reactor
     from twisted.internet.task import react
 
+    fastDispatch(reactor)
     caught: list[int] = []
 
     def onSignal(signum: int, frame) -> None:
