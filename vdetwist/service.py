@@ -61,6 +61,9 @@ one took it meanwhile, logged at info level.  C{--reconnect 0} keeps the
 switch going without it (logged as an error, a warning if it ended
 cleanly).  A port removed on purpose (C{port/remove}) is not reopened.
 
+C{--web ENDPOINT} serves a read-only view of the switch
+(L{vdetwist.web}): a live page, C{/api/status}, C{/metrics}.
+
 SIGTERM, SIGINT, C{shutdown} on a console and the end of stdin with
 C{--console} stop the switch cleanly: clients see their control connection
 close, the sockets and the directory (when empty) are removed.
@@ -231,6 +234,7 @@ class Options(usage.Options):
         super().__init__()
         self["plugs"] = []
         self["listen"] = []
+        self["web"] = []
 
     def opt_listen(self, description: str) -> None:
         """
@@ -240,15 +244,17 @@ class Options(usage.Options):
         each connection is a port.  Clients: vde_plug
         endpoint://tcp:host=H:port=5000, or any vde_plug behind socat/ssh.
         """
-        from twisted.internet import reactor
+        self["listen"].append(_serverEndpointString("listen", description))
 
-        from vdetwist.endpointstrings import EndpointError, serverEndpoint
-
-        try:
-            serverEndpoint(reactor, description)
-        except EndpointError as e:
-            raise usage.UsageError(f"--listen {description}: {e}") from None
-        self["listen"].append(description)
+    def opt_web(self, description: str) -> None:
+        """
+        Serve a read-only view of the switch on a Twisted server endpoint
+        (repeatable): / a live page, /api/status as JSON, /metrics for
+        Prometheus.  No authentication: bind it to 127.0.0.1
+        (tcp:8080:interface=127.0.0.1) or to a unix socket with a mode
+        (unix:/run/vde.web:mode=600).
+        """
+        self["web"].append(_serverEndpointString("web", description))
 
     def opt_plug(self, vnl: str) -> None:
         """
@@ -336,6 +342,21 @@ class Options(usage.Options):
             self["mgmt"] = os.path.abspath(self["mgmt"])
         if self["rcfile"]:
             self["rcfile"] = os.path.abspath(self["rcfile"])
+
+
+def _serverEndpointString(option: str, description: str) -> str:
+    """
+    C{description} if it is a server endpoint string Twisted can listen on.
+    """
+    from twisted.internet import reactor
+
+    from vdetwist.endpointstrings import EndpointError, serverEndpoint
+
+    try:
+        serverEndpoint(reactor, description)
+    except EndpointError as e:
+        raise usage.UsageError(f"--{option} {description}: {e}") from None
+    return description
 
 
 def _foldHelp(options: type) -> None:
@@ -493,6 +514,18 @@ def _listenError(error: BaseException) -> tuple[str, int]:
     return problem, cause.errno or errno.EIO
 
 
+def _webAddress(address) -> str:
+    """
+    Where C{--web} listens, for the log: the URL of a TCP port (the port
+    number of C{tcp:0} included), the path of a unix socket.
+    """
+    name = getattr(address, "name", None)
+    if name is not None:
+        return os.fsdecode(name)
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"http://{host}:{address.port}/"
+
+
 class _DropObserver(NodeObserver):
     """
     Tells the service when an endpoint leaves, to report its dropped
@@ -531,7 +564,8 @@ class VdeSwitchService(Service):
     @ivar plugs: the C{--plug} networks attached: (VNL, plug) pairs.
     @ivar clock: times the reopening of C{--plug} networks that dropped
         (the reactor; tests give a L{twisted.internet.task.Clock}).
-    @ivar listening: the C{--listen} ports (L{twisted.internet.interfaces.IListeningPort}s).
+    @ivar web: with C{--web}, the L{vdetwist.web.resources.WebStatus}.
+    @ivar listening: the C{--listen} and C{--web} ports (L{twisted.internet.interfaces.IListeningPort}s).
     @ivar failed: C{None}, or what failed after the start (a C{--plug}
         that did not open, the rc file).
     """
@@ -559,6 +593,7 @@ class VdeSwitchService(Service):
         self._redialerOf: dict[object, Redialer] = {}
         self._redialers: list[Redialer] = []
         self.listening: list = []
+        self.web = None
         self.failed: Optional[str] = None
         self._built = False
         self._opening = False
@@ -661,22 +696,38 @@ class VdeSwitchService(Service):
             log.info("management console on {path}", path=config["mgmt"])
         self.server = server
         self._built = True
-        for description in config["listen"]:
-            self._listen(description)
-
-    def _listen(self, description: str) -> None:
-        from vdetwist.endpointstrings import serverEndpoint
         from vdetwist.streamplug import StreamPlugFactory
 
-        factory = StreamPlugFactory(f"cable via {description}", self._accept)
+        for description in config["listen"]:
+            factory = StreamPlugFactory(f"cable via {description}", self._accept)
+            self._listen("listen", description, factory)
+            log.info("accepting cables on {endpoint}", endpoint=description)
+        if config.get("web"):
+            from vdetwist.web.resources import WebStatus
+
+            self.web = WebStatus(node, console, reactor)
+            for description in config["web"]:
+                port = self._listen("web", description, self.web.site)
+                log.info("web status on {endpoint}: {where}", endpoint=description,
+                         where=_webAddress(port.getHost()))
+
+    def _listen(self, option: str, description: str, factory):
+        """
+        Listen with C{factory} on C{description}, given as C{--option}; a
+        failure undoes the start.
+
+        @return: the listening port.
+        """
+        from vdetwist.endpointstrings import serverEndpoint
+
         d = serverEndpoint(self.reactor, description).listen(factory)
         failures: list[Failure] = []
         d.addCallbacks(self.listening.append, failures.append)
         if failures:
             self._teardown()
             problem, code = _listenError(failures[0].value)
-            self._startFailed(f"--listen {description}: {problem}", code)
-        log.info("accepting cables on {endpoint}", endpoint=description)
+            self._startFailed(f"--{option} {description}: {problem}", code)
+        return self.listening[-1]
 
     def _accept(self, plug) -> None:
         if self.node is None:
@@ -708,6 +759,8 @@ class VdeSwitchService(Service):
         self._build()
         super().startService()
         self.node.start()
+        if self.web is not None:
+            self.web.start()
         if self.config["console"]:
             from vdetwist.vde2.console import serveStdio
 
@@ -922,6 +975,9 @@ class VdeSwitchService(Service):
         server, self.server = self.server, None
         node, self.node = self.node, None
         listening, self.listening = self.listening, []
+        web, self.web = self.web, None
+        if web is not None:
+            web.stop()
         self._built = False
         for redialer in self._redialers:
             redialer.stop()

@@ -315,6 +315,8 @@ class _Control:
         self.closed = False
         credentials = _credentials(sock)
         self.uid = None if credentials is None else credentials[1]
+        #: The client's pid (the web status page shows it), C{None} if unknown.
+        self.pid = None if credentials is None else credentials[0]
         self.who = (
             "unknown client" if credentials is None
             else f"client pid {credentials[0]} uid {credentials[1]}"
