@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 
@@ -246,6 +247,32 @@ class RecipeTests(TestCase):
         run.waitFor(capturing, "vdecapture to join")
         sender.send(frame(42))
         run.waitFor(lambda: "0x88b5), length 100" in live.output(), "tcpdump to show the frame")
+        run.assertAllRan()
+
+    def test_web(self) -> None:
+        """
+        The switch serves its view on TCP and on a unix socket of mode 600:
+        C{/metrics} counts a frame a client sent, C{/api/status} lists its
+        port.
+        """
+        requireCommand("curl", "curl")
+        run = self.recipe("web", "port 8080")
+        switch = run.start(0)
+        self.waitSwitch(run, "/tmp/sw")
+        run.waitFor(lambda: switch.output().count("web status on") == 2, "both web listeners")
+        self.assertEqual(os.stat(run.path("/tmp/sw.web")).st_mode & 0o777, 0o600)
+        sender = self.plug(run, "/tmp/sw")
+        sender.send(frame(1))
+
+        def counted() -> bool:
+            metrics = run.run(1).stdout.decode()
+            return 'vde_port_receive_frames_total{port="1"' in metrics and not re.search(
+                r'(?m)^vde_port_receive_frames_total\{port="1",.*\} 0$', metrics)
+
+        run.waitFor(counted, "the frame in /metrics")
+        status = json.loads(run.run(2).stdout)
+        self.assertEqual([p["port"] for p in status["ports"]], [1])
+        self.assertEqual(status["ports"][0]["receiveFrames"], 1)
         run.assertAllRan()
 
     def test_tools(self) -> None:
