@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -29,7 +30,9 @@ from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.support import TIMEOUT, ConsoleClient, cPlug, frame, ourPlug, tmpdir
+from tests.test_messages import OneLineMixin, run
 from tests.test_service import SwitchProcess, parse
+from tests.test_version import TWISTD
 from vdetwist.node import MacTable, Node, SwitchEngine
 from vdetwist.testing import MemoryPlug, plugPair
 from vdetwist.vde2.console import VdeConsole
@@ -337,7 +340,6 @@ class ResourceTests(TestCase):
         from twisted.web.client import Agent, readBody
 
         sw = Switch()
-        sw.node.clock = reactor
         plug = sw.plug("alice")
         plug.inject(eth(BCAST, A))
         web = WebStatus(sw.node, sw.console, reactor, interval=0.5)
@@ -384,6 +386,26 @@ class OptionsTests(SynchronousTestCase):
             parse("--web", "bogus:1")
         self.assertIn("--web bogus:1: not a Twisted server endpoint description",
                       str(caught.exception))
+
+
+class BusyPortTests(OneLineMixin, SynchronousTestCase):
+    def test_busyPort(self) -> None:
+        """
+        A C{--web} port in use fails the start in one line naming it.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        work = tmpdir(self)
+        web = f"tcp:{port}:interface=127.0.0.1"
+        result = run([*TWISTD, "-n", "--pidfile=", "vde", "--switch", os.path.join(work, "sw"),
+                      "--rcfile=", "--web", web], cwd=work)
+        self.assertOneLine(
+            result, f"twistd vde: --web {web}: cannot listen on 127.0.0.1:{port}: Address "
+            "already in use (another program uses it: stop it or choose another)")
+        self.assertFalse(os.path.exists(os.path.join(work, "sw")))
 
 
 def chromium() -> str:

@@ -89,6 +89,9 @@ class _QuietSite(Site):
 
     noisy = False
 
+    def logPrefix(self) -> str:
+        return "web status"
+
     def log(self, request) -> None:
         pass
 
