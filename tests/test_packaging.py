@@ -123,9 +123,10 @@ class InstalledTests(SynchronousTestCase):
         # A cache shipped in the wheel would clobber the site's own.
         self.assertFalse([n for n in names if n.endswith("dropin.cache")])
         self.assertFalse([n for n in names if n.startswith("twisted/plugins/__init__")])
-        # The licence, the typing marker and the man pages ship too.
+        # The licence, the typing marker, the web page and the man pages ship too.
         self.assertTrue([n for n in names if ".dist-info/" in n and n.endswith("/LICENSE")], names)
         self.assertIn("vdetwist/py.typed", names)
+        self.assertIn("vdetwist/web/page.html", names)   # twistd vde --web's page
         for page in ("vde_plug.1", "dpipe.1", "vdetwist-plugins.1"):
             self.assertTrue([n for n in names if n.endswith(f".data/data/share/man/man1/{page}")], names)
         self.pip(venv, wheel)
