@@ -85,8 +85,9 @@ class RateHistory:
             if last is None or now <= last[0]:
                 continue
             elapsed = now - last[0]
+            # Two decimals: the page polls the whole history.
             rates = tuple(
-                (value - before if value >= before else value) / elapsed
+                round((value - before if value >= before else value) / elapsed, 2)
                 for value, before in zip(values, last[1])
             )
             series = self._series.get(number)
