@@ -209,7 +209,7 @@ def switchStatus(node, console=None, history: Optional[RateHistory] = None) -> d
                     "mac": formatMac(entry.mac),
                     "vlan": entry.vlan,
                     "port": entry.port.number,
-                    "age": entry.age,
+                    "age": round(entry.age, 1),
                 }
                 for entry in entries[:MAC_ENTRIES_SHOWN]
             ],
