@@ -158,6 +158,24 @@ class TapPlug(FramePlug):
     """
 
 
+def tapPlugFromDescriptor(reactor: IReactorFDSet, fd: int, description: str) -> TapPlug:
+    """
+    A plug on C{fd}, a tap descriptor opened elsewhere (by another process,
+    in another network namespace, and passed here): the plug owns it from
+    now on, made non-blocking as the plug needs.
+
+    @raise VdeError: C{fd} is not a tap.
+    """
+    try:
+        name, flags = IFREQ.unpack(fcntl.ioctl(fd, TUNGETIFF, bytes(IFREQ.size)))
+    except OSError as e:
+        raise VdeError(f"descriptor {fd} is not a tap: {e.strerror}", e.errno) from None
+    if not flags & IFF_TAP:
+        raise VdeError(f"descriptor {fd} is a tun device, not a tap", errno.EINVAL)
+    os.set_blocking(fd, False)
+    return TapPlug(reactor, fd, os.fsdecode(name.split(b"\0", 1)[0]), description)
+
+
 @implementer(IPlugin, IVdeBackend)
 class TapBackend:
     schemes = ("tap",)

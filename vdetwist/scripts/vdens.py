@@ -1,0 +1,364 @@
+"""
+C{vdens}: run a command in a network namespace of its own, whose one
+interface is plugged into a VNL, without root (the command line of
+rd235/vdens)::
+
+    vdens [OPTIONS] [VNL [COMMAND [ARGS]]]
+
+The user namespace must be made by a single-threaded process, and the plug
+must stay in the caller's network namespace (where C{slirp://} reaches the
+host's loopback), so C{vdens} forks before anything starts a thread: the
+child makes the namespaces and the tap in them, passes the tap's descriptor
+back over a socket pair and, once the parent has opened the VNL, executes
+the command with the network capabilities over its namespace.  The parent
+cables the tap to the VNL until the command ends, and exits with its
+status.  Without a network (C{-}, C{no}) there is no parent: the process
+enters the namespaces and executes the command itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import getopt
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import NoReturn, Optional
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vdetwist._version import versionLine
+from vdetwist.backends.tap import checkInterfaceName, tapPlugFromDescriptor
+from vdetwist.cable import Cable
+from vdetwist.errors import VdeError
+from vdetwist.registry import openVNL
+from vdetwist.scripts.cli import glibcMessage
+from vdetwist.userns import NamespaceError, Setup, dieWithParent, enter, grantCapabilities
+
+USAGE = """\
+Usage: vdens [OPTIONS] [VNL [COMMAND [ARGS...]]]
+  Run COMMAND ($SHELL if omitted) in a network namespace of its own whose
+  interface is plugged into VNL; no interface but lo if VNL is omitted,
+  "-" or "no".
+OPTIONS:
+  -h | --help           print this short usage message
+  --version             print vdetwist's version and exit
+  -i | --iface NAME     the interface's name (default "vde0")
+  -r | --resolvconf FILE
+                        the file to show as /etc/resolv.conf in the namespace
+  -R | --resolvaddr ADDR[,ADDR...]
+                        the name servers of the namespace's /etc/resolv.conf
+  -s | --sysadm         grant CAP_SYS_ADMIN too (over the namespace)
+  -c | --clone, -u | --unshare
+                        accepted for the C tool's scripts; vdens always forks
+"""
+
+SHORT = "+i:hsucmr:R:"
+LONG = ["help", "multi", "iface=", "sysadm", "unshare", "clone", "resolvconf=",
+        "resolvaddr=", "version"]
+
+#: VNL arguments that mean "no network".
+NO_NETWORK = ("", "-", "no")
+DEFAULT_IFNAME = "vde0"
+#: How long the namespace may take to be ready (a few milliseconds when well).
+READY_TIMEOUT = 30.0
+#: Signals passed on to the command; those a terminal sends to its whole
+#: foreground group (SIGINT, SIGQUIT) reach it without us.
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+TERMINAL = (signal.SIGINT, signal.SIGQUIT)
+
+
+class UsageError(Exception):
+    """
+    A bad command line: the message, one line.
+    """
+
+
+@dataclass
+class Options:
+    setup: Setup = field(default_factory=Setup)
+    vnl: Optional[str] = None
+    command: list[str] = field(default_factory=list)
+    help: bool = False
+    version: bool = False
+
+
+def parseArgs(args: list[str], environ: dict[str, str]) -> Options:
+    """
+    The C tool's command line (options stop at the VNL, so the command keeps
+    its own), into L{Options}; C{VDE_RESOLVCONF} and C{VDE_RESOLVADDR} are
+    the defaults of C{-r} and C{-R}.
+    """
+    try:
+        opts, rest = getopt.getopt(args, SHORT.lstrip("+"), LONG)
+    except getopt.GetoptError as e:
+        raise UsageError(glibcMessage(e, LONG)) from None
+    options = Options()
+    ifname = DEFAULT_IFNAME
+    resolvConf = environ.get("VDE_RESOLVCONF") or None
+    resolvAddr = environ.get("VDE_RESOLVADDR") or None
+    for name, value in opts:
+        if name in ("-h", "--help"):
+            options.help = True
+        elif name == "--version":
+            options.version = True
+        elif name in ("-i", "--iface"):
+            ifname = value
+        elif name in ("-r", "--resolvconf"):
+            resolvConf = value
+        elif name in ("-R", "--resolvaddr"):
+            resolvAddr = value
+        elif name in ("-s", "--sysadm"):
+            options.setup.sysadm = True
+        elif name in ("-m", "--multi"):
+            raise UsageError("-m (several networks) is not supported: one VNL per vdens")
+    if rest:
+        options.vnl, options.command = rest[0], rest[1:]
+    if options.vnl not in (None, *NO_NETWORK):
+        try:
+            checkInterfaceName(ifname)
+        except ValueError as e:
+            raise UsageError(f"-i: {e}") from None
+        options.setup.ifname = ifname
+    if resolvAddr:
+        options.setup.resolvAddresses = _addresses(resolvAddr)
+    elif resolvConf:
+        if not os.path.isfile(resolvConf):
+            raise UsageError(f"-r: {resolvConf} is not a file")
+        options.setup.resolvConf = os.path.abspath(resolvConf)
+    return options
+
+
+def _addresses(text: str) -> tuple[str, ...]:
+    found = []
+    for item in filter(None, text.split(",")):
+        try:
+            found.append(str(ipaddress.ip_address(item.strip())))
+        except ValueError:
+            raise UsageError(f"-R: {item!r} is not an IPv4 or IPv6 address") from None
+    return tuple(found)
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    os.write(2, f"vdens: {message}\n".encode(errors="replace"))
+    os._exit(status)
+
+
+def _execute(setup: Setup, command: list[str]) -> NoReturn:
+    """
+    Give the command its capabilities and become it (in the namespaces).
+    """
+    try:
+        grantCapabilities(setup.capabilities)
+    except OSError as e:
+        _fail(f"cannot grant the capabilities: {e}")
+    # Python ignores these; the command must not inherit that.
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ, *TERMINAL, *FORWARDED):
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        os.execvp(command[0], command)
+    except OSError as e:
+        _fail(f"{command[0]}: {e.strerror}", 127 if e.errno == errno.ENOENT else 126)
+
+
+def _child(sock: socket.socket, setup: Setup, command: list[str], parent: int) -> NoReturn:
+    """
+    In the fork: make the namespaces and the tap, hand the tap to the
+    parent, and run the command once the parent says the VNL is open.
+    """
+    try:
+        fd = enter(setup)
+        assert fd is not None
+        socket.send_fds(sock, [b"ready"], [fd])
+        os.close(fd)
+        dieWithParent(signal.SIGHUP)
+        if sock.recv(16) != b"go" or os.getppid() != parent:
+            os._exit(1)
+        sock.close()
+        _execute(setup, command)
+    except NamespaceError as e:
+        _fail(str(e))
+    except BaseException as e:  # never a traceback, nor a return into the parent's code
+        _fail(f"setting up the namespace failed: {e}")
+
+
+def _receiveTap(sock: socket.socket, pid: int) -> int:
+    """
+    Wait (bounded) for the child's tap; if the child gave up instead (it
+    said why), exit with its status.
+    """
+    sock.settimeout(READY_TIMEOUT)
+    try:
+        message, fds, _, _ = socket.recv_fds(sock, 16, 1, socket.MSG_CMSG_CLOEXEC)
+    except socket.timeout:
+        os.kill(pid, signal.SIGKILL)
+        message, fds = b"", []
+        sys.stderr.write(f"vdens: the namespace was not ready in {READY_TIMEOUT:g} s\n")
+    if message != b"ready" or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        raise SystemExit(_exitCode(status) or 1)
+    return fds[0]
+
+
+def _exitCode(status: int) -> int:
+    """
+    A wait status as a shell reports it: the exit code, or 128 + signal.
+    """
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+@implementer(IReadDescriptor)
+class _ExitWatcher:
+    """
+    Readable when the process behind a pidfd ends: reaps it and fires
+    C{ended} with its exit code.
+    """
+
+    def __init__(self, reactor, pid: int) -> None:
+        self.reactor = reactor
+        self.pid = pid
+        self.fd = os.pidfd_open(pid)
+        self.ended: Deferred[int] = Deferred()
+        reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "vdens"
+
+    def doRead(self) -> None:
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid:
+            self.reactor.removeReader(self)
+            os.close(self.fd)
+            self.ended.callback(_exitCode(status))
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+
+async def _plug(reactor, vnl: str, ifname: str, command: list[str], pid: int,
+                sock: socket.socket, tapFd: int) -> int:
+    """
+    Open C{vnl}, cable the tap to it, let the command run, and return its
+    exit code once it ends.
+    """
+    watcher = _ExitWatcher(reactor, pid)
+    try:
+        plug = await openVNL(reactor, vnl, "vdens")
+        tap = tapPlugFromDescriptor(reactor, tapFd, f"tap://{ifname} (vdens)")
+    except VdeError as e:
+        os.close(tapFd)
+        sys.stderr.write(f"vdens: {e}\n")
+        sock.close()
+        await watcher.ended
+        return 1
+    cable = Cable(tap, plug)
+    sock.send(b"go")
+    sock.close()
+
+    def networkGone(reason: BaseException) -> None:
+        if not watcher.ended.called:
+            sys.stderr.write(f"vdens: the network closed ({reason}): hanging up {command[0]}\n")
+            os.kill(pid, signal.SIGHUP)
+
+    cable.done.addCallback(networkGone)
+    try:
+        return await watcher.ended
+    finally:
+        cable.close()
+
+
+def runPlug(vnl: str, command: list[str], pid: int, sock: socket.socket,
+            ifname: str) -> int:
+    """
+    The parent: cable the child's tap to C{vnl} until the command ends.
+    """
+    for signum in TERMINAL:
+        signal.signal(signum, signal.SIG_IGN)
+    forward = lambda signum, frame: os.kill(pid, signum)
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    tapFd = _receiveTap(sock, pid)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr),
+                              [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])],
+        redirectStandardIO=False,
+    )
+    from twisted.internet import reactor
+
+    result: list[int] = []
+
+    def start() -> None:
+        # The reactor has installed its handlers: ours again on top.
+        for signum in TERMINAL:
+            signal.signal(signum, signal.SIG_IGN)
+        for signum in FORWARDED:
+            signal.signal(signum, forward)
+        d = ensureDeferred(_plug(reactor, vnl, ifname, command, pid, sock, tapFd))
+        d.addCallback(result.append)
+        d.addErrback(lambda f: (sys.stderr.write(f"vdens: {f.getErrorMessage()}\n"),
+                                result.append(1)))
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    return result[0] if result else 1
+
+
+def main(argv: Optional[list[str]] = None) -> NoReturn:
+    argv = sys.argv if argv is None else argv
+    try:
+        options = parseArgs(argv[1:], dict(os.environ))
+    except UsageError as e:
+        sys.stderr.write(f"vdens: {e} (vdens --help lists the options)\n")
+        raise SystemExit(1)
+    if options.help:
+        sys.stderr.write(USAGE)
+        raise SystemExit(1)
+    if options.version:
+        sys.stdout.write(f"{versionLine('vdens')}\n")
+        raise SystemExit(0)
+    command = options.command or [os.environ.get("SHELL", "")]
+    if not command[0]:
+        _fail("$SHELL is not set: name the command to run")
+    if shutil.which(command[0]) is None:
+        _fail(f"{command[0]}: command not found", 127)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if options.setup.ifname is None:
+        try:
+            enter(options.setup)
+        except NamespaceError as e:
+            _fail(str(e))
+        _execute(options.setup, command)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        _child(theirs, options.setup, command, parent)
+    theirs.close()
+    raise SystemExit(runPlug(options.vnl or "", command, pid, ours, options.setup.ifname))
+
+
+if __name__ == "__main__":
+    main()
