@@ -27,6 +27,7 @@ USAGES = {
     "vdecapture": (ourTool("vdecapture") + ["--help"], "stderr"),
     "vdetwist-plugins": (PLUGINS + ["--help"], "stdout"),
     "wirefilter": (ourTool("wirefilter") + ["--help"], "stderr"),
+    "vdens": (ourTool("vdens") + ["--help"], "stderr"),
 }
 
 

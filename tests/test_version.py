@@ -70,6 +70,12 @@ class VersionTests(SynchronousTestCase):
         """
         self.assertIn("--version", self.run_(ourTool("vdecapture") + ["--help"]).stderr)
 
+    def test_vdens(self) -> None:
+        """
+        C{vdens --version} runs nothing, even when a VNL and command follow.
+        """
+        self.assertVersion(ourTool("vdens") + ["--version", "slirp://", "false"], "vdens")
+
     def test_plugins(self) -> None:
         self.assertVersion(PLUGINS + ["--version"], "vdetwist-plugins")
 
