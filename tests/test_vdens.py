@@ -24,7 +24,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from vdetwist.backends.tap import openTap, tapPlugFromDescriptor
 from vdetwist.errors import VdeError
 from tests.support import (
-    ROOT, TIMEOUT, isListening, makeUser, ourEnv, requireCommand, requireRoot, tmpdir,
+    TIMEOUT, CSwitch, cPlug, isListening, linkExists, makeNamespace, requireTun, makeUser, ourEnv, requireCommand, requireRoot, tmpdir,
     waitFor,
 )
 
@@ -392,6 +392,28 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
             self.assertEqual(first.wait(TIMEOUT), 0)
             with open(os.path.join(identity.home, "first.log")) as f:
                 self.assertEqual(f.read(), f"{10 << 20}\n")
+
+    def test_cSwitchToIpNetns(self) -> None:
+        """
+        As root: a vdens on a C vde_switch reaches a namespace made by
+        C{ip netns} whose tap a C vde_plug joined to the same switch.
+        """
+        requireTun()
+        from vdetwist import netns
+
+        switch = CSwitch(self, mgmt=False)
+        switch.waitReady()
+        namespace = makeNamespace(self)
+        tap = f"vtdn{os.getpid() % 100000}"
+        plug = cPlug(self, tap, f"tap://{tap}", f"vde://{switch.path}")
+        waitFor(lambda: linkExists(tap, None), "the C vde_plug's tap", procs=[plug])
+        netns.moveLink(tap, namespace)
+        netns.addAddress(tap, "10.78.0.1/24", namespace)
+        netns.setUp(tap, namespace)
+        result = caller(self).run(
+            f"vde://{switch.path}", "sh", "-c",
+            "ip addr add 10.78.0.2/24 dev vde0 && ping -q -c 2 -i 0.2 -w 10 10.78.0.1")
+        self.assertEqual((result.returncode, result.stderr), (0, ""), result.stdout)
 
     def test_badVNL(self) -> None:
         """

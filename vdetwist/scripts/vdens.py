@@ -67,7 +67,7 @@ OPTIONS:
                         accepted for the C tool's scripts; vdens always forks
 """
 
-SHORT = "+i:hsucmr:R:"
+SHORT = "i:hsucmr:R:"
 LONG = ["help", "multi", "iface=", "sysadm", "unshare", "clone", "resolvconf=",
         "resolvaddr=", "version"]
 
@@ -104,7 +104,7 @@ def parseArgs(args: list[str], environ: dict[str, str]) -> Options:
     the defaults of C{-r} and C{-R}.
     """
     try:
-        opts, rest = getopt.getopt(args, SHORT.lstrip("+"), LONG)
+        opts, rest = getopt.getopt(args, SHORT, LONG)
     except getopt.GetoptError as e:
         raise UsageError(glibcMessage(e, LONG)) from None
     options = Options()
