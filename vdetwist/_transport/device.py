@@ -28,6 +28,8 @@ from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
 TUN_DEVICE = "/dev/net/tun"
 
 TUNSETIFF = 0x400454CA
+#: _IOR('T', 210, unsigned int): the name and flags of an open tun/tap.
+TUNGETIFF = 0x800454D2
 
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000

@@ -29,12 +29,16 @@ import socket
 from typing import Optional
 
 from twisted.internet.defer import succeed
+from twisted.internet.interfaces import IReactorFDSet
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vdetwist._transport.device import (
+    IFF_TAP,
+    IFREQ,
     TAP_FLAGS,
     TUN_DEVICE,
+    TUNGETIFF,
     FramePlug,
     checkInterfaceName,
     openDevice,
