@@ -71,7 +71,7 @@ SLIRP_OPTIONS = (
     "disable_host_loopback", "tcpfwd", "udpfwd", "unixfwd", "cmdfwd",
     "verbose",
     # vdetwist's own, after C's so that no abbreviation changes meaning
-    "tcp_max", "tcp_per_guest", "tcp_halfopen", "tcp_halfopen_timeout",
+    "tcp_max", "tcp_per_guest", "tcp_halfopen", "tcp_halfopen_timeout", "api",
 )
 
 _SCHEME_SEPARATOR = "://"

@@ -12,8 +12,10 @@ by C{$VDETWIST_RESOLV_CONF}.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from typing import Optional
 
 from twisted.internet.defer import fail, succeed
 from twisted.plugin import IPlugin
@@ -43,6 +45,7 @@ from vdetwist.slirp.config import (
     forwardLine,
     fromVNL,
 )
+from vdetwist.slirp.api import MAX_REQUEST, REQUEST_TIMEOUT, ApiServer, ForwardApi
 from vdetwist.slirp.driver import Driver
 from vdetwist.slirp.engine import SlirpEngine
 from vdetwist.slirp.host import TwistedHost
@@ -135,12 +138,26 @@ REFERENCE = SchemeReference(
             "handshake).",
             "SECONDS", str(TCP_HALFOPEN_TIMEOUT),
         ),
+        Option(
+            "api",
+            "Serve slirp4netns's API socket at PATH (mode 0600, removed on close): "
+            "`add_hostfwd`, `list_hostfwd` and `remove_hostfwd` as JSON requests, one per "
+            "connection, so tools written for slirp4netns add and remove forwards, IPv6 "
+            f"ones too. A request must be under {MAX_REQUEST} bytes and complete within "
+            f"{REQUEST_TIMEOUT:g} s. Quote a path with slashes: `api='/tmp/slirp.sock'`.",
+            "PATH",
+        ),
     ),
     examples=(
         ("slirp://", "IPv4 and IPv6 with the defaults: the guest gets 10.0.2.15 by DHCP"),
         ("slirp:///verbose", "the same, printing the configuration"),
         ("slirp:///tcpfwd=8080:10.0.2.15:80", "host port 8080 (any address) to the guest's port 80"),
         ("slirp:///addr=192.168.5.1%2f24/restricted", "another network, no way out but forwards"),
+        (
+            "slirp:///api='/tmp/slirp.sock'",
+            "forwards added and removed while running: `echo -n '{\"execute\": "
+            "\"list_hostfwd\"}' | nc -U /tmp/slirp.sock`",
+        ),
         (
             "slirp:///cmdfwd=10.0.2.5:6000:'socat STDIO UNIX:/tmp/.X11-unix/X0'",
             "the guest's X clients of 10.0.2.5:0 reach the host's display :0",
@@ -155,6 +172,11 @@ REFERENCE = SchemeReference(
         "`mtu=` out of range) are errors naming the option.",
         "The TCP connection table is bounded per guest address and for connections "
         "not yet established (`tcp_*` options); libslirp has no such limits.",
+        "`api=` (slirp4netns's `--api-socket`, which libvdeplug_slirp has not) also takes "
+        "IPv6 addresses, lists the VNL's `tcpfwd`/`udpfwd` forwards, answers errors with "
+        "what to change, and refuses a request larger than 4 KB or slower than "
+        f"{REQUEST_TIMEOUT:g} s; `list_hostfwd` answers `{{\"entries\": [...]}}` bare, "
+        "as slirp4netns does (its manual shows `return` around it).",
     ),
     manual="libvdeplug_slirp",
 )
@@ -177,6 +199,16 @@ class SlirpPlug(PlugBase):
                                   clock=reactor.seconds, timerChanged=self.driver.timerChanged)
         self.driver.attach(self.engine)
         self.forwardResults = self.engine.start()
+        #: The API socket's server (L{serveApi}), or C{None}.
+        self.apiServer: Optional[ApiServer] = None
+
+    def serveApi(self, path: str) -> None:
+        """
+        Serve slirp4netns's API socket at C{path}, until the plug closes.
+
+        @raise OSError: the socket cannot be made.
+        """
+        self.apiServer = ApiServer(self.reactor, path, ForwardApi(self.engine))
 
     def _output(self, frame: bytes) -> None:
         if self.receiving:
@@ -200,6 +232,9 @@ class SlirpPlug(PlugBase):
             self.engine.resumeOutput()
 
     def _release(self) -> None:
+        if self.apiServer is not None:
+            self.apiServer.close()
+            self.apiServer = None
         self.driver.stop()
         self.engine.close()
 
@@ -231,6 +266,15 @@ def openSlirp(reactor, vnl, description: str = "slirp", stderr=None, host=None) 
                 f"{os.strerror(error)}; choose another host port",
                 error,
             )
+    if config.apiSocket is not None:
+        try:
+            plug.serveApi(config.apiSocket)
+        except OSError as e:
+            plug.close()
+            raise VdeError(
+                f"api={config.apiSocket}: cannot serve the API socket: {e.strerror or e}; "
+                "choose another path", e.errno or errno.EINVAL, vnl.text,
+            ) from None
     return plug
 
 

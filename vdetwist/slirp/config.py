@@ -12,7 +12,8 @@ C{tcp_max=N} (connections at most, default 4096), C{tcp_per_guest=N} (per
 guest address, default 1024), C{tcp_halfopen=N} (connections not yet
 established, default 256: a new one evicts the oldest, whose guest simply
 retransmits its SYN) and C{tcp_halfopen_timeout=SECONDS} (how long one may
-stay half-open, default 20).
+stay half-open, default 20).  C{api=PATH} serves slirp4netns's API socket
+(L{vdetwist.slirp.api}).
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ class SlirpConfig:
     #: C{tcp_halfopen_timeout}: seconds from a guest's SYN (or a forward's
     #: SYN to the guest) to giving the connection up if not established.
     tcpHalfOpenTimeout: float = TCP_HALFOPEN_TIMEOUT
+    #: C{api}: the path of the API socket (L{vdetwist.slirp.api}), or C{None}.
+    apiSocket: Optional[str] = None
 
     @property
     def mtu(self) -> int:
@@ -474,6 +477,10 @@ def fromOptions(
     for key, (attr, high) in _TCP_LIMITS.items():
         if key in options:
             setattr(config, attr, _count(vnl, key, options[key], high))
+    if "api" in options:
+        if not options["api"]:
+            raise _fail(vnl, "api=: give the path of the API socket, e.g. api=/tmp/slirp.sock")
+        config.apiSocket = options["api"]
     for proto in ("tcp", "udp"):
         key = proto + "fwd"
         if key in options:

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 from twisted.logger import Logger
 
 from vdetwist.slirp import packets as P
-from vdetwist.slirp.config import SlirpConfig
+from vdetwist.slirp.config import HostForward, SlirpConfig
 from vdetwist.slirp.dhcp import DHCP6_SERVER_PORT, DhcpServer, RouterAdvertiser, dhcp6Reply
 from vdetwist.slirp.dns import Resolvers
 from vdetwist.slirp.icmp import IcmpNat, reassemblyTimedOut
@@ -101,6 +101,11 @@ class SlirpEngine:
 
             self.tftp = TftpServer(self, config.tftpPath)
         self.housekeeping = self.timer(self._housekeep)
+        #: The host forwards listening, by id: C{tcpfwd}/C{udpfwd}'s, then
+        #: those added by L{addForward} (the API socket's).
+        self.forwards: dict[int, HostForward] = {}
+        self._forwardHandles: dict[int, tuple] = {}
+        self._nextForwardId = 0
 
     # -- starting and stopping ----------------------------------------------
 
@@ -113,10 +118,7 @@ class SlirpEngine:
         results = []
         for forward in self.config.hostForwards:
             try:
-                if forward.proto == "tcp":
-                    self.tcp.listen(forward)
-                else:
-                    self.udp.listen(forward)
+                self.addForward(forward)
                 results.append((forward, 0))
             except OSError as e:
                 results.append((forward, e.errno or errno.EIO))
@@ -126,10 +128,40 @@ class SlirpEngine:
             self.ra.start()
         return results
 
+    # -- the host forward table ---------------------------------------------
+
+    def addForward(self, forward: HostForward) -> int:
+        """
+        Start a host forward; returns its id in L{forwards} (1, 2, ...,
+        never reused).
+
+        @raise OSError: its port cannot be bound.
+        """
+        layer = self.tcp if forward.proto == "tcp" else self.udp
+        handle = layer.listen(forward)
+        self._nextForwardId += 1
+        self.forwards[self._nextForwardId] = forward
+        self._forwardHandles[self._nextForwardId] = (layer, handle)
+        return self._nextForwardId
+
+    def removeForward(self, forwardId: int) -> HostForward:
+        """
+        Stop the host forward C{forwardId}: its port closes; connections it
+        made carry on.
+
+        @raise KeyError: there is no such forward.
+        """
+        forward = self.forwards.pop(forwardId)
+        layer, handle = self._forwardHandles.pop(forwardId)
+        layer.unlisten(handle)
+        return forward
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.forwards.clear()
+        self._forwardHandles.clear()
         self.timers.close()
         self.tcp.close()
         self.udp.close()

@@ -1237,12 +1237,26 @@ class TcpLayer:
 
     # -- forwards ------------------------------------------------------------
 
-    def listen(self, forward) -> None:
+    def listen(self, forward):
+        """
+        Start a C{tcpfwd}; returns its listener, for L{unlisten}.
+
+        @raise OSError: the port cannot be bound.
+        """
         def onAccept(stream, peer):
             return self.accepted(forward, stream, peer)
 
-        self.listeners.append(
-            self.context.host.listenTCP(str(forward.hostAddr), forward.hostPort, onAccept))
+        listener = self.context.host.listenTCP(str(forward.hostAddr), forward.hostPort,
+                                               onAccept)
+        self.listeners.append(listener)
+        return listener
+
+    def unlisten(self, listener) -> None:
+        """
+        Stop a forward L{listen} started; its connections carry on.
+        """
+        self.listeners.remove(listener)
+        listener.close()
 
     def accepted(self, forward, stream, peer):
         context = self.context

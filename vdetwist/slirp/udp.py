@@ -168,14 +168,28 @@ class UdpNat(FlowTable):
 
     # -- forwards ------------------------------------------------------
 
-    def listen(self, forward) -> None:
+    def listen(self, forward) -> _ForwardHandler:
         """
-        Start a C{udpfwd}; raises C{OSError} if the port cannot be bound.
+        Start a C{udpfwd}; returns its handler, for L{unlisten}.
+
+        @raise OSError: the port cannot be bound.
         """
         handler = _ForwardHandler(self, forward)
         handler.socket = self.context.host.listenUDP(str(forward.hostAddr), forward.hostPort,
                                                     handler)
         self.listeners.append(handler)
+        return handler
+
+    def unlisten(self, handler: _ForwardHandler) -> None:
+        """
+        Stop a forward L{listen} started, and the flows answering through
+        its socket (they could send no more).
+        """
+        self.listeners.remove(handler)
+        sock = handler.socket
+        for key in [k for k, f in self.flows.items() if sock in f.sockets.values()]:
+            self.flows.pop(key).close()
+        sock.close()
 
     def fromForward(self, handler: _ForwardHandler, data: bytes, address: tuple) -> None:
         context = self.context
