@@ -429,6 +429,8 @@ class Slirp4netnsShapeTests(TestCase):
         self.slirp4netns = shutil.which("slirp4netns")
         if self.slirp4netns is None:
             raise SkipTest("slirp4netns is not installed (apt-get install slirp4netns)")
+        if shutil.which("unshare") is None:
+            raise SkipTest("unshare is not installed (apt-get install util-linux)")
         self.dir = tmpdir(self)
         # a network namespace for slirp4netns (a user namespace too, so
         # that no root is needed where user namespaces are allowed)
