@@ -36,9 +36,13 @@ C{send}) does not disturb the loop.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from vdetwist.plug import ETH_HDRLEN
+
+if TYPE_CHECKING:
+    from vdetwist.node.mactable import MacTable
+    from vdetwist.node.node import Node, Port
 
 __all__ = [
     "Engine",
@@ -62,9 +66,9 @@ class Engine:
     """
 
     name = "?"
-    node = None
+    node: Optional[Node] = None
 
-    def attach(self, node) -> None:
+    def attach(self, node: Node) -> None:
         """
         Start serving C{node}; called by the node.
         """
@@ -159,6 +163,7 @@ class HubEngine(Engine):
         self._outputs: tuple = ()
 
     def rebuild(self) -> None:
+        assert self.node is not None, "rebuild of a detached engine"
         self._outputs = tuple(p for p in self.node.activePorts() if p.number != 0)
 
     def input(self, port, frame: bytes) -> None:
@@ -187,11 +192,12 @@ class TrunkSwitchEngine(Engine):
 
     def __init__(self) -> None:
         self._outputs: tuple = ()
-        self._table = None
         self._macs0: dict = {}
         self._vlans: dict = {}
 
-    def attach(self, node) -> None:
+    _table: MacTable
+
+    def attach(self, node: Node) -> None:
         self._table = node.table
         self._seconds = node.clock.seconds
         self._macs0 = node.table.vlanDict(0)
@@ -199,6 +205,7 @@ class TrunkSwitchEngine(Engine):
         super().attach(node)
 
     def rebuild(self) -> None:
+        assert self.node is not None, "rebuild of a detached engine"
         self._outputs = tuple(self.node.activePorts())
 
     def input(self, port, frame: bytes) -> None:
@@ -279,15 +286,17 @@ class SwitchEngine(Engine):
 
     def __init__(self) -> None:
         self._vlanmap: dict[int, _Vlan] = {}
-        self._table = None
 
-    def attach(self, node) -> None:
+    _table: MacTable
+
+    def attach(self, node: Node) -> None:
         self._table = node.table
         self._seconds = node.clock.seconds
         super().attach(node)
 
     def rebuild(self) -> None:
         node = self.node
+        assert node is not None, "rebuild of a detached engine"
         table = self._table
         vlans = {vid: _Vlan(vid, table.vlanDict(vid)) for vid in node.vlans}
         untagged: dict[int, list] = {vid: [] for vid in vlans}
@@ -378,10 +387,11 @@ class MultiEngine(Engine):
 
     def __init__(self) -> None:
         self._ports: tuple = ()
-        self._host = None
+        self._host: Optional[Port] = None
 
     def rebuild(self) -> None:
         node = self.node
+        assert node is not None, "rebuild of a detached engine"
         self._ports = tuple(p for p in node.activePorts() if not p.isHost)
         host = node.hostPort
         self._host = host if host is not None and host.endpoints else None

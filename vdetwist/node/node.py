@@ -44,7 +44,7 @@ from zope.interface import Interface, implementer
 
 from vdetwist.errors import PlugClosed, VdeError
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
-from vdetwist.node.engines import Engine
+from vdetwist.node.engines import Engine, _Vlan
 from vdetwist.node.mactable import NOVLAN, MacTable, formatMac
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
 
@@ -251,7 +251,7 @@ class Port:
         self.taps: tuple = ()
         self.mirrorSources: tuple = ()
         self._mirrorOutput = _discard
-        self._uvlan = None
+        self._uvlan: Optional[_Vlan] = None
         self._vmembers: dict = {}
 
     def __repr__(self) -> str:
@@ -405,6 +405,7 @@ class Node:
 
     def _bind(self, link: _PortReceiver) -> None:
         port = link.port
+        assert port is not None, "binding a detached link"
         if port.mirrorSources:
             link.frameReceived = partial(_refused, port)
             return
@@ -513,9 +514,10 @@ class Node:
             port = self._allocate()
         else:
             self._checkNumber(number)
-            port = self._ports.get(number)
-            if port is None:
-                port = self._newPort(number, True, self.keepInactivePorts)
+            found = self._ports.get(number)
+            if found is None:
+                found = self._newPort(number, True, self.keepInactivePorts)
+            port = found
         link = _PortReceiver(self, port, plug)
         self._bind(link)
         wasActive = bool(port.endpoints)
@@ -593,9 +595,10 @@ class Node:
                 return
             self.hostPort = None
         else:
-            if self._ports.get(port.number) is not port:
+            number = port.number
+            if number is None or self._ports.get(number) is not port:
                 return
-            del self._ports[port.number]
+            del self._ports[number]
         self.engine.rebuild()
         for o in self._observers:
             o.portRemoved(port)
@@ -611,7 +614,8 @@ class Node:
         if port.isHost:
             known = self.hostPort is port
         else:
-            known = self._ports.get(port.number) is port
+            number = port.number
+            known = number is not None and self._ports.get(number) is port
         if not known:
             raise VdeError(f"no port {port.number}", errno.ENXIO)
         links = list(port._links)
@@ -891,7 +895,9 @@ class Node:
         self.stop()
         for port in self.allPorts():
             # Closing one port's plug may already have removed another.
-            if port is self.hostPort or self._ports.get(port.number) is port:
+            if port is self.hostPort or (
+                port.number is not None and self._ports.get(port.number) is port
+            ):
                 self.removePort(port)
 
 
