@@ -92,9 +92,10 @@ from typing import Any, Callable, Optional
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.fdesc import setBlocking
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import vdetwist
@@ -417,8 +418,10 @@ class VdeConsole:
             session = _Session()
             session.debug = set()
         problem = None
+        handler = command.handler
+        assert handler is not None, "lookup() returns no menu entries"
         try:
-            code = command.handler(self, arg, out, session) or 0
+            code = handler(self, arg, out, session) or 0
         except ConsoleError as e:
             code = e.errno
         except VdeError as e:
@@ -950,7 +953,7 @@ def _setAccess(c: VdeConsole, arg, which: int, parse) -> Optional[int]:
     port = c._port(values[0])
     access = list(c.access.get(port.number, (-1, -1)))
     access[which] = parse(words[1])
-    c.access[port.number] = tuple(access)
+    c.access[port.number] = (access[0], access[1])
     return None
 
 
@@ -1275,6 +1278,10 @@ class ConsoleProtocol(Protocol, _Session):
 
     prompt = PROMPT
     stallTimeout: Optional[float] = STALL_TIMEOUT
+    # A UNIX stream connection or StandardIO: an ITransport that is also
+    # the IConsumer and IPushProducer the session drives, which no single
+    # interface names.
+    transport: Any
 
     def __init__(self, console: VdeConsole) -> None:
         self.console = console
@@ -1409,7 +1416,7 @@ class ConsoleProtocol(Protocol, _Session):
                 return
         self.transport.write(line)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._end()
         if self._action == "shutdown":
             self._action = None
@@ -1476,7 +1483,9 @@ class StdioConsoleProtocol(ConsoleProtocol):
         if action == "shutdown":
             log.warn("Shutdown from mgmt command")
             self.close()
-            self.console.shutdown()
+            shutdown = self.console.shutdown
+            if shutdown is not None:  # execute() refuses shutdown without it
+                shutdown()
 
     def readConnectionLost(self) -> None:
         if self.ended:
@@ -1500,16 +1509,16 @@ class StdioConsoleProtocol(ConsoleProtocol):
         self._end()
         if self._closed:
             return succeed(None)
-        d = Deferred()
+        d: Deferred[None] = Deferred()
         self._waiting.append(d)
         if not self.transport.disconnecting:
             self.transport.loseConnection()
         if self._outputGone:
             # Without a writer, StandardIO reports no connectionLost.
-            self.connectionLost(None)
+            self.connectionLost(connectionDone)
         return d
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._end()
         if self._closed:
             return
@@ -1536,7 +1545,9 @@ def serveStdio(reactor, console: VdeConsole, stdin: int = 0,
     if prompt is None:
         prompt = console.prompt if os.isatty(stdin) else b""
     protocol = StdioConsoleProtocol(console, prompt, stdin)
-    StandardIO(protocol, stdin, stdout, reactor)
+    # mypy takes twisted.internet.stdio's Windows StandardIO (the choice is
+    # made at run time), which has no stdin and stdout arguments.
+    StandardIO(protocol, stdin, stdout, reactor)  # type: ignore[call-arg]
     return protocol
 
 

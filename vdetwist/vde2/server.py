@@ -59,6 +59,7 @@ from zope.interface import implementer
 
 from vdetwist.dgram import DatagramPlug
 from vdetwist.errors import PlugLost, VdeError
+from vdetwist.node.node import Port
 from vdetwist.sockets import groupId, isAlive, isSocket
 from vdetwist.vde2.protocol import (
     READ_SIZE,
@@ -116,12 +117,12 @@ def switchModes(mode: Optional[int], dirmode: Optional[int]) -> tuple[int, int]:
     and 02700; only C{-m} derives the directory mode (L{derivedDirmode});
     only C{--dirmode} gives sockets C{dirmode & 0o666}.
     """
-    if mode is None and dirmode is None:
-        return 0o600, 0o2700
+    if mode is None:
+        if dirmode is None:
+            return 0o600, 0o2700
+        return dirmode & 0o666, dirmode
     if dirmode is None:
         return mode, derivedDirmode(mode)
-    if mode is None:
-        return dirmode & 0o666, dirmode
     return mode, dirmode
 
 
@@ -257,7 +258,7 @@ class ServerEndpoint(DatagramPlug):
         self.rawDescription = request.description
         self.endpointId = control.fd
         self.uid = uid
-        self.port = None
+        self.port: Optional[Port] = None
         self.path: Optional[str] = None
 
     def __repr__(self) -> str:
@@ -743,7 +744,7 @@ class VdeServer:
             return
         endpoint = ServerEndpoint(self.reactor, dsock, self, control, request, uid)
         try:
-            endpoint.port = self.node.addPort(endpoint, number=number)
+            port = endpoint.port = self.node.addPort(endpoint, number=number)
         except VdeError as e:
             endpoint.closed = True  # never started: release quietly
             dsock.close()
@@ -754,16 +755,15 @@ class VdeServer:
             return
         if number is None and self.accessPolicy is not None and not self.netnode:
             # An automatically allocated port may have access control too.
-            problem = self.accessPolicy(endpoint.port.number, uid)
+            problem = self.accessPolicy(port.number, uid)
             if problem:
                 endpoint.close()
-                self._reject(control, f"port {endpoint.port.number}: {problem}", request)
+                self._reject(control, f"port {port.number}: {problem}", request)
                 return
         control.endpoint = endpoint
         self.endpoints[endpoint.endpointId] = endpoint
         try:
-            self._bindData(endpoint, request, uid)
-            reply = packReply(endpoint.path)
+            reply = packReply(self._bindData(endpoint, port, request, uid))
             if control.sock.send(reply) != len(reply):
                 raise OSError(errno.EAGAIN, "the reply did not fit in the socket buffer")
         except (OSError, ValueError) as e:
@@ -813,12 +813,18 @@ class VdeServer:
                 return False
         return number
 
-    def _bindData(self, endpoint: ServerEndpoint, request: Request, uid: int) -> None:
+    def _bindData(
+        self, endpoint: ServerEndpoint, port: Port, request: Request, uid: int
+    ) -> str:
+        """
+        Bind C{endpoint}'s data socket in the switch directory, set its
+        owner and mode; return its path.
+        """
         sock = endpoint.socket
         if self.netnode:
             path = os.path.join(self.path, f"fd{endpoint.endpointId}")
         else:
-            path = os.path.join(self.path, f"{endpoint.port.number:03d}.{sock.fileno()}")
+            path = os.path.join(self.path, f"{port.number:03d}.{sock.fileno()}")
         _unlink(path)
         try:
             sock.bind(path)
@@ -831,7 +837,7 @@ class VdeServer:
             if self.netnode:
                 if self.mode > 0:
                     os.chmod(path, self.mode)
-                return
+                return path
             if os.geteuid() == 0 and uid != -1:
                 os.chmod(path, self.mode & 0o700)
                 os.chown(path, uid, -1 if self._gid is None else self._gid)
@@ -848,6 +854,7 @@ class VdeServer:
                 "{path}: cannot set the owner or mode of {sock}: {error}",
                 path=self.path, sock=path, error=str(e),
             )
+        return path
 
     def _endpointReleased(self, endpoint: ServerEndpoint) -> None:
         if self.endpoints.get(endpoint.endpointId) is endpoint:
