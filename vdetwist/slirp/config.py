@@ -354,17 +354,17 @@ def parseHostForwards(
         hostText, hostPort, guestText, guestPort = fields
         hostAddr = IPv4Address("0.0.0.0") if hostText == "" else _forwardAddress(hostText)
         guestAddr = _forwardAddress(guestText)
-        for text, address in ((hostText, hostAddr), (guestText, guestAddr)):
-            if address is None:
-                why = f"{text!r} is not an IPv4 address or an IPv6 one in brackets"
-                raise _badForward(vnl, key, entry, why, HOST_FORWARD_FORM)
+        if hostAddr is None or guestAddr is None:
+            text = hostText if hostAddr is None else guestText
+            why = f"{text!r} is not an IPv4 address or an IPv6 one in brackets"
+            raise _badForward(vnl, key, entry, why, HOST_FORWARD_FORM)
         if guestAddr == IPv6Address("::"):
             raise _badForward(vnl, key, entry, "[::] is no guest address", HOST_FORWARD_FORM)
         hp, gp = _port(hostPort), _port(guestPort)
-        for text, port in ((hostPort, hp), (guestPort, gp)):
-            if port is None:
-                why = f"{text!r} is not a port (1 to 65535)"
-                raise _badForward(vnl, key, entry, why, HOST_FORWARD_FORM)
+        if hp is None or gp is None:
+            text = hostPort if hp is None else guestPort
+            why = f"{text!r} is not a port (1 to 65535)"
+            raise _badForward(vnl, key, entry, why, HOST_FORWARD_FORM)
         found.append(HostForward(proto, hostAddr, hp, guestAddr, gp))
     return found
 
@@ -437,11 +437,11 @@ def fromOptions(
             config.dns = _rebase(network, DEFAULT_DNS)
     for key in ("host6", "addr6"):
         if key in options:
-            address, prefix = _prefixed6(vnl, key, options[key])
-            network = IPv6Network((int(address), prefix), strict=False)
-            config.host6 = address
-            config.network6 = network
-            config.dns6 = _rebase(network, DEFAULT_DNS6)
+            address6, prefix = _prefixed6(vnl, key, options[key])
+            network6 = IPv6Network((int(address6), prefix), strict=False)
+            config.host6 = address6
+            config.network6 = network6
+            config.dns6 = _rebase(network6, DEFAULT_DNS6)
     if "hostname" in options:
         config.hostname = options["hostname"]
     for key, attr in (
@@ -453,17 +453,17 @@ def fromOptions(
         if key in options:
             setattr(config, attr, options[key])
     if "dhcp" in options:
-        address = _ipv4(options["dhcp"])
-        if address is None or address not in config.network:
+        dhcpStart = _ipv4(options["dhcp"])
+        if dhcpStart is None or dhcpStart not in config.network:
             raise _fail(vnl, f"dhcp={options['dhcp']}: not an address in {config.network}")
-        config.dhcpStart = address
+        config.dhcpStart = dhcpStart
     if "vnameserver" in options:
-        address = _ipv4(options["vnameserver"])
-        if address is None or address not in config.network:
+        dns = _ipv4(options["vnameserver"])
+        if dns is None or dns not in config.network:
             raise _fail(
                 vnl, f"vnameserver={options['vnameserver']}: not an address in {config.network}"
             )
-        config.dns = address
+        config.dns = dns
     if "vnameserver6" in options:
         try:
             config.dns6 = IPv6Address(options["vnameserver6"])

@@ -14,6 +14,7 @@ from random import Random
 from typing import Callable, Optional, Protocol
 
 from vdetwist.slirp.config import SlirpConfig
+from vdetwist.slirp.hostapi import IHost
 from vdetwist.slirp.policy import AddressPolicy
 from vdetwist.slirp.timers import Timer
 
@@ -57,10 +58,17 @@ class LayerContext(Protocol):
     stats: Counter
     random: Random
     policy: AddressPolicy
-    link: LinkSender
-    host: object
     writable: bool
     now: Callable[[], float]
+
+    # Read-only members: the engine may hold a richer link and any IHost.
+    @property
+    def link(self) -> LinkSender:
+        ...
+
+    @property
+    def host(self) -> IHost:
+        ...
 
     def timer(self, callback: Callable[[], None]) -> Timer:
         """

@@ -153,8 +153,8 @@ class DhcpServer:
             return
         mac = chaddr[:6]
         options = parseOptions(payload[BOOTP.size + 4 :])
-        kind = options.get(OPT_TYPE, b"\0")[:1]
-        kind = kind[0] if kind else 0
+        typeOption = options.get(OPT_TYPE, b"\0")[:1]
+        kind = typeOption[0] if typeOption else 0
         now = self.context.now()
         if kind == 0:
             kind = DISCOVER  # plain BOOTP: answer like a DHCP offer
@@ -175,8 +175,8 @@ class DhcpServer:
                 index = self._byMac(mac, now)
             else:
                 index = self._index(wanted)
-                if index is not None and not self._free(index, now) \
-                        and self.leases[index].mac != mac:
+                held = None if index is None or self._free(index, now) else self.leases[index]
+                if held is not None and held.mac != mac:
                     index = None
             if index is None:
                 reply = NAK

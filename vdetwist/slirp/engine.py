@@ -25,9 +25,10 @@ from typing import Callable, Optional
 from twisted.logger import Logger
 
 from vdetwist.slirp import packets as P
-from vdetwist.slirp.config import HostForward, SlirpConfig
+from vdetwist.slirp.config import GuestForward, HostForward, SlirpConfig
 from vdetwist.slirp.dhcp import DHCP6_SERVER_PORT, DhcpServer, RouterAdvertiser, dhcp6Reply
 from vdetwist.slirp.dns import Resolvers
+from vdetwist.slirp.hostapi import IHost
 from vdetwist.slirp.icmp import IcmpNat, reassemblyTimedOut
 from vdetwist.slirp.ipv4 import ICMP_ECHO, Reassembler
 from vdetwist.slirp.ipv4 import parse as parse4
@@ -62,7 +63,7 @@ class SlirpEngine:
     @param strict: re-raise exceptions from C{input} (tests).
     """
 
-    def __init__(self, config: SlirpConfig, host, output: Callable[[bytes], None],
+    def __init__(self, config: SlirpConfig, host: IHost, output: Callable[[bytes], None],
                  clock: Callable[[], float] = time.monotonic,
                  timerChanged: Optional[Callable[[float], None]] = None,
                  strict: bool = False, seed: Optional[int] = None) -> None:
@@ -109,21 +110,21 @@ class SlirpEngine:
 
     # -- starting and stopping ----------------------------------------------
 
-    def start(self) -> list[tuple[object, int]]:
+    def start(self) -> list[tuple[HostForward | GuestForward, int]]:
         """
         Start the periodic work and the host forwards; returns each forward
         with the result of setting it up (0, or the C{errno} of the
         failure), for C{verbose} and for refusing a forward that failed.
         """
-        results = []
+        results: list[tuple[HostForward | GuestForward, int]] = []
         for forward in self.config.hostForwards:
             try:
                 self.addForward(forward)
                 results.append((forward, 0))
             except OSError as e:
                 results.append((forward, e.errno or errno.EIO))
-        for forward in self.config.guestForwards:
-            results.append((forward, 0))
+        for guestForward in self.config.guestForwards:
+            results.append((guestForward, 0))
         if self.config.ipv6:
             self.ra.start()
         return results
@@ -303,10 +304,11 @@ class SlirpEngine:
         elif source != P.IP4_ANY and (source[0] >= 224 or source[0] == 127):
             return
         if packet[6] & 0x3F or packet[7]:
-            packet = self.reassembler.add(ihl, packet, self.now())
+            whole = self.reassembler.add(ihl, packet, self.now())
             self.ensureHousekeeping()
-            if packet is None:
+            if whole is None:
                 return
+            packet = whole
             ihl = (packet[0] & 0x0F) << 2
         proto = packet[9]
         if proto == P.PROTO_TCP:

@@ -9,17 +9,19 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from typing import Any, Optional
 
 from twisted.internet import error as terror
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
-from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vdetwist._transport.fdplug import HARMLESS, READ_BATCH, FdReader
 from vdetwist.slirp.hostapi import (
-    IDatagramSocket, IHost, IListening, IPendingConnect, IStream,
+    IDatagramSocket, IHost, IListening, IPendingConnect, IStream, IStreamHandler,
 )
 
 log = Logger()
@@ -68,6 +70,8 @@ class _HandlerProducer:
     An L{IPushProducer} that relays a transport's write-buffer flow control
     to C{self.handler}, the engine's stream handler (C{None} once gone).
     """
+
+    handler: Optional[IStreamHandler]
 
     def pauseProducing(self) -> None:
         if self.handler is not None:
@@ -118,11 +122,16 @@ class _StreamProtocol(_HandlerProducer, Protocol):
     the transport's producer, so a full write buffer pauses the guest.
     """
 
-    def __init__(self, handler=None, onAccept=None, tcp: bool = True) -> None:
+    # A TCP or UNIX connection: an ITCPTransport that is also the
+    # IConsumer and IPushProducer the stream drives (no one interface).
+    transport: Any
+
+    def __init__(self, handler: Optional[IStreamHandler] = None, onAccept=None,
+                 tcp: bool = True) -> None:
         self.handler = handler
         self.onAccept = onAccept
         self.tcp = tcp
-        self.stream = None
+        self.stream: Optional[_TransportStream] = None
 
     def connectionMade(self) -> None:
         self.stream = _TransportStream(self.transport, self.tcp)
@@ -130,10 +139,9 @@ class _StreamProtocol(_HandlerProducer, Protocol):
         if self.onAccept is not None:
             peer = self.transport.getPeer()
             self.handler = self.onAccept(self.stream, (peer.host, peer.port))
-            if self.handler is None:
-                self.transport.abortConnection()
-                return
-        else:
+        if self.handler is None:  # refused, or the connect was cancelled
+            self.transport.abortConnection()
+        elif self.onAccept is None:
             self.handler.connected(self.stream)
 
     def dataReceived(self, data: bytes) -> None:
@@ -147,7 +155,7 @@ class _StreamProtocol(_HandlerProducer, Protocol):
     def writeConnectionLost(self) -> None:
         pass
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         handler, self.handler = self.handler, None
         if handler is not None:
             handler.connectionLost(bool(reason.check(terror.ConnectionDone)))
@@ -234,13 +242,18 @@ class _CommandProtocol(_HandlerProducer, ProcessProtocol):
     A C{cmdfwd} command: its stdin and stdout are the stream.
     """
 
-    def __init__(self, handler) -> None:
+    # twisted.internet.process.Process: its pipes are no part of
+    # IProcessTransport.
+    transport: Any
+
+    def __init__(self, handler: IStreamHandler) -> None:
         self.handler = handler
 
     def connectionMade(self) -> None:
         stdin = self.transport.pipes.get(0)
         if stdin is not None:
             stdin.registerProducer(self, True)
+        assert self.handler is not None, "set until the command ends"
         self.handler.connected(_ProcessStream(self.transport))
 
     def outReceived(self, data: bytes) -> None:

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.flows import FlowTable
-from vdetwist.slirp.hostapi import IDatagramHandler
+from vdetwist.slirp.hostapi import IDatagramHandler, IDatagramSocket
 from vdetwist.slirp.ipv4 import ICMP_TIME_EXCEEDED, UNREACH_PORT, unreachable
 from vdetwist.slirp.ipv6 import ICMP6_TIME_EXCEEDED, UNREACH6_PORT, unreachable6
 from vdetwist.slirp.policy import AddressPolicy, pton
@@ -39,7 +39,8 @@ class EchoFlow:
         self.nat = nat
         self.key = key  # (guest address, guest identifier)
         self.ident = ident
-        self.socket = None
+        #: Set once opened; C{None} again once closed (no cycle left).
+        self.socket: Optional[IDatagramSocket] = None
         self.expires = 0.0
         #: host address bytes -> guest-visible address bytes
         self.visible: dict[bytes, bytes] = {}
@@ -117,6 +118,7 @@ class IcmpNat(FlowTable):
             # The kernel fills in the ICMPv6 checksum (it needs the source).
             request = bytes((kind, 0, 0, 0)) + body
         context.stats["icmp_out"] += 1
+        assert flow.socket is not None, "a flow in the table is open"
         flow.socket.sendto(request, (host, 0))
 
     def fromHost(self, flow: EchoFlow, data: bytes, address: tuple) -> None:
@@ -126,6 +128,7 @@ class IcmpNat(FlowTable):
         kind, code, _, ident, seq = ECHO.unpack_from(data)
         if kind not in (ECHO_REPLY4, ECHO_REPLY6) or code != 0:
             return
+        assert flow.socket is not None, "a flow in the table is open"
         if not flow.socket.rewritesIdentifier and ident != flow.ident:
             return
         try:

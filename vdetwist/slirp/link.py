@@ -14,6 +14,7 @@ from vdetwist.slirp.dhcp import ND_NS, OPT_SOURCE_LL
 
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.slirp.context import LayerContext
+    from vdetwist.slirp.timers import Timer
 
 #: Neighbour table entries kept per family (oldest forgotten first).
 MAX_NEIGHBOURS = 1024
@@ -30,10 +31,10 @@ ARP_FRAME_LENGTH = 64
 class _Pending:
     __slots__ = ("frames", "tries", "timer")
 
-    def __init__(self) -> None:
+    def __init__(self, timer: Timer) -> None:
         self.frames: deque[bytes] = deque()
         self.tries = 0
-        self.timer = None
+        self.timer = timer
 
 
 class Link:
@@ -76,8 +77,7 @@ class Link:
                 table.popitem(last=False)
         waiting = self.pending.pop(address, None)
         if waiting is not None:
-            if waiting.timer is not None:
-                waiting.timer.cancel()
+            waiting.timer.cancel()
             for frame in waiting.frames:
                 self.emit(mac + frame[6:])
 
@@ -133,9 +133,9 @@ class Link:
             mac = P.multicastMac6(destination)
             self.emit(P.ETH.pack(mac, source, P.ETH_IPV6) + packet)
             return
-        mac = self.table6.get(destination)
-        frame = P.ETH.pack(mac or P.BROADCAST_MAC, source, P.ETH_IPV6) + packet
-        if mac is not None:
+        known = self.table6.get(destination)
+        frame = P.ETH.pack(known or P.BROADCAST_MAC, source, P.ETH_IPV6) + packet
+        if known is not None:
             self.emit(frame)
         else:
             self._queue(destination, frame)
@@ -146,8 +146,8 @@ class Link:
             if len(self.pending) >= MAX_PENDING_ADDRESSES:
                 self.context.stats["dropped_unresolved"] += 1
                 return
-            waiting = self.pending[destination] = _Pending()
-            waiting.timer = self.context.timer(lambda: self._retry(destination))
+            timer = self.context.timer(lambda: self._retry(destination))
+            waiting = self.pending[destination] = _Pending(timer)
             self._solicit(destination)
             waiting.tries = 1
             waiting.timer.reset(self.context.now() + RESOLVE_INTERVAL)
@@ -185,8 +185,7 @@ class Link:
 
     def clear(self) -> None:
         for waiting in self.pending.values():
-            if waiting.timer is not None:
-                waiting.timer.cancel()
+            waiting.timer.cancel()
         self.pending.clear()
 
     # -- ARP input ------------------------------------------------------

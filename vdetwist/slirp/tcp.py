@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.checksum import pseudo4, pseudo6, residue
-from vdetwist.slirp.hostapi import IStreamHandler
+from vdetwist.slirp.hostapi import IPendingConnect, IStream, IStreamHandler
 
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.slirp.context import LayerContext
@@ -371,9 +371,9 @@ class HostSide:
                  "readPaused")
 
     def __init__(self) -> None:
-        self.stream = None
-        #: The host connect while it is pending (an IPendingConnect).
-        self.pending = None
+        self.stream: Optional[IStream] = None
+        #: The host connect while it is pending.
+        self.pending: Optional[IPendingConnect] = None
         #: The stream is gone (its connectionLost came).
         self.lost = False
         self.queue: deque[bytes] = deque()
@@ -405,6 +405,7 @@ class HostSide:
         with C{close}, close the stream after it).
         """
         stream = self.stream
+        assert stream is not None, "drained only while the stream is there"
         queue = self.queue
         while queue and not self.paused:
             data = queue.popleft()

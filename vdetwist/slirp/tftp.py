@@ -14,6 +14,7 @@ from vdetwist.slirp import packets as P
 
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.slirp.context import LayerContext
+    from vdetwist.slirp.timers import Timer
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 ERR_NOT_FOUND = 1
@@ -30,6 +31,8 @@ MAX_BLOCK = 1428
 class _Session:
     __slots__ = ("key", "file", "blksize", "block", "last", "tries", "timer", "done", "size")
 
+    timer: Timer  # set as soon as the session is made: it times itself out
+
     def __init__(self, key, file, blksize: int, size: int) -> None:
         self.key = key
         self.file = file
@@ -37,7 +40,6 @@ class _Session:
         self.block = 0
         self.last = b""
         self.tries = 0
-        self.timer = None
         self.done = False
         self.size = size
 

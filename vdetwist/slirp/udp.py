@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.flows import FlowTable
-from vdetwist.slirp.hostapi import IDatagramHandler
+from vdetwist.slirp.hostapi import IDatagramHandler, IDatagramSocket
 from vdetwist.slirp.icmp import hopLimitExpired, portUnreachable
 from vdetwist.slirp.policy import family, pton
 
@@ -39,7 +39,7 @@ class UdpFlow:
     def __init__(self, nat: "UdpNat", key: tuple) -> None:
         self.nat = nat
         self.key = key  # (guest address bytes, guest port)
-        self.sockets: dict[int, object] = {}
+        self.sockets: dict[int, IDatagramSocket] = {}
         #: Sockets this flow made (closed with it) vs. forward listeners.
         self.owned: set[int] = set()
         self.expires = 0.0
@@ -72,10 +72,11 @@ class UdpFlow:
 
 @implementer(IDatagramHandler)
 class _ForwardHandler:
+    socket: IDatagramSocket  # set by UdpNat.listen once bound
+
     def __init__(self, nat: "UdpNat", forward) -> None:
         self.nat = nat
         self.forward = forward
-        self.socket = None
 
     def datagramReceived(self, data: bytes, address: tuple) -> None:
         self.nat.fromForward(self, data, address)
