@@ -18,6 +18,7 @@ import shutil
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ProcessDone
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
@@ -133,6 +134,8 @@ class _Command(ProcessProtocol):
     ends, where Twisted's L{twisted.internet.endpoints.ProcessEndpoint} would wait for the exit.
     """
 
+    transport: IProcessTransport  # from makeConnection on
+
     def __init__(self, reactor, plug: StreamPlug) -> None:
         self.reactor = reactor
         self.plug = plug
@@ -179,7 +182,7 @@ def connectCommand(reactor, argv: list[str], description: str) -> Deferred[Strea
             childFDs={0: "w", 1: "r", 2: 2},
         )
     except OSError as e:
-        return fail(VdeError(f"{argv[0]}: {e.strerror}{_quotedHint(argv[0])}", e.errno))
+        return fail(VdeError(f"{argv[0]}: {e.strerror}{_quotedHint(argv[0])}", e.errno or errno.EIO))
     return succeed(plug)
 
 

@@ -28,6 +28,7 @@ import grp
 import os
 import pwd
 import re
+from typing import Optional
 
 from twisted.internet.defer import succeed
 from twisted.plugin import IPlugin
@@ -163,8 +164,8 @@ class NetnodePlug(HostPlug):
     @ivar server: the L{VdeServer} serving the directory.
     """
 
-    node = None
-    server = None
+    node: Optional[Node] = None
+    server: Optional[VdeServer] = None
 
     def _release(self) -> None:
         super()._release()

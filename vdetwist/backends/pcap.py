@@ -194,7 +194,7 @@ def openPacketSocket(ifname: str, promiscuous: bool = True) -> tuple[socket.sock
         raise VdeError(
             "capturing needs CAP_NET_RAW: run as root or give the capability "
             "(setcap cap_net_raw+ep, or ambient capabilities)",
-            e.errno,
+            e.errno or errno.EPERM,
         ) from None
     try:
         try:

@@ -36,6 +36,7 @@ from vdetwist.slirp.config import (
     DEFAULT_PREFIX,
     DEFAULT_PREFIX6,
     RESOLV_CONF,
+    HostForward,
     RESOLV_CONF_ENV,
     TCP_HALFOPEN,
     TCP_HALFOPEN_TIMEOUT,
@@ -257,7 +258,7 @@ def openSlirp(reactor, vnl, description: str = "slirp", stderr=None, host=None) 
             out.write(forwardLine(forward, error))
         out.flush()
     for forward, error in plug.forwardResults:
-        if error:
+        if error and isinstance(forward, HostForward):  # guest forwards never fail
             plug.close()
             host = forward.hostAddr
             where = f"[{host}]" if host.version == 6 else str(host)

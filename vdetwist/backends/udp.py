@@ -75,7 +75,8 @@ def openUdp(vnl) -> tuple[socket.socket, tuple]:
         family, _, _, _, dst = socket.getaddrinfo(
             dstHost, dstPort, type=socket.SOCK_DGRAM
         )[0]
-        local = socket.getaddrinfo(
+        # (host, port, ...): the families resolved here are IPv4 and IPv6.
+        local: tuple = socket.getaddrinfo(
             srcHost or None, srcPort or "0", family, socket.SOCK_DGRAM,
             flags=socket.AI_PASSIVE,
         )[0][4]
