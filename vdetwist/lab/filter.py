@@ -115,6 +115,15 @@ class DirectionStats:
     __slots__ = ("received", "delivered", "lost", "oversize", "overflow",
                  "duplicated", "reordered", "corrupted")
 
+    received: int
+    delivered: int
+    lost: int
+    oversize: int
+    overflow: int
+    duplicated: int
+    reordered: int
+    corrupted: int
+
     def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)

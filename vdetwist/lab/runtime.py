@@ -63,7 +63,9 @@ def writePidfile(path: str) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as e:
-        raise VdeError(f"cannot create the pid file {path}: {e.strerror}", e.errno) from None
+        raise VdeError(
+            f"cannot create the pid file {path}: {e.strerror}", e.errno or errno.EIO
+        ) from None
     with os.fdopen(fd, "w") as f:
         f.write(f"{os.getpid()}\n")
     return path
@@ -127,7 +129,9 @@ class FilterRuntime:
         try:
             _, errors = self.console.runScript(path)
         except OSError as e:
-            raise VdeError(f"cannot read the rc file {path}: {e.strerror}", e.errno) from None
+            raise VdeError(
+                f"cannot read the rc file {path}: {e.strerror}", e.errno or errno.EIO
+            ) from None
         if errors:
             raise VdeError(errors[0] + (f" (and {len(errors) - 1} more)" if errors[1:] else ""))
 

@@ -88,10 +88,13 @@ import socket
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.fdesc import setBlocking
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IDelayedCall, IHalfCloseableProtocol, IPushProducer, IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger
@@ -1257,6 +1260,29 @@ def _commandTable() -> list[Command]:
 # -- serving it ---------------------------------------------------------------
 
 
+class Interpreter(TypingProtocol):
+    """
+    What a session uses of the console it serves: L{VdeConsole}, and
+    wirefilter's L{vdetwist.lab.console.WirefilterConsole}.
+    """
+
+    @property
+    def prompt(self) -> bytes: ...
+
+    @property
+    def sessions(self) -> set: ...
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    @property
+    def shutdown(self) -> Optional[Callable[[], Any]]: ...
+
+    def banner(self) -> bytes: ...
+
+    def execute(self, line: str, session=None) -> tuple[bytes, Optional[str]]: ...
+
+
 @implementer(IPushProducer)
 class ConsoleProtocol(Protocol, _Session):
     """
@@ -1283,7 +1309,7 @@ class ConsoleProtocol(Protocol, _Session):
     # interface names.
     transport: Any
 
-    def __init__(self, console: VdeConsole) -> None:
+    def __init__(self, console: Interpreter) -> None:
         self.console = console
         self.prompt = console.prompt
         self.debug: set[str] = set()
@@ -1433,7 +1459,7 @@ class ConsoleFactory(Factory):
 
     noisy = False
 
-    def __init__(self, console: VdeConsole) -> None:
+    def __init__(self, console: Interpreter) -> None:
         self.console = console
 
     def buildProtocol(self, addr) -> ConsoleProtocol:
@@ -1466,7 +1492,7 @@ class StdioConsoleProtocol(ConsoleProtocol):
 
     stallTimeout = None
 
-    def __init__(self, console: VdeConsole, prompt: bytes = b"",
+    def __init__(self, console: Interpreter, prompt: bytes = b"",
                  stdin: Optional[int] = None) -> None:
         super().__init__(console)
         self.prompt = prompt
@@ -1530,7 +1556,7 @@ class StdioConsoleProtocol(ConsoleProtocol):
             d.callback(None)
 
 
-def serveStdio(reactor, console: VdeConsole, stdin: int = 0,
+def serveStdio(reactor, console: Interpreter, stdin: int = 0,
                stdout: int = 1, prompt: Optional[bytes] = None) -> StdioConsoleProtocol:
     """
     Serve C{console} on C{stdin} and C{stdout} (vde_switch's console when
@@ -1551,7 +1577,7 @@ def serveStdio(reactor, console: VdeConsole, stdin: int = 0,
     return protocol
 
 
-def listenConsole(reactor, console: VdeConsole, path: str, mode: int = 0o600,
+def listenConsole(reactor, console: Interpreter, path: str, mode: int = 0o600,
                   group: Optional[str] = None):
     """
     Listen on the unix stream socket C{path} (vde_switch C{-M}): a stale
