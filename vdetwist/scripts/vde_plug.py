@@ -20,11 +20,12 @@ import os
 import signal
 import sys
 import syslog
-from dataclasses import dataclass, field
-from typing import Callable, NoReturn, Optional
+from dataclasses import dataclass, field, replace
+from typing import Callable, NoReturn, Optional, Sequence
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import IReactorCore, IReactorThreads
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -100,17 +101,14 @@ class Options:
     iplog: bool = False
     description: str = DEFAULT_DESCRIPTION
     args: list[OpenArgs] = field(default_factory=lambda: [OpenArgs(), OpenArgs()])
-    vnls: list[Optional[str]] = field(default_factory=list)
+    vnls: Sequence[Optional[str]] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
     version: bool = False
 
 
 
 def _setArg(options: Options, which: int, **change) -> None:
-    current = options.args[which]
-    values = {"port": current.port, "group": current.group, "mode": current.mode}
-    values.update(change)
-    options.args[which] = OpenArgs(**values)
+    options.args[which] = replace(options.args[which], **change)
 
 
 def parseArgs(argv: list[str]) -> Options:
@@ -196,7 +194,7 @@ class Run:
     What one run of vde_plug needs besides its options.
     """
 
-    reactor: object
+    reactor: IReactorCore
     options: Options
     syslog: Callable[[str], None]
     caught: list[int] = field(default_factory=list)
@@ -276,7 +274,7 @@ def _stopReactor(reactor) -> None:
 def _onSignal(run: Run) -> None:
     def handler(signum: int, frame) -> None:
         run.caught.append(signum)
-        run.reactor.callFromThread(_stopReactor, run.reactor)
+        IReactorThreads(run.reactor).callFromThread(_stopReactor, run.reactor)
 
     for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)

@@ -30,9 +30,10 @@ from typing import NoReturn, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.error import ConnectionDone, ReactorNotRunning
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorThreads
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
@@ -40,7 +41,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
 from vdetwist import fastDispatch
 from vdetwist._version import versionLine
@@ -338,6 +339,7 @@ def _stream(reactor, infd: int, outfd: int) -> _StreamSide:
     return plug
 
 
+@provider(ILogObserver)
 def _syslogObserver(event) -> None:
     text = formatEvent(event)
     if text and event.get("log_level", LogLevel.info) >= LogLevel.warn:
@@ -446,7 +448,7 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
 
     def onSignal(signum: int, frame) -> None:
         caught.append(signum)
-        reactor.callFromThread(_stopReactor, reactor)
+        IReactorThreads(reactor).callFromThread(_stopReactor, reactor)
 
     def installSignals() -> None:
         for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
