@@ -35,8 +35,10 @@ from vdetwist.errors import VdeError
 
 try:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    _HAVE_CRYPTOGRAPHY = True
 except ImportError:  # pragma: no cover - depends on the installation
-    Cipher = None
+    _HAVE_CRYPTOGRAPHY = False
 
 #: Why agno:// cannot work without the cryptography package.
 MISSING_CRYPTOGRAPHY = (
@@ -79,7 +81,7 @@ def available() -> bool:
     """
     Whether the C{cryptography} package is installed.
     """
-    return Cipher is not None
+    return _HAVE_CRYPTOGRAPHY
 
 
 def requireCryptography() -> None:
@@ -189,6 +191,7 @@ def parseEthtype(value: Optional[str]) -> int | str:
     if value in _NAMED:
         return _NAMED[value]
     match = _STRTOUL.match(value)
+    assert match is not None, "every part of the pattern is optional"
     sign, digits = match.groups()
     if digits:
         if digits[:2] in ("0x", "0X"):

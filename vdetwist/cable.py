@@ -53,5 +53,6 @@ class Cable:
 
     def _endClosed(self, reason: Failure, other: IVdePlug) -> None:
         if not self.done.called:
+            assert reason.value is not None, "a Failure holds its exception"
             self.done.callback(reason.value)
         other.close()

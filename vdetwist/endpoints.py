@@ -18,13 +18,13 @@ import attr
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
+    IProtocolFactory,
     IPushProducer,
     IStreamClientEndpoint,
     IStreamClientEndpointStringParserWithReactor,
     ITransport,
 )
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.protocol import Factory
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -127,7 +127,7 @@ class VdeClientEndpoint:
         self.args = args
         self.registry = registry
 
-    def connect(self, protocolFactory: Factory):
+    def connect(self, protocolFactory: IProtocolFactory):
         address = VdeAddress(self.vnl or "")
 
         def connected(plug: IVdePlug):
@@ -153,7 +153,9 @@ class VdeClientParser:
 
     prefix = "vde"
 
-    def parseStreamClient(
+    # The interface's *args/**kwargs stand for each parser's own parameters
+    # (Twisted's parsers name theirs too); mypy-zope reads them literally.
+    def parseStreamClient(  # type: ignore[override]
         self,
         reactor,
         *args: str,

@@ -16,7 +16,7 @@ are Twisted's, unchanged.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Sequence
+from typing import AnyStr, Mapping, Optional, Sequence
 
 from twisted.internet.interfaces import IProcessProtocol, IProtocol, IReactorProcess
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
@@ -123,14 +123,14 @@ class PipeProcessReactor:
     def spawnProcess(
         self,
         processProtocol: IProcessProtocol,
-        executable: str,
-        args: Sequence[str] = (),
-        env: Optional[Mapping[str, str]] = None,
-        path: Optional[str] = None,
+        executable: bytes | str,
+        args: Sequence[bytes | str] = (),
+        env: Optional[Mapping[AnyStr, AnyStr]] = None,
+        path: bytes | str | None = None,
         uid: Optional[int] = None,
         gid: Optional[int] = None,
         usePTY: bool = False,
-        childFDs: Optional[dict] = None,
+        childFDs: Optional[Mapping[int, int | str]] = None,
     ) -> PipeProcess:
         if usePTY:
             raise ValueError("PipeProcessReactor spawns processes on pipes, not PTYs")

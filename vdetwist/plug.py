@@ -36,6 +36,7 @@ class PlugStats:
         )
 
 
+@implementer(IFrameReceiver)
 class _NoReceiver:
     """
     Stands in before C{startReceiving} and after close, so the hot path never

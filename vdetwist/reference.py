@@ -114,6 +114,7 @@ class SchemeReference:
         """
         parts = [f"## {self.scheme}://", f"    {self.synopsis}", self.description]
         if self.options:
+            assert self.grammar is not None, "__post_init__ checks it"
             rules = f"{GRAMMARS[self.grammar]} {_COMMON_RULES}"
             if self.nested:
                 rules = f"{_NESTED} {rules}"

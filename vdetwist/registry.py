@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
 from vdetwist.errors import NoBackendError, VdeError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
@@ -139,10 +139,11 @@ class Registry:
             return backend.open(reactor, parsed, text, args, self)
 
         def nameVNL(failure: Failure) -> Failure:
-            if failure.check(VdeError) and failure.value.vnl is None:
-                failure.value.vnl = vnl or ""
-            elif failure.check(OSError):
-                error = failure.value
+            error = failure.value
+            if isinstance(error, VdeError):
+                if error.vnl is None:
+                    error.vnl = vnl or ""
+            elif isinstance(error, OSError):
                 return Failure(VdeError(error.strerror or str(error), error.errno or EIO, vnl or ""))
             return failure
 
@@ -193,6 +194,7 @@ def writePluginCaches() -> list[tuple[str, int]]:
     """
     unwritable: list[tuple[str, int]] = []
 
+    @provider(ILogObserver)
     def observe(event: dict) -> None:
         if "plugin cache" in str(event.get("format", "")) and "errno" in event:
             unwritable.append((event["path"], event["errno"]))

@@ -77,7 +77,7 @@ import grp
 import os
 import socket
 import sys
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 from twisted.application.service import Service
 from twisted.copyright import version as twistedVersion
@@ -96,6 +96,10 @@ from vdetwist.node import (
 from vdetwist.node.mactable import roundUpPowerOfTwo
 from vdetwist.reconnect import Redialer
 from vdetwist.sockets import groupId, isAlive, isSocket
+
+if TYPE_CHECKING:  # imported when the switch is built
+    from vdetwist.vde2.console import StdioConsoleProtocol, VdeConsole
+    from vdetwist.vde2.server import VdeServer
 
 __all__ = ["Options", "makeService", "VdeSwitchService", "StartFailed", "defaultSwitchPath"]
 
@@ -582,9 +586,9 @@ class VdeSwitchService(Service):
         self.reactor = reactor
         self.standalone = standalone
         self.node: Optional[Node] = None
-        self.server = None
-        self.console = None
-        self.stdio = None
+        self.server: Optional[VdeServer] = None
+        self.console: Optional[VdeConsole] = None
+        self.stdio: Optional[StdioConsoleProtocol] = None
         self.mgmtPort = None
         self.plugs: list[tuple[str, object]] = []
         self.clock = reactor
@@ -725,12 +729,14 @@ class VdeSwitchService(Service):
         d.addCallbacks(self.listening.append, failures.append)
         if failures:
             self._teardown()
-            problem, code = _listenError(failures[0].value)
+            error = failures[0].value
+            assert error is not None, "a Failure holds its exception"
+            problem, code = _listenError(error)
             self._startFailed(f"--{option} {description}: {problem}", code)
         return self.listening[-1]
 
     def _accept(self, plug) -> None:
-        if self.node is None:
+        if self.node is None or self.console is None:  # set and cleared together
             plug.close()
             return
         self.console.describePlug(plug, "stream")
@@ -742,7 +748,7 @@ class VdeSwitchService(Service):
             return
         log.info("{plug} is port {port}", plug=plug.description, port=port.number)
 
-    def _startFailed(self, message: str, code: int):
+    def _startFailed(self, message: str, code: int) -> NoReturn:
         # Not critical: before the log begins (python -m twisted starts the
         # service first), Twisted copies critical events to stderr, which
         # would say it twice.
@@ -758,13 +764,15 @@ class VdeSwitchService(Service):
         """
         self._build()
         super().startService()
-        self.node.start()
+        node, console = self.node, self.console
+        assert node is not None and console is not None, "_build made them or raised"
+        node.start()
         if self.web is not None:
             self.web.start()
         if self.config["console"]:
             from vdetwist.vde2.console import serveStdio
 
-            self.stdio = serveStdio(self.reactor, self.console)
+            self.stdio = serveStdio(self.reactor, console)
         rcfile = self.config["rcfile"]
         if rcfile is None:
             rcfile = defaultRcfile()
@@ -787,6 +795,7 @@ class VdeSwitchService(Service):
         """
         log.info("running the rc file {path}", path=path)
         failures: list[tuple[int, str, str]] = []
+        assert self.console is not None, "run once built"
         code, text = self.console.runScript(
             path, onFailure=lambda *failure: failures.append(failure))
         for line in text.decode("utf-8", "replace").splitlines():
@@ -821,7 +830,7 @@ class VdeSwitchService(Service):
         return result
 
     def _attach(self, plug, vnl: str) -> None:
-        if self.node is None:
+        if self.node is None or self.console is None:  # set and cleared together
             plug.close()
             return
         try:

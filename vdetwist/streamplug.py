@@ -10,7 +10,7 @@ factory, and the result is an ordinary L{IVdePlug}.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -100,6 +100,11 @@ class StreamPlug(PlugBase, Protocol):
         # full; None while it is not.
         self._room: Optional[int] = None
 
+    # Any stream connection (TCP, UNIX, TLS, a process's pipes): an
+    # ITransport that is also the IConsumer and IPushProducer the plug
+    # drives, which no single interface names; None until connected.
+    transport: Any
+
     def connectionMade(self) -> None:
         if not self._reading:
             self.transport.pauseProducing()
@@ -166,6 +171,7 @@ class StreamPlug(PlugBase, Protocol):
         if reason.check(ConnectionDone):
             reason = Failure(PlugClosed(f"{self.description}: end of stream"))
         else:
+            assert reason.value is not None, "a Failure holds its exception"
             reason = Failure(
                 PlugLost(f"{self.description}: {failureMessage(reason.value)}")
             )
@@ -210,5 +216,6 @@ def connectStreamPlug(
     """
     Connect C{endpoint} and use the connection as a plug.
     """
-    return endpoint.connect(StreamPlugFactory(description))
+    # The factory builds StreamPlugs; IStreamClientEndpoint only says IProtocol.
+    return cast("Deferred[StreamPlug]", endpoint.connect(StreamPlugFactory(description)))
 

@@ -47,6 +47,7 @@ def strtol(text: str) -> tuple[int, int]:
     the index where parsing stopped (0 when nothing was parsed).
     """
     match = _STRTOL.match(text)
+    assert match is not None, "every part of the pattern is optional"
     sign, digits = match.groups()
     if not digits:
         return 0, 0
