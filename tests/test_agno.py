@@ -310,7 +310,7 @@ class PlugTests(SynchronousTestCase):
         """
         Without the cryptography package, opening says how to install it.
         """
-        self.patch(agnocrypt, "Cipher", None)
+        self.patch(agnocrypt, "_HAVE_CRYPTOGRAPHY", False)
         failure = self.failureResultOf(
             self.registry.open(self.clock, f"agno://{self.keyfile}{{mem://}}"))
         failure.trap(VdeError)
