@@ -42,7 +42,7 @@ from zope.interface import implementer
 from vdetwist import fastDispatch
 from vdetwist._version import versionLine
 from vdetwist.errors import VdeError
-from vdetwist.interfaces import IFrameReceiver
+from vdetwist.interfaces import IFrameReceiver, IVdePlug
 from vdetwist.lab.capture import CaptureFile, openPcap
 from vdetwist.lab.pcapfile import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, PcapError, fileHeader
 from vdetwist.registry import openVNL
@@ -143,7 +143,7 @@ class Capture:
         self.options = options
         self.stderr = stderr
         self.counter = not options.quiet and stderr.isatty()
-        self.plug = None
+        self.plug: Optional[IVdePlug] = None
         self.status = 0
         self.size = 0 if options.append and options.path != "-" else FILE_HEADER_SIZE
         self.done: Deferred = Deferred()
