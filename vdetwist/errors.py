@@ -77,7 +77,7 @@ class PlugLost(VdeError):
     """
 
 
-def reasonText(error: BaseException) -> str:
+def reasonText(error: BaseException | None) -> str:
     """
     What to show a user of why something failed or closed: a L{VdeError}'s
     message, else the exception's text, else its type's name.

@@ -105,7 +105,7 @@ class Registry:
         clib = table.get("clib")
         findModule = getattr(clib, "findModule", None)
         path = None if findModule is None else findModule(scheme)
-        if path is None:
+        if clib is None or path is None:
             raise NoBackendError(vnl, scheme, sorted(table))
         log.info("no Python backend for {scheme}://: opening it with the C plugin {path}"
                  " through clib://", scheme=scheme, path=path)

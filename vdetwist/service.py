@@ -847,15 +847,17 @@ class VdeSwitchService(Service):
 
         @raise VdeError: no port is free (C{plug} is closed).
         """
+        node, console = self.node, self.console
+        assert node is not None and console is not None, "callers check the switch is up"
         scheme = vnl.partition("://")[0] if "://" in vnl else "vde"
         module = "tuntap" if scheme in ("tap", "macvtap") else "vdeplug"
-        self.console.describePlug(plug, module, vnl)
+        console.describePlug(plug, module, vnl)
         if number is not None:
-            taken = self.node.getPort(number)
+            taken = node.getPort(number)
             if taken is not None and taken.endpoints:
                 number = None
         try:
-            port = self.node.addPort(plug, number)
+            port = node.addPort(plug, number)
         except VdeError:
             plug.close()
             raise
