@@ -112,7 +112,7 @@ def openDevice(path: str, purpose: str) -> int:
         raise VdeError(
             f"permission denied opening {path} for {purpose}: needs root "
             f"(CAP_NET_ADMIN) or read-write access to {path}",
-            e.errno,
+            e.errno or errno.EACCES,
         ) from None
 
 

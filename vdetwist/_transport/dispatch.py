@@ -73,8 +73,12 @@ def install(reactor: Any) -> bool:
     if not all(hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")):
         return False
 
-    reactor.doPoll = reactor.doIteration = functools.partial(_doPoll, reactor)
-    reactor._vdetwistDispatch = True
+    # Patching this reactor's own loop is the point (checked above against
+    # this Twisted's internals); mypy forbids assigning to methods and
+    # attributes EPollReactor does not declare.
+    reactor.doPoll = reactor.doIteration = functools.partial(  # type: ignore[method-assign]
+        _doPoll, reactor)
+    reactor._vdetwistDispatch = True  # type: ignore[attr-defined]
     return True
 
 

@@ -80,6 +80,7 @@ class FdPlug(ReaderPlug):
 
     def doRead(self) -> None:
         recv = self._recv
+        assert recv is not None, "a subclass without recv reads in its own doRead"
         deliver = self.receiver.frameReceived
         received = 0
         try:

@@ -56,14 +56,15 @@ def groupAddresses(config: VxConfig) -> list[tuple[int, Any]]:
         raise VdeError(
             f"cannot resolve group {config.group!r}: {e}", errno.EINVAL
         ) from None
-    result = []
+    result: list[tuple[int, Any]] = []
     for family, _, _, _, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
+        address: tuple = tuple(sockaddr)
         if config.gid is not None:
-            packed = applyGid(socket.inet_pton(family, sockaddr[0]), config.gid)
-            sockaddr = (socket.inet_ntop(family, packed),) + tuple(sockaddr[1:])
-        result.append((family, tuple(sockaddr)))
+            packed = applyGid(socket.inet_pton(family, address[0]), config.gid)
+            address = (socket.inet_ntop(family, packed),) + address[1:]
+        result.append((family, address))
     return result
 
 
