@@ -364,6 +364,7 @@ class CLibPlug(FdPlug):
         Any readability or hangup of the control descriptor ends the plug.
         """
         how = "sent data on"
+        assert self._control is not None, "only the control reader calls this"
         try:
             events = select.poll()
             events.register(self._control.fd, select.POLLIN | select.POLLHUP)

@@ -173,7 +173,7 @@ def tapPlugFromDescriptor(reactor: IReactorFDSet, fd: int, description: str) -> 
     try:
         name, flags = IFREQ.unpack(fcntl.ioctl(fd, TUNGETIFF, bytes(IFREQ.size)))
     except OSError as e:
-        raise VdeError(f"descriptor {fd} is not a tap: {e.strerror}", e.errno) from None
+        raise VdeError(f"descriptor {fd} is not a tap: {e.strerror}", e.errno or errno.EIO) from None
     if not flags & IFF_TAP:
         raise VdeError(f"descriptor {fd} is a tun device, not a tap", errno.EINVAL)
     os.set_blocking(fd, False)
