@@ -39,9 +39,12 @@ import stat
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Callable, Optional
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReadDescriptor
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import (
+    IDelayedCall, IHalfCloseableProtocol, IReadDescriptor, ITCPTransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vdetwist.slirp.config import HostForward
@@ -232,12 +235,16 @@ class ApiProtocol(Protocol):
     seconds is cut off.
     """
 
+    # A UNIX stream connection, from makeConnection on (abortConnection
+    # is declared by ITCPTransport only).
+    transport: ITCPTransport
+
     def __init__(self, factory: "ApiFactory") -> None:
         self.factory = factory
         self.received: list[bytes] = []
         self.size = 0
         self.answered = False
-        self.timeout = None
+        self.timeout: Optional[IDelayedCall] = None
 
     def connectionMade(self) -> None:
         self.factory.clients += 1
@@ -276,7 +283,7 @@ class ApiProtocol(Protocol):
                  t=REQUEST_TIMEOUT)
         self.transport.abortConnection()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.clients -= 1
         self.received = []
         if self.timeout is not None and self.timeout.active():
@@ -362,9 +369,11 @@ class ApiServer:
         return "slirp-api"
 
     def doRead(self) -> None:
+        sock = self.socket
+        assert sock is not None, "read only while listening"
         for _ in range(MAX_CLIENTS):
             try:
-                conn, _ = self.socket.accept()
+                conn, _ = sock.accept()
             except BlockingIOError:
                 return
             except OSError as e:
