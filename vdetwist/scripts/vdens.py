@@ -315,8 +315,12 @@ def runPlug(vnl: str, command: list[str], pid: int, sock: socket.socket,
             signal.signal(signum, forward)
         d = ensureDeferred(_plug(reactor, vnl, ifname, command, pid, sock, tapFd))
         d.addCallback(result.append)
-        d.addErrback(lambda f: (sys.stderr.write(f"vdens: {f.getErrorMessage()}\n"),
-                                result.append(1)))
+
+        def failed(failure: Failure) -> None:
+            sys.stderr.write(f"vdens: {failure.getErrorMessage()}\n")
+            result.append(1)
+
+        d.addErrback(failed)
         d.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(start)
