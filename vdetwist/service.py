@@ -100,6 +100,7 @@ from vdetwist.sockets import groupId, isAlive, isSocket
 if TYPE_CHECKING:  # imported when the switch is built
     from vdetwist.vde2.console import StdioConsoleProtocol, VdeConsole
     from vdetwist.vde2.server import VdeServer
+    from vdetwist.web.resources import WebStatus
 
 __all__ = ["Options", "makeService", "VdeSwitchService", "StartFailed", "defaultSwitchPath"]
 
@@ -597,7 +598,7 @@ class VdeSwitchService(Service):
         self._redialerOf: dict[object, Redialer] = {}
         self._redialers: list[Redialer] = []
         self.listening: list = []
-        self.web = None
+        self.web: Optional[WebStatus] = None
         self.failed: Optional[str] = None
         self._built = False
         self._opening = False
@@ -709,9 +710,9 @@ class VdeSwitchService(Service):
         if config.get("web"):
             from vdetwist.web.resources import WebStatus
 
-            self.web = WebStatus(node, console, reactor)
+            web = self.web = WebStatus(node, console, reactor)
             for description in config["web"]:
-                port = self._listen("web", description, self.web.site)
+                port = self._listen("web", description, web.site)
                 log.info("web status on {endpoint}: {where}", endpoint=description,
                          where=_webAddress(port.getHost()))
 

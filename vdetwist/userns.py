@@ -217,6 +217,7 @@ def bindResolvConf(path: Optional[str], addresses: Sequence[str]) -> None:
             f.writelines(f"nameserver {address}\n" for address in addresses)
         os.chmod(temporary, 0o444)
         source = temporary
+    assert source is not None, "callers give addresses or a file"
     try:
         _check(_libc.mount(os.fsencode(source), b"/etc/resolv.conf", None, MS_BIND, None),
                f"mount {source} on /etc/resolv.conf")

@@ -387,6 +387,7 @@ def strtol0(text: str) -> int:
     garbage ignored, nothing parsable is 0.
     """
     match = _STRTOL.match(text)
+    assert match is not None, "every part of the pattern is optional"
     sign, digits = match.groups()
     if not digits:
         return 0
