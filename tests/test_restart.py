@@ -23,7 +23,7 @@ from zope.interface.verify import verifyObject
 
 from tests.nested_support import MemoryBackend, numberOf, testFrame
 from tests.support import (
-    TIMEOUT, LogCapture, describeAll, isListening, ourPlug, tmpdir, until,
+    TIMEOUT, LogCapture, describeAll, frame, isListening, ourPlug, tmpdir, until,
 )
 from vdetwist.backends.restart import (
     DEFAULT_PERIOD, MAX_PERIOD, RestartBackend, RestartPlug, parsePeriod,
@@ -191,10 +191,11 @@ class RestartPlugTests(SynchronousTestCase):
     def test_passes(self) -> None:
         plug = self.open()
         self.assertEqual(self.memory.calls[0][0].text, "mem://a")
-        plug.send(b"out")
-        self.assertEqual(list(self.memory.far[0].pending), [b"out"])
-        self.memory.far[0].send(b"in")
-        self.assertEqual(self.received.frames, [b"in"])
+        out, into = frame(1), frame(2)
+        plug.send(out)
+        self.assertEqual(list(self.memory.far[0].pending), [out])
+        self.memory.far[0].send(into)
+        self.assertEqual(self.received.frames, [into])
         self.assertEqual((plug.stats.sent, plug.stats.received), (1, 1))
 
     def test_comesBack(self) -> None:
@@ -207,17 +208,18 @@ class RestartPlugTests(SynchronousTestCase):
         self.memory.far[0].close()
         self.assertIsNone(plug.inner)
         self.assertFalse(plug.closed)
-        plug.send(b"lost")
+        plug.send(frame(1))
         self.assertEqual(plug.stats.dropped, 1)
         self.assertEqual(len(self.memory.calls), 1)
         self.clock.advance(4.9)
         self.assertEqual(len(self.memory.calls), 1)
         self.clock.advance(0.1)
         self.assertEqual(len(self.memory.calls), 2)
-        plug.send(b"again")
-        self.assertEqual(list(self.memory.far[1].pending), [b"again"])
-        self.memory.far[1].send(b"back")
-        self.assertEqual(self.received.frames, [b"back"])
+        again, back = frame(2), frame(3)
+        plug.send(again)
+        self.assertEqual(list(self.memory.far[1].pending), [again])
+        self.memory.far[1].send(back)
+        self.assertEqual(self.received.frames, [back])
         self.assertEqual(self.levels("the nested network dropped"), [LogLevel.warn])
         self.assertEqual(self.levels("the nested network is back"), [LogLevel.info])
 
