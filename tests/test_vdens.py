@@ -15,7 +15,7 @@ import stat
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from twisted.internet import reactor
@@ -414,6 +414,37 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
             f"vde://{switch.path}", "sh", "-c",
             "ip addr add 10.78.0.2/24 dev vde0 && ping -q -c 2 -i 0.2 -w 10 10.78.0.1")
         self.assertEqual((result.returncode, result.stderr), (0, ""), result.stdout)
+
+    def test_vxvdeToIpNetns(self) -> None:
+        """
+        As root: a vdens on C{vxvde://} reaches a namespace made by C{ip
+        netns} whose tap a C vde_plug joined to the same group.  The vdens
+        runs in a namespace of its own too (its plug opens the group in the
+        caller's network), cabled by a veth that carries the multicast.
+        """
+        requireTun()
+        from vdetwist import netns
+
+        outer, peer = makeNamespace(self).name, makeNamespace(self).name
+        netns.createVeth("eth0", "eth0", outer, peer)
+        for namespace, address in ((outer, "10.77.0.1/24"), (peer, "10.77.0.2/24")):
+            netns.addAddress("eth0", address, namespace)
+            netns.setUp("eth0", namespace)
+            netns.run(namespace, ["ip", "route", "add", "224.0.0.0/4", "dev", "eth0"],
+                      check=True)
+        vnl = "vxvde://239.77.0.1"
+        tap = "vtdx0"
+        plug = cPlug(self, tap, vnl, f"tap://{tap}", namespace=peer)
+        waitFor(lambda: linkExists(tap, peer), "the C vde_plug's tap", procs=[plug])
+        netns.addAddress(tap, "10.78.0.1/24", peer)
+        netns.setUp(tap, peer)
+        identity = replace(caller(self), prefix=["ip", "netns", "exec", outer])
+        result = identity.run(
+            vnl, "sh", "-c",
+            "ip addr add 10.78.0.2/24 dev vde0 && ping -q -c 2 -i 0.2 -w 10 10.78.0.1")
+        self.assertEqual((result.returncode, result.stderr), (0, ""), result.stdout)
+        left = subprocess.run(["ip", "netns", "pids", outer], capture_output=True, text=True)
+        self.assertEqual((left.returncode, left.stdout), (0, ""))
 
     def test_badVNL(self) -> None:
         """
