@@ -293,6 +293,10 @@ class NoNetworkTests(VdensMixin, SynchronousTestCase):
         self.assertOneLine(identity.run("-i", "a/b", "slirp://", "true"), "'a/b'")
         self.assertOneLine(identity.run("-r", "/nonexistent", "-", "true"),
                            "-r: /nonexistent is not a file")
+        self.assertOneLine(identity.run("-m", "slirp://", "-", "--", "true"),
+                           "-m: '-' is not a VNL")
+        self.assertOneLine(identity.run("-m", "-i", "a" * 15, "slirp://", "--", "true"),
+                           f"-i: interface name '{'a' * 15}0' is too long")
 
     def test_userNamespacesDisabled(self) -> None:
         """
@@ -316,6 +320,19 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
     """
     C{vdens VNL}: a tap in the namespace cabled to a VNL opened outside.
     """
+
+    def startSwitch(self, identity: Identity, name: str) -> tuple[str, subprocess.Popen]:
+        """
+        One of our switches, C{identity}'s, in their home: its directory
+        and process (stopped when the test ends).
+        """
+        switch = os.path.join(identity.home, name)
+        service = identity.popen(
+            [*identity.prefix, identity.python, "-m", "twisted", "vde", "--switch", switch,
+             "--rcfile="], os.path.join(identity.home, f"{name}.log"))
+        self.addCleanup(stop, service)
+        waitFor(lambda: isListening(os.path.join(switch, "ctl")), f"the switch {name}")
+        return switch, service
 
     def identities(self) -> list[Identity]:
         found = [unprivileged(self)]
@@ -352,13 +369,7 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         and move 10 MiB over TCP.
         """
         for identity in self.identities()[:1]:
-            switch = os.path.join(identity.home, "sw")
-            log = os.path.join(identity.home, "switch.log")
-            service = identity.popen(
-                [*identity.prefix, identity.python, "-m", "twisted", "vde", "--switch", switch,
-                 "--rcfile="], log)
-            self.addCleanup(stop, service)
-            waitFor(lambda: isListening(os.path.join(switch, "ctl")), "the switch")
+            switch, _ = self.startSwitch(identity, "sw")
             receiver = (
                 "import socket\n"
                 "s = socket.create_server(('10.9.0.1', 5000))\n"
@@ -446,6 +457,42 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         left = subprocess.run(["ip", "netns", "pids", outer], capture_output=True, text=True)
         self.assertEqual((left.returncode, left.stdout), (0, ""))
 
+    def test_multi(self) -> None:
+        """
+        C{-m} with two of our switches: C{vde0} reaches the peer on the
+        first, C{vde1} the peer on the second; with C{-i eth} they are
+        C{eth0} and C{eth1}.  A VNL that does not open among them: one line,
+        status 1, and nothing is left once the peers and switches end.
+        """
+        identity = self.identities()[0]
+        started = [self.startSwitch(identity, f"sw{n}") for n in (1, 2)]
+        switches = [switch for switch, _ in started]
+        processes = [service for _, service in started]
+        for n, switch in enumerate(switches, 1):
+            peer = identity.popen(
+                identity.argv(f"vde://{switch}", "sh", "-c",
+                              f"ip addr add 10.9.{n}.1/24 dev vde0 && exec sleep 60"),
+                os.path.join(identity.home, f"peer{n}.log"))
+            self.addCleanup(stop, peer)
+            processes.insert(0, peer)
+        result = identity.run(
+            "-m", f"vde://{switches[0]}", f"vde://{switches[1]}", "--", "sh", "-c",
+            "ip addr add 10.9.1.2/24 dev vde0 && ip addr add 10.9.2.2/24 dev vde1 && "
+            "ping -q -c 2 -i 0.2 -w 10 10.9.1.1 >/dev/null && "
+            "ping -q -c 2 -i 0.2 -w 10 10.9.2.1 >/dev/null && exit 7")
+        self.assertEqual((result.returncode, result.stderr), (7, ""), result.stdout)
+        named = identity.run("-m", "-i", "eth", f"vde://{switches[0]}", f"vde://{switches[1]}",
+                             "--", "cat", "/proc/net/dev")
+        self.assertEqual(named.returncode, 0, named.stderr)
+        interfaces = sorted(line.split(":")[0].strip() for line in named.stdout.splitlines()[2:])
+        self.assertEqual(interfaces, ["eth0", "eth1", "lo"])
+        bad = identity.run("-m", f"vde://{switches[0]}", "vde:///nonexistent/sw", "--", "true")
+        self.assertOneLine(bad, "vdens: vde:///nonexistent/sw:", "no switch directory")
+        self.assertEqual(bad.returncode, 1)
+        for process in processes:
+            stop(process)
+        self.assertNothingLeft(identity)
+
     def test_badVNL(self) -> None:
         """
         A VNL that does not open: one line, status 1, and the child that
@@ -462,12 +509,7 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         When the VNL closes (the switch ends), the command is hung up.
         """
         identity = self.identities()[0]
-        switch = os.path.join(identity.home, "sw")
-        service = identity.popen(
-            [*identity.prefix, identity.python, "-m", "twisted", "vde", "--switch", switch,
-             "--rcfile="], os.path.join(identity.home, "switch.log"))
-        self.addCleanup(stop, service)
-        waitFor(lambda: isListening(os.path.join(switch, "ctl")), "the switch")
+        switch, service = self.startSwitch(identity, "sw")
         out = os.path.join(identity.home, "out")
         proc = identity.popen(identity.argv(f"vde://{switch}", "sh", "-c",
                                             "echo ready; exec sleep 30"), out)

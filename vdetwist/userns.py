@@ -257,14 +257,15 @@ class Setup:
     """
     What the namespace holds before the command runs.
 
-    @ivar ifname: the tap to create, or C{None} for no network (only lo).
+    @ivar ifnames: the taps to create, one per VNL; none for no network
+        (only lo).
     @ivar resolvConf: a file to show as C{/etc/resolv.conf}, if any.
     @ivar resolvAddresses: name servers to list in a private
         C{/etc/resolv.conf} (wins over C{resolvConf}).
     @ivar sysadm: also grant C{CAP_SYS_ADMIN} (over the namespace).
     """
 
-    ifname: Optional[str] = None
+    ifnames: Sequence[str] = field(default_factory=tuple)
     resolvConf: Optional[str] = None
     resolvAddresses: Sequence[str] = field(default_factory=tuple)
     sysadm: bool = False
@@ -281,14 +282,15 @@ class Setup:
         return NET_CAPABILITIES + ((CAP_SYS_ADMIN,) if self.sysadm else ())
 
 
-def enter(setup: Setup) -> Optional[int]:
+def enter(setup: Setup) -> list[int]:
     """
     Move this single-threaded process into new namespaces set up as
-    C{setup} says; return the tap's descriptor if C{setup.ifname}.
+    C{setup} says; return the descriptors of the taps C{setup.ifnames}
+    names, in order.
 
     @raise NamespaceError: a step failed.
     """
-    if setup.ifname is not None:
+    if setup.ifnames:
         try:
             tun: Optional[os.stat_result] = os.stat(TUN_DEVICE)
         except OSError:
@@ -299,7 +301,7 @@ def enter(setup: Setup) -> Optional[int]:
         setLinkUp("lo")
     except OSError as e:
         raise NamespaceError(f"cannot bring lo up: {e.strerror}") from None
-    fd = makeTap(setup.ifname, advice) if setup.ifname is not None else None
+    fds = [makeTap(name, advice) for name in setup.ifnames]
     if setup.resolvAddresses or setup.resolvConf:
         bindResolvConf(setup.resolvConf, setup.resolvAddresses)
-    return fd
+    return fds

@@ -1,18 +1,20 @@
 """
-C{vdens}: run a command in a network namespace of its own, whose one
-interface is plugged into a VNL, without root (the command line of
+C{vdens}: run a command in a network namespace of its own, whose
+interface is plugged into a VNL (or, with C{-m}, whose interfaces are each
+plugged into one of several VNLs), without root (the command line of
 rd235/vdens)::
 
     vdens [OPTIONS] [VNL [COMMAND [ARGS]]]
+    vdens -m [OPTIONS] VNL [VNL...] [-- COMMAND [ARGS]]
 
 The user namespace must be made by a single-threaded process, and the plug
 must stay in the caller's network namespace (where C{slirp://} reaches the
 host's loopback), so C{vdens} forks before anything starts a thread: the
-child makes the namespaces and the tap in them, passes the tap's descriptor
-back over a socket pair and, once the parent has opened the VNL, executes
-the command with the network capabilities over its namespace.  The parent
-cables the tap to the VNL until the command ends, and exits with its
-status.  Without a network (C{-}, C{no}) there is no parent: the process
+child makes the namespaces and the taps in them, passes the taps'
+descriptors back over a socket pair and, once the parent has opened the
+VNLs, executes the command with the network capabilities over its
+namespace.  The parent cables each tap to its VNL until the command ends,
+and exits with its status.  Without a network (C{-}, C{no}) there is no parent: the process
 enters the namespaces and executes the command itself.
 """
 
@@ -27,7 +29,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import NoReturn, Optional
+from typing import NoReturn, Optional, Sequence
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReadDescriptor
@@ -45,19 +47,24 @@ from vdetwist._version import versionLine
 from vdetwist.backends.tap import checkInterfaceName, tapPlugFromDescriptor
 from vdetwist.cable import Cable
 from vdetwist.errors import VdeError
+from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import openVNL
 from vdetwist.scripts.cli import glibcMessage
 from vdetwist.userns import NamespaceError, Setup, dieWithParent, enter, grantCapabilities
 
 USAGE = """\
 Usage: vdens [OPTIONS] [VNL [COMMAND [ARGS...]]]
+       vdens -m [OPTIONS] VNL [VNL...] [-- COMMAND [ARGS...]]
   Run COMMAND ($SHELL if omitted) in a network namespace of its own whose
   interface is plugged into VNL; no interface but lo if VNL is omitted,
-  "-" or "no".
+  "-" or "no".  With -m, one interface per VNL: vde0 on the first, vde1 on
+  the second, and so on.
 OPTIONS:
   -h | --help           print this short usage message
   --version             print vdetwist's version and exit
-  -i | --iface NAME     the interface's name (default "vde0")
+  -m | --multi          several VNLs, up to "--" (then the command)
+  -i | --iface NAME     the interface's name (default "vde0"); with -m the
+                        names' prefix (default "vde")
   -r | --resolvconf FILE
                         the file to show as /etc/resolv.conf in the namespace
   -R | --resolvaddr ADDR[,ADDR...]
@@ -74,6 +81,11 @@ LONG = ["help", "multi", "iface=", "sysadm", "unshare", "clone", "resolvconf=",
 #: VNL arguments that mean "no network".
 NO_NETWORK = ("", "-", "no")
 DEFAULT_IFNAME = "vde0"
+#: With C{-m}: interface N is named this prefix (or C{-i}'s) and N.
+DEFAULT_PREFIX = "vde"
+#: With C{-m}: at most this many VNLs (the taps' descriptors travel in one
+#: message, and the kernel passes at most 253 descriptors in one).
+MAX_NETWORKS = 253
 #: How long the namespace may take to be ready (a few milliseconds when well).
 READY_TIMEOUT = 30.0
 #: Signals passed on to the command; those a terminal sends to its whole
@@ -91,7 +103,8 @@ class UsageError(Exception):
 @dataclass
 class Options:
     setup: Setup = field(default_factory=Setup)
-    vnl: Optional[str] = None
+    #: One per interface of C{setup.ifnames}, in order.
+    vnls: list[str] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
     help: bool = False
     version: bool = False
@@ -100,15 +113,17 @@ class Options:
 def parseArgs(args: list[str], environ: dict[str, str]) -> Options:
     """
     The C tool's command line (options stop at the VNL, so the command keeps
-    its own), into L{Options}; C{VDE_RESOLVCONF} and C{VDE_RESOLVADDR} are
-    the defaults of C{-r} and C{-R}.
+    its own; with C{-m} the VNLs end at C{--}), into L{Options};
+    C{VDE_RESOLVCONF} and C{VDE_RESOLVADDR} are the defaults of C{-r} and
+    C{-R}.
     """
     try:
         opts, rest = getopt.getopt(args, SHORT, LONG)
     except getopt.GetoptError as e:
         raise UsageError(glibcMessage(e, LONG)) from None
     options = Options()
-    ifname = DEFAULT_IFNAME
+    ifname: Optional[str] = None
+    multi = False
     resolvConf = environ.get("VDE_RESOLVCONF") or None
     resolvAddr = environ.get("VDE_RESOLVADDR") or None
     for name, value in opts:
@@ -125,15 +140,16 @@ def parseArgs(args: list[str], environ: dict[str, str]) -> Options:
         elif name in ("-s", "--sysadm"):
             options.setup.sysadm = True
         elif name in ("-m", "--multi"):
-            raise UsageError("-m (several networks) is not supported: one VNL per vdens")
-    if rest:
-        options.vnl, options.command = rest[0], rest[1:]
-    if options.vnl not in (None, *NO_NETWORK):
-        try:
-            checkInterfaceName(ifname)
-        except ValueError as e:
-            raise UsageError(f"-i: {e}") from None
-        options.setup.ifname = ifname
+            multi = True
+    if multi and rest:
+        options.vnls = rest[: rest.index("--")] if "--" in rest else rest
+        options.command = rest[len(options.vnls) + 1 :]
+        options.setup.ifnames = _multiNames(options.vnls, ifname or DEFAULT_PREFIX)
+    elif rest:
+        options.command = rest[1:]
+        if rest[0] not in NO_NETWORK:
+            options.vnls = rest[:1]
+            options.setup.ifnames = (_checkedName(ifname or DEFAULT_IFNAME),)
     if resolvAddr:
         options.setup.resolvAddresses = _addresses(resolvAddr)
     elif resolvConf:
@@ -141,6 +157,29 @@ def parseArgs(args: list[str], environ: dict[str, str]) -> Options:
             raise UsageError(f"-r: {resolvConf} is not a file")
         options.setup.resolvConf = os.path.abspath(resolvConf)
     return options
+
+
+def _multiNames(vnls: list[str], prefix: str) -> tuple[str, ...]:
+    """
+    The interfaces of C{-m}'s C{vnls}: C{prefix} numbered from 0.
+    """
+    if not vnls:
+        raise UsageError("-m: no VNL before --: name at least one network")
+    if len(vnls) > MAX_NETWORKS:
+        raise UsageError(f"-m: {len(vnls)} VNLs, at most {MAX_NETWORKS}")
+    for vnl in vnls:
+        if vnl in NO_NETWORK:
+            raise UsageError(f"-m: {vnl!r} is not a VNL: with -m each argument before -- "
+                             "is a network")
+    return tuple(_checkedName(f"{prefix}{n}") for n in range(len(vnls)))
+
+
+def _checkedName(ifname: str) -> str:
+    try:
+        checkInterfaceName(ifname)
+    except ValueError as e:
+        raise UsageError(f"-i: {e}") from None
+    return ifname
 
 
 def _addresses(text: str) -> tuple[str, ...]:
@@ -177,14 +216,14 @@ def _execute(setup: Setup, command: list[str]) -> NoReturn:
 
 def _child(sock: socket.socket, setup: Setup, command: list[str], parent: int) -> NoReturn:
     """
-    In the fork: make the namespaces and the tap, hand the tap to the
-    parent, and run the command once the parent says the VNL is open.
+    In the fork: make the namespaces and the taps, hand the taps to the
+    parent, and run the command once the parent says the VNLs are open.
     """
     try:
-        fd = enter(setup)
-        assert fd is not None
-        socket.send_fds(sock, [b"ready"], [fd])
-        os.close(fd)
+        fds = enter(setup)
+        socket.send_fds(sock, [b"ready"], fds)
+        for fd in fds:
+            os.close(fd)
         dieWithParent(signal.SIGHUP)
         if sock.recv(16) != b"go" or os.getppid() != parent:
             os._exit(1)
@@ -196,24 +235,24 @@ def _child(sock: socket.socket, setup: Setup, command: list[str], parent: int) -
         _fail(f"setting up the namespace failed: {e}")
 
 
-def _receiveTap(sock: socket.socket, pid: int) -> int:
+def _receiveTaps(sock: socket.socket, pid: int, count: int) -> list[int]:
     """
-    Wait (bounded) for the child's tap; if the child gave up instead (it
-    said why), exit with its status.
+    Wait (bounded) for the child's C{count} taps; if the child gave up
+    instead (it said why), exit with its status.
     """
     sock.settimeout(READY_TIMEOUT)
     try:
-        message, fds, _, _ = socket.recv_fds(sock, 16, 1, socket.MSG_CMSG_CLOEXEC)
+        message, fds, _, _ = socket.recv_fds(sock, 16, count, socket.MSG_CMSG_CLOEXEC)
     except socket.timeout:
         os.kill(pid, signal.SIGKILL)
         message, fds = b"", []
         sys.stderr.write(f"vdens: the namespace was not ready in {READY_TIMEOUT:g} s\n")
-    if message != b"ready" or len(fds) != 1:
+    if message != b"ready" or len(fds) != count:
         for fd in fds:
             os.close(fd)
         _, status = os.waitpid(pid, 0)
         raise SystemExit(_exitCode(status) or 1)
-    return fds[0]
+    return fds
 
 
 def _exitCode(status: int) -> int:
@@ -255,23 +294,30 @@ class _ExitWatcher:
         pass
 
 
-async def _plug(reactor, vnl: str, ifname: str, command: list[str], pid: int,
-                sock: socket.socket, tapFd: int) -> int:
+async def _plug(reactor, vnls: list[str], ifnames: Sequence[str], command: list[str],
+                pid: int, sock: socket.socket, tapFds: list[int]) -> int:
     """
-    Open C{vnl}, cable the tap to it, let the command run, and return its
-    exit code once it ends.
+    Open C{vnls}, cable each tap to its VNL, let the command run, and
+    return its exit code once it ends.
     """
     watcher = _ExitWatcher(reactor, pid)
+    # Tap N, then VNL N: a plug owns its descriptor, so on a failure the
+    # descriptors from (len(plugs) + 1) // 2 on are still ours to close.
+    plugs: list[IVdePlug] = []
     try:
-        plug = await openVNL(reactor, vnl, "vdens")
-        tap = tapPlugFromDescriptor(reactor, tapFd, f"tap://{ifname} (vdens)")
+        for vnl, ifname, fd in zip(vnls, ifnames, tapFds):
+            plugs.append(tapPlugFromDescriptor(reactor, fd, f"tap://{ifname} (vdens)"))
+            plugs.append(await openVNL(reactor, vnl, "vdens"))
     except VdeError as e:
-        os.close(tapFd)
+        for plug in plugs:
+            plug.close()
+        for fd in tapFds[(len(plugs) + 1) // 2 :]:
+            os.close(fd)
         sys.stderr.write(f"vdens: {e}\n")
         sock.close()
         await watcher.ended
         return 1
-    cable = Cable(tap, plug)
+    cables = [Cable(tap, plug) for tap, plug in zip(plugs[::2], plugs[1::2])]
     sock.send(b"go")
     sock.close()
 
@@ -280,24 +326,26 @@ async def _plug(reactor, vnl: str, ifname: str, command: list[str], pid: int,
             sys.stderr.write(f"vdens: the network closed ({reason}): hanging up {command[0]}\n")
             os.kill(pid, signal.SIGHUP)
 
-    cable.done.addCallback(networkGone)
+    for cable in cables:
+        cable.done.addCallback(networkGone)
     try:
         return await watcher.ended
     finally:
-        cable.close()
+        for cable in cables:
+            cable.close()
 
 
-def runPlug(vnl: str, command: list[str], pid: int, sock: socket.socket,
-            ifname: str) -> int:
+def runPlug(vnls: list[str], command: list[str], pid: int, sock: socket.socket,
+            ifnames: Sequence[str]) -> int:
     """
-    The parent: cable the child's tap to C{vnl} until the command ends.
+    The parent: cable the child's taps to C{vnls} until the command ends.
     """
     for signum in TERMINAL:
         signal.signal(signum, signal.SIG_IGN)
     forward = lambda signum, frame: os.kill(pid, signum)
     for signum in FORWARDED:
         signal.signal(signum, forward)
-    tapFd = _receiveTap(sock, pid)
+    tapFds = _receiveTaps(sock, pid, len(ifnames))
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr),
                               [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])],
@@ -313,7 +361,7 @@ def runPlug(vnl: str, command: list[str], pid: int, sock: socket.socket,
             signal.signal(signum, signal.SIG_IGN)
         for signum in FORWARDED:
             signal.signal(signum, forward)
-        d = ensureDeferred(_plug(reactor, vnl, ifname, command, pid, sock, tapFd))
+        d = ensureDeferred(_plug(reactor, vnls, ifnames, command, pid, sock, tapFds))
         d.addCallback(result.append)
 
         def failed(failure: Failure) -> None:
@@ -348,7 +396,7 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
         _fail(f"{command[0]}: command not found", 127)
     sys.stdout.flush()
     sys.stderr.flush()
-    if options.setup.ifname is None:
+    if not options.setup.ifnames:
         try:
             enter(options.setup)
         except NamespaceError as e:
@@ -361,7 +409,7 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
         ours.close()
         _child(theirs, options.setup, command, parent)
     theirs.close()
-    raise SystemExit(runPlug(options.vnl or "", command, pid, ours, options.setup.ifname))
+    raise SystemExit(runPlug(options.vnls, command, pid, ours, options.setup.ifnames))
 
 
 if __name__ == "__main__":
