@@ -142,14 +142,28 @@ class SwitchTests(OneLineMixin, TestCase):
                                            " correct or remove them; stopping")
         self.assertFalse(os.path.exists(sw.path), "the switch cleaned up")
 
+    def test_plugDropsReopened(self) -> None:
+        """
+        By default a C{--plug} network that ends is a warning naming it, why,
+        and when it is reopened.
+        """
+        failing = 'cmd://sh -c "sleep 1; exit 3"'
+        sw = SwitchProcess(self, "--plug", failing)
+        sw.waitFor(lambda: "dropped:" in sw.log(), "the plug to drop")
+        self.assertLogLine(
+            sw, "warn",
+            f"--plug {failing} (port 1) dropped: A process has ended with a probable error"
+            " condition: process ended with exit code 3; reopening it in 1 s")
+
     def test_plugDrops(self) -> None:
         """
-        A C{--plug} network that ends is an error naming it and why (a
-        warning when it ended cleanly); the switch goes on.
+        With C{--reconnect 0}, a C{--plug} network that ends is an error
+        naming it and why (a warning when it ended cleanly); the switch goes
+        on without it.
         """
         failing = 'cmd://sh -c "sleep 1; exit 3"'
         ending = "cmd://sh -c 'sleep 1'"
-        sw = SwitchProcess(self, "--plug", failing, "--plug", ending)
+        sw = SwitchProcess(self, "--reconnect", "0", "--plug", failing, "--plug", ending)
         sw.waitFor(lambda: sw.log().count("dropped:") == 2, "both plugs to drop")
         self.assertLogLine(
             sw, "error",
