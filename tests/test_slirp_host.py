@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import resource
 import socket
 import struct
 import tempfile
@@ -420,6 +421,15 @@ class EngineUnderLoadTests(TestCase):
     timeout = 120
 
     def setUp(self):
+        # Each live connection holds two descriptors (slirp's host socket and
+        # the server's): room for the test's thousands, up to the hard
+        # limit, which a non-root user's soft limit of 1024 is far below.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        self.maxLive = min(3000, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - openFds() - 64) // 2)
         self.factory = Factory.forProtocol(Served)
         self.factory.live = set()
         self.factory.closeAfterEcho = False
@@ -523,7 +533,7 @@ class EngineUnderLoadTests(TestCase):
             refs.append(weakref.ref(engine.tcp.conns[(g.ip, sport, GATEWAY, self.dport)]))
             if n % 100 == 99:
                 engine.flush()
-                while len(engine.tcp.halfOpen) > 100 or len(engine.tcp.conns) > 3000:
+                while len(engine.tcp.halfOpen) > 100 or len(engine.tcp.conns) > self.maxLive:
                     await deferLater(reactor, 0.005)
         self.opened += count
         await until(lambda: not engine.tcp.conns, "every connection to end", timeout=60)
