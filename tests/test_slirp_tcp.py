@@ -987,6 +987,49 @@ class SynFloodTests(TestCase):
         peers[3].open()
         self.assertEqual(h.engine.tcp.perGuest, {self.g.ip: 3, GUEST_IP: 1})
 
+    def closeAll(self, h, peers):
+        """
+        Open and close each of C{peers} in turn (the host first): each ends
+        in TIME-WAIT.
+        """
+        for p in peers:
+            stream, _ = p.open()
+            stream.sendEOF()
+            p.absorb(p.tcpFrames())
+            p.segment(ACK)
+            p.send(b"", ACK | FIN)
+            p.tcpFrames()
+
+    def test_timeWaitOutsideShare(self):
+        """
+        Connections waiting out TIME-WAIT do not count in their guest's
+        share: a guest opening and closing connections faster than
+        TIME-WAIT ends (what a connection-rate benchmark or a busy build
+        does) is never refused for them.
+        """
+        h = self.harness(tcpPerGuest=3)
+        peers = [Peer(h, self.g, sport=40000 + i) for i in range(8)]
+        self.closeAll(h, peers)
+        self.assertEqual(len(h.engine.tcp.timeWait), 8)
+        self.assertEqual(h.engine.tcp.perGuest, {})
+        self.assertEqual(h.engine.stats["tcp_refused_guest_share"], 0)
+        h.advance(T.TIME_WAIT + 1)
+        self.assertEqual((h.engine.tcp.conns, h.engine.tcp.timeWait), ({}, {}))
+
+    def test_tableFullOfTimeWait(self):
+        """
+        A table full of connections in TIME-WAIT makes room for a new one
+        by forgetting the oldest of them.
+        """
+        h = self.harness(tcpMax=3)
+        peers = [Peer(h, self.g, sport=40000 + i) for i in range(4)]
+        self.closeAll(h, peers[:3])
+        peers[3].open()
+        self.assertEqual(h.engine.stats["tcp_timewait_evicted"], 1)
+        self.assertEqual(sorted(c.gport for c in h.engine.tcp.conns.values()),
+                         [40001, 40002, 40003])
+        self.assertEqual(h.engine.tcp.perGuest, {self.g.ip: 1})
+
     def test_tableFull(self):
         """
         A table full of established connections refuses new ones; a

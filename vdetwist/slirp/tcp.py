@@ -863,6 +863,7 @@ class TcpConn:
         if self.finRcvd and self.sndBuf.finAcked and self.state == ESTABLISHED:
             self.state = CLOSED
             self._arm("timewait", TIME_WAIT)
+            self.layer.closed(self)
             hostSide = self.hostSide
             if hostSide.stream is not None and not hostSide.queue:
                 hostSide.stream.close()
@@ -1081,8 +1082,13 @@ class TcpLayer:
         self.conns: dict[tuple, TcpConn] = {}
         #: The connections not yet established, oldest first (as a set).
         self.halfOpen: dict[TcpConn, None] = {}
-        #: How many connections each guest address has in C{conns}.
+        #: How many connections each guest address has in C{conns}, less
+        #: those waiting out TIME-WAIT: a guest that opens and closes
+        #: connections quickly (hundreds a second) is not refused for them.
         self.perGuest: dict[bytes, int] = {}
+        #: The closed connections waiting out TIME-WAIT, oldest first (as a
+        #: set): the first to go when the table is full.
+        self.timeWait: dict[TcpConn, None] = {}
         self.pendingAcks: set[TcpConn] = set()
         self.blocked: set[TcpConn] = set()
         self.listeners: list = []
@@ -1100,28 +1106,50 @@ class TcpLayer:
     def forget(self, conn: TcpConn) -> None:
         if self.conns.get(conn.key) is conn:
             del self.conns[conn.key]
-            count = self.perGuest.pop(conn.guest) - 1
-            if count:
-                self.perGuest[conn.guest] = count
+            if conn in self.timeWait:
+                del self.timeWait[conn]
+            else:
+                self._uncount(conn)
         self.halfOpen.pop(conn, None)
         self.pendingAcks.discard(conn)
         self.blocked.discard(conn)
 
+    def _uncount(self, conn: TcpConn) -> None:
+        count = self.perGuest.pop(conn.guest) - 1
+        if count:
+            self.perGuest[conn.guest] = count
+
+    def closed(self, conn: TcpConn) -> None:
+        """
+        C{conn} is closed and waits out TIME-WAIT: it leaves its guest's
+        share, and is the first to go when the table is full.
+        """
+        if conn not in self.timeWait and self.conns.get(conn.key) is conn:
+            self._uncount(conn)
+            self.timeWait[conn] = None
+
     def _admit(self, guest: bytes) -> bool:
         """
         Whether a new connection of C{guest} may have a table entry: not
-        past its share; when the half-open budget or the table is full,
-        the oldest half-open connection makes room.
+        past its share; when the half-open budget is full, the oldest
+        half-open connection makes room; when the table is, the oldest in
+        TIME-WAIT, else the oldest half-open one.
         """
         config = self.context.config
         if self.perGuest.get(guest, 0) >= config.tcpPerGuest:
             self.context.stats["tcp_refused_guest_share"] += 1
             return False
-        if len(self.halfOpen) >= config.tcpHalfOpen or len(self.conns) >= config.tcpMax:
-            if not self.halfOpen:
+        if len(self.halfOpen) >= config.tcpHalfOpen:
+            next(iter(self.halfOpen)).evict()
+        elif len(self.conns) >= config.tcpMax:
+            if self.timeWait:
+                self.context.stats["tcp_timewait_evicted"] += 1
+                next(iter(self.timeWait))._remove()
+            elif self.halfOpen:
+                next(iter(self.halfOpen)).evict()
+            else:
                 self.context.stats["tcp_refused_table_full"] += 1
                 return False
-            next(iter(self.halfOpen)).evict()
         return True
 
     def input(self, packet: bytes, ihl: int) -> None:
@@ -1283,3 +1311,4 @@ class TcpLayer:
         self.conns.clear()
         self.halfOpen.clear()
         self.perGuest.clear()
+        self.timeWait.clear()
