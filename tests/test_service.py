@@ -1479,16 +1479,20 @@ class StartErrorTests(SynchronousTestCase):
         user = makeUser(self)
         unshare = requireCommand("unshare", "util-linux")
         setpriv = requireCommand("setpriv", "util-linux")
+        # A checkout under /tmp or /run (a clone CI or a user made there)
+        # stays visible: bound back in from a descriptor opened before.
         script = (
-            'mount -t tmpfs vt-tmp /tmp && mount -t tmpfs vt-run /run && chmod 1777 /tmp '
-            '&& mkdir -m 2700 /tmp/vde.ctl && chown "$1" /tmp/vde.ctl && shift && cd /tmp '
-            '&& exec "$@"'
+            'exec 9<"$2" && mount -t tmpfs vt-tmp /tmp && mount -t tmpfs vt-run /run '
+            '&& chmod 1777 /tmp && case "$2" in /tmp/*|/run/*) mkdir -p "$2" '
+            '&& mount --no-canonicalize --bind "/proc/$$/fd/9" "$2";; esac '
+            '&& mkdir -m 2700 /tmp/vde.ctl && chown "$1" /tmp/vde.ctl && shift 2 && cd /tmp '
+            '&& exec "$@" 9<&-'
         )
 
         def run(*argv: str):
             result = subprocess.run(
                 [unshare, "--mount", "sh", "-c", script, "sh", f"{user.pw_uid}:{user.pw_gid}",
-                 setpriv, *NO_DAC_OVERRIDE, *argv],
+                 ROOT, setpriv, *NO_DAC_OVERRIDE, *argv],
                 capture_output=True, text=True, stdin=subprocess.DEVNULL, env=ourEnv(),
                 timeout=60,
             )
