@@ -821,3 +821,16 @@ def openFds(collect: bool = True) -> int:
     if collect:
         gc.collect()
     return len(os.listdir("/proc/self/fd"))
+
+
+def stopProcess(proc: subprocess.Popen) -> None:
+    """
+    End C{proc} if it still runs: SIGTERM, then SIGKILL after 5 s.
+    """
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -27,7 +27,7 @@ import time
 from twisted.trial.unittest import TestCase
 
 from tests.support import (
-    cTool, isListening, makeNamespace, ourEnv, ourTool, requireCommand, requireTun,
+    cTool, isListening, makeNamespace, ourEnv, ourTool, requireCommand, requireTun, stopProcess,
 )
 from vdetwist import netns
 
@@ -82,16 +82,6 @@ print(reply.decode())
 """
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 class TrafficTests(TestCase):
     timeout = 60
 
@@ -116,7 +106,7 @@ class TrafficTests(TestCase):
             plug + [f"tap://{name}", cableVnl], env=ourEnv(),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
         )
-        self.addCleanup(stop, proc)
+        self.addCleanup(stopProcess, proc)
         deadline = time.monotonic() + 15
         # The tap has carrier once somebody holds it open.
         while not netns.linkInfo(name, self.cable)["flags"] & IFF_LOWER_UP:
@@ -152,7 +142,7 @@ class TrafficTests(TestCase):
             [sys.executable, "-c", SERVER, ADDRESSES[1], str(PORT)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        self.addCleanup(stop, server)
+        self.addCleanup(stopProcess, server)
         ready, _, _ = select.select([server.stdout], [], [], 15)
         self.assertTrue(ready, "the TCP server did not start")
         self.assertEqual(server.stdout.readline().strip(), "listening")
@@ -212,7 +202,7 @@ class TrafficTests(TestCase):
             [sys.executable, "-m", "twisted", "vde", "--switch", switch, "--rcfile="],
             env=ourEnv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
-        self.addCleanup(stop, service)
+        self.addCleanup(stopProcess, service)
         deadline = time.monotonic() + 15
         while not isListening(os.path.join(switch, "ctl")):
             if service.poll() is not None or time.monotonic() > deadline:

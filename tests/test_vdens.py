@@ -24,7 +24,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from vdetwist.backends.tap import openTap, tapPlugFromDescriptor
 from vdetwist.errors import VdeError
 from tests.support import (
-    TIMEOUT, CSwitch, cPlug, isListening, linkExists, makeNamespace, requireTun, makeUser, ourEnv, requireCommand, requireRoot, tmpdir,
+    TIMEOUT, CSwitch, cPlug, isListening, linkExists, makeNamespace, requireTun, makeUser, ourEnv, requireCommand, requireRoot, stopProcess, tmpdir,
     waitFor,
 )
 
@@ -168,16 +168,6 @@ class ServeOnLoopback:
         test.addCleanup(thread.join, TIMEOUT)
         test.addCleanup(self.server.shutdown)
         test.addCleanup(self.server.server_close)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 class VdensMixin:
@@ -330,7 +320,7 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         service = identity.popen(
             [*identity.prefix, identity.python, "-m", "twisted", "vde", "--switch", switch,
              "--rcfile="], os.path.join(identity.home, f"{name}.log"))
-        self.addCleanup(stop, service)
+        self.addCleanup(stopProcess, service)
         waitFor(lambda: isListening(os.path.join(switch, "ctl")), f"the switch {name}")
         return switch, service
 
@@ -394,7 +384,7 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
                               "ip addr add 10.9.0.1/24 dev vde0 && "
                               f"exec /usr/bin/python3 -c \"{receiver}\""),
                 os.path.join(identity.home, "first.log"))
-            self.addCleanup(stop, first)
+            self.addCleanup(stopProcess, first)
             second = identity.run(
                 f"vde://{switch}", "sh", "-c",
                 "ip addr add 10.9.0.2/24 dev vde0 && ping -q -c 3 -i 0.2 -w 10 10.9.0.1 "
@@ -473,7 +463,7 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
                 identity.argv(f"vde://{switch}", "sh", "-c",
                               f"ip addr add 10.9.{n}.1/24 dev vde0 && exec sleep 60"),
                 os.path.join(identity.home, f"peer{n}.log"))
-            self.addCleanup(stop, peer)
+            self.addCleanup(stopProcess, peer)
             processes.insert(0, peer)
         result = identity.run(
             "-m", f"vde://{switches[0]}", f"vde://{switches[1]}", "--", "sh", "-c",
@@ -490,7 +480,7 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         self.assertOneLine(bad, "vdens: vde:///nonexistent/sw:", "no switch directory")
         self.assertEqual(bad.returncode, 1)
         for process in processes:
-            stop(process)
+            stopProcess(process)
         self.assertNothingLeft(identity)
 
     def test_badVNL(self) -> None:
@@ -513,9 +503,9 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         out = os.path.join(identity.home, "out")
         proc = identity.popen(identity.argv(f"vde://{switch}", "sh", "-c",
                                             "echo ready; exec sleep 30"), out)
-        self.addCleanup(stop, proc)
+        self.addCleanup(stopProcess, proc)
         waitFor(lambda: open(out).read().startswith("ready"), "the command to start")
-        stop(service)
+        stopProcess(service)
         self.assertEqual(proc.wait(TIMEOUT), 128 + signal.SIGHUP)
         with open(out) as f:
             self.assertIn("vdens: the network closed", f.read())
@@ -531,7 +521,7 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         out = os.path.join(identity.home, "out")
         proc = identity.popen(identity.argv("slirp://", "sh", "-c", "echo ready; exec sleep 30"),
                               out)
-        self.addCleanup(stop, proc)
+        self.addCleanup(stopProcess, proc)
         waitFor(lambda: open(out).read().startswith("ready"), "the command to start")
         proc.send_signal(signal.SIGTERM)
         self.assertEqual(proc.wait(TIMEOUT), 128 + signal.SIGTERM)
