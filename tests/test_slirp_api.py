@@ -27,7 +27,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import isListening, requireRoot, tmpdir, until, waitFor
+from tests.support import isListening, tmpdir, until, waitFor
 from vdetwist.errors import VdeError
 from vdetwist.slirp import api
 from vdetwist.slirp import packets as P
@@ -530,14 +530,9 @@ class NamespaceGuestTests(TestCase):
     timeout = 90
 
     def setUp(self):
-        from tests.test_slirp_netns import SlirpGuestTests
+        from tests.test_slirp_netns import SlirpGuestTests, requireGuest
 
-        requireRoot()
-        if not os.path.exists("/dev/net/tun"):
-            raise SkipTest("no /dev/net/tun")
-        self.busybox = shutil.which("busybox")
-        if self.busybox is None:
-            raise SkipTest("busybox is not installed (apt-get install busybox)")
+        self.busybox = requireGuest()
         from vdetwist import netns
         from vdetwist.backends.slirp import SlirpBackend
         from vdetwist.backends.tap import TapBackend

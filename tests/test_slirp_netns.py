@@ -189,17 +189,26 @@ def freePort(kind=socket.SOCK_STREAM) -> int:
     return port
 
 
+def requireGuest() -> str:
+    """
+    Skip unless a namespace guest behind a tap can run here (root,
+    /dev/net/tun, busybox for its DHCP client); the busybox to run it with.
+    """
+    requireRoot()
+    if not os.path.exists("/dev/net/tun"):
+        raise SkipTest("no /dev/net/tun")
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise SkipTest("busybox is not installed (apt-get install busybox)")
+    return busybox
+
+
 class SlirpGuestTests(TestCase):
     timeout = 85
     ipv6 = False
 
     def setUp(self):
-        requireRoot()
-        if not os.path.exists("/dev/net/tun"):
-            raise SkipTest("no /dev/net/tun")
-        self.busybox = shutil.which("busybox")
-        if self.busybox is None:
-            raise SkipTest("busybox is not installed (apt-get install busybox)")
+        self.busybox = requireGuest()
         from vdetwist import netns
         from vdetwist.backends.slirp import SlirpBackend
         from vdetwist.backends.tap import TapBackend
