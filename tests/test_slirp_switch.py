@@ -30,7 +30,7 @@ from twisted.internet import defer
 
 from tests import test_slirp_netns as guestTests
 from tests.support import isListening, ourEnv, ourTool
-from tests.test_netns_traffic import stop
+from tests.support import stopProcess
 
 IFF_LOWER_UP = 0x10000
 
@@ -78,7 +78,7 @@ class SlirpThroughSwitchNodeTests(guestTests.SlirpGuestTests):
                                    stdout=log, stderr=log)
         process.log = log
         process.name = name
-        self.addCleanup(stop, process)
+        self.addCleanup(stopProcess, process)
         return process
 
     def waitFor(self, condition, what: str, process: subprocess.Popen,
