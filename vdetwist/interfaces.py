@@ -98,6 +98,50 @@ class IVdePlug(IPushProducer, Interface):
         """
 
 
+class IVnetReceiver(IFrameReceiver):
+    """
+    A receiver that also takes I{vnet frames}: a 10-byte virtio-net header
+    (L{vdetwist.wire.vnethdr}) followed by an Ethernet frame that may be a
+    super-frame (up to 64 KiB, TSO/USO, checksum left partial).
+
+    An L{IVnetPlug} whose receiver provides this (checked when
+    C{startReceiving} is called) delivers every frame through
+    L{vnetFrameReceived}, super-frames as they came; to any other receiver it
+    delivers plain frames through C{frameReceived}, segmented and checksummed
+    in software first.  So code written against L{IFrameReceiver} never sees
+    a frame above the MTU.
+    """
+
+    def vnetFrameReceived(frame: bytes) -> None:
+        """
+        One vnet frame arrived: header, then the Ethernet frame.
+        """
+
+
+class IVnetPlug(IVdePlug):
+    """
+    A plug that carries offload metadata: it sends and may deliver vnet
+    frames (see L{IVnetReceiver}) so that super-frames cross a hop whose two
+    ends are ours once instead of forty times.
+    """
+
+    offloads = Attribute(
+        "The C{TUN_F_*} mask (L{vdetwist.wire.vnethdr}) of what L{sendVnet}"
+        " passes on as it is; 0 if every super-frame is segmented and every"
+        " partial checksum completed before it leaves.  It may change once,"
+        " when the far end's capability becomes known."
+    )
+
+    def sendVnet(frame: bytes) -> None:
+        """
+        Send one vnet frame.  What the far end cannot take (a super-frame, a
+        partial checksum) is segmented and checksummed here in software, so
+        any vnet frame may be sent to any L{IVnetPlug}.  A frame whose header
+        lies (see L{vdetwist.wire.vnethdr}) is dropped and counted in
+        C{stats.dropped}, like any frame C{send} refuses.
+        """
+
+
 class IVdeBackend(Interface):
     """
     A Twisted plugin that opens the VNLs of one or more schemes.
@@ -151,4 +195,4 @@ def _listMembers(*interfaces: InterfaceClass) -> None:
         interface.__doc__ = f"{interface.__doc__.rstrip()}\n\n    Members:\n\n{listing}\n"
 
 
-_listMembers(IFrameReceiver, IPlugStats, IVdePlug, IVdeBackend)
+_listMembers(IFrameReceiver, IPlugStats, IVdePlug, IVnetReceiver, IVnetPlug, IVdeBackend)
