@@ -770,7 +770,7 @@ def ping(namespace: str, target: str, count: int = 3, timeout: float = TIMEOUT) 
     time until C{count} replies or C{timeout} seconds: how many replies came
     back.  Blocks the calling thread.
     """
-    from vdetwist.slirp.checksum import checksum
+    from vdetwist.wire.checksum import checksum
 
     sock = nsSocket(namespace, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     replies = 0

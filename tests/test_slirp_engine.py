@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp import tcp as T
-from vdetwist.slirp.checksum import checksum, residue, verify
+from vdetwist.wire.checksum import checksum, residue, verify
 from vdetwist.slirp.config import SlirpConfig, fromOptions
 from vdetwist.slirp.dhcp import ACK, DISCOVER, NAK, OFFER, RELEASE, REQUEST
 from vdetwist.slirp.testing import (

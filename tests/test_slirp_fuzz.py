@@ -78,7 +78,7 @@ def mutate(data: st.DataObject) -> bytes:
             # keep the checksums plausible by fixing up the IPv4 header sum
             if frame[12:14] == b"\x08\x00":
                 frame[24:26] = b"\0\0"
-                from vdetwist.slirp.checksum import checksum
+                from vdetwist.wire.checksum import checksum
 
                 ihl = (frame[14] & 15) * 4
                 if ihl >= 20:

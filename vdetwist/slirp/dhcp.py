@@ -232,7 +232,7 @@ class DhcpServer:
         segment = P.udpSegment(gateway, P.IP4_BROADCAST, 67, 68, message)
         packet = P.IP4.pack(0x45, 0x10, 20 + len(segment), 0, 0, 64, P.PROTO_UDP, 0,
                             gateway, P.IP4_BROADCAST)
-        from vdetwist.slirp.checksum import checksum
+        from vdetwist.wire.checksum import checksum
 
         packet = packet[:10] + P.U16.pack(checksum(packet)) + packet[12:] + segment
         context.emit(P.ETH.pack(P.BROADCAST_MAC, P.mac4(gateway), P.ETH_IP) + packet)

@@ -328,7 +328,7 @@ class SlirpEngine:
         if ihl + length < len(packet):
             packet = packet[: ihl + length]
         if packet[ihl + 6] or packet[ihl + 7]:
-            from vdetwist.slirp.checksum import pseudo4, residue
+            from vdetwist.wire.checksum import pseudo4, residue
 
             if (residue(packet[ihl:]) + pseudo4(packet[12:16], packet[16:20], P.PROTO_UDP,
                                                 length)) % 0xFFFF:
@@ -351,7 +351,7 @@ class SlirpEngine:
         message = packet[ihl:]
         if len(message) < 8:
             return
-        from vdetwist.slirp.checksum import residue
+        from vdetwist.wire.checksum import residue
 
         if residue(message) != 0:
             self.stats["icmp_bad_checksum"] += 1

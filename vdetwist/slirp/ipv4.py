@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from vdetwist.slirp import packets as P
-from vdetwist.slirp.checksum import residue
+from vdetwist.wire.checksum import residue
 
 #: Fragment queues kept at once, bytes held in all of them, and how long a
 #: datagram may take to complete (RFC 791 suggests 15 s; libslirp 30 s).
@@ -65,7 +65,7 @@ def fragment(packet: bytes, mtu: int) -> list[bytes]:
     C{packet} cut into fragments of at most C{mtu} bytes (a packet with
     the don't-fragment bit set is returned whole: the caller drops it).
     """
-    from vdetwist.slirp.checksum import checksum
+    from vdetwist.wire.checksum import checksum
 
     if len(packet) <= mtu or packet[6] & 0x40:
         return [packet]
@@ -138,7 +138,7 @@ class Reassembler:
         The reassembled packet: the first fragment's C{header} with its
         fragment fields cleared, then C{body}.
         """
-        from vdetwist.slirp.checksum import checksum
+        from vdetwist.wire.checksum import checksum
 
         total = len(header) + len(body)
         header = (header[:2] + P.U16.pack(total) + header[4:6] + b"\0\0"

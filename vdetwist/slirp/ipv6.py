@@ -9,7 +9,7 @@ import struct
 from typing import TYPE_CHECKING, Callable, Optional
 
 from vdetwist.slirp import packets as P
-from vdetwist.slirp.checksum import pseudo6, residue
+from vdetwist.wire.checksum import pseudo6, residue
 from vdetwist.slirp.dhcp import (
     ND_NA, ND_NS, ND_RA, ND_RS, OPT_SOURCE_LL, OPT_TARGET_LL,
 )

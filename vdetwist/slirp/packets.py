@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from vdetwist.slirp.checksum import checksum, pseudo4, pseudo6, residue, finish
+from vdetwist.wire.checksum import checksum, pseudo4, pseudo6, residue, finish
 
 ETH_HLEN = 14
 ETH_IP = 0x0800

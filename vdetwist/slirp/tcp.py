@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from zope.interface import implementer
 
 from vdetwist.slirp import packets as P
-from vdetwist.slirp.checksum import pseudo4, pseudo6, residue
+from vdetwist.wire.checksum import pseudo4, pseudo6, residue
 from vdetwist.slirp.hostapi import IPendingConnect, IStream, IStreamHandler
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -14,7 +14,7 @@ from typing import Optional
 from twisted.internet.task import Clock
 
 from vdetwist.slirp import packets as P
-from vdetwist.slirp.checksum import pseudo4, pseudo6, residue
+from vdetwist.wire.checksum import pseudo4, pseudo6, residue
 from vdetwist.slirp.config import SlirpConfig
 from vdetwist.slirp.dhcp import BOOTP, MAGIC, parseOptions
 from vdetwist.slirp.driver import Driver
@@ -157,7 +157,7 @@ class Guest:
         self.ident += 1
         header = P.IP4.pack(0x45, 0, 20 + len(payload), self.ident if ident is None else ident,
                             fragment, ttl, proto, 0, src, dst)
-        from vdetwist.slirp.checksum import checksum
+        from vdetwist.wire.checksum import checksum
 
         header = header[:10] + P.U16.pack(checksum(header)) + header[12:]
         return header + payload
