@@ -34,6 +34,7 @@ import ctypes
 import errno
 import itertools
 import os
+import random
 import subprocess
 import time
 from contextlib import contextmanager
@@ -319,8 +320,25 @@ def createMacvtap(name: str, lower: str, namespace: NamespaceLike = None,
         (lowerIndex,) = ipr.link_lookup(ifname=lower) or [None]
         if lowerIndex is None:
             raise LookupError(f"no interface {lower}")
-        ipr.link("add", ifname=name, kind="macvtap", link=lowerIndex, macvtap_mode=mode)
+        # The device node is named after the ifindex, which every namespace
+        # counts from 1: a namespace being torn down (the kernel does that
+        # later, in a work queue) may still hold /dev/tap4, and a new
+        # macvtap with index 4 then gets no node.  Ask for an index no node
+        # has.
+        ipr.link("add", ifname=name, kind="macvtap", link=lowerIndex,
+                 macvtap_mode=mode, index=_freeTapIndex())
     return Link(name, namespace)
+
+
+def _freeTapIndex() -> int:
+    """
+    An interface index above those namespaces start from whose
+    C{/dev/tap<index>} node does not exist.
+    """
+    while True:
+        index = random.randrange(10_000, 1_000_000)
+        if not os.path.exists(f"/dev/tap{index}"):
+            return index
 
 
 def moveLink(ifname: str, to: NamespaceLike, namespace: NamespaceLike = None) -> None:
