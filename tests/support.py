@@ -36,7 +36,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest
 
-from vdetwist.stream import StreamDecoder
+from vdetwist.wire.stream import StreamDecoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -22,18 +22,18 @@ from tests.support import (
     CSwitch, cTool, makeNamespace, nsSocket, requireCommand, requireRoot, requireTun, tmpdir, until,
 )
 from tests.test_clib import requireLibrary
-from vdetwist import agnocrypt
+from vdetwist.wire import agno
 from vdetwist.backends.vxlan import VxlanPlug
 from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets
 from vdetwist.errors import PlugClosed
 from vdetwist.plug import VDE_ETHBUFSIZE
 from vdetwist.registry import registry
-from vdetwist.stream import MAX_STREAM_FRAME
+from vdetwist.wire.stream import MAX_STREAM_FRAME
 from vdetwist.streamplug import StreamPlug, StreamPlugFactory
 from vdetwist.interfaces import IFrameReceiver
 from vdetwist.testing import FrameCollector, MemoryPlug, plugPair
 from vdetwist.vnl import resolve
-from vdetwist.vxlanwire import packHeader, parseVxlan, parseVxvde
+from vdetwist.wire.vxlan import packHeader, parseVxlan, parseVxvde
 
 #: Every protocol, for a packet socket.
 ETH_P_ALL = 3
@@ -332,12 +332,12 @@ class VlanBehaviour(NestedBehaviourMixin, TestCase):
 
 
 class AgnoBehaviour(NestedBehaviourMixin, TestCase):
-    skip = None if agnocrypt.available() else (
+    skip = None if agno.available() else (
         "cryptography is not installed: pip install 'vdetwist[agno]'")
     # The largest frame whose encryption the inner plug carries; what
     # encryption makes too large is dropped by the inner plug, as for vlan.
     mtu = next(n for n in range(VDE_ETHBUFSIZE, 0, -1)
-               if agnocrypt.encryptedLength(n) <= VDE_ETHBUFSIZE)
+               if agno.encryptedLength(n) <= VDE_ETHBUFSIZE)
     oversize = VDE_ETHBUFSIZE + 1
 
     def vnl(self, inner: str) -> str:

@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from vdetwist.errors import VNLError
 from vdetwist.vnl import resolve
-from vdetwist.vxlanwire import (
+from vdetwist.wire.vxlan import (
     DEFAULT_GROUP4,
     DEFAULT_GROUP6,
     HEADER_SIZE,

@@ -44,7 +44,7 @@ from vdetwist.netns import createVeth, entered, uniqueName
 from vdetwist.registry import registry
 from vdetwist.testing import FrameCollector
 from vdetwist.vnl import resolve
-from vdetwist.vxlanwire import Verdict, packHeader, parseVxlan, parseVxvde
+from vdetwist.wire.vxlan import Verdict, packHeader, parseVxlan, parseVxvde
 
 #: Ethertype of the probes (the frames checked are L{frame}'s, DATA_TYPE).
 PROBE_TYPE = b"\x88\xb6"

@@ -21,7 +21,7 @@ As in libvdeplug_vlan, the bracket form of its manual
 (C{vlan://3[untag=4/tag=10]{...}}) does not work: brackets are not special,
 use slashes.  C{tag=} with a single one-character VLAN (C{tag=5}) is ignored
 as the C plugin ignores it (a warning says so): write C{tag=5:} or
-C{tag=05}.  The rules are in L{vdetwist.vlantag}.
+C{tag=05}.  The rules are in L{vdetwist.wire.vlan}.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from zope.interface import implementer
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.nested import TransformPlug, openNested
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vlantag import VlanRules, quirkIgnoresTagList
+from vdetwist.wire.vlan import VlanRules, quirkIgnoresTagList
 from vdetwist.vnl import VLAN_OPTIONS, parse_slash
 
 REFERENCE = SchemeReference(

@@ -52,7 +52,7 @@ from vdetwist._transport.overlay import (
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.vnl import VXLAN_OPTIONS
-from vdetwist.vxlanwire import (
+from vdetwist.wire.vxlan import (
     DEFAULT_GROUP4,
     DEFAULT_VNI,
     VXLAN_PORT,
