@@ -28,7 +28,7 @@ from zope.interface import implementer
 from vdetwist.wire import agno
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.nested import TransformPlug, openNested
+from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.vnl import AGNO_OPTIONS, parse_path
 

@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from vdetwist.errors import VNLError, reasonText
 from vdetwist.interfaces import IFrameReceiver, IVdeBackend, IVdePlug
-from vdetwist.nested import openNested
+from vdetwist._transport.nested import openNested
 from vdetwist.plug import PlugBase
 from vdetwist.reconnect import Redialer
 from vdetwist.reference import SchemeReference

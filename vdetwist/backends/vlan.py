@@ -32,7 +32,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.nested import TransformPlug, openNested
+from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.wire.vlan import VlanRules, quirkIgnoresTagList
 from vdetwist.vnl import VLAN_OPTIONS, parse_slash

@@ -22,7 +22,7 @@ from vdetwist.lab.filter import DEFAULT_LIMIT, LR, RL
 from vdetwist.lab.runtime import FilterRuntime
 from vdetwist.lab.wirevalue import WireValueError
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.nested import TransformPlug, openNested
+from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.vnl import WIREFILTER_OPTIONS, parse_octal, parse_path
