@@ -482,7 +482,7 @@ class DeviceBehaviourMixin(PlugBehaviourMixin):
         self.namespace = makeNamespace(self)
 
     def bringUp(self, *ifnames: str) -> None:
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         for ifname in ifnames:
             netns.setUp(ifname, self.namespace)
@@ -490,7 +490,7 @@ class DeviceBehaviourMixin(PlugBehaviourMixin):
             netns.waitOperational(ifname, self.namespace)
 
     async def openDevice(self, vnl: str, wire: str, device: str):
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         with netns.entered(self.namespace):
             opening = registry.open(reactor, vnl)
@@ -511,7 +511,7 @@ class TapBehaviour(DeviceBehaviourMixin, TestCase):
         super().setUp()
 
     async def makePlug(self):
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         name = netns.uniqueName("vtb")
         return await self.openDevice(f"tap://{name}", name, name)
@@ -525,7 +525,7 @@ class MacvtapBehaviour(DeviceBehaviourMixin, TestCase):
     async def makePlug(self):
         from pyroute2 import NetlinkError
 
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         lower, name = netns.uniqueName("vbl"), netns.uniqueName("vbm")
         netns.createVeth(lower, lower + "p", self.namespace)
@@ -546,7 +546,7 @@ class PcapBehaviour(DeviceBehaviourMixin, TestCase):
     """
 
     async def makePlug(self):
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         name = netns.uniqueName("vbp")
         netns.createVeth(name, name + "p", self.namespace)

@@ -40,7 +40,7 @@ from tests.support import (
 from vdetwist.backends.vxlan import VxlanPlug, openVxlanSocket
 from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets, openVxvdeSockets
 from vdetwist.errors import VdeError, VNLError
-from vdetwist.netns import createVeth, entered, uniqueName
+from vdetwist.testing.netns import createVeth, entered, uniqueName
 from vdetwist.registry import registry
 from vdetwist.testing import FrameCollector
 from vdetwist.vnl import resolve
