@@ -23,8 +23,8 @@ from tests.support import (
 )
 from tests.test_clib import requireLibrary
 from vdetwist.wire import agno
-from vdetwist.backends.vxlan import VxlanPlug
-from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets
+from vdetwist.backends.vxlan import VxlanPlug, parseVxlan
+from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets, parseVxvde
 from vdetwist.errors import PlugClosed
 from vdetwist.plug import VDE_ETHBUFSIZE
 from vdetwist.registry import registry
@@ -33,7 +33,7 @@ from vdetwist.streamplug import StreamPlug, StreamPlugFactory
 from vdetwist.interfaces import IFrameReceiver
 from vdetwist.testing import FrameCollector, MemoryPlug, plugPair
 from vdetwist.vnl import resolve
-from vdetwist.wire.vxlan import packHeader, parseVxlan, parseVxvde
+from vdetwist.wire.vxlan import packHeader
 
 #: Every protocol, for a packet socket.
 ETH_P_ALL = 3

@@ -20,10 +20,10 @@ from vdetwist.reference import (
     vdetwistReferences,
 )
 from vdetwist.registry import Registry
+from vdetwist.backends.vde import VDE_OPTIONS
+from vdetwist.backends.vxvde import VXVDE_OPTIONS
+from vdetwist.slirp.config import SLIRP_OPTIONS
 from vdetwist.vnl import (
-    SLIRP_OPTIONS,
-    VDE_OPTIONS,
-    VXVDE_OPTIONS,
     parse_path,
     parse_slash,
     resolve,

@@ -18,15 +18,15 @@ from typing import Callable, Iterator, Sequence
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from vdetwist.backends.agno import AGNO_OPTIONS
+from vdetwist.backends.netnode import NETNODE_OPTIONS
+from vdetwist.backends.vde import VDE_OPTIONS
+from vdetwist.backends.vlan import VLAN_OPTIONS
+from vdetwist.backends.vxlan import VXLAN_OPTIONS
+from vdetwist.backends.vxvde import VXVDE_OPTIONS
 from vdetwist.errors import VNLError
+from vdetwist.slirp.config import SLIRP_OPTIONS
 from vdetwist.vnl import (
-    AGNO_OPTIONS,
-    NETNODE_OPTIONS,
-    SLIRP_OPTIONS,
-    VDE_OPTIONS,
-    VLAN_OPTIONS,
-    VXLAN_OPTIONS,
-    VXVDE_OPTIONS,
     VNL,
     cut_at_last,
     parse_octal,

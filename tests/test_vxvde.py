@@ -44,7 +44,9 @@ from vdetwist.testing.netns import createVeth, entered, uniqueName
 from vdetwist.registry import registry
 from vdetwist.testing import FrameCollector
 from vdetwist.vnl import resolve
-from vdetwist.wire.vxlan import Verdict, packHeader, parseVxlan, parseVxvde
+from vdetwist.backends.vxlan import parseVxlan
+from vdetwist.backends.vxvde import parseVxvde
+from vdetwist.wire.vxlan import Verdict, packHeader
 
 #: Ethertype of the probes (the frames checked are L{frame}'s, DATA_TYPE).
 PROBE_TYPE = b"\x88\xb6"

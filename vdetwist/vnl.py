@@ -8,6 +8,9 @@ works on bytes and C{%XX} escapes produce arbitrary bytes, so everything is
 parsed as bytes; C{str} values cross the API through C{os.fsencode} and
 C{os.fsdecode}, which round-trip any byte.  Like a C string, every input ends
 at its first NUL, and so does every token a C{%00} escape puts a NUL in.
+
+This is the grammar and the option lookup every scheme shares; each backend
+holds its own option table, beside the code that reads the options.
 """
 
 from __future__ import annotations
@@ -29,50 +32,8 @@ __all__ = [
     "parse_slash",
     "split_nested",
     "parse_octal",
-    "VDE_OPTIONS",
-    "NETNODE_OPTIONS",
-    "AGNO_OPTIONS",
-    "VXVDE_OPTIONS",
-    "VXLAN_OPTIONS",
-    "VLAN_OPTIONS",
-    "SLIRP_OPTIONS",
-    "WIREFILTER_OPTIONS",
-    "RESTART_OPTIONS",
+    "strtol0",
 ]
-
-# Option tables.  Lookup takes the first entry the key is a prefix of, so the
-# order decides what abbreviations mean (C{v} is C{vni} for vxvde) and must
-# stay as in C.  The C{""} entry of vde:// takes a bare element (C{[3]}).
-VDE_OPTIONS = ("", "port", "portgroup", "group", "mode")
-NETNODE_OPTIONS = (
-    "mode", "dirmode", "grp", "hashsize", "hashseed", "expiretime",
-)
-AGNO_OPTIONS = ("ethtype",)
-VXVDE_OPTIONS = (
-    "port", "vni", "grp", "ttl", "rcvbuf", "v6", "v4",
-    "hashsize", "expiretime", "if", "bind",
-)
-VXLAN_OPTIONS = (
-    "port", "vni", "ttl", "rcvbuf", "v6", "v4", "hashsize", "expiretime", "if",
-)
-VLAN_OPTIONS = ("u", "untag", "t", "tag", "x", "trunk", "q", "qinq", "ad")
-# libvdeplug_wirefilter's options, then tc-netem's and vdetwist's.
-WIREFILTER_OPTIONS = (
-    "delay", "dup", "loss", "lostburst", "mtu", "bufsize", "bandwidth",
-    "speed", "nofifo", "noise", "blink", "blinkid", "mgmt", "mgmtmode", "rc",
-    "pidfile", "reorder", "corrupt", "rate", "limit", "seed",
-)
-# libvdeplug_restart: a period in the address part, and no options.
-RESTART_OPTIONS: tuple[str, ...] = ()
-SLIRP_OPTIONS = (
-    "restricted", "v4", "v6", "host", "addr", "host6", "addr6", "hostname",
-    "tftp_server_name", "tftp_path", "bootfile", "dhcp", "vnameserver",
-    "vnameserver6", "vdnssearch", "vdomainname", "mtu", "mru",
-    "disable_host_loopback", "tcpfwd", "udpfwd", "unixfwd", "cmdfwd",
-    "verbose",
-    # vdetwist's own, after C's so that no abbreviation changes meaning
-    "tcp_max", "tcp_per_guest", "tcp_halfopen", "tcp_halfopen_timeout", "api",
-)
 
 _SCHEME_SEPARATOR = "://"
 # What C's fgets reads of an indirection file into its PATH_MAX buffer.
@@ -284,7 +245,9 @@ def parse_path(
     """
     Parse C{PATH[OPT/OPT/...]}: text after the last C{]} is ignored.
 
-    @param table: the module's option names, in C's order.
+    @param table: the scheme's option names, in C's order: a key names the
+        first entry it is a prefix of, so the order decides what abbreviations
+        mean; a C{""} first entry takes a bare element (C{vde:///tmp/sw[3]}).
     @param vnl: the VNL to name in errors; defaults to C{argument}.
     @return: the path and a dict from full option names to values; an option
         given without C{=} has the value C{""}.

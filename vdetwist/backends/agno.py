@@ -30,7 +30,10 @@ from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import AGNO_OPTIONS, parse_path
+from vdetwist.vnl import parse_path
+
+#: The options.
+AGNO_OPTIONS = ("ethtype",)
 
 REFERENCE = SchemeReference(
     scheme="agno",

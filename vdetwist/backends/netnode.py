@@ -39,7 +39,12 @@ from vdetwist.interfaces import IVdeBackend
 from vdetwist.node import HostPlug, MacTable, Node, netnodeEngine
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.vde2.server import VdeServer, netnodeModes
-from vdetwist.vnl import NETNODE_OPTIONS, parse_octal, strtol0
+from vdetwist.vnl import parse_octal, strtol0
+
+#: The options, in C's order: a key names the first entry it abbreviates.
+NETNODE_OPTIONS = (
+    "mode", "dirmode", "grp", "hashsize", "hashseed", "expiretime",
+)
 
 _ATOI = re.compile(r"\s*([+-]?\d+)")
 #: The learning table's defaults, as text since C reads them with atoi.

@@ -27,13 +27,16 @@ from vdetwist._transport.nested import openNested
 from vdetwist.plug import PlugBase
 from vdetwist.reconnect import Redialer
 from vdetwist.reference import SchemeReference
-from vdetwist.vnl import RESTART_OPTIONS, parse_slash
+from vdetwist.vnl import parse_slash
 
 #: libvdeplug_restart's polling period when none is given, and its bounds.
 DEFAULT_PERIOD = 20
 MAX_PERIOD = 7 * 24 * 60 * 60
 # What C's strtol(..., 0) reads in full: decimal, 0x hexadecimal, 0 octal.
 _STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", re.ASCII)
+
+#: libvdeplug_restart takes a period in the address part, and no options.
+RESTART_OPTIONS: tuple[str, ...] = ()
 
 REFERENCE = SchemeReference(
     scheme="restart",

@@ -21,7 +21,11 @@ from zope.interface import implementer
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.vde2.client import connectVde
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import VDE_OPTIONS, parse_octal
+from vdetwist.vnl import parse_octal
+
+#: The options, in C's order: a key names the first entry it abbreviates;
+#: the C{""} entry takes a bare element (C{vde:///tmp/sw[3]}: port 3).
+VDE_OPTIONS = ("", "port", "portgroup", "group", "mode")
 
 REFERENCE = SchemeReference(
     scheme="vde",

@@ -35,7 +35,10 @@ from vdetwist.interfaces import IVdeBackend
 from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.wire.vlan import VlanRules, quirkIgnoresTagList
-from vdetwist.vnl import VLAN_OPTIONS, parse_slash
+from vdetwist.vnl import parse_slash
+
+#: The options, in C's order: a key names the first entry it abbreviates.
+VLAN_OPTIONS = ("u", "untag", "t", "tag", "x", "trunk", "q", "qinq", "ad")
 
 REFERENCE = SchemeReference(
     scheme="vlan",

@@ -25,7 +25,7 @@ from vdetwist.interfaces import IVdeBackend
 from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import WIREFILTER_OPTIONS, parse_octal, parse_path
+from vdetwist.vnl import parse_octal, parse_path
 
 _VALUE = "[LR\\|RL]N[+J][K\\|M\\|G][U\\|N]"
 #: The options that set a filter parameter, and the parameter.
@@ -34,6 +34,14 @@ _PARAMETERS = {
     "bufsize": "chanbufsize", "bandwidth": "bandwidth", "speed": "speed", "noise": "noise",
     "reorder": "reorder", "corrupt": "corrupt", "rate": "bandwidth",
 }
+
+#: The options: libvdeplug_wirefilter's in C's order (a key names the first
+#: entry it abbreviates), then tc-netem's and vdetwist's.
+WIREFILTER_OPTIONS = (
+    "delay", "dup", "loss", "lostburst", "mtu", "bufsize", "bandwidth",
+    "speed", "nofifo", "noise", "blink", "blinkid", "mgmt", "mgmtmode", "rc",
+    "pidfile", "reorder", "corrupt", "rate", "limit", "seed",
+)
 
 REFERENCE = SchemeReference(
     scheme="wirefilter",
