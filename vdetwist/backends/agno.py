@@ -30,7 +30,7 @@ from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import parse_path
+from vdetwist.vnl import parsePath
 
 #: The options.
 AGNO_OPTIONS = ("ethtype",)
@@ -97,8 +97,8 @@ def agnoCipher(vnl, randomBytes: Callable[[int], bytes] = os.urandom):
 
     @raise VdeError: a bad option or key file, or no C{cryptography}.
     """
-    prefix, nested = vnl.split_nested()
-    path, options = parse_path(prefix, AGNO_OPTIONS, vnl.text)
+    prefix, nested = vnl.splitNested()
+    path, options = parsePath(prefix, AGNO_OPTIONS, vnl.text)
     try:
         ethtype = agno.parseEthtype(options.get("ethtype"))
         agno.requireCryptography()

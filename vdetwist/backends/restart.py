@@ -27,7 +27,7 @@ from vdetwist._transport.nested import openNested
 from vdetwist.plug import PlugBase
 from vdetwist.reconnect import Redialer
 from vdetwist.reference import SchemeReference
-from vdetwist.vnl import parse_slash
+from vdetwist.vnl import parseSlash
 
 #: libvdeplug_restart's polling period when none is given, and its bounds.
 DEFAULT_PERIOD = 20
@@ -190,8 +190,8 @@ def parsePeriod(vnl) -> tuple[int, Optional[str]]:
     @raise VNLError: the period is not a C integer, or an option is given
         (there are none).
     """
-    prefix, nested = vnl.split_nested()
-    address, _ = parse_slash(prefix, RESTART_OPTIONS, vnl.text)
+    prefix, nested = vnl.splitNested()
+    address, _ = parseSlash(prefix, RESTART_OPTIONS, vnl.text)
     if not address:
         return DEFAULT_PERIOD, nested
     match = _STRTOL.fullmatch(address)

@@ -35,7 +35,7 @@ from vdetwist.interfaces import IVdeBackend
 from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.wire.vlan import VlanRules, quirkIgnoresTagList
-from vdetwist.vnl import parse_slash
+from vdetwist.vnl import parseSlash
 
 #: The options, in C's order: a key names the first entry it abbreviates.
 VLAN_OPTIONS = ("u", "untag", "t", "tag", "x", "trunk", "q", "qinq", "ad")
@@ -111,8 +111,8 @@ def vlanRules(vnl) -> tuple[VlanRules, str | None]:
     The rules and the nested VNL (C{None}: default network) of a C{vlan://}
     VNL.
     """
-    prefix, nested = vnl.split_nested()
-    address, options = parse_slash(prefix, VLAN_OPTIONS, vnl.text)
+    prefix, nested = vnl.splitNested()
+    address, options = parseSlash(prefix, VLAN_OPTIONS, vnl.text)
     for name in ("t", "tag"):
         if name in options and quirkIgnoresTagList(options[name]):
             log.warn(

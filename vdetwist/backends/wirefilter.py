@@ -25,7 +25,7 @@ from vdetwist.interfaces import IVdeBackend
 from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import parse_octal, parse_path
+from vdetwist.vnl import parseOctal, parsePath
 
 _VALUE = "[LR\\|RL]N[+J][K\\|M\\|G][U\\|N]"
 #: The options that set a filter parameter, and the parameter.
@@ -192,7 +192,7 @@ def configure(reactor, vnl, options: dict[str, str]) -> FilterRuntime:
         if "rc" in options:
             runtime.runRcfile(options["rc"])
         if "mgmt" in options:
-            mode = parse_octal(text, "mgmtmode", options["mgmtmode"]) if "mgmtmode" in options else 0o700
+            mode = parseOctal(text, "mgmtmode", options["mgmtmode"]) if "mgmtmode" in options else 0o700
             runtime.listen(options["mgmt"], mode)
         if "pidfile" in options:
             runtime.writePidfile(options["pidfile"])
@@ -211,8 +211,8 @@ def parseWirefilter(vnl) -> tuple[dict[str, str], Optional[str]]:
 
     @raise VNLError: an unknown option, or text before C{[}.
     """
-    prefix, nested = vnl.split_nested()
-    path, options = parse_path(prefix, WIREFILTER_OPTIONS, vnl.text)
+    prefix, nested = vnl.splitNested()
+    path, options = parsePath(prefix, WIREFILTER_OPTIONS, vnl.text)
     if path:
         raise VNLError(vnl.text, path, f"{path!r}: wirefilter:// takes options in [...], no path")
     return options, nested

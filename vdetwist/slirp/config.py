@@ -2,7 +2,7 @@
 The C{slirp://} options, their defaults (those of libslirp as configured by
 libvdeplug_slirp) and the C{verbose} configuration table.
 
-L{fromOptions} turns the option dictionary L{vdetwist.vnl.parse_slash}
+L{fromOptions} turns the option dictionary L{vdetwist.vnl.parseSlash}
 returns into a L{SlirpConfig}; L{SlirpConfig.table} is the text C{verbose}
 prints, line for line as the C plugin prints it.
 
@@ -423,7 +423,7 @@ def fromOptions(
 ) -> SlirpConfig:
     """
     Build the configuration from parsed C{slirp://} options (full names, as
-    L{vdetwist.vnl.parse_slash} returns them).
+    L{vdetwist.vnl.parseSlash} returns them).
 
     @raise VdeError: (EINVAL) for a value that cannot be used.
     """
@@ -509,7 +509,7 @@ def fromVNL(vnl, environ: Optional[Mapping[str, str]] = None) -> SlirpConfig:
     """
     The configuration a C{slirp://} L{vdetwist.vnl.VNL} asks for.
     """
-    _, options = vnl.parse_slash(SLIRP_OPTIONS)
+    _, options = vnl.parseSlash(SLIRP_OPTIONS)
     return fromOptions(options, vnl.text, environ)
 
 

@@ -128,7 +128,7 @@ class VlanRules:
     @classmethod
     def fromOptions(cls, address: str, options: Mapping[str, str]) -> "VlanRules":
         """
-        The rules of C{vlan://ADDRESS/OPTIONS}, from L{vdetwist.vnl.parse_slash}
+        The rules of C{vlan://ADDRESS/OPTIONS}, from L{vdetwist.vnl.parseSlash}
         with L{vdetwist.backends.vlan.VLAN_OPTIONS} (full option names as keys).
         """
         # "u"/"untag" (and "t"/"tag") are two names of one setting; should

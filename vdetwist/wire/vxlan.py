@@ -333,7 +333,7 @@ def commonOptions(vnl, table, defaultPort: int) -> tuple[str, dict[str, str], di
     the options both schemes share.
     """
     text = vnl.text
-    address, options = vnl.parse_slash(table)
+    address, options = vnl.parseSlash(table)
     if not address:
         address = DEFAULT_GROUP6 if "v6" in options else DEFAULT_GROUP4
     values: dict[str, Any] = {"group": address, "family": _family(options)}
