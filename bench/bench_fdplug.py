@@ -1,7 +1,7 @@
 """
 The cost of the descriptor plug layer per frame and per wake-up, in one
 process and without other programs: frames go into one AF_UNIX datagram
-socket pair, a L{vdetwist.dgram.DatagramPlug} reads them when the epoll
+socket pair, a L{vdetwist._transport.dgram.DatagramPlug} reads them when the epoll
 reactor says so and hands them to a second one, which sends them out of
 another pair; the bench writes and reads the far ends itself.
 
@@ -23,7 +23,7 @@ import socket
 
 from twisted.internet.epollreactor import EPollReactor
 
-from vdetwist.dgram import DatagramPlug
+from vdetwist._transport.dgram import DatagramPlug
 
 try:
     from vdetwist._transport.device import FramePlug

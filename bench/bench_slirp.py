@@ -72,7 +72,7 @@ from typing import Callable, Optional
 
 import benchlib
 from benchlib import Processes, cpuSeconds, waitFor, which
-from vdetwist import netns
+from vdetwist.testing import netns
 
 GUEST = "10.0.2.15"
 GATEWAY = "10.0.2.2"

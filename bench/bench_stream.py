@@ -33,7 +33,7 @@ import time
 
 from benchlib import cpuSeconds, ourEnv, ourPlug
 
-from vdetwist.stream import StreamDecoder
+from vdetwist.wire.stream import StreamDecoder
 
 #: Frames per run, by frame size: enough for ~1-2 s with the slower plug.
 COUNTS = {64: 150_000, 1500: 50_000}

@@ -72,7 +72,7 @@ from typing import Callable, Optional
 import benchlib
 from benchlib import (FIXED, FLOOD, TCP, Processes, cpuSeconds, processTree, schedStats,
                       tapRx, waitFor, which)
-from vdetwist import netns
+from vdetwist.testing import netns
 
 ADDR_A = "10.79.0.1"
 ADDR_B = "10.79.0.2"

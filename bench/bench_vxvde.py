@@ -51,7 +51,7 @@ import benchlib
 from benchlib import (
     FIXED, FLOOD, TCP, Processes, cpuSeconds, linkStats, schedStats, waitFor,
 )
-from vdetwist import netns
+from vdetwist.testing import netns
 
 ADDRESSES = ("10.80.0.1", "10.80.0.2")
 PREFIX = 24

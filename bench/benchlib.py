@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from vdetwist import netns  # noqa: E402
+from vdetwist.testing import netns  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: Rate for the fixed-rate UDP test, frames per second.

@@ -30,7 +30,7 @@ from tests.support import DATA_TYPE, frame, settle, until
 from vdetwist.errors import PlugClosed, PlugLost
 from vdetwist.interfaces import IFrameReceiver, IPlugStats, IVdePlug
 from vdetwist.plug import VDE_ETHBUFSIZE
-from vdetwist.stream import StreamDecoder, encode
+from vdetwist.wire.stream import StreamDecoder, encode
 
 #: Source MACs of the frames the plug under test sends and of those its
 #: far side sends (distinct, so a learning switch between them is not

@@ -36,7 +36,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest
 
-from vdetwist.stream import StreamDecoder
+from vdetwist.wire.stream import StreamDecoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -714,7 +714,7 @@ class CSwitch:
 
 
 # ---------------------------------------------------------------------------
-# Network namespaces (root only), with L{vdetwist.netns}: imported when used,
+# Network namespaces (root only), with L{vdetwist.testing.netns}: imported when used,
 # as it needs pyroute2.
 
 
@@ -729,12 +729,12 @@ def requireTun() -> None:
 
 def makeNamespace(test, name: Optional[str] = None, ipv6: bool = False):
     """
-    A fresh network namespace (a L{vdetwist.netns.Namespace}, loopback up,
+    A fresh network namespace (a L{vdetwist.testing.netns.Namespace}, loopback up,
     IPv6 off unless C{ipv6}; a unique name unless C{name}), removed when
     C{test} ends; skips the test where namespaces cannot be made (a
     container without CAP_SYS_ADMIN).
     """
-    from vdetwist import netns
+    from vdetwist.testing import netns
 
     try:
         namespace = netns.Namespace.create(name, ipv6=ipv6)
@@ -745,7 +745,7 @@ def makeNamespace(test, name: Optional[str] = None, ipv6: bool = False):
 
 
 def linkExists(ifname: str, namespace) -> bool:
-    from vdetwist import netns
+    from vdetwist.testing import netns
 
     try:
         netns.ifindex(ifname, namespace)
@@ -758,7 +758,7 @@ def nsSocket(namespace: str, family: int, kind: int, proto: int = 0) -> socket.s
     """
     A socket of C{namespace}'s (usable from any thread).
     """
-    from vdetwist.netns import entered
+    from vdetwist.testing.netns import entered
 
     with entered(namespace):
         return socket.socket(family, kind, proto)

@@ -17,8 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.nested_support import HubTestCase, MemoryBackend, mac, numberOf, numbers, testFrame
 from tests.support import cPlug, ourPlug, until
-from vdetwist import agnocrypt
-from vdetwist.agnocrypt import (
+from vdetwist.wire import agno
+from vdetwist.wire.agno import (
     DEFAULT_ETHTYPE,
     AgnoCipher,
     encryptedLength,
@@ -34,7 +34,7 @@ from vdetwist.errors import VdeError
 from vdetwist.registry import OpenArgs, Registry, decorate
 from vdetwist.testing import FrameCollector
 
-SKIP = None if agnocrypt.available() else (
+SKIP = None if agno.available() else (
     "cryptography is not installed: pip install 'vdetwist[agno]'")
 
 KEYTEXT = "00112233445566778899aabbccddeeff"
@@ -310,7 +310,7 @@ class PlugTests(SynchronousTestCase):
         """
         Without the cryptography package, opening says how to install it.
         """
-        self.patch(agnocrypt, "_HAVE_CRYPTOGRAPHY", False)
+        self.patch(agno, "_HAVE_CRYPTOGRAPHY", False)
         failure = self.failureResultOf(
             self.registry.open(self.clock, f"agno://{self.keyfile}{{mem://}}"))
         failure.trap(VdeError)

@@ -21,7 +21,7 @@ from zope.interface.verify import verifyObject
 from tests.support import frame, tmpdir, until
 from vdetwist.backends.cmd import s2argv
 from vdetwist.backends.udp import parseUdp
-from vdetwist.dgram import DatagramPlug
+from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import PlugClosed, PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import OpenArgs, registry

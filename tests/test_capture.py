@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from vdetwist.errors import VdeError
 from vdetwist.lab.capture import CaptureFile, SwitchCaptures, openPcap
-from vdetwist.lab.pcapfile import PcapError, fileHeader, parseFile
+from vdetwist.wire.pcap import PcapError, fileHeader, parseFile
 from vdetwist.node import HubEngine, Node, SwitchEngine
 from vdetwist.node.mactable import MacTable
 from vdetwist.testing import MemoryPlug

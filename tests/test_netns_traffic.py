@@ -29,7 +29,7 @@ from twisted.trial.unittest import TestCase
 from tests.support import (
     cTool, isListening, makeNamespace, ourEnv, ourTool, requireCommand, requireTun, stopProcess,
 )
-from vdetwist import netns
+from vdetwist.testing import netns
 
 IFF_LOWER_UP = 0x10000
 ADDRESSES = ("10.77.0.1", "10.77.0.2")

@@ -34,6 +34,32 @@ LIST_BACKENDS = (
 )
 
 
+#: Imports every vdetwist module but C{vdetwist.testing.netns} with pyroute2
+#: made unimportable, and prints what it imported.
+WITHOUT_PYROUTE2 = """
+import pkgutil, sys, vdetwist
+sys.modules["pyroute2"] = None
+names = [m.name for m in pkgutil.walk_packages(vdetwist.__path__, "vdetwist.")
+         if m.name != "vdetwist.testing.netns"]
+for name in names:
+    __import__(name)
+print(len(names))
+"""
+
+
+class DependencyTests(SynchronousTestCase):
+    def test_withoutPyroute2(self) -> None:
+        """
+        pyroute2 is the C{netns} extra's, for L{vdetwist.testing.netns}
+        alone: the library, C{vdetwist.testing}'s in-memory plugs included,
+        imports without it.
+        """
+        result = subprocess.run([sys.executable, "-c", WITHOUT_PYROUTE2], capture_output=True,
+                                text=True, timeout=120, cwd=ROOT)
+        self.assertEqual(result.stderr, "")
+        self.assertGreater(int(result.stdout), 100)
+
+
 class InstalledTests(SynchronousTestCase):
     def run_(self, *argv: str, **kw) -> subprocess.CompletedProcess:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=300, **kw)
@@ -127,6 +153,14 @@ class InstalledTests(SynchronousTestCase):
         self.assertTrue([n for n in names if ".dist-info/" in n and n.endswith("/LICENSE")], names)
         self.assertIn("vdetwist/py.typed", names)
         self.assertIn("vdetwist/web/page.html", names)   # twistd vde --web's page
+        self.assertIn("vdetwist/testing/netns.py", names)
+        # pyroute2 is for vdetwist.testing.netns alone: an extra, not a dependency.
+        [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        needs = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+                 if line.startswith("Requires-Dist: pyroute2")]
+        self.assertTrue(needs, "pyroute2 is in no extra")
+        for line in needs:
+            self.assertRegex(line, r"; extra == \"(netns|test)\"$")
         for page in ("vde_plug.1", "dpipe.1", "vdetwist-plugins.1"):
             self.assertTrue([n for n in names if n.endswith(f".data/data/share/man/man1/{page}")], names)
         self.pip(venv, wheel)

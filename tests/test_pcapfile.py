@@ -1,5 +1,5 @@
 """
-Tests for L{vdetwist.lab.pcapfile}: the classic pcap format, byte for byte.
+Tests for L{vdetwist.wire.pcap}: the classic pcap format, byte for byte.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from vdetwist.lab.pcapfile import (
+from vdetwist.wire.pcap import (
     DEFAULT_SNAPLEN,
     FILE_HEADER_SIZE,
     LINKTYPE_ETHERNET,

@@ -1,5 +1,5 @@
 """
-L{vdetwist.pipes} on real pipes and a real reactor: a whole pipe per read,
+L{vdetwist._transport.pipes} on real pipes and a real reactor: a whole pipe per read,
 pausing honoured (a paused pipe is not read), end of file, writes batched
 with back-pressure as Twisted's, and C{cmd://}'s processes on the same
 reader and writer.
@@ -26,7 +26,7 @@ from zope.interface.verify import verifyObject
 
 from tests.support import frame, records, settle, until
 from vdetwist.errors import PlugClosed
-from vdetwist.pipes import (
+from vdetwist._transport.pipes import (
     READ_SIZE, PipeProcess, PipeProcessReactor, PipeReader, PipeStandardIO, PipeWriter,
 )
 from vdetwist.streamplug import PAUSED_SLACK, StreamPlug, connectStreamPlug

@@ -22,18 +22,18 @@ from tests.support import (
     CSwitch, cTool, makeNamespace, nsSocket, requireCommand, requireRoot, requireTun, tmpdir, until,
 )
 from tests.test_clib import requireLibrary
-from vdetwist import agnocrypt
-from vdetwist.backends.vxlan import VxlanPlug
-from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets
+from vdetwist.wire import agno
+from vdetwist.backends.vxlan import VxlanPlug, parseVxlan
+from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets, parseVxvde
 from vdetwist.errors import PlugClosed
 from vdetwist.plug import VDE_ETHBUFSIZE
 from vdetwist.registry import registry
-from vdetwist.stream import MAX_STREAM_FRAME
+from vdetwist.wire.stream import MAX_STREAM_FRAME
 from vdetwist.streamplug import StreamPlug, StreamPlugFactory
 from vdetwist.interfaces import IFrameReceiver
 from vdetwist.testing import FrameCollector, MemoryPlug, plugPair
 from vdetwist.vnl import resolve
-from vdetwist.vxlanwire import packHeader, parseVxlan, parseVxvde
+from vdetwist.wire.vxlan import packHeader
 
 #: Every protocol, for a packet socket.
 ETH_P_ALL = 3
@@ -332,12 +332,12 @@ class VlanBehaviour(NestedBehaviourMixin, TestCase):
 
 
 class AgnoBehaviour(NestedBehaviourMixin, TestCase):
-    skip = None if agnocrypt.available() else (
+    skip = None if agno.available() else (
         "cryptography is not installed: pip install 'vdetwist[agno]'")
     # The largest frame whose encryption the inner plug carries; what
     # encryption makes too large is dropped by the inner plug, as for vlan.
     mtu = next(n for n in range(VDE_ETHBUFSIZE, 0, -1)
-               if agnocrypt.encryptedLength(n) <= VDE_ETHBUFSIZE)
+               if agno.encryptedLength(n) <= VDE_ETHBUFSIZE)
     oversize = VDE_ETHBUFSIZE + 1
 
     def vnl(self, inner: str) -> str:
@@ -482,7 +482,7 @@ class DeviceBehaviourMixin(PlugBehaviourMixin):
         self.namespace = makeNamespace(self)
 
     def bringUp(self, *ifnames: str) -> None:
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         for ifname in ifnames:
             netns.setUp(ifname, self.namespace)
@@ -490,7 +490,7 @@ class DeviceBehaviourMixin(PlugBehaviourMixin):
             netns.waitOperational(ifname, self.namespace)
 
     async def openDevice(self, vnl: str, wire: str, device: str):
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         with netns.entered(self.namespace):
             opening = registry.open(reactor, vnl)
@@ -511,7 +511,7 @@ class TapBehaviour(DeviceBehaviourMixin, TestCase):
         super().setUp()
 
     async def makePlug(self):
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         name = netns.uniqueName("vtb")
         return await self.openDevice(f"tap://{name}", name, name)
@@ -525,7 +525,7 @@ class MacvtapBehaviour(DeviceBehaviourMixin, TestCase):
     async def makePlug(self):
         from pyroute2 import NetlinkError
 
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         lower, name = netns.uniqueName("vbl"), netns.uniqueName("vbm")
         netns.createVeth(lower, lower + "p", self.namespace)
@@ -546,7 +546,7 @@ class PcapBehaviour(DeviceBehaviourMixin, TestCase):
     """
 
     async def makePlug(self):
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         name = netns.uniqueName("vbp")
         netns.createVeth(name, name + "p", self.namespace)

@@ -26,8 +26,8 @@ from tests.support import (
     ROOT, TIMEOUT, ConsoleClient, frame, isListening, makeNamespace, ourPlug, records,
     requireCommand, requireTun, until, userName)
 from tests.test_endpointstrings import requireTLS
-from vdetwist.lab.pcapfile import parseFile
-from vdetwist.stream import StreamDecoder
+from vdetwist.wire.pcap import parseFile
+from vdetwist.wire.stream import StreamDecoder
 from vdetwist.testing import FrameCollector
 
 

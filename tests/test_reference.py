@@ -20,14 +20,14 @@ from vdetwist.reference import (
     vdetwistReferences,
 )
 from vdetwist.registry import Registry
+from vdetwist.backends.vde import VDE_OPTIONS
+from vdetwist.backends.vxvde import VXVDE_OPTIONS
+from vdetwist.slirp.config import SLIRP_OPTIONS
 from vdetwist.vnl import (
-    SLIRP_OPTIONS,
-    VDE_OPTIONS,
-    VXVDE_OPTIONS,
-    parse_path,
-    parse_slash,
+    parsePath,
+    parseSlash,
     resolve,
-    split_nested,
+    splitNested,
 )
 from tests.support import ROOT, ourEnv
 
@@ -65,7 +65,7 @@ class GeneratedTests(SynchronousTestCase):
         Every example VNL of a scheme with options parses with the table its
         page documents (command examples are left to the commands' tests).
         """
-        parsers = {"path": parse_path, "slash": parse_slash}
+        parsers = {"path": parsePath, "slash": parseSlash}
         checked = 0
         for page in vdetwistReferences().values():
             for vnl, _ in page.examples:
@@ -73,7 +73,7 @@ class GeneratedTests(SynchronousTestCase):
                     continue
                 argument = resolve(vnl).argument
                 if page.nested:
-                    argument, _ = split_nested(argument)
+                    argument, _ = splitNested(argument)
                 parsers[page.grammar](argument, page.table, vnl)
                 checked += 1
         self.assertGreater(checked, 10)

@@ -533,7 +533,7 @@ class NamespaceGuestTests(TestCase):
         from tests.test_slirp_netns import SlirpGuestTests, requireGuest
 
         self.busybox = requireGuest()
-        from vdetwist import netns
+        from vdetwist.testing import netns
         from vdetwist.backends.slirp import SlirpBackend
         from vdetwist.backends.tap import TapBackend
         from vdetwist.registry import Registry

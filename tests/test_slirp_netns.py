@@ -209,7 +209,7 @@ class SlirpGuestTests(TestCase):
 
     def setUp(self):
         self.busybox = requireGuest()
-        from vdetwist import netns
+        from vdetwist.testing import netns
         from vdetwist.backends.slirp import SlirpBackend
         from vdetwist.backends.tap import TapBackend
 

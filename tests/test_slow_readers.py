@@ -24,7 +24,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from tests.support import TIMEOUT, ConsoleClient, frame, records, rssBytes
 from tests.test_endpoint_cables import freePort
 from tests.test_service import SwitchProcess
-from vdetwist.stream import StreamDecoder
+from vdetwist.wire.stream import StreamDecoder
 from vdetwist.vde2.console import STALL_TIMEOUT
 
 MAC_A = bytes.fromhex("020000000a0a")

@@ -19,7 +19,7 @@ from tests.support import SlowPeerTransport, frame, records
 from vdetwist.cable import Cable
 from vdetwist.errors import PlugClosed, PlugLost
 from vdetwist.interfaces import IVdePlug
-from vdetwist.stream import MAX_STREAM_FRAME, StreamDecoder, encode
+from vdetwist.wire.stream import MAX_STREAM_FRAME, StreamDecoder, encode
 from vdetwist.streamplug import PAUSED_SLACK, StreamPlug
 from vdetwist.testing import FrameCollector, MemoryPlug
 

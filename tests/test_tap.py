@@ -1,6 +1,6 @@
 """
 tap://, macvtap:// and pcap:// on real kernel interfaces, each test in
-network namespaces of its own (made and removed with L{vdetwist.netns}), so
+network namespaces of its own (made and removed with L{vdetwist.testing.netns}), so
 no frame reaches anything the test did not create.  An AF_PACKET socket on
 the interface plays the other side of the wire.
 """
@@ -29,7 +29,7 @@ from tests.support import (
     cTool, frame, linkExists, makeNamespace, ourEnv, ourTool, requireCommand, requireTun,
     until,
 )
-from vdetwist import netns
+from vdetwist.testing import netns
 from vdetwist.backends.tap import TUN_DEVICE, checkInterfaceName
 from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist.interfaces import IVdePlug

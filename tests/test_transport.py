@@ -20,7 +20,7 @@ from tests.support import frame
 from vdetwist._transport import dispatch
 from vdetwist._transport.device import FramePlug
 from vdetwist._transport.fdplug import GONE, HARMLESS, FdReader
-from vdetwist.dgram import DatagramPlug
+from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import PlugLost
 from vdetwist.testing import FrameCollector
 

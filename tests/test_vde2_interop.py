@@ -34,7 +34,7 @@ from tests.support import (
     isListening, makeNamespace, makeUser, ourPlug, ping, requireRoot, requireTun, settle, tmpdir,
     until, userName,
 )
-from vdetwist import netns
+from vdetwist.testing import netns
 from vdetwist.errors import PlugClosed, VdeError
 from vdetwist.node import MacTable, Node, SwitchEngine, TrunkSwitchEngine
 from vdetwist.registry import registry

@@ -9,7 +9,7 @@ import struct
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from vdetwist.iplog import IpLogger
+from vdetwist.scripts.iplog import IpLogger
 from vdetwist.registry import OpenArgs
 from vdetwist.scripts.vde_plug import NOT_A_SHELL, UsageError, parseArgs
 

@@ -15,7 +15,7 @@ import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from vdetwist.lab.pcapfile import PcapError, fileHeader, parseFile, parseHeader, parseRecords
+from vdetwist.wire.pcap import PcapError, fileHeader, parseFile, parseHeader, parseRecords
 from tests.support import (
     TIMEOUT,
     ConsoleClient,

@@ -400,7 +400,7 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         C{ip netns} whose tap a C vde_plug joined to the same switch.
         """
         requireTun()
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         switch = CSwitch(self, mgmt=False)
         switch.waitReady()
@@ -424,7 +424,7 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         caller's network), cabled by a veth that carries the multicast.
         """
         requireTun()
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         outer, peer = makeNamespace(self).name, makeNamespace(self).name
         netns.createVeth("eth0", "eth0", outer, peer)

@@ -24,7 +24,7 @@ from vdetwist.errors import PlugClosed, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.registry import OpenArgs, Registry, decorate
 from vdetwist.testing import FrameCollector
-from vdetwist.vlantag import (
+from vdetwist.wire.vlan import (
     TPID_8021AD,
     VlanRules,
     parseTagList,

@@ -18,22 +18,22 @@ from typing import Callable, Iterator, Sequence
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from vdetwist.backends.agno import AGNO_OPTIONS
+from vdetwist.backends.netnode import NETNODE_OPTIONS
+from vdetwist.backends.vde import VDE_OPTIONS
+from vdetwist.backends.vlan import VLAN_OPTIONS
+from vdetwist.backends.vxlan import VXLAN_OPTIONS
+from vdetwist.backends.vxvde import VXVDE_OPTIONS
 from vdetwist.errors import VNLError
+from vdetwist.slirp.config import SLIRP_OPTIONS
 from vdetwist.vnl import (
-    AGNO_OPTIONS,
-    NETNODE_OPTIONS,
-    SLIRP_OPTIONS,
-    VDE_OPTIONS,
-    VLAN_OPTIONS,
-    VXLAN_OPTIONS,
-    VXVDE_OPTIONS,
     VNL,
-    cut_at_last,
-    parse_octal,
-    parse_path,
-    parse_slash,
+    cutAtLast,
+    parseOctal,
+    parsePath,
+    parseSlash,
     resolve,
-    split_nested,
+    splitNested,
     tokenize,
 )
 
@@ -50,7 +50,7 @@ ALL_TABLES = (
 
 class PathGrammarTests(SynchronousTestCase):
     """
-    L{parse_path} on the spec's examples.
+    L{parsePath} on the spec's examples.
     """
 
     def assertPath(
@@ -60,7 +60,7 @@ class PathGrammarTests(SynchronousTestCase):
         options: dict[str, str],
         table: Sequence[str] = VDE_OPTIONS,
     ) -> None:
-        self.assertEqual(parse_path(argument, table), (path, options))
+        self.assertEqual(parsePath(argument, table), (path, options))
 
     def test_vdeTable(self) -> None:
         """
@@ -108,7 +108,7 @@ class PathGrammarTests(SynchronousTestCase):
             ("switch:///tmp/sw[h=64]", "/tmp/sw", {"hashsize": "64"}),
         ]:
             self.assertEqual(
-                resolve(vnl).parse_path(NETNODE_OPTIONS), (path, options)
+                resolve(vnl).parsePath(NETNODE_OPTIONS), (path, options)
             )
 
     def test_netnodeNoPositional(self) -> None:
@@ -116,7 +116,7 @@ class PathGrammarTests(SynchronousTestCase):
         A bare element is an unknown key when the table has no C{""} entry.
         """
         vnl = resolve("switch:///tmp/sw[3]")
-        exc = self.assertRaises(VNLError, vnl.parse_path, NETNODE_OPTIONS)
+        exc = self.assertRaises(VNLError, vnl.parsePath, NETNODE_OPTIONS)
         self.assertEqual(exc.part, "3")
 
     def test_unknownKey(self) -> None:
@@ -124,7 +124,7 @@ class PathGrammarTests(SynchronousTestCase):
         A key with C{=} is an error even when the table has a positional
         entry.
         """
-        self.assertRaises(VNLError, parse_path, "/tmp/sw[x=1]", VDE_OPTIONS)
+        self.assertRaises(VNLError, parsePath, "/tmp/sw[x=1]", VDE_OPTIONS)
 
     def test_lastPositionalWins(self) -> None:
         """
@@ -160,16 +160,16 @@ class PathGrammarTests(SynchronousTestCase):
         """
         prefix, nested = resolve(
             "agno:///tmp/key[ethtype=copy]{vde:///tmp/sw}"
-        ).split_nested()
+        ).splitNested()
         self.assertEqual(nested, "vde:///tmp/sw")
         self.assertEqual(
-            parse_path(prefix, AGNO_OPTIONS), ("/tmp/key", {"ethtype": "copy"})
+            parsePath(prefix, AGNO_OPTIONS), ("/tmp/key", {"ethtype": "copy"})
         )
 
 
 class SlashGrammarTests(SynchronousTestCase):
     """
-    L{parse_slash} on the spec's examples.
+    L{parseSlash} on the spec's examples.
     """
 
     def test_examples(self) -> None:
@@ -223,7 +223,7 @@ class SlashGrammarTests(SynchronousTestCase):
             ),
         ]:
             self.assertEqual(
-                resolve(vnl).parse_slash(table), (address, options)
+                resolve(vnl).parseSlash(table), (address, options)
             )
 
     def test_unknownKeys(self) -> None:
@@ -234,21 +234,21 @@ class SlashGrammarTests(SynchronousTestCase):
             ("vxvde:///x=1", VXVDE_OPTIONS, "x"),
             ("slirp:///addr=10.1.2.3/16", SLIRP_OPTIONS, "16"),
         ]:
-            exc = self.assertRaises(VNLError, resolve(vnl).parse_slash, table)
+            exc = self.assertRaises(VNLError, resolve(vnl).parseSlash, table)
             self.assertEqual(exc.part, key)
 
     def test_noPositional(self) -> None:
         """
         The slash grammar has no positional value, even with a C{""} entry.
         """
-        self.assertRaises(VNLError, parse_slash, "a/3", VDE_OPTIONS)
+        self.assertRaises(VNLError, parseSlash, "a/3", VDE_OPTIONS)
 
     def test_laterOccurrenceOverwrites(self) -> None:
         """
         The last occurrence of an option wins, whatever it is spelled.
         """
         self.assertEqual(
-            parse_slash("/vn=3/vni=4", VXVDE_OPTIONS), ("", {"vni": "4"})
+            parseSlash("/vn=3/vni=4", VXVDE_OPTIONS), ("", {"vni": "4"})
         )
 
     def test_vlanPrefixes(self) -> None:
@@ -257,7 +257,7 @@ class SlashGrammarTests(SynchronousTestCase):
         abbreviations are needed for C{untag} and C{tag}.
         """
         self.assertEqual(
-            parse_slash("3/u=1/un=2/t=3/ta=4/tr/q", VLAN_OPTIONS),
+            parseSlash("3/u=1/un=2/t=3/ta=4/tr/q", VLAN_OPTIONS),
             (
                 "3",
                 {
@@ -274,7 +274,7 @@ class SlashGrammarTests(SynchronousTestCase):
 
 class NestedTests(SynchronousTestCase):
     """
-    L{split_nested} on the spec's examples.
+    L{splitNested} on the spec's examples.
     """
 
     def test_examples(self) -> None:
@@ -316,16 +316,16 @@ class NestedTests(SynchronousTestCase):
             ("vlan://3{vde://x", "3", "vde://x"),
             ("vlan://", "", None),
         ]:
-            self.assertEqual(resolve(vnl).split_nested(), (prefix, nested))
+            self.assertEqual(resolve(vnl).splitNested(), (prefix, nested))
 
     def test_bracketFormIsNotSpecial(self) -> None:
         """
         Brackets mean nothing to the slash grammar vlan uses: the man page's
         C{3[untag=4/tag=10]} sets no C{untag} and a C{tag} of C{10]}.
         """
-        prefix, _ = split_nested("3[untag=4/tag=10]{vde:///tmp/sw}")
+        prefix, _ = splitNested("3[untag=4/tag=10]{vde:///tmp/sw}")
         self.assertEqual(
-            parse_slash(prefix, VLAN_OPTIONS), ("3[untag=4", {"tag": "10]"})
+            parseSlash(prefix, VLAN_OPTIONS), ("3[untag=4", {"tag": "10]"})
         )
 
     def test_protectedBraceQuirk(self) -> None:
@@ -333,9 +333,9 @@ class NestedTests(SynchronousTestCase):
         Like C, each quoted or escaped C{{} before the split shortens the
         prefix by one byte; by one less when nothing splits.
         """
-        self.assertEqual(split_nested("a'{'b{c}"), ("a'{'", "c"))
-        self.assertEqual(split_nested("a\\{b\\{c"), ("a\\{b\\{", None))
-        self.assertEqual(split_nested("a\\{b"), ("a\\{b", None))
+        self.assertEqual(splitNested("a'{'b{c}"), ("a'{'", "c"))
+        self.assertEqual(splitNested("a\\{b\\{c"), ("a\\{b\\{", None))
+        self.assertEqual(splitNested("a\\{b"), ("a\\{b", None))
 
 
 class ResolveTests(SynchronousTestCase):
@@ -504,11 +504,11 @@ class ResolveTests(SynchronousTestCase):
         L{VNL}'s parse methods name the text the user gave in errors.
         """
         exc = self.assertRaises(
-            VNLError, resolve("vde:///tmp/sw[x=1]").parse_path, VDE_OPTIONS
+            VNLError, resolve("vde:///tmp/sw[x=1]").parsePath, VDE_OPTIONS
         )
         self.assertEqual(exc.vnl, "vde:///tmp/sw[x=1]")
         exc = self.assertRaises(
-            VNLError, resolve("vxvde:///x=1").parse_slash, VXVDE_OPTIONS
+            VNLError, resolve("vxvde:///x=1").parseSlash, VXVDE_OPTIONS
         )
         self.assertEqual(exc.vnl, "vxvde:///x=1")
 
@@ -612,7 +612,7 @@ class TokenizeTests(SynchronousTestCase):
             ("%]x", "%"),
             ("abc", "abc"),
         ]:
-            self.assertEqual(cut_at_last(text, "]"), cut)
+            self.assertEqual(cutAtLast(text, "]"), cut)
 
 
 class ErrorTests(SynchronousTestCase):
@@ -626,7 +626,7 @@ class ErrorTests(SynchronousTestCase):
         """
         exc = self.assertRaises(
             VNLError,
-            parse_path,
+            parsePath,
             "/tmp/sw[x=1]",
             VDE_OPTIONS,
             "vde:///tmp/sw[x=1]",
@@ -645,7 +645,7 @@ class ErrorTests(SynchronousTestCase):
         """
         Without a VNL the argument is named.
         """
-        exc = self.assertRaises(VNLError, parse_slash, "/x", VXVDE_OPTIONS)
+        exc = self.assertRaises(VNLError, parseSlash, "/x", VXVDE_OPTIONS)
         self.assertEqual(exc.vnl, "/x")
         self.assertIn("unknown key: x (valid keys: port, vni, grp,", str(exc))
 
@@ -653,7 +653,7 @@ class ErrorTests(SynchronousTestCase):
         """
         With an empty table the message says no options are taken.
         """
-        exc = self.assertRaises(VNLError, parse_slash, "a/b", (), "m://a/b")
+        exc = self.assertRaises(VNLError, parseSlash, "a/b", (), "m://a/b")
         self.assertEqual(
             exc.message, "unknown key: b (the scheme takes no options)"
         )
@@ -670,10 +670,10 @@ class ErrorTests(SynchronousTestCase):
             ("", 0),
             (" +7", 7),
         ]:
-            self.assertEqual(parse_octal("v", "mode", value), mode)
+            self.assertEqual(parseOctal("v", "mode", value), mode)
         for value in ["0o666", "8", "rw", "66 ", "-1", "0x1", "6_6"]:
             exc = self.assertRaises(
-                VNLError, parse_octal, "v", "dirmode", value
+                VNLError, parseOctal, "v", "dirmode", value
             )
             self.assertEqual(exc.part, "dirmode")
             self.assertIn("dirmode", str(exc))
@@ -727,8 +727,8 @@ class PropertyTests(SynchronousTestCase):
         """
         head = os.fsdecode(quote(kept))
         tail = os.fsdecode(quote(dropped))
-        self.assertEqual(cut_at_last(head + "]" + tail, "]"), head)
-        self.assertEqual(cut_at_last(head, "]"), head)
+        self.assertEqual(cutAtLast(head + "]" + tail, "]"), head)
+        self.assertEqual(cutAtLast(head, "]"), head)
 
     @given(lexemes, st.sampled_from("]}/"))
     @settings(max_examples=300, deadline=None)
@@ -736,7 +736,7 @@ class PropertyTests(SynchronousTestCase):
         """
         The cut is a prefix, ending where an unquoted delimiter was.
         """
-        cut = cut_at_last(text, delimiter)
+        cut = cutAtLast(text, delimiter)
         self.assertTrue(text.startswith(cut))
         if cut != text.partition("\0")[0]:
             self.assertEqual(text[len(cut)], delimiter)
@@ -748,13 +748,13 @@ class PropertyTests(SynchronousTestCase):
         The parsers fail with nothing but L{VNLError} and return full option
         names only.
         """
-        for parse in (parse_path, parse_slash):
+        for parse in (parsePath, parseSlash):
             try:
                 _, options = parse(text, table)
             except VNLError:
                 continue
             self.assertLessEqual(set(options), set(table))
-        split_nested(text)
+        splitNested(text)
         resolve(text, {})
 
 
@@ -1001,26 +1001,26 @@ class DifferentialTests(SynchronousTestCase):
 
     def test_parsePath(self) -> None:
         """
-        L{parse_path} agrees with C{vde_parsepathparms}.
+        L{parsePath} agrees with C{vde_parsepathparms}.
         """
-        self.assertParsersAgree(2, self.c.parsepathparms, parse_path)
+        self.assertParsersAgree(2, self.c.parsepathparms, parsePath)
 
     def test_parseSlash(self) -> None:
         """
-        L{parse_slash} agrees with C{vde_parseparms}.
+        L{parseSlash} agrees with C{vde_parseparms}.
         """
-        self.assertParsersAgree(3, self.c.parseparms, parse_slash)
+        self.assertParsersAgree(3, self.c.parseparms, parseSlash)
 
     def test_splitNested(self) -> None:
         """
-        L{split_nested} agrees with C{vde_parsenestparms}, quirk included.
+        L{splitNested} agrees with C{vde_parsenestparms}, quirk included.
         """
 
         def c(data: bytes, table: Sequence[str]) -> Nested:
             return self.c.parsenestparms(data)
 
         def py(data: bytes, table: Sequence[str]) -> Nested:
-            prefix, nested = split_nested(os.fsdecode(data))
+            prefix, nested = splitNested(os.fsdecode(data))
             if nested is None:
                 return os.fsencode(prefix), None
             return os.fsencode(prefix), os.fsencode(nested)

@@ -14,7 +14,9 @@ from twisted.trial.unittest import TestCase
 
 from vdetwist.errors import VNLError
 from vdetwist.vnl import resolve
-from vdetwist.vxlanwire import (
+from vdetwist.backends.vxlan import parseVxlan
+from vdetwist.backends.vxvde import parseVxvde
+from vdetwist.wire.vxlan import (
     DEFAULT_GROUP4,
     DEFAULT_GROUP6,
     HEADER_SIZE,
@@ -30,8 +32,6 @@ from vdetwist.vxlanwire import (
     packHeader,
     parseHeader,
     parseSize,
-    parseVxlan,
-    parseVxvde,
 )
 
 ARP = bytes.fromhex(

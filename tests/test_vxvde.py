@@ -40,11 +40,13 @@ from tests.support import (
 from vdetwist.backends.vxlan import VxlanPlug, openVxlanSocket
 from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets, openVxvdeSockets
 from vdetwist.errors import VdeError, VNLError
-from vdetwist.netns import createVeth, entered, uniqueName
+from vdetwist.testing.netns import createVeth, entered, uniqueName
 from vdetwist.registry import registry
 from vdetwist.testing import FrameCollector
 from vdetwist.vnl import resolve
-from vdetwist.vxlanwire import Verdict, packHeader, parseVxlan, parseVxvde
+from vdetwist.backends.vxlan import parseVxlan
+from vdetwist.backends.vxvde import parseVxvde
+from vdetwist.wire.vxlan import Verdict, packHeader
 
 #: Ethertype of the probes (the frames checked are L{frame}'s, DATA_TYPE).
 PROBE_TYPE = b"\x88\xb6"

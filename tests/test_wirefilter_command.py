@@ -21,7 +21,7 @@ from tests.support import (
 )
 from vdetwist.lab.console import PROMPT
 from vdetwist.scripts.wirefilter import USAGE, UsageError, parseArgs, splitPlugs
-from vdetwist.stream import StreamDecoder
+from vdetwist.wire.stream import StreamDecoder
 
 WIREFILTER = ourTool("wirefilter")
 

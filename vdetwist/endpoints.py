@@ -32,7 +32,7 @@ from zope.interface import implementer
 from vdetwist.errors import PlugClosed
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
 from vdetwist.registry import DEFAULT_DESCRIPTION, OpenArgs, Registry, registry
-from vdetwist.stream import StreamDecoder, encode
+from vdetwist.wire.stream import StreamDecoder, encode
 
 
 @implementer(IAddress)

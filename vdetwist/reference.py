@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-from vdetwist.vnl import parse_slash
+from vdetwist.vnl import parseSlash
 
 #: Where the generated pages are checked in, relative to the project root.
 REFERENCE_PATH = "docs/reference/vnl.md"
@@ -76,10 +76,10 @@ class SchemeReference:
     @ivar synopsis: the VNL's form, e.g. C{vxvde://[GROUP][/OPTION...]}.
     @ivar description: what the scheme connects to and how (Markdown).
     @ivar grammar: C{"path"} or C{"slash"} when the options are parsed by
-        L{vdetwist.vnl.parse_path} or L{vdetwist.vnl.parse_slash}; C{None}
+        L{vdetwist.vnl.parsePath} or L{vdetwist.vnl.parseSlash}; C{None}
         when the argument has a form of its own.
     @ivar nested: the argument ends with a nested VNL in braces, split off
-        (L{vdetwist.vnl.split_nested}) before the options are parsed.
+        (L{vdetwist.vnl.splitNested}) before the options are parsed.
     @ivar table: the option table the backend hands the parser.
     @ivar options: one L{Option} per entry of C{table}, in its order.
     @ivar examples: (VNL, what it means) pairs.
@@ -153,11 +153,11 @@ def _code(text: str) -> str:
 def shortest(name: str, table: Sequence[str]) -> str:
     """
     The shortest key the parser reads as option C{name} of C{table}: each
-    prefix is put through L{vdetwist.vnl.parse_slash}, the parser itself.
+    prefix is put through L{vdetwist.vnl.parseSlash}, the parser itself.
     """
     for length in range(1, len(name) + 1):
         key = name[:length]
-        if parse_slash(f"/{key}", table)[1] == {name: ""}:
+        if parseSlash(f"/{key}", table)[1] == {name: ""}:
             return key
     raise ValueError(f"option {name!r} cannot be named in {list(table)}")
 

@@ -95,7 +95,7 @@ from vdetwist.node import (
 )
 from vdetwist.node.mactable import roundUpPowerOfTwo
 from vdetwist.reconnect import Redialer
-from vdetwist.sockets import groupId, isAlive, isSocket
+from vdetwist._transport.sockets import groupId, isAlive, isSocket
 
 if TYPE_CHECKING:  # imported when the switch is built
     from vdetwist.vde2.console import StdioConsoleProtocol, VdeConsole

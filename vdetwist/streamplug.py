@@ -24,7 +24,7 @@ from vdetwist.endpointstrings import failureMessage
 from vdetwist.errors import PlugClosed, PlugLost
 from vdetwist.interfaces import IVdePlug
 from vdetwist.plug import ETH_HDRLEN, PlugBase
-from vdetwist.stream import MAX_STREAM_FRAME, StreamDecoder, encode
+from vdetwist.wire.stream import MAX_STREAM_FRAME, StreamDecoder, encode
 
 log = Logger()
 

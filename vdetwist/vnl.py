@@ -8,6 +8,9 @@ works on bytes and C{%XX} escapes produce arbitrary bytes, so everything is
 parsed as bytes; C{str} values cross the API through C{os.fsencode} and
 C{os.fsdecode}, which round-trip any byte.  Like a C string, every input ends
 at its first NUL, and so does every token a C{%00} escape puts a NUL in.
+
+This is the grammar and the option lookup every scheme shares; each backend
+holds its own option table, beside the code that reads the options.
 """
 
 from __future__ import annotations
@@ -24,55 +27,13 @@ __all__ = [
     "VNL",
     "resolve",
     "tokenize",
-    "cut_at_last",
-    "parse_path",
-    "parse_slash",
-    "split_nested",
-    "parse_octal",
-    "VDE_OPTIONS",
-    "NETNODE_OPTIONS",
-    "AGNO_OPTIONS",
-    "VXVDE_OPTIONS",
-    "VXLAN_OPTIONS",
-    "VLAN_OPTIONS",
-    "SLIRP_OPTIONS",
-    "WIREFILTER_OPTIONS",
-    "RESTART_OPTIONS",
+    "cutAtLast",
+    "parsePath",
+    "parseSlash",
+    "splitNested",
+    "parseOctal",
+    "strtol0",
 ]
-
-# Option tables.  Lookup takes the first entry the key is a prefix of, so the
-# order decides what abbreviations mean (C{v} is C{vni} for vxvde) and must
-# stay as in C.  The C{""} entry of vde:// takes a bare element (C{[3]}).
-VDE_OPTIONS = ("", "port", "portgroup", "group", "mode")
-NETNODE_OPTIONS = (
-    "mode", "dirmode", "grp", "hashsize", "hashseed", "expiretime",
-)
-AGNO_OPTIONS = ("ethtype",)
-VXVDE_OPTIONS = (
-    "port", "vni", "grp", "ttl", "rcvbuf", "v6", "v4",
-    "hashsize", "expiretime", "if", "bind",
-)
-VXLAN_OPTIONS = (
-    "port", "vni", "ttl", "rcvbuf", "v6", "v4", "hashsize", "expiretime", "if",
-)
-VLAN_OPTIONS = ("u", "untag", "t", "tag", "x", "trunk", "q", "qinq", "ad")
-# libvdeplug_wirefilter's options, then tc-netem's and vdetwist's.
-WIREFILTER_OPTIONS = (
-    "delay", "dup", "loss", "lostburst", "mtu", "bufsize", "bandwidth",
-    "speed", "nofifo", "noise", "blink", "blinkid", "mgmt", "mgmtmode", "rc",
-    "pidfile", "reorder", "corrupt", "rate", "limit", "seed",
-)
-# libvdeplug_restart: a period in the address part, and no options.
-RESTART_OPTIONS: tuple[str, ...] = ()
-SLIRP_OPTIONS = (
-    "restricted", "v4", "v6", "host", "addr", "host6", "addr6", "hostname",
-    "tftp_server_name", "tftp_path", "bootfile", "dhcp", "vnameserver",
-    "vnameserver6", "vdnssearch", "vdomainname", "mtu", "mru",
-    "disable_host_loopback", "tcpfwd", "udpfwd", "unixfwd", "cmdfwd",
-    "verbose",
-    # vdetwist's own, after C's so that no abbreviation changes meaning
-    "tcp_max", "tcp_per_guest", "tcp_halfopen", "tcp_halfopen_timeout", "api",
-)
 
 _SCHEME_SEPARATOR = "://"
 # What C's fgets reads of an indirection file into its PATH_MAX buffer.
@@ -102,23 +63,23 @@ class VNL:
     argument: str
     text: str
 
-    def parse_path(self, table: Sequence[str]) -> tuple[str, dict[str, str]]:
+    def parsePath(self, table: Sequence[str]) -> tuple[str, dict[str, str]]:
         """
-        Parse the argument as C{PATH[OPT/OPT...]}; see L{parse_path}.
+        Parse the argument as C{PATH[OPT/OPT...]}; see L{parsePath}.
         """
-        return parse_path(self.argument, table, self.text)
+        return parsePath(self.argument, table, self.text)
 
-    def parse_slash(self, table: Sequence[str]) -> tuple[str, dict[str, str]]:
+    def parseSlash(self, table: Sequence[str]) -> tuple[str, dict[str, str]]:
         """
-        Parse the argument as C{ADDR/OPT/OPT...}; see L{parse_slash}.
+        Parse the argument as C{ADDR/OPT/OPT...}; see L{parseSlash}.
         """
-        return parse_slash(self.argument, table, self.text)
+        return parseSlash(self.argument, table, self.text)
 
-    def split_nested(self) -> tuple[str, str | None]:
+    def splitNested(self) -> tuple[str, str | None]:
         """
-        Split the argument as C{PREFIXE{lb}NESTEDE{rb}}; see L{split_nested}.
+        Split the argument as C{PREFIXE{lb}NESTEDE{rb}}; see L{splitNested}.
         """
-        return split_nested(self.argument)
+        return splitNested(self.argument)
 
 
 def resolve(text: str | None, environ: Mapping[str, str] | None = None) -> VNL:
@@ -135,7 +96,7 @@ def resolve(text: str | None, environ: Mapping[str, str] | None = None) -> VNL:
     vnl = os.fsdecode(_cstring(given))
     if _SCHEME_SEPARATOR not in vnl:
         if not vnl:
-            vnl = _default_network(os.environ if environ is None else environ)
+            vnl = _defaultNetwork(os.environ if environ is None else environ)
         vnl = _indirect(vnl)
     scheme, separator, argument = vnl.partition(_SCHEME_SEPARATOR)
     if not separator:
@@ -143,7 +104,7 @@ def resolve(text: str | None, environ: Mapping[str, str] | None = None) -> VNL:
     return VNL(scheme, argument, given)
 
 
-def _default_network(environ: Mapping[str, str]) -> str:
+def _defaultNetwork(environ: Mapping[str, str]) -> str:
     """
     The first of the user's default network entries that exists (a dangling
     symlink does), or C{""}.
@@ -269,7 +230,7 @@ def tokenize(text: str, delimiters: str) -> list[str]:
     return [os.fsdecode(token) for token in tokens]
 
 
-def cut_at_last(text: str, delimiter: str) -> str:
+def cutAtLast(text: str, delimiter: str) -> str:
     """
     Drop everything from the last unquoted C{delimiter} of C{text} on; quotes
     and escapes stay.  This is how C{]} and C{E{rb}} close a block, so the block
@@ -278,13 +239,15 @@ def cut_at_last(text: str, delimiter: str) -> str:
     return os.fsdecode(_cut(_cstring(text), os.fsencode(delimiter)))
 
 
-def parse_path(
+def parsePath(
     argument: str, table: Sequence[str], vnl: str | None = None
 ) -> tuple[str, dict[str, str]]:
     """
     Parse C{PATH[OPT/OPT/...]}: text after the last C{]} is ignored.
 
-    @param table: the module's option names, in C's order.
+    @param table: the scheme's option names, in C's order: a key names the
+        first entry it is a prefix of, so the order decides what abbreviations
+        mean; a C{""} first entry takes a bare element (C{vde:///tmp/sw[3]}).
     @param vnl: the VNL to name in errors; defaults to C{argument}.
     @return: the path and a dict from full option names to values; an option
         given without C{=} has the value C{""}.
@@ -300,14 +263,14 @@ def parse_path(
     return os.fsdecode(_unquote(data[:start])), options
 
 
-def parse_slash(
+def parseSlash(
     argument: str, table: Sequence[str], vnl: str | None = None
 ) -> tuple[str, dict[str, str]]:
     """
     Parse C{ADDR/OPT/OPT/...}; a C{/} inside a value must be quoted or
     written C{%2f}.
 
-    @return: the address and options, as for L{parse_path}.
+    @return: the address and options, as for L{parsePath}.
     @raise VNLError: an option matches no name in C{table}.
     """
     address, *elements = _split(_cstring(argument), b"/")
@@ -315,7 +278,7 @@ def parse_slash(
     return os.fsdecode(address), options
 
 
-def split_nested(argument: str) -> tuple[str, str | None]:
+def splitNested(argument: str) -> tuple[str, str | None]:
     """
     Split C{PREFIXE{lb}NESTED-VNLE{rb}}: text after the last C{E{rb}} is ignored and the
     nested VNL keeps its quotes, for the nested C{vde_open} to parse.
@@ -363,13 +326,13 @@ def _options(
         name = next((name for name in names if name.startswith(key)), None)
         if name is None:
             if equals or not (positional and names[:1] == [b""]):
-                raise _unknown_key(vnl, os.fsdecode(key), table)
+                raise _unknownKey(vnl, os.fsdecode(key), table)
             name, value = b"", key
         options[name] = value
     return {os.fsdecode(n): os.fsdecode(v) for n, v in options.items()}
 
 
-def _unknown_key(vnl: str, key: str, table: Sequence[str]) -> VNLError:
+def _unknownKey(vnl: str, key: str, table: Sequence[str]) -> VNLError:
     """
     The error for an option C{key} that names nothing in C{table}.
     """
@@ -398,7 +361,7 @@ def strtol0(text: str) -> int:
     return -value if sign == "-" else value
 
 
-def parse_octal(vnl: str, key: str, value: str) -> int:
+def parseOctal(vnl: str, key: str, value: str) -> int:
     """
     Read a file mode option as C's C{strtol(value, NULL, 8)} does, but refuse
     what C would silently misread (C{mode=0o666}, C{mode=rw}).  An empty value

@@ -23,7 +23,7 @@ from twisted.internet.task import react
 from twisted.protocols.basic import LineReceiver
 
 from vdetwist.errors import VdeError
-from vdetwist.stream import StreamDecoder, encode
+from vdetwist.wire.stream import StreamDecoder, encode
 
 ETHERTYPE = b"\x88\xb5"
 BROADCAST = b"\xff" * 6

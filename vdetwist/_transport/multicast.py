@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, TypeVar
 from twisted.logger import Logger
 
 from vdetwist.errors import VdeError
-from vdetwist.vxlanwire import VxConfig, applyGid, isMulticast
+from vdetwist.wire.vxlan import VxConfig, applyGid, isMulticast
 
 log = Logger()
 

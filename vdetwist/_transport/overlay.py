@@ -21,7 +21,7 @@ from vdetwist.errors import PlugLost
 from vdetwist.node.mactable import MacTable
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, ReaderPlug
 from vdetwist.reference import Option
-from vdetwist.vxlanwire import (
+from vdetwist.wire.vxlan import (
     DEFAULT_EXPIRETIME,
     DEFAULT_HASHSIZE,
     DEFAULT_TTL,

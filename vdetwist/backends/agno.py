@@ -13,7 +13,7 @@ a nested VNL, compatible with libvdeplug_agno (peers may be C or Python).
 
 Frames older than 2 s or more than 1 s in the future are dropped: the peers'
 clocks must agree.  Needs the C{cryptography} package
-(C{pip install 'vdetwist[agno]'}).  The rules are in L{vdetwist.agnocrypt}.
+(C{pip install 'vdetwist[agno]'}).  The rules are in L{vdetwist.wire.agno}.
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ from twisted.internet.defer import maybeDeferred
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vdetwist import agnocrypt
+from vdetwist.wire import agno
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.nested import TransformPlug, openNested
+from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import AGNO_OPTIONS, parse_path
+from vdetwist.vnl import parsePath
+
+#: The options.
+AGNO_OPTIONS = ("ethtype",)
 
 REFERENCE = SchemeReference(
     scheme="agno",
@@ -40,7 +43,7 @@ REFERENCE = SchemeReference(
         "network (the default network without `{...}`), compatible with "
         "libvdeplug_agno: C and Python peers share a network. KEYFILE is an absolute "
         "path, `~/PATH` (the effective user's home) or empty for "
-        f"`~/{agnocrypt.DEFAULT_KEYFILE}`; its first 32 hex digits are the key. Write "
+        f"`~/{agno.DEFAULT_KEYFILE}`; its first 32 hex digits are the key. Write "
         "them in lowercase (`head -c 16 /dev/urandom | md5sum > ~/.vde_agno_key`): the "
         "C plugin reads an uppercase `A` as 1, and so does vdetwist. Frames older than "
         "2 s or more than 1 s ahead are dropped, so the peers' clocks must agree. "
@@ -55,7 +58,7 @@ REFERENCE = SchemeReference(
             "Ethertype of encrypted frames: `copy` (the frame's own, in clear), "
             "`ipv4`, `ipv6`, `rand` (random per frame) or a number in 0x600-0xfffe.",
             "TYPE",
-            f"{agnocrypt.DEFAULT_ETHTYPE:#06x}",
+            f"{agno.DEFAULT_ETHTYPE:#06x}",
         ),
     ),
     examples=(
@@ -74,7 +77,7 @@ class AgnoPlug(TransformPlug):
         C{seconds}); frames carry it and receivers check it.
     """
 
-    def __init__(self, description: str, inner, cipher: agnocrypt.AgnoCipher,
+    def __init__(self, description: str, inner, cipher: agno.AgnoCipher,
                  clock: Callable[[], float]) -> None:
         super().__init__(description, inner)
         self.cipher = cipher
@@ -94,16 +97,16 @@ def agnoCipher(vnl, randomBytes: Callable[[int], bytes] = os.urandom):
 
     @raise VdeError: a bad option or key file, or no C{cryptography}.
     """
-    prefix, nested = vnl.split_nested()
-    path, options = parse_path(prefix, AGNO_OPTIONS, vnl.text)
+    prefix, nested = vnl.splitNested()
+    path, options = parsePath(prefix, AGNO_OPTIONS, vnl.text)
     try:
-        ethtype = agnocrypt.parseEthtype(options.get("ethtype"))
-        agnocrypt.requireCryptography()
-        key = agnocrypt.readKey(path)
+        ethtype = agno.parseEthtype(options.get("ethtype"))
+        agno.requireCryptography()
+        key = agno.readKey(path)
     except VdeError as e:
         e.vnl = vnl.text
         raise
-    return agnocrypt.AgnoCipher(key, ethtype, randomBytes), nested
+    return agno.AgnoCipher(key, ethtype, randomBytes), nested
 
 
 @implementer(IPlugin, IVdeBackend)

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from vdetwist.errors import PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.pipes import PipeProcessReactor
+from vdetwist._transport.pipes import PipeProcessReactor
 from vdetwist.reference import SchemeReference
 from vdetwist.streamplug import StreamPlug
 
@@ -172,7 +172,7 @@ def connectCommand(reactor, argv: list[str], description: str) -> Deferred[Strea
     """
     Run C{argv} (its program found on PATH) with its stdin and stdout as a
     stream plug and its stderr inherited, on the pipe reader and writer of
-    L{vdetwist.pipes}.
+    L{vdetwist._transport.pipes}.
     """
     program = findProgram(argv[0])
     plug = StreamPlug(description)

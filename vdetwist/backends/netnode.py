@@ -39,7 +39,12 @@ from vdetwist.interfaces import IVdeBackend
 from vdetwist.node import HostPlug, MacTable, Node, netnodeEngine
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.vde2.server import VdeServer, netnodeModes
-from vdetwist.vnl import NETNODE_OPTIONS, parse_octal, strtol0
+from vdetwist.vnl import parseOctal, strtol0
+
+#: The options, in C's order: a key names the first entry it abbreviates.
+NETNODE_OPTIONS = (
+    "mode", "dirmode", "grp", "hashsize", "hashseed", "expiretime",
+)
 
 _ATOI = re.compile(r"\s*([+-]?\d+)")
 #: The learning table's defaults, as text since C reads them with atoi.
@@ -176,12 +181,12 @@ class NetnodePlug(HostPlug):
 
 
 def openNetnode(reactor, vnl, description: str) -> NetnodePlug:
-    path, options = vnl.parse_path(NETNODE_OPTIONS)
+    path, options = vnl.parsePath(NETNODE_OPTIONS)
     mode = dirmode = None
     if "mode" in options:
-        mode = parse_octal(vnl.text, "mode", options["mode"])
+        mode = parseOctal(vnl.text, "mode", options["mode"])
     if "dirmode" in options:
-        dirmode = parse_octal(vnl.text, "dirmode", options["dirmode"])
+        dirmode = parseOctal(vnl.text, "dirmode", options["dirmode"])
     mode, dirmode = netnodeModes(mode, dirmode)
     group = nodeGroup(vnl, options["grp"]) if options.get("grp") else None
     hashsize = atoi(options.get("hashsize", DEFAULT_HASHSIZE))

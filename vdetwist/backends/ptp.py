@@ -17,11 +17,11 @@ from twisted.internet.defer import succeed
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vdetwist.dgram import DatagramPlug
+from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference
-from vdetwist.sockets import removeStale, setOwnership
+from vdetwist._transport.sockets import removeStale, setOwnership
 
 REFERENCE = SchemeReference(
     scheme="ptp",

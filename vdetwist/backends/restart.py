@@ -23,17 +23,20 @@ from zope.interface import implementer
 
 from vdetwist.errors import VNLError, reasonText
 from vdetwist.interfaces import IFrameReceiver, IVdeBackend, IVdePlug
-from vdetwist.nested import openNested
+from vdetwist._transport.nested import openNested
 from vdetwist.plug import PlugBase
 from vdetwist.reconnect import Redialer
 from vdetwist.reference import SchemeReference
-from vdetwist.vnl import RESTART_OPTIONS, parse_slash
+from vdetwist.vnl import parseSlash
 
 #: libvdeplug_restart's polling period when none is given, and its bounds.
 DEFAULT_PERIOD = 20
 MAX_PERIOD = 7 * 24 * 60 * 60
 # What C's strtol(..., 0) reads in full: decimal, 0x hexadecimal, 0 octal.
 _STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", re.ASCII)
+
+#: libvdeplug_restart takes a period in the address part, and no options.
+RESTART_OPTIONS: tuple[str, ...] = ()
 
 REFERENCE = SchemeReference(
     scheme="restart",
@@ -187,8 +190,8 @@ def parsePeriod(vnl) -> tuple[int, Optional[str]]:
     @raise VNLError: the period is not a C integer, or an option is given
         (there are none).
     """
-    prefix, nested = vnl.split_nested()
-    address, _ = parse_slash(prefix, RESTART_OPTIONS, vnl.text)
+    prefix, nested = vnl.splitNested()
+    address, _ = parseSlash(prefix, RESTART_OPTIONS, vnl.text)
     if not address:
         return DEFAULT_PERIOD, nested
     match = _STRTOL.fullmatch(address)

@@ -14,7 +14,7 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist.dgram import DatagramPlug
+from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import PlugClosed, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference

@@ -38,6 +38,7 @@ from vdetwist.slirp.config import (
     RESOLV_CONF,
     HostForward,
     RESOLV_CONF_ENV,
+    SLIRP_OPTIONS,
     TCP_HALFOPEN,
     TCP_HALFOPEN_TIMEOUT,
     TCP_MAX,
@@ -50,7 +51,6 @@ from vdetwist.slirp.api import MAX_REQUEST, REQUEST_TIMEOUT, ApiServer, ForwardA
 from vdetwist.slirp.driver import Driver
 from vdetwist.slirp.engine import SlirpEngine
 from vdetwist.slirp.host import TwistedHost
-from vdetwist.vnl import SLIRP_OPTIONS
 
 _HOSTFWD = "`[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT[,...]`"
 _GUESTFWD = "`[SLIRPIP:]SLIRPPORT:{target}[,...]`"

@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vdetwist.dgram import DatagramPlug
+from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference

@@ -21,7 +21,11 @@ from zope.interface import implementer
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.vde2.client import connectVde
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import VDE_OPTIONS, parse_octal
+from vdetwist.vnl import parseOctal
+
+#: The options, in C's order: a key names the first entry it abbreviates;
+#: the C{""} entry takes a bare element (C{vde:///tmp/sw[3]}: port 3).
+VDE_OPTIONS = ("", "port", "portgroup", "group", "mode")
 
 REFERENCE = SchemeReference(
     scheme="vde",
@@ -73,7 +77,7 @@ def vdeOptions(vnl, args):
     """
     (path, portgroup, port, group, mode) of a C{vde://} VNL and open_args.
     """
-    path, options = vnl.parse_path(VDE_OPTIONS)
+    path, options = vnl.parsePath(VDE_OPTIONS)
     portgroup = None
     # The positional value, port= and portgroup= are one variable in C:
     # the last one given wins.
@@ -82,7 +86,7 @@ def vdeOptions(vnl, args):
             portgroup = value
     mode = args.mode
     if "mode" in options:
-        mode = parse_octal(vnl.text, "mode", options["mode"])
+        mode = parseOctal(vnl.text, "mode", options["mode"])
     group = options.get("group") or args.group
     return path, portgroup, args.port, group, mode
 

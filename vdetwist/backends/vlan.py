@@ -21,7 +21,7 @@ As in libvdeplug_vlan, the bracket form of its manual
 (C{vlan://3[untag=4/tag=10]{...}}) does not work: brackets are not special,
 use slashes.  C{tag=} with a single one-character VLAN (C{tag=5}) is ignored
 as the C plugin ignores it (a warning says so): write C{tag=5:} or
-C{tag=05}.  The rules are in L{vdetwist.vlantag}.
+C{tag=05}.  The rules are in L{vdetwist.wire.vlan}.
 """
 
 from __future__ import annotations
@@ -32,10 +32,13 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.nested import TransformPlug, openNested
+from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vlantag import VlanRules, quirkIgnoresTagList
-from vdetwist.vnl import VLAN_OPTIONS, parse_slash
+from vdetwist.wire.vlan import VlanRules, quirkIgnoresTagList
+from vdetwist.vnl import parseSlash
+
+#: The options, in C's order: a key names the first entry it abbreviates.
+VLAN_OPTIONS = ("u", "untag", "t", "tag", "x", "trunk", "q", "qinq", "ad")
 
 REFERENCE = SchemeReference(
     scheme="vlan",
@@ -108,8 +111,8 @@ def vlanRules(vnl) -> tuple[VlanRules, str | None]:
     The rules and the nested VNL (C{None}: default network) of a C{vlan://}
     VNL.
     """
-    prefix, nested = vnl.split_nested()
-    address, options = parse_slash(prefix, VLAN_OPTIONS, vnl.text)
+    prefix, nested = vnl.splitNested()
+    address, options = parseSlash(prefix, VLAN_OPTIONS, vnl.text)
     for name in ("t", "tag"):
         if name in options and quirkIgnoresTagList(options[name]):
             log.warn(

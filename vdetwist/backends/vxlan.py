@@ -51,18 +51,19 @@ from vdetwist._transport.overlay import (
 )
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import VXLAN_OPTIONS
-from vdetwist.vxlanwire import (
+from vdetwist.wire.vxlan import (
     DEFAULT_GROUP4,
     DEFAULT_VNI,
-    VXLAN_PORT,
     FLAG_VNI,
     MAX_DATAGRAM,
     RECV_SIZE,
+    VNI_MASK,
+    VXLAN_PORT,
     Verdict,
     VxConfig,
     checkVxlan,
-    parseVxlan,
+    commonOptions,
+    integerOption,
 )
 
 
@@ -110,6 +111,11 @@ def openVxlanSocket(
     return openFirstGroupAddress(config, ifindex, _makeVxlanSocket, failed)
 
 
+#: The options, in C's order: a key names the first entry it abbreviates.
+VXLAN_OPTIONS = (
+    "port", "vni", "ttl", "rcvbuf", "v6", "v4", "hashsize", "expiretime", "if",
+)
+
 REFERENCE = SchemeReference(
     scheme="vxlan",
     synopsis="vxlan://[GROUP][/OPTION...]",
@@ -145,6 +151,24 @@ REFERENCE = SchemeReference(
     ),
     manual="libvdeplug_vxlan",
 )
+
+
+def parseVxlan(vnl) -> VxConfig:
+    """
+    Parse C{vxlan://[GROUP][/OPTION...]} (options C{port, vni, ttl, rcvbuf,
+    v6, v4, hashsize, expiretime, if}).  C{vni} is a number only.
+
+    Unlike the C plugin (whose C{v4}/C{v6} restriction is computed before
+    the options are read, so it never applies) C{v4} and C{v6} do restrict
+    the group's address family.
+
+    @raise VNLError: an unknown option or a malformed value.
+    """
+    _, options, values = commonOptions(vnl, VXLAN_OPTIONS, VXLAN_PORT)
+    vni = DEFAULT_VNI
+    if "vni" in options:
+        vni = integerOption(vnl.text, "vni", options["vni"], 0, VNI_MASK)
+    return VxConfig(vni=vni, **values)
 
 
 @implementer(IVdePlug)

@@ -57,18 +57,26 @@ from vdetwist._transport.overlay import (
 )
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import VXVDE_OPTIONS
-from vdetwist.vxlanwire import (
+from vdetwist.wire.vxlan import (
     DEFAULT_GROUP4,
     DEFAULT_GROUP6,
     DEFAULT_VNI,
-    VXVDE_PORT,
     MAX_DATAGRAM,
     RECV_SIZE,
+    VNI_MASK,
+    VXVDE_PORT,
     Verdict,
     VxConfig,
     checkVxvde,
-    parseVxvde,
+    commonOptions,
+    gidOption,
+)
+
+#: The options, in C's order: a key names the first entry it abbreviates
+#: (C{v} is C{vni}).
+VXVDE_OPTIONS = (
+    "port", "vni", "grp", "ttl", "rcvbuf", "v6", "v4",
+    "hashsize", "expiretime", "if", "bind",
 )
 
 REFERENCE = SchemeReference(
@@ -109,6 +117,33 @@ _IN_PKTINFO = struct.Struct("i4s4s")
 #: How often (seconds) the local IPv6 addresses may be re-read when a
 #: multicast datagram from our own port comes from an unknown address.
 _ADDRESS_REFRESH = 1.0
+
+
+def parseVxvde(vnl) -> VxConfig:
+    """
+    Parse C{vxvde://[GROUP][/OPTION...]} (options C{port, vni, grp, ttl,
+    rcvbuf, v6, v4, hashsize, expiretime, if, bind}; C{v} is C{vni}).
+
+    C{vni} and C{grp} take a number, a group name or nothing (the effective
+    gid); C{grp} also puts the gid into the group address (see
+    L{vdetwist.wire.vxlan.applyGid}) and is the VNI unless C{vni} is given.
+    Anything else is refused (C ignores it; see
+    L{vdetwist.wire.vxlan.gidOption}).
+
+    @raise VNLError: an unknown option or a malformed value.
+    """
+    _, options, values = commonOptions(vnl, VXVDE_OPTIONS, VXVDE_PORT)
+    vni = DEFAULT_VNI
+    gid = None
+    if "grp" in options:
+        gid = gidOption(vnl.text, "grp", options["grp"]) & VNI_MASK
+        vni = gid
+    if "vni" in options:
+        # The header has 24 bits for it; C keeps the low 24 bits too.
+        vni = gidOption(vnl.text, "vni", options["vni"]) & VNI_MASK
+    if options.get("bind"):
+        values["bind"] = options["bind"]
+    return VxConfig(vni=vni, gid=gid, **values)
 
 
 # ---------------------------------------------------------------------------

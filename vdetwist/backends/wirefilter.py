@@ -22,10 +22,10 @@ from vdetwist.lab.filter import DEFAULT_LIMIT, LR, RL
 from vdetwist.lab.runtime import FilterRuntime
 from vdetwist.lab.wirevalue import WireValueError
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.nested import TransformPlug, openNested
+from vdetwist._transport.nested import TransformPlug, openNested
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import WIREFILTER_OPTIONS, parse_octal, parse_path
+from vdetwist.vnl import parseOctal, parsePath
 
 _VALUE = "[LR\\|RL]N[+J][K\\|M\\|G][U\\|N]"
 #: The options that set a filter parameter, and the parameter.
@@ -34,6 +34,14 @@ _PARAMETERS = {
     "bufsize": "chanbufsize", "bandwidth": "bandwidth", "speed": "speed", "noise": "noise",
     "reorder": "reorder", "corrupt": "corrupt", "rate": "bandwidth",
 }
+
+#: The options: libvdeplug_wirefilter's in C's order (a key names the first
+#: entry it abbreviates), then tc-netem's and vdetwist's.
+WIREFILTER_OPTIONS = (
+    "delay", "dup", "loss", "lostburst", "mtu", "bufsize", "bandwidth",
+    "speed", "nofifo", "noise", "blink", "blinkid", "mgmt", "mgmtmode", "rc",
+    "pidfile", "reorder", "corrupt", "rate", "limit", "seed",
+)
 
 REFERENCE = SchemeReference(
     scheme="wirefilter",
@@ -184,7 +192,7 @@ def configure(reactor, vnl, options: dict[str, str]) -> FilterRuntime:
         if "rc" in options:
             runtime.runRcfile(options["rc"])
         if "mgmt" in options:
-            mode = parse_octal(text, "mgmtmode", options["mgmtmode"]) if "mgmtmode" in options else 0o700
+            mode = parseOctal(text, "mgmtmode", options["mgmtmode"]) if "mgmtmode" in options else 0o700
             runtime.listen(options["mgmt"], mode)
         if "pidfile" in options:
             runtime.writePidfile(options["pidfile"])
@@ -203,8 +211,8 @@ def parseWirefilter(vnl) -> tuple[dict[str, str], Optional[str]]:
 
     @raise VNLError: an unknown option, or text before C{[}.
     """
-    prefix, nested = vnl.split_nested()
-    path, options = parse_path(prefix, WIREFILTER_OPTIONS, vnl.text)
+    prefix, nested = vnl.splitNested()
+    path, options = parsePath(prefix, WIREFILTER_OPTIONS, vnl.text)
     if path:
         raise VNLError(vnl.text, path, f"{path!r}: wirefilter:// takes options in [...], no path")
     return options, nested

@@ -1,7 +1,7 @@
 """
 Writing captures without ever making the caller wait: L{CaptureFile} takes
 frames on the reactor thread (a timestamp and an append each) and a thread
-of its own formats and writes them (L{vdetwist.lab.pcapfile}).  Memory is
+of its own formats and writes them (L{vdetwist.wire.pcap}).  Memory is
 bounded: frames beyond L{BUFFER_LIMIT} bytes not yet written are dropped and
 counted, so a slow or stuck disk costs a switch a capture's frames, never
 its forwarding.  A write error ends the capture with one error line; the
@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from vdetwist.errors import VdeError
-from vdetwist.lab.pcapfile import (
+from vdetwist.wire.pcap import (
     DEFAULT_SNAPLEN,
     FILE_HEADER_SIZE,
     PcapError,

@@ -41,9 +41,9 @@ from vdetwist import fastDispatch
 from vdetwist.cable import Cable
 from vdetwist.errors import PlugClosed, VdeError
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
-from vdetwist.iplog import IpLogger
+from vdetwist.scripts.iplog import IpLogger
 from vdetwist.registry import DEFAULT_DESCRIPTION, OpenArgs, openVNL, userName
-from vdetwist.pipes import PipeStandardIO
+from vdetwist._transport.pipes import PipeStandardIO
 from vdetwist.streamplug import StreamPlug
 from vdetwist.scripts.cli import daemonize, glibcMessage
 

@@ -44,7 +44,7 @@ from vdetwist._version import versionLine
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
 from vdetwist.lab.capture import CaptureFile, openPcap
-from vdetwist.lab.pcapfile import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, PcapError, fileHeader
+from vdetwist.wire.pcap import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, PcapError, fileHeader
 from vdetwist.registry import openVNL
 from vdetwist.scripts.cli import glibcMessage
 

@@ -50,7 +50,7 @@ from vdetwist.interfaces import IFrameReceiver
 from vdetwist.lab.console import PROMPT
 from vdetwist.lab.runtime import FilterRuntime
 from vdetwist.lab.wirevalue import WireValueError
-from vdetwist.pipes import PipeStandardIO
+from vdetwist._transport.pipes import PipeStandardIO
 from vdetwist.registry import openVNL
 from vdetwist.streamplug import StreamPlug
 from vdetwist.vde2.console import serveStdio

@@ -2,7 +2,7 @@
 The C{slirp://} options, their defaults (those of libslirp as configured by
 libvdeplug_slirp) and the C{verbose} configuration table.
 
-L{fromOptions} turns the option dictionary L{vdetwist.vnl.parse_slash}
+L{fromOptions} turns the option dictionary L{vdetwist.vnl.parseSlash}
 returns into a L{SlirpConfig}; L{SlirpConfig.table} is the text C{verbose}
 prints, line for line as the C plugin prints it.
 
@@ -403,6 +403,19 @@ def parseGuestForwards(
     return found
 
 
+#: The options of C{slirp://}, libvdeplug_slirp's in C's order (a key names
+#: the first entry it abbreviates), then vdetwist's own, after C's so that no
+#: abbreviation changes meaning.
+SLIRP_OPTIONS = (
+    "restricted", "v4", "v6", "host", "addr", "host6", "addr6", "hostname",
+    "tftp_server_name", "tftp_path", "bootfile", "dhcp", "vnameserver",
+    "vnameserver6", "vdnssearch", "vdomainname", "mtu", "mru",
+    "disable_host_loopback", "tcpfwd", "udpfwd", "unixfwd", "cmdfwd",
+    "verbose",
+    "tcp_max", "tcp_per_guest", "tcp_halfopen", "tcp_halfopen_timeout", "api",
+)
+
+
 def fromOptions(
     options: Mapping[str, str],
     vnl: str = "slirp://",
@@ -410,7 +423,7 @@ def fromOptions(
 ) -> SlirpConfig:
     """
     Build the configuration from parsed C{slirp://} options (full names, as
-    L{vdetwist.vnl.parse_slash} returns them).
+    L{vdetwist.vnl.parseSlash} returns them).
 
     @raise VdeError: (EINVAL) for a value that cannot be used.
     """
@@ -496,13 +509,12 @@ def fromVNL(vnl, environ: Optional[Mapping[str, str]] = None) -> SlirpConfig:
     """
     The configuration a C{slirp://} L{vdetwist.vnl.VNL} asks for.
     """
-    from vdetwist.vnl import SLIRP_OPTIONS
-
-    _, options = vnl.parse_slash(SLIRP_OPTIONS)
+    _, options = vnl.parseSlash(SLIRP_OPTIONS)
     return fromOptions(options, vnl.text, environ)
 
 
 __all__ = [
+    "SLIRP_OPTIONS",
     "SlirpConfig",
     "HostForward",
     "GuestForward",

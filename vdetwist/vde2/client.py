@@ -27,9 +27,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vdetwist._transport.fdplug import FdReader
-from vdetwist.dgram import DatagramPlug
+from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import PlugClosed, VdeError
-from vdetwist.sockets import groupId
+from vdetwist._transport.sockets import groupId
 from vdetwist.vde2.protocol import (
     SOCKADDR_UN_SIZE,
     ProtocolError,

@@ -107,7 +107,7 @@ from vdetwist.lab.capture import SwitchCaptures
 from vdetwist.node import HubEngine, NodeObserver, SwitchEngine, formatMac, parseMac
 from vdetwist.node.mactable import NOVLAN, roundUpPowerOfTwo, vde2Bucket
 from vdetwist.node.node import INodeObserver
-from vdetwist.sockets import isAlive, isSocket
+from vdetwist._transport.sockets import isAlive, isSocket
 
 __all__ = [
     "VdeConsole",
@@ -1586,7 +1586,7 @@ def listenConsole(reactor, console: Interpreter, path: str, mode: int = 0o600,
     @return: the listening port (C{stopListening} unlinks C{path}).
     @raise VdeError: the path is in use or cannot be bound.
     """
-    from vdetwist.sockets import groupId
+    from vdetwist._transport.sockets import groupId
 
     if os.path.lexists(path):
         if not isSocket(path):

@@ -57,10 +57,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist.dgram import DatagramPlug
+from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import PlugLost, VdeError
 from vdetwist.node.node import Port
-from vdetwist.sockets import groupId, isAlive, isSocket
+from vdetwist._transport.sockets import groupId, isAlive, isSocket
 from vdetwist.vde2.protocol import (
     READ_SIZE,
     REQ_NEW_CONTROL,

@@ -5,6 +5,10 @@ L{MemoryPlug} is a plug with no network behind it: frames the code under test
 sends are collected in C{sentFrames}, and L{MemoryPlug.inject} plays a frame
 arriving from the network.  L{plugPair} links two of them like a cable, with
 a bounded queue and producer back-pressure, so flow control can be tested.
+
+L{vdetwist.testing.netns} makes real network namespaces, taps and veths
+(root, and pyroute2: the C{netns} extra); it is not imported here, so the
+in-memory plugs need nothing beyond vdetwist.
 """
 
 from __future__ import annotations

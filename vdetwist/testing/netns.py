@@ -1,9 +1,10 @@
 """
 Small helpers for network namespaces and virtual interfaces, for tests and
 for users who wire taps, veths and macvtaps to vdetwist plugs.  They need
-root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and use pyroute2 (netlink) rather
-than the C{ip} command, which is only used to run commands inside a
-namespace (C{ip netns exec}).
+root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and use pyroute2 (netlink; the
+C{netns} extra, C{pip install 'vdetwist[netns]'}) rather than the C{ip}
+command, which is only used to run commands inside a namespace (C{ip netns
+exec}).
 
 Everything that creates something returns a handle whose C{remove()} undoes
 it, may be called more than once, and never fails for something already

@@ -12,10 +12,11 @@ VXLAN header (RFC 7348)::
 followed by the frame (destination MAC first, no FCS, no padding).  A
 datagram that is the header alone is vxvde's "goodbye": its sender leaves.
 
-This module builds and checks headers, parses the two schemes' options
-(the slash grammar of L{vdetwist.vnl}) into configurations, and counts
-rejected datagrams with rate-limited reporting.  The backends in
-L{vdetwist.backends.vxvde} and L{vdetwist.backends.vxlan} do the I/O.
+This module builds and checks headers, parses the options the two schemes
+share (the slash grammar of L{vdetwist.vnl}) into configurations, and
+counts rejected datagrams with rate-limited reporting.  The backends in
+L{vdetwist.backends.vxvde} and L{vdetwist.backends.vxlan} hold their option
+tables, parse their own options and do the I/O.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from typing import Any, Callable, Optional
 
 from vdetwist.errors import VNLError
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
-from vdetwist.vnl import VXLAN_OPTIONS, VXVDE_OPTIONS
 
 #: Length of the VXLAN header.
 HEADER_SIZE = 8
@@ -245,7 +245,7 @@ _SIZE = re.compile(r"\s*\+?([0-9]+)([kKmMgGtT]?)", re.ASCII)
 _SUFFIX = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 
 
-def _integer(vnl: str, key: str, value: str, low: int, high: int) -> int:
+def integerOption(vnl: str, key: str, value: str, low: int, high: int) -> int:
     """
     A decimal option value.  The C plugins read these with C{atoi}, which
     turns garbage (or nothing) into 0 and ignores trailing text; that would
@@ -326,32 +326,37 @@ class VxConfig:
         return packHeader(self.vni)
 
 
-def _common(vnl, table, defaultPort: int) -> tuple[str, dict[str, str], dict]:
+def commonOptions(vnl, table, defaultPort: int) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """
+    Parse C{vnl} (a L{vdetwist.vnl.VNL}) as C{[GROUP][/OPTION...]} with a
+    scheme's C{table}: the group, the options, and the L{VxConfig} fields of
+    the options both schemes share.
+    """
     text = vnl.text
-    address, options = vnl.parse_slash(table)
+    address, options = vnl.parseSlash(table)
     if not address:
         address = DEFAULT_GROUP6 if "v6" in options else DEFAULT_GROUP4
     values: dict[str, Any] = {"group": address, "family": _family(options)}
     values["port"] = (
-        _integer(text, "port", options["port"], 1, 65535)
+        integerOption(text, "port", options["port"], 1, 65535)
         if "port" in options
         else defaultPort
     )
     if "ttl" in options:
-        values["ttl"] = _integer(text, "ttl", options["ttl"], 0, 255)
+        values["ttl"] = integerOption(text, "ttl", options["ttl"], 0, 255)
     if "rcvbuf" in options:
         values["rcvbuf"] = parseSize(text, "rcvbuf", options["rcvbuf"])
     if "hashsize" in options:
-        values["hashsize"] = _integer(text, "hashsize", options["hashsize"], 1, 1 << 24)
+        values["hashsize"] = integerOption(text, "hashsize", options["hashsize"], 1, 1 << 24)
     if "expiretime" in options:
-        expiretime = _integer(text, "expiretime", options["expiretime"], -(1 << 31), 1 << 31)
+        expiretime = integerOption(text, "expiretime", options["expiretime"], -(1 << 31), 1 << 31)
         values["expiretime"] = expiretime if expiretime > 0 else DEFAULT_EXPIRETIME
     if options.get("if"):
         values["interface"] = options["if"]
     return address, options, values
 
 
-def _gid(vnl: str, key: str, value: str) -> int:
+def gidOption(vnl: str, key: str, value: str) -> int:
     """
     A vxvde C{vni}/C{grp} value (see L{gidFromText}).  C reads a value that
     is neither a number nor a group name as absent, so a typo silently
@@ -366,50 +371,6 @@ def _gid(vnl: str, key: str, value: str) -> int:
             f" a group name, or nothing (your own group)",
         )
     return gid
-
-
-def parseVxvde(vnl) -> VxConfig:
-    """
-    Parse C{vxvde://[GROUP][/OPTION...]} (options C{port, vni, grp, ttl,
-    rcvbuf, v6, v4, hashsize, expiretime, if, bind}; C{v} is C{vni}).
-
-    C{vni} and C{grp} take a number, a group name or nothing (the effective
-    gid); C{grp} also puts the gid into the group address (see
-    L{applyGid}) and is the VNI unless C{vni} is given.  Anything else is
-    refused (C ignores it; see L{_gid}).
-
-    @raise VNLError: an unknown option or a malformed value.
-    """
-    _, options, values = _common(vnl, VXVDE_OPTIONS, VXVDE_PORT)
-    vni = DEFAULT_VNI
-    gid = None
-    if "grp" in options:
-        gid = _gid(vnl.text, "grp", options["grp"]) & VNI_MASK
-        vni = gid
-    if "vni" in options:
-        # The header has 24 bits for it; C keeps the low 24 bits too.
-        vni = _gid(vnl.text, "vni", options["vni"]) & VNI_MASK
-    if options.get("bind"):
-        values["bind"] = options["bind"]
-    return VxConfig(vni=vni, gid=gid, **values)
-
-
-def parseVxlan(vnl) -> VxConfig:
-    """
-    Parse C{vxlan://[GROUP][/OPTION...]} (options C{port, vni, ttl, rcvbuf,
-    v6, v4, hashsize, expiretime, if}).  C{vni} is a number only.
-
-    Unlike the C plugin (whose C{v4}/C{v6} restriction is computed before
-    the options are read, so it never applies) C{v4} and C{v6} do restrict
-    the group's address family.
-
-    @raise VNLError: an unknown option or a malformed value.
-    """
-    _, options, values = _common(vnl, VXLAN_OPTIONS, VXLAN_PORT)
-    vni = DEFAULT_VNI
-    if "vni" in options:
-        vni = _integer(vnl.text, "vni", options["vni"], 0, VNI_MASK)
-    return VxConfig(vni=vni, **values)
 
 
 def applyGid(address: bytes, gid: int) -> bytes:

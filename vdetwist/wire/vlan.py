@@ -128,8 +128,8 @@ class VlanRules:
     @classmethod
     def fromOptions(cls, address: str, options: Mapping[str, str]) -> "VlanRules":
         """
-        The rules of C{vlan://ADDRESS/OPTIONS}, from L{vdetwist.vnl.parse_slash}
-        with L{vdetwist.vnl.VLAN_OPTIONS} (full option names as keys).
+        The rules of C{vlan://ADDRESS/OPTIONS}, from L{vdetwist.vnl.parseSlash}
+        with L{vdetwist.backends.vlan.VLAN_OPTIONS} (full option names as keys).
         """
         # "u"/"untag" (and "t"/"tag") are two names of one setting; should
         # both be given, the one later in the options mapping wins.
