@@ -32,7 +32,7 @@ from tests.support import (
 from vdetwist.testing import netns
 from vdetwist.backends.tap import TUN_DEVICE, checkInterfaceName
 from vdetwist.errors import PlugClosed, PlugLost, VdeError
-from vdetwist.interfaces import IVdePlug
+from vdetwist.interfaces import IVdePlug, IVnetPlug
 from vdetwist.registry import registry
 from vdetwist.testing import FrameCollector
 
@@ -151,8 +151,9 @@ class DeviceTestCase(TestCase):
 class TapTests(DeviceTestCase):
     async def test_sameFlagsAsC(self) -> None:
         """
-        Our tap:// makes the same kind of tap as the C vde_plug: a tap, no
-        packet information, no vnet header, not persistent.
+        Our tap:// with offload=off makes the same kind of tap as the C
+        vde_plug: a tap, no packet information, no vnet header, not
+        persistent.
         """
         name = netns.uniqueName("vtc")
         c = self.ns.popen([cTool("vde_plug"), f"tap://{name}", "null://"],
@@ -164,8 +165,9 @@ class TapTests(DeviceTestCase):
         c.kill()
 
         ourName = netns.uniqueName("vto")
-        plug, _ = await self.openPlug(f"tap://{ourName}")
+        plug, _ = await self.openPlug(f"tap://{ourName}/offload=off")
         self.assertEqual(self.ipDetails(ourName), theirs)
+        self.assertFalse(IVnetPlug.providedBy(plug))
         self.assertIn("tun type tap pi off vnet_hdr off persist off", theirs)
         self.assertEqual(plug.ifname, ourName)
         self.assertTrue(fcntl.fcntl(plug.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
@@ -409,8 +411,16 @@ class NameTests(TestCase):
         await self.assertRefused("a" * 16, "too long: 16 bytes, at most 15")
 
     async def test_badCharacters(self) -> None:
-        for name in ("a/b", "a:b", "a b", "tab\tx"):
+        for name in ("a:b", "a b", "tab\tx"):
             await self.assertRefused(name, "contains")
+        with self.assertRaises(VdeError) as caught:
+            await registry.open(reactor, "tap://a/b")
+        self.assertEqual(str(caught.exception), "tap://a/b: unknown key: b (valid keys: offload)")
+
+    async def test_badOffload(self) -> None:
+        with self.assertRaises(VdeError) as caught:
+            await registry.open(reactor, "tap://a/offload=maybe")
+        self.assertIn("offload=maybe: write offload=on or offload=off", str(caught.exception))
 
     async def test_dots(self) -> None:
         await self.assertRefused("..", "not allowed")

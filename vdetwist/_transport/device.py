@@ -12,17 +12,23 @@ import functools
 import os
 import socket
 import struct
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from vdetwist._transport.fdplug import GONE, READ_SIZE, FdPlug
+from vdetwist._transport.vnet import sendSegments, sendVnetFrame, vnetDelivery
 from vdetwist.errors import PlugLost, VdeError
-from vdetwist.interfaces import IVdePlug
+from vdetwist.interfaces import IVdePlug, IVnetPlug
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
+from vdetwist.wire.gso import BadVnetFrame
+from vdetwist.wire.vnethdr import (
+    PLAIN, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO, TUN_F_USO4,
+    TUN_F_USO6, VNET_HDRLEN,
+)
 
 #: The clone device of the tun driver.
 TUN_DEVICE = "/dev/net/tun"
@@ -33,8 +39,23 @@ TUNGETIFF = 0x800454D2
 
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+#: Every read and write starts with a virtio-net header.
+IFF_VNET_HDR = 0x4000
 #: The flags libvdeplug4 (and vde_switch -t) open taps with.
 TAP_FLAGS = IFF_TAP | IFF_NO_PI
+
+#: _IOW('T', 208, unsigned int): the offloads the reader accepts.
+TUNSETOFFLOAD = 0x400454D0
+#: What a device with the virtio-net header accepts on write whatever the
+#: kernel's version; USO (Linux 6.2) is added where TUNSETOFFLOAD takes it.
+WRITE_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO
+#: The offloads asked for on reads: all but UFO, which the kernel no longer
+#: makes.
+READ_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+USO = TUN_F_USO4 | TUN_F_USO6
+#: A read of a device with the header: the header, a 64 KiB IP packet, its
+#: Ethernet header and two VLAN tags, with room to show a longer one.
+VNET_READ_SIZE = VNET_HDRLEN + 14 + 8 + 65535 + 1
 
 #: Interface names are at most this many bytes (IFNAMSIZ 16 with the NUL).
 MAX_IFNAME = 15
@@ -92,6 +113,22 @@ def setIff(fd: int, name: bytes, flags: int = TAP_FLAGS) -> tuple[str, int]:
     return os.fsdecode(rawName.split(b"\0", 1)[0]), gotFlags
 
 
+def enableOffloads(fd: int) -> int:
+    """
+    Ask the device C{fd} (opened with L{IFF_VNET_HDR}) for super-frames and
+    partial checksums on reads, with USO where the kernel has it; return the
+    C{TUN_F_*} mask it accepts on writes.
+    """
+    try:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, READ_OFFLOADS | USO)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        fcntl.ioctl(fd, TUNSETOFFLOAD, READ_OFFLOADS)
+        return WRITE_OFFLOADS
+    return WRITE_OFFLOADS | USO
+
+
 def openDevice(path: str, purpose: str) -> int:
     """
     Open a character device read-write, non-blocking and close-on-exec.
@@ -127,31 +164,78 @@ class FramePlug(FdPlug):
     Received frames longer than C{VDE_ETHBUFSIZE} are counted in
     C{discarded} and not delivered.
 
+    Given C{offloads}, the device was opened with L{IFF_VNET_HDR}: the plug
+    provides L{IVnetPlug} and reads vnet frames, which a receiver that is not
+    an L{IVnetReceiver} gets segmented (a frame whose header lies is counted
+    in C{discarded}); C{send} puts the plain header before each frame.
+
     @ivar ifname: the interface's name, for messages.
+    @ivar offloads: the C{TUN_F_*} the device accepts on writes.
     """
 
+    offloads = 0
+
     def __init__(
-        self, reactor: IReactorFDSet, fd: int, ifname: str, description: str
+        self, reactor: IReactorFDSet, fd: int, ifname: str, description: str,
+        offloads: Optional[int] = None,
     ) -> None:
         super().__init__(reactor, description, fd, functools.partial(os.read, fd))
         self.ifname = ifname
         self.discarded = 0
         self._closing = False
+        self._header = b""
+        if offloads is not None:
+            alsoProvides(self, IVnetPlug)
+            self.offloads = offloads
+            self._header = PLAIN
+            self.readSize = VNET_READ_SIZE
+            self.minFrame = VNET_HDRLEN + ETH_HDRLEN
+            self.maxFrame = VNET_READ_SIZE - 1
+            self._deliverTo: object = None
+            self._deliver: Callable[[bytes], None] = self.receiver.frameReceived
+
+    def _delivery(self) -> Callable[[bytes], None]:
+        if not self._header:
+            return self.receiver.frameReceived
+        if self._deliverTo is not self.receiver:
+            self._deliverTo = self.receiver
+            self._deliver = vnetDelivery(self.receiver, self._badReceived)
+        return self._deliver
+
+    def _badReceived(self, error: BadVnetFrame) -> None:
+        if not self.discarded:
+            log.info("{plug}: dropping a bad vnet frame ({why}); later ones are only counted",
+                     plug=self.description, why=error)
+        self.discarded += 1
+
+    def _badSent(self, error: BadVnetFrame) -> None:
+        self.stats.dropped += 1
 
     def _unusual(self, frame: bytes) -> bool:
-        if len(frame) > VDE_ETHBUFSIZE:
+        if len(frame) > self.maxFrame or (self._header and len(frame) <= VNET_HDRLEN):
             self.discarded += 1
             return False
         # A device's short frame is passed on, as it came.
-        self.receiver.frameReceived(frame)
+        self._delivery()(frame)
         return True
 
     def send(self, frame: bytes) -> None:
         if len(frame) > VDE_ETHBUFSIZE or len(frame) < ETH_HDRLEN or self.closed:
             self.stats.dropped += 1
             return
+        self._write(self._header + frame)
+
+    def sendVnet(self, frame: bytes) -> None:
+        if self.closed:
+            self.stats.dropped += 1
+        elif self._header:
+            sendVnetFrame(frame, self.offloads, self._write, self.send, self._badSent)
+        else:
+            sendSegments(frame, self.send, self._badSent)
+
+    def _write(self, data: bytes) -> None:
         try:
-            os.write(self._fd, frame)
+            os.write(self._fd, data)
         except OSError as e:
             self.stats.dropped += 1
             if e.errno in GONE:

@@ -61,6 +61,12 @@ class FdPlug(ReaderPlug):
     #: reactor given L{vdetwist.fastDispatch}.
     fastEvents = True
 
+    #: How much one read asks for, and the sizes of a read that is a frame
+    #: (any other goes to L{_unusual}).
+    readSize = READ_SIZE
+    minFrame = ETH_HDRLEN
+    maxFrame = VDE_ETHBUFSIZE
+
     def __init__(
         self,
         reactor: IReactorFDSet,
@@ -81,12 +87,13 @@ class FdPlug(ReaderPlug):
     def doRead(self) -> None:
         recv = self._recv
         assert recv is not None, "a subclass without recv reads in its own doRead"
-        deliver = self.receiver.frameReceived
+        deliver = self._delivery()
+        readSize, minFrame, maxFrame = self.readSize, self.minFrame, self.maxFrame
         received = 0
         try:
             for _ in range(READ_BATCH):
                 try:
-                    frame = recv(READ_SIZE)
+                    frame = recv(readSize)
                 except BlockingIOError:
                     return
                 except OSError as e:
@@ -95,7 +102,7 @@ class FdPlug(ReaderPlug):
                     self._readFailed(e)
                     return
                 size = len(frame)
-                if size < ETH_HDRLEN or size > VDE_ETHBUFSIZE:
+                if size < minFrame or size > maxFrame:
                     if self._unusual(frame):
                         received += 1
                     if self.closed:
@@ -108,9 +115,15 @@ class FdPlug(ReaderPlug):
         finally:
             self.stats.received += received
 
+    def _delivery(self) -> Callable[[bytes], None]:
+        """
+        What each frame read is handed to: the receiver's C{frameReceived}.
+        """
+        return self.receiver.frameReceived
+
     def _unusual(self, frame: bytes) -> bool:
         """
-        A read shorter than an Ethernet header or longer than a VDE frame:
+        A read shorter than L{minFrame} or longer than L{maxFrame}:
         dropped unless an override delivers it (and returns C{True}).
         """
         return False

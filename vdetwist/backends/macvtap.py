@@ -1,13 +1,15 @@
 """
-C{macvtap://IFNAME}: a macvtap (or ipvtap) interface, as libvdeplug4's
-macvtap plug (HEAD; not in 4.0.1) opens it.
+C{macvtap://IFNAME[/offload=off]}: a macvtap (or ipvtap) interface.
 
 The character device C{/dev/tap<ifindex of IFNAME>} is opened and
-C{TUNSETIFF} is issued with an empty name and C{IFF_TAP | IFF_NO_PI}
-(0x1002), which also turns off the virtio-net header macvtap enables by
-default.  Frames then pass as on a tap: one read or write per frame.  The
-macvtap itself is made beforehand, e.g. C{ip link add link eth0 name mvt0
-type macvtap mode bridge}.
+C{TUNSETIFF} is issued with an empty name and C{IFF_TAP | IFF_NO_PI |
+IFF_VNET_HDR}, then C{TUNSETOFFLOAD}: super-frames and partial checksums
+pass as on C{tap://} (L{vdetwist.backends.tap}).  With C{offload=off} it is
+opened as libvdeplug4's macvtap plug (HEAD; not in 4.0.1) opens it, with
+C{IFF_TAP | IFF_NO_PI} (0x1002), which turns off the virtio-net header
+macvtap enables by default: one read or write per frame.  The macvtap
+itself is made beforehand, e.g. C{ip link add link eth0 name mvt0 type
+macvtap mode bridge}.
 
 A deleted macvtap gives its open descriptors no sign at all (reads just find
 nothing, writes vanish), so the plug also listens to the kernel's link
@@ -23,7 +25,7 @@ import errno
 import os
 import socket
 import struct
-from typing import Callable
+from typing import Callable, Optional
 
 from twisted.internet.defer import succeed
 from twisted.internet.interfaces import IReadDescriptor
@@ -32,6 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vdetwist._transport.device import (
+    IFF_VNET_HDR,
     TAP_FLAGS,
     FramePlug,
     checkInterfaceName,
@@ -39,20 +42,31 @@ from vdetwist._transport.device import (
     openDevice,
     setIff,
 )
+from vdetwist.backends.tap import REFERENCE as TAP_REFERENCE
+from vdetwist.backends.tap import TAP_OPTIONS, openOffloading, parseDeviceVnl
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference
 
 REFERENCE = SchemeReference(
     scheme="macvtap",
-    synopsis="macvtap://IFNAME",
+    synopsis="macvtap://IFNAME[/offload=off]",
     description=(
-        "The macvtap (or ipvtap) interface IFNAME, opened as `/dev/tap<ifindex>` "
-        "with the virtio-net header off; make it first, e.g. `ip link add link eth0 "
-        "name mvt0 type macvtap mode bridge`. IFNAME is taken as written."
+        "The macvtap (or ipvtap) interface IFNAME, opened as `/dev/tap<ifindex>`; "
+        "make it first, e.g. `ip link add link eth0 "
+        "name mvt0 type macvtap mode bridge`. IFNAME is taken as written. Offloads "
+        "as for `tap://`: on by default, `offload=off` opens it as C does (the "
+        "virtio-net header off)."
     ),
-    examples=(("macvtap://mvt0", "the macvtap `mvt0`"),),
+    grammar="slash",
+    table=TAP_OPTIONS,
+    options=TAP_REFERENCE.options,
+    examples=(
+        ("macvtap://mvt0", "the macvtap `mvt0`"),
+        ("macvtap://mvt0/offload=off", "the macvtap `mvt0`, one MTU frame per read and write"),
+    ),
     differences=(
+        "Offloads are on unless `offload=off`; C turns the virtio-net header off.",
         "From vdeplug4's development version (4.0.1 has no macvtap plugin).",
         "A deleted interface closes the plug (the kernel gives its descriptor no "
         "sign); the descriptor is non-blocking and close-on-exec.",
@@ -145,8 +159,8 @@ class MacvtapPlug(FramePlug):
     A plug on a macvtap interface; closes when the interface is deleted.
     """
 
-    def __init__(self, reactor, fd, ifname, description, ifindex) -> None:
-        super().__init__(reactor, fd, ifname, description)
+    def __init__(self, reactor, fd, ifname, description, ifindex, offloads=None) -> None:
+        super().__init__(reactor, fd, ifname, description, offloads)
         self.ifindex = ifindex
         self.watcher = LinkWatcher(reactor, ifindex, self._gone)
         self.watcher.start()
@@ -156,11 +170,11 @@ class MacvtapPlug(FramePlug):
         super()._release()
 
 
-def openMacvtap(ifname: str) -> tuple[int, int]:
+def openMacvtap(ifname: str, flags: int = TAP_FLAGS) -> tuple[int, int]:
     """
     Open the character device of the macvtap C{ifname} (looked up in the
-    calling thread's network namespace) as the C plug does; return the
-    descriptor and the interface index.
+    calling thread's network namespace), by default as the C plug does;
+    return the descriptor and the interface index.
     """
     try:
         checkInterfaceName(ifname)
@@ -183,11 +197,11 @@ def openMacvtap(ifname: str) -> tuple[int, int]:
     except OSError as e:
         raise VdeError(f"cannot open {path}: {e.strerror}", e.errno or errno.EIO) from None
     try:
-        setIff(fd, b"", TAP_FLAGS)
+        setIff(fd, b"", flags)
     except OSError as e:
         os.close(fd)
         raise VdeError(
-            f"{path} refused TUNSETIFF (IFF_TAP|IFF_NO_PI): {e.strerror}",
+            f"{path} refused TUNSETIFF (flags {flags:#x}): {e.strerror}",
             e.errno or errno.EIO,
         ) from None
     return fd, ifindex
@@ -196,16 +210,22 @@ def openMacvtap(ifname: str) -> tuple[int, int]:
 @implementer(IPlugin, IVdeBackend)
 class MacvtapBackend:
     schemes = ("macvtap",)
-    summary = "a macvtap interface (/dev/tap<ifindex>, IFF_TAP|IFF_NO_PI)"
+    summary = "a macvtap interface (/dev/tap<ifindex>), with offloads unless offload=off"
     references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
-        if not vnl.argument:
+        ifname, offload = parseDeviceVnl(vnl, "interface name")
+        if not ifname:
             raise VNLError(vnl.text, "", "macvtap:// needs an interface name, e.g. macvtap://mvt0")
-        fd, ifindex = openMacvtap(vnl.argument)
+        if offload:
+            fd, ifindex = openMacvtap(ifname, TAP_FLAGS | IFF_VNET_HDR)
+            offloads: Optional[int] = openOffloading(fd, ifname)
+        else:
+            fd, ifindex = openMacvtap(ifname)
+            offloads = None
         try:
-            plug = MacvtapPlug(reactor, fd, vnl.argument, vnl.text, ifindex)
+            plug = MacvtapPlug(reactor, fd, ifname, vnl.text, ifindex, offloads)
         except OSError as e:
             os.close(fd)
-            raise VdeError(f"cannot watch {vnl.argument}: {e.strerror}", e.errno or errno.EIO) from None
+            raise VdeError(f"cannot watch {ifname}: {e.strerror}", e.errno or errno.EIO) from None
         return succeed(plug)

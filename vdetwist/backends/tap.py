@@ -1,12 +1,20 @@
 """
-C{tap://NAME}: a Linux tap interface, opened as libvdeplug4's tap plug does.
+C{tap://NAME[/offload=off]}: a Linux tap interface.
 
 C{/dev/net/tun} is opened and C{TUNSETIFF} (0x400454ca) is issued with a
-40-byte C{struct ifreq} holding NAME and the flags C{IFF_TAP | IFF_NO_PI}
-(0x1002): a missing tap is created (and vanishes with the plug), an existing
-persistent one (C{ip tuntap add dev NAME mode tap user U}) is attached to.
-One C{read}/C{write} is one Ethernet frame, no header.  An empty NAME lets
-the kernel pick C{tapN}.
+40-byte C{struct ifreq} holding NAME and the flags C{IFF_TAP | IFF_NO_PI |
+IFF_VNET_HDR}: a missing tap is created (and vanishes with the plug), an
+existing persistent one (C{ip tuntap add dev NAME mode tap user U}) is
+attached to.  An empty NAME lets the kernel pick C{tapN}.
+
+By default every read and write carries a virtio-net header and
+C{TUNSETOFFLOAD} asks for checksum, TSO4/6, ECN and (Linux >= 6.2) USO
+offloads: the kernel hands over 64 KiB super-frames with partial checksums,
+which cross a cable to another offloading plug as they are, and are
+segmented in software for anything else (L{vdetwist.wire.gso}).  With
+C{offload=off} the tap is opened as libvdeplug4's tap plug opens it
+(C{IFF_TAP | IFF_NO_PI}, 0x1002): one C{read}/C{write} is one Ethernet
+frame, no header.
 
 Unlike the C plug, the descriptor is non-blocking (the reactor must never
 wait on it) and close-on-exec, and NAME is checked: the C plug cuts a long
@@ -35,34 +43,58 @@ from zope.interface import implementer
 
 from vdetwist._transport.device import (
     IFF_TAP,
+    IFF_VNET_HDR,
     IFREQ,
     TAP_FLAGS,
     TUN_DEVICE,
     TUNGETIFF,
+    WRITE_OFFLOADS,
     FramePlug,
     checkInterfaceName,
+    enableOffloads,
     openDevice,
     setIff,
 )
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.reference import SchemeReference
+from vdetwist.reference import Option, SchemeReference
+from vdetwist.vnl import VNL, parse_slash
+
+#: The options after the name, C{tap://NAME/offload=off}; macvtap's too.
+TAP_OPTIONS = ("offload",)
 
 REFERENCE = SchemeReference(
     scheme="tap",
-    synopsis="tap://NAME",
+    synopsis="tap://NAME[/offload=off]",
     description=(
-        "The Linux tap interface NAME (`/dev/net/tun`, `IFF_TAP|IFF_NO_PI`): a "
+        "The Linux tap interface NAME (`/dev/net/tun`): a "
         "missing tap is created and vanishes with the plug (that needs "
         "CAP_NET_ADMIN), an existing persistent one (`ip tuntap add dev NAME mode tap "
         "user USER`) is attached to. An empty NAME lets the kernel pick `tapN`. "
-        "NAME is taken as written: no quotes, escapes or options."
+        "NAME is taken as written: no quotes or escapes. By default the tap is "
+        "opened with the virtio-net header and the kernel's offloads (checksum, "
+        "TSO, USO), so 64 KiB super-frames cross to another offloading plug "
+        "(`vde_plug tap://A tap://B`) in one piece and are segmented in software "
+        "for anything else; `offload=off` opens it as C does (`IFF_TAP|IFF_NO_PI`)."
+    ),
+    grammar="slash",
+    table=TAP_OPTIONS,
+    options=(
+        Option(
+            "offload",
+            "`off`: no virtio-net header and no offloads, one MTU frame per read "
+            "and write, as the C plugin; `on`: super-frames and partial checksums.",
+            "on/off",
+            "on",
+        ),
     ),
     examples=(
         ("tap://tap0", "the tap `tap0`"),
+        ("tap://tap0/offload=off", "the tap `tap0`, one MTU frame per read and write"),
         ("vde_plug tap://tap0 switch:///tmp/sw", "(a command) a switch with a tap on its host port"),
     ),
     differences=(
+        "Offloads are on unless `offload=off`; C never uses the virtio-net header.",
         "A name longer than 15 bytes is refused; C cuts it silently.",
         "The descriptor is non-blocking and close-on-exec; a tap deleted while "
         "open closes the plug.",
@@ -177,19 +209,58 @@ def tapPlugFromDescriptor(reactor: IReactorFDSet, fd: int, description: str) -> 
     if not flags & IFF_TAP:
         raise VdeError(f"descriptor {fd} is a tun device, not a tap", errno.EINVAL)
     os.set_blocking(fd, False)
-    return TapPlug(reactor, fd, os.fsdecode(name.split(b"\0", 1)[0]), description)
+    offloads = WRITE_OFFLOADS if flags & IFF_VNET_HDR else None
+    return TapPlug(reactor, fd, os.fsdecode(name.split(b"\0", 1)[0]), description, offloads)
+
+
+def parseDeviceVnl(vnl: VNL, what: str) -> tuple[str, bool]:
+    """
+    Split C{NAME[/offload=on|off]} (tap://, macvtap://): the interface name,
+    taken as written up to the first C{/}, and whether to offload.
+
+    @raise VNLError: a bad name or option, saying what to write.
+    """
+    name, slash, rest = vnl.argument.partition("/")
+    try:
+        checkInterfaceName(name, what)
+    except ValueError as e:
+        raise VNLError(vnl.text, vnl.argument, str(e)) from None
+    options = parse_slash("/" + rest, TAP_OPTIONS, vnl.text)[1] if slash else {}
+    offload = options.get("offload", "on")
+    if offload not in ("on", "off", ""):
+        raise VNLError(vnl.text, offload, f"offload={offload}: write offload=on or offload=off")
+    return name, offload != "off"
+
+
+def openOffloading(fd: int, ifname: str) -> int:
+    """
+    Turn the offloads on for C{fd}, opened with C{IFF_VNET_HDR}; return what
+    it accepts on writes.
+
+    @raise VdeError: the device refuses (C{fd} is closed then).
+    """
+    try:
+        return enableOffloads(fd)
+    except OSError as e:
+        os.close(fd)
+        raise VdeError(
+            f"{ifname} refused the offloads (TUNSETOFFLOAD): {e.strerror}; "
+            "open it with offload=off",
+            e.errno or errno.EIO,
+        ) from None
 
 
 @implementer(IPlugin, IVdeBackend)
 class TapBackend:
     schemes = ("tap",)
-    summary = "a Linux tap interface (/dev/net/tun, IFF_TAP|IFF_NO_PI)"
+    summary = "a Linux tap interface (/dev/net/tun), with offloads unless offload=off"
     references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
-        try:
-            checkInterfaceName(vnl.argument, "tap name")
-        except ValueError as e:
-            raise VNLError(vnl.text, vnl.argument, str(e)) from None
-        fd, ifname = openTap(vnl.argument)
-        return succeed(TapPlug(reactor, fd, ifname, vnl.text))
+        name, offload = parseDeviceVnl(vnl, "tap name")
+        if not offload:
+            fd, ifname = openTap(name)
+            return succeed(TapPlug(reactor, fd, ifname, vnl.text))
+        fd, ifname = openTap(name, TAP_FLAGS | IFF_VNET_HDR)
+        offloads = openOffloading(fd, ifname)
+        return succeed(TapPlug(reactor, fd, ifname, vnl.text, offloads))

@@ -8,6 +8,10 @@ one's-complement sum, up to the representation of zero.
 from __future__ import annotations
 
 import struct
+from typing import Union
+
+#: What the sums read: any contiguous bytes, a slice of a memoryview too.
+BytesLike = Union[bytes, bytearray, memoryview]
 
 _PSEUDO4 = struct.Struct("!4s4sxBH")
 _PSEUDO6 = struct.Struct("!16s16sI3xB")
@@ -22,7 +26,7 @@ _CHUNKED = 4096
 _CHUNK = 1536
 
 
-def residue(data: bytes) -> int:
+def residue(data: BytesLike) -> int:
     """
     The one's-complement sum of C{data}'s 16-bit words modulo 0xffff (an
     odd last byte is padded with zero).
@@ -47,7 +51,7 @@ def finish(total: int) -> int:
     return 0xFFFF - total % 0xFFFF
 
 
-def checksum(data: bytes, initial: int = 0) -> int:
+def checksum(data: BytesLike, initial: int = 0) -> int:
     """
     The value to put in a checksum field (zeroed in C{data}); C{initial} is
     the residue of a pseudo-header.
@@ -55,7 +59,7 @@ def checksum(data: bytes, initial: int = 0) -> int:
     return finish(residue(data) + initial)
 
 
-def verify(data: bytes, initial: int = 0) -> bool:
+def verify(data: BytesLike, initial: int = 0) -> bool:
     """
     Whether C{data}, checksum field included, sums to all ones.
     """
