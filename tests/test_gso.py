@@ -21,7 +21,7 @@ from typing import Optional
 from twisted.trial.unittest import TestCase
 
 from tests.support import makeNamespace, nsSocket, requireTun
-from vdetwist import netns
+from vdetwist.testing import netns
 from vdetwist._transport.device import TAP_FLAGS, TUN_DEVICE, setIff
 from vdetwist.wire.checksum import pseudo4, pseudo6, residue, verify
 from vdetwist.wire.gso import BadVnetFrame, completeChecksum, segment

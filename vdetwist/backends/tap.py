@@ -58,7 +58,7 @@ from vdetwist._transport.device import (
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import VNL, parse_slash
+from vdetwist.vnl import VNL, parseSlash
 
 #: The options after the name, C{tap://NAME/offload=off}; macvtap's too.
 TAP_OPTIONS = ("offload",)
@@ -225,7 +225,7 @@ def parseDeviceVnl(vnl: VNL, what: str) -> tuple[str, bool]:
         checkInterfaceName(name, what)
     except ValueError as e:
         raise VNLError(vnl.text, vnl.argument, str(e)) from None
-    options = parse_slash("/" + rest, TAP_OPTIONS, vnl.text)[1] if slash else {}
+    options = parseSlash("/" + rest, TAP_OPTIONS, vnl.text)[1] if slash else {}
     offload = options.get("offload", "on")
     if offload not in ("on", "off", ""):
         raise VNLError(vnl.text, offload, f"offload={offload}: write offload=on or offload=off")
