@@ -22,12 +22,12 @@ from twisted.trial import unittest
 
 from tests.support import ROOT, isELF, ourEnv, ourTool
 from vdetwist.scripts import dpipe
+from vdetwist.scripts.cli import UsageError
 from vdetwist.scripts.dpipe import (
     BOTH,
     LEFTWARD,
     RIGHTWARD,
     Command,
-    UsageError,
     links,
     parseCommands,
     parseOptions,

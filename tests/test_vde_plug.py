@@ -11,7 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from vdetwist.scripts.iplog import IpLogger
 from vdetwist.registry import OpenArgs
-from vdetwist.scripts.vde_plug import NOT_A_SHELL, UsageError, parseArgs
+from vdetwist.scripts.cli import UsageError
+from vdetwist.scripts.vde_plug import NOT_A_SHELL, parseArgs
 
 
 class ParseTests(SynchronousTestCase):

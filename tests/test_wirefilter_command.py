@@ -20,7 +20,8 @@ from tests.support import (
     ourTool, records, tmpdir, waitFor,
 )
 from vdetwist.lab.console import PROMPT
-from vdetwist.scripts.wirefilter import USAGE, UsageError, parseArgs, splitPlugs
+from vdetwist.scripts.cli import UsageError
+from vdetwist.scripts.wirefilter import USAGE, parseArgs, splitPlugs
 from vdetwist.wire.stream import StreamDecoder
 
 WIREFILTER = ourTool("wirefilter")

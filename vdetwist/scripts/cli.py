@@ -1,7 +1,7 @@
 """
-What our commands share with each other as the C tools do: getopt's
-complaints in glibc's words, so a bad command line reads as the C tool's,
-and C{daemon(0, 0)}.
+What our commands share with each other as the C tools do: the command
+line parsed by getopt with its complaints in glibc's words, so a bad
+command line reads as the C tool's, and C{daemon(0, 0)}.
 """
 
 from __future__ import annotations
@@ -9,6 +9,31 @@ from __future__ import annotations
 import getopt
 import os
 from typing import Sequence
+
+
+class UsageError(Exception):
+    """
+    A bad command line; the message (empty for C{--help}) says what is
+    wrong, and each command prints it with its usage as its C tool does.
+    """
+
+
+def getopts(argv: Sequence[str], short: str, longOptions: Sequence[str], prefix: str = "",
+            permute: bool = True, longOnly: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
+    """
+    C{argv} parsed as glibc's getopt_long does: GNU's order (options and
+    operands mixed) unless not C{permute} (options stop at the first
+    operand).
+
+    @param prefix: what precedes the message of a bad option (C{"vde_plug: "}).
+    @param longOnly: word the messages as getopt_long_only does.
+    @raise UsageError: a bad option, in glibc's words.
+    """
+    parse = getopt.gnu_getopt if permute else getopt.getopt
+    try:
+        return parse(list(argv), short, list(longOptions))
+    except getopt.GetoptError as e:
+        raise UsageError(prefix + glibcMessage(e, longOptions, longOnly)) from None
 
 
 def glibcMessage(error: getopt.GetoptError, longOptions: Sequence[str],

@@ -36,6 +36,8 @@ from itertools import pairwise
 from types import FrameType
 from typing import NoReturn, Optional, Sequence
 
+from vdetwist.scripts.cli import UsageError
+
 USAGE = """\
 Usage:
   {prog} [OPTIONS}} cmd1 [arg1...] = cmd2 [arg2...] [ = cmd3 [arg3...] ]
@@ -92,12 +94,6 @@ LEFTWARD = "{"
 
 #: (command index, fd) at one end of a pipe.
 End = tuple[int, int]
-
-
-class UsageError(Exception):
-    """
-    The command line does not describe a valid chain of commands.
-    """
 
 
 @dataclass

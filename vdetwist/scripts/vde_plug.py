@@ -14,7 +14,6 @@ the C tool.  Errors go to stderr; stdout carries only the stream.
 
 from __future__ import annotations
 
-import getopt
 import grp
 import os
 import signal
@@ -45,7 +44,7 @@ from vdetwist.scripts.iplog import IpLogger
 from vdetwist.registry import DEFAULT_DESCRIPTION, OpenArgs, openVNL, userName
 from vdetwist._transport.pipes import PipeStandardIO
 from vdetwist.streamplug import StreamPlug
-from vdetwist.scripts.cli import daemonize, glibcMessage
+from vdetwist.scripts.cli import UsageError, daemonize, getopts
 
 USAGE = """\
 Usage:
@@ -87,12 +86,6 @@ NOT_A_SHELL = (
 )
 
 
-class UsageError(Exception):
-    """
-    A bad command line; the message (possibly empty) precedes the usage.
-    """
-
-
 @dataclass
 class Options:
     daemon: bool = False
@@ -115,10 +108,7 @@ def parseArgs(argv: list[str]) -> Options:
     """
     The C tool's command line, into L{Options}.
     """
-    try:
-        opts, rest = getopt.gnu_getopt(argv, SHORT, LONG)
-    except getopt.GetoptError as e:
-        raise UsageError(f"vde_plug: {glibcMessage(e, LONG)}") from None
+    opts, rest = getopts(argv, SHORT, LONG, "vde_plug: ")
     options = Options()
     for name, value in opts:
         if name in ("-h", "--help"):

@@ -21,7 +21,6 @@ and counted, and the count is reported at the end.
 from __future__ import annotations
 
 import errno
-import getopt
 import os
 import signal
 import sys
@@ -46,7 +45,7 @@ from vdetwist.interfaces import IFrameReceiver, IVdePlug
 from vdetwist.lab.capture import CaptureFile, openPcap
 from vdetwist.wire.pcap import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, PcapError, fileHeader
 from vdetwist.registry import openVNL
-from vdetwist.scripts.cli import glibcMessage
+from vdetwist.scripts.cli import UsageError, getopts
 
 USAGE = """\
 Usage: vdecapture [OPTIONS] VNL outfile
@@ -66,12 +65,6 @@ OPTIONS:
 
 SHORT = "c:s:t:aqh"
 LONG = ["count=", "size=", "time=", "append", "quiet", "help", "version"]
-
-
-class UsageError(Exception):
-    """
-    A bad command line; the message (possibly empty) precedes the usage.
-    """
 
 
 @dataclass
@@ -102,10 +95,7 @@ def parseArgs(argv: list[str]) -> Options:
 
     @raise UsageError: a bad command line, or C{--help}.
     """
-    try:
-        opts, rest = getopt.gnu_getopt(argv, SHORT, LONG)
-    except getopt.GetoptError as e:
-        raise UsageError(f"vdecapture: {glibcMessage(e, LONG)}") from None
+    opts, rest = getopts(argv, SHORT, LONG, "vdecapture: ")
     options = Options()
     for name, value in opts:
         if name in ("-h", "--help"):

@@ -21,7 +21,6 @@ enters the namespaces and executes the command itself.
 from __future__ import annotations
 
 import errno
-import getopt
 import ipaddress
 import os
 import shutil
@@ -49,7 +48,7 @@ from vdetwist.cable import Cable
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import openVNL
-from vdetwist.scripts.cli import glibcMessage
+from vdetwist.scripts.cli import UsageError, getopts
 from vdetwist.userns import NamespaceError, Setup, dieWithParent, enter, grantCapabilities
 
 USAGE = """\
@@ -94,12 +93,6 @@ FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 TERMINAL = (signal.SIGINT, signal.SIGQUIT)
 
 
-class UsageError(Exception):
-    """
-    A bad command line: the message, one line.
-    """
-
-
 @dataclass
 class Options:
     setup: Setup = field(default_factory=Setup)
@@ -117,10 +110,7 @@ def parseArgs(args: list[str], environ: dict[str, str]) -> Options:
     C{VDE_RESOLVCONF} and C{VDE_RESOLVADDR} are the defaults of C{-r} and
     C{-R}.
     """
-    try:
-        opts, rest = getopt.getopt(args, SHORT, LONG)
-    except getopt.GetoptError as e:
-        raise UsageError(glibcMessage(e, LONG)) from None
+    opts, rest = getopts(args, SHORT, LONG, permute=False)
     options = Options()
     ifname: Optional[str] = None
     multi = False

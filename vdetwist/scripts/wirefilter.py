@@ -19,7 +19,6 @@ it never busy-loops.
 
 from __future__ import annotations
 
-import getopt
 import os
 import signal
 import stat
@@ -54,7 +53,7 @@ from vdetwist._transport.pipes import PipeStandardIO
 from vdetwist.registry import openVNL
 from vdetwist.streamplug import StreamPlug
 from vdetwist.vde2.console import serveStdio
-from vdetwist.scripts.cli import daemonize, glibcMessage
+from vdetwist.scripts.cli import UsageError, daemonize, getopts
 
 USAGE = """\
 Usage: wirefilter OPTIONS
@@ -99,12 +98,6 @@ PROG = "wirefilter"
 FLUSH_TIMEOUT = 5.0
 
 
-class UsageError(Exception):
-    """
-    A bad command line; the message (possibly empty) precedes the usage.
-    """
-
-
 @dataclass
 class Options:
     values: list[tuple[str, str, str]] = field(default_factory=list)
@@ -128,10 +121,7 @@ def parseArgs(argv: list[str]) -> Options:
     @raise UsageError: a bad option (the usage follows the message).
     @raise WireValueError: a bad value (one line, no usage).
     """
-    try:
-        opts, rest = getopt.gnu_getopt(argv, SHORT, LONG)
-    except getopt.GetoptError as e:
-        raise UsageError(f"{PROG}: {glibcMessage(e, LONG, longOnly=True)}") from None
+    opts, rest = getopts(argv, SHORT, LONG, f"{PROG}: ", longOnly=True)
     options = Options()
     for name, value in opts:
         if name in ("-h", "--help"):
