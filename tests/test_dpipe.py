@@ -27,7 +27,7 @@ from vdetwist.scripts.dpipe import (
     BOTH,
     LEFTWARD,
     RIGHTWARD,
-    Command,
+    ChainCommand,
     links,
     parseCommands,
     parseOptions,
@@ -358,11 +358,11 @@ class ParseCommandsTests(unittest.SynchronousTestCase):
         commands sit on one direction of their segment.
         """
         commands = [
-            Command(["a"]),
-            Command(["b"]),
-            Command(["c"], RIGHTWARD),
-            Command(["d"], LEFTWARD),
-            Command(["e"]),
+            ChainCommand(["a"]),
+            ChainCommand(["b"]),
+            ChainCommand(["c"], RIGHTWARD),
+            ChainCommand(["d"], LEFTWARD),
+            ChainCommand(["e"]),
         ]
         self.assertEqual(
             set(links(commands, 7, 8)),

@@ -1,1 +1,1 @@
-"""Command-line tools: vde_plug and dpipe."""
+"""Command-line tools: vde_plug, dpipe, wirefilter, vdecapture, vdens."""

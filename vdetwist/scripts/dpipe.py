@@ -108,7 +108,11 @@ class Options:
 
 
 @dataclass
-class Command:
+class ChainCommand:
+    """
+    One command of the chain, and which way data flows through it.
+    """
+
     argv: list[str]
     direction: str = BOTH
 
@@ -250,15 +254,15 @@ def _bracket(char: str, default: str) -> str:
     return char if char in (RIGHTWARD, LEFTWARD) else default
 
 
-def parseCommands(args: Sequence[str]) -> list[Command]:
+def parseCommands(args: Sequence[str]) -> list[ChainCommand]:
     """
     Split the arguments left after the options into commands.
 
     @raise UsageError: if there are fewer than two commands, a command is
         empty, or the last one is inside an unclosed one-way stretch.
     """
-    commands: list[Command] = []
-    current = Command([])
+    commands: list[ChainCommand] = []
+    current = ChainCommand([])
     for arg in args:
         direction = _separator(arg, current.direction)
         if direction is None:
@@ -267,7 +271,7 @@ def parseCommands(args: Sequence[str]) -> list[Command]:
         if not current.argv:
             raise UsageError("empty command")
         commands.append(current)
-        current = Command([], direction)
+        current = ChainCommand([], direction)
     if not commands or not current.argv or current.direction != BOTH:
         raise UsageError("incomplete command chain")
     commands.append(current)
@@ -275,7 +279,7 @@ def parseCommands(args: Sequence[str]) -> list[Command]:
 
 
 def links(
-    commands: Sequence[Command], alternateIn: int, alternateOut: int
+    commands: Sequence[ChainCommand], alternateIn: int, alternateOut: int
 ) -> list[tuple[End, End]]:
     """
     Describe the pipes joining the commands as (writer, reader) pairs.
@@ -482,7 +486,7 @@ class Dpipe:
         finally:
             os._exit(0)
 
-    def run(self, commands: list[Command], alternateIn: int, alternateOut: int) -> int:
+    def run(self, commands: list[ChainCommand], alternateIn: int, alternateOut: int) -> int:
         """
         Start the commands; then either become the last one (-n) or wait for
         all of them, remove the files and return the last one's exit status.

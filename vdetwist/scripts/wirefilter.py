@@ -216,7 +216,7 @@ class _Side:
     the reading back while the interface is busy.
     """
 
-    def __init__(self, link: "Link", direction: int) -> None:
+    def __init__(self, link: "FilterLink", direction: int) -> None:
         self.link = link
         self.direction = direction
         self.resumeCall = None
@@ -240,7 +240,7 @@ class _Side:
         self.link.end(reason)
 
 
-class Link:
+class FilterLink:
     """
     The filter between its plugs (one for a one-way filter, two otherwise):
     direction D reads plug D and writes the other.
@@ -358,7 +358,7 @@ async def run(reactor, options: Options, stop) -> None:
         if options.blink is not None:
             runtime.setBlink(options.blink, options.blinkid)
         sides = await _openSides(reactor, options)
-        link = Link(reactor, runtime, sides)
+        link = FilterLink(reactor, runtime, sides)
         if options.rcfile is not None:
             runtime.runRcfile(options.rcfile)
         if options.mgmt is not None:

@@ -237,7 +237,7 @@ def macAddress(ifname: str, namespace: NamespaceLike = None) -> bytes:
     return bytes.fromhex(linkInfo(ifname, namespace)["address"].replace(":", ""))
 
 
-class Link:
+class LinkHandle:
     """
     An interface made by these helpers; L{remove} deletes it.
 
@@ -250,17 +250,17 @@ class Link:
         self.namespace = _name(namespace)
 
     def __repr__(self) -> str:
-        return f"<Link {self.name} in {self.namespace or 'own namespace'}>"
+        return f"<LinkHandle {self.name} in {self.namespace or 'own namespace'}>"
 
     def remove(self) -> None:
         removeLink(self.name, self.namespace)
 
-    def moveTo(self, namespace: NamespaceLike) -> "Link":
+    def moveTo(self, namespace: NamespaceLike) -> "LinkHandle":
         moveLink(self.name, namespace, self.namespace)
         self.namespace = _name(namespace)
         return self
 
-    def __enter__(self) -> "Link":
+    def __enter__(self) -> "LinkHandle":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -285,18 +285,18 @@ def removeLink(ifname: str, namespace: NamespaceLike = None) -> None:
 
 
 def createTap(name: str, namespace: NamespaceLike = None,
-              owner: Optional[int] = None, group: Optional[int] = None) -> Link:
+              owner: Optional[int] = None, group: Optional[int] = None) -> LinkHandle:
     """
     Create a persistent tap, as C{ip tuntap add dev NAME mode tap [user U]
     [group G]}; it stays until removed even when nobody has it open.
     """
     with entered(namespace):
         actual = makePersistentTap(name, owner, group)
-    return Link(actual, namespace)
+    return LinkHandle(actual, namespace)
 
 
 def createVeth(name: str, peer: str, namespace: NamespaceLike = None,
-               peerNamespace: NamespaceLike = None) -> Link:
+               peerNamespace: NamespaceLike = None) -> LinkHandle:
     """
     Create a veth pair C{name} (in C{namespace}) and C{peer} (in
     C{peerNamespace}, by default the same).  Removing either end removes
@@ -308,11 +308,11 @@ def createVeth(name: str, peer: str, namespace: NamespaceLike = None,
         peerSpec["net_ns_fd"] = _name(peerNamespace)
     with routing(namespace) as ipr:
         ipr.link("add", ifname=name, kind="veth", peer=peerSpec)
-    return Link(name, namespace)
+    return LinkHandle(name, namespace)
 
 
 def createMacvtap(name: str, lower: str, namespace: NamespaceLike = None,
-                  mode: str = "bridge") -> Link:
+                  mode: str = "bridge") -> LinkHandle:
     """
     Create the macvtap C{name} on C{lower} (same namespace); its character
     device is C{/dev/tap<index>}.
@@ -328,7 +328,7 @@ def createMacvtap(name: str, lower: str, namespace: NamespaceLike = None,
         # has.
         ipr.link("add", ifname=name, kind="macvtap", link=lowerIndex,
                  macvtap_mode=mode, index=_freeTapIndex())
-    return Link(name, namespace)
+    return LinkHandle(name, namespace)
 
 
 def _freeTapIndex() -> int:
