@@ -21,9 +21,11 @@ from zope.interface import alsoProvides, implementer
 
 from vdetwist._transport.fdplug import GONE, READ_SIZE, FdPlug
 from vdetwist._transport.vnet import sendSegments, sendVnetFrame, vnetDelivery
-from vdetwist.errors import PlugLost, VdeError
+from vdetwist.errors import PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdePlug, IVnetPlug
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
+from vdetwist.reference import Option
+from vdetwist.vnl import VNL, parseSlash
 from vdetwist.wire.gso import BadVnetFrame
 from vdetwist.wire.vnethdr import (
     PLAIN, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO, TUN_F_USO4,
@@ -127,6 +129,55 @@ def enableOffloads(fd: int) -> int:
         fcntl.ioctl(fd, TUNSETOFFLOAD, READ_OFFLOADS)
         return WRITE_OFFLOADS
     return WRITE_OFFLOADS | USO
+
+
+#: The options after the name of C{tap://NAME/offload=off} and
+#: C{macvtap://}, and their reference.
+TAP_OPTIONS = ("offload",)
+OFFLOAD_OPTION = Option(
+    "offload",
+    "`off`: no virtio-net header and no offloads, one MTU frame per read "
+    "and write, as the C plugin; `on`: super-frames and partial checksums.",
+    "on/off",
+    "on",
+)
+
+
+def parseDeviceVnl(vnl: VNL, what: str) -> tuple[str, bool]:
+    """
+    Split C{NAME[/offload=on|off]} (tap://, macvtap://): the interface name,
+    taken as written up to the first C{/}, and whether to offload.
+
+    @raise VNLError: a bad name or option, saying what to write.
+    """
+    name, slash, rest = vnl.argument.partition("/")
+    try:
+        checkInterfaceName(name, what)
+    except ValueError as e:
+        raise VNLError(vnl.text, vnl.argument, str(e)) from None
+    options = parseSlash("/" + rest, TAP_OPTIONS, vnl.text)[1] if slash else {}
+    offload = options.get("offload", "on")
+    if offload not in ("on", "off", ""):
+        raise VNLError(vnl.text, offload, f"offload={offload}: write offload=on or offload=off")
+    return name, offload != "off"
+
+
+def openOffloading(fd: int, ifname: str) -> int:
+    """
+    Turn the offloads on for C{fd}, opened with C{IFF_VNET_HDR}; return what
+    it accepts on writes.
+
+    @raise VdeError: the device refuses (C{fd} is closed then).
+    """
+    try:
+        return enableOffloads(fd)
+    except OSError as e:
+        os.close(fd)
+        raise VdeError(
+            f"{ifname} refused the offloads (TUNSETOFFLOAD): {e.strerror}; "
+            "open it with offload=off",
+            e.errno or errno.EIO,
+        ) from None
 
 
 def openDevice(path: str, purpose: str) -> int:

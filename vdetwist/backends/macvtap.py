@@ -35,15 +35,17 @@ from zope.interface import implementer
 
 from vdetwist._transport.device import (
     IFF_VNET_HDR,
+    OFFLOAD_OPTION,
     TAP_FLAGS,
+    TAP_OPTIONS,
     FramePlug,
     checkInterfaceName,
     interfaceExists,
     openDevice,
+    openOffloading,
+    parseDeviceVnl,
     setIff,
 )
-from vdetwist.backends.tap import REFERENCE as TAP_REFERENCE
-from vdetwist.backends.tap import TAP_OPTIONS, openOffloading, parseDeviceVnl
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference
@@ -60,7 +62,7 @@ REFERENCE = SchemeReference(
     ),
     grammar="slash",
     table=TAP_OPTIONS,
-    options=TAP_REFERENCE.options,
+    options=(OFFLOAD_OPTION,),
     examples=(
         ("macvtap://mvt0", "the macvtap `mvt0`"),
         ("macvtap://mvt0/offload=off", "the macvtap `mvt0`, one MTU frame per read and write"),

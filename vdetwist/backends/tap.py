@@ -48,20 +48,19 @@ from vdetwist._transport.device import (
     TAP_FLAGS,
     TUN_DEVICE,
     TUNGETIFF,
+    OFFLOAD_OPTION,
+    TAP_OPTIONS,
     WRITE_OFFLOADS,
     FramePlug,
     checkInterfaceName,
-    enableOffloads,
     openDevice,
+    openOffloading,
+    parseDeviceVnl,
     setIff,
 )
-from vdetwist.errors import VdeError, VNLError
+from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdeBackend
-from vdetwist.reference import Option, SchemeReference
-from vdetwist.vnl import VNL, parseSlash
-
-#: The options after the name, C{tap://NAME/offload=off}; macvtap's too.
-TAP_OPTIONS = ("offload",)
+from vdetwist.reference import SchemeReference
 
 REFERENCE = SchemeReference(
     scheme="tap",
@@ -80,13 +79,7 @@ REFERENCE = SchemeReference(
     grammar="slash",
     table=TAP_OPTIONS,
     options=(
-        Option(
-            "offload",
-            "`off`: no virtio-net header and no offloads, one MTU frame per read "
-            "and write, as the C plugin; `on`: super-frames and partial checksums.",
-            "on/off",
-            "on",
-        ),
+        OFFLOAD_OPTION,
     ),
     examples=(
         ("tap://tap0", "the tap `tap0`"),
@@ -211,43 +204,6 @@ def tapPlugFromDescriptor(reactor: IReactorFDSet, fd: int, description: str) -> 
     os.set_blocking(fd, False)
     offloads = WRITE_OFFLOADS if flags & IFF_VNET_HDR else None
     return TapPlug(reactor, fd, os.fsdecode(name.split(b"\0", 1)[0]), description, offloads)
-
-
-def parseDeviceVnl(vnl: VNL, what: str) -> tuple[str, bool]:
-    """
-    Split C{NAME[/offload=on|off]} (tap://, macvtap://): the interface name,
-    taken as written up to the first C{/}, and whether to offload.
-
-    @raise VNLError: a bad name or option, saying what to write.
-    """
-    name, slash, rest = vnl.argument.partition("/")
-    try:
-        checkInterfaceName(name, what)
-    except ValueError as e:
-        raise VNLError(vnl.text, vnl.argument, str(e)) from None
-    options = parseSlash("/" + rest, TAP_OPTIONS, vnl.text)[1] if slash else {}
-    offload = options.get("offload", "on")
-    if offload not in ("on", "off", ""):
-        raise VNLError(vnl.text, offload, f"offload={offload}: write offload=on or offload=off")
-    return name, offload != "off"
-
-
-def openOffloading(fd: int, ifname: str) -> int:
-    """
-    Turn the offloads on for C{fd}, opened with C{IFF_VNET_HDR}; return what
-    it accepts on writes.
-
-    @raise VdeError: the device refuses (C{fd} is closed then).
-    """
-    try:
-        return enableOffloads(fd)
-    except OSError as e:
-        os.close(fd)
-        raise VdeError(
-            f"{ifname} refused the offloads (TUNSETOFFLOAD): {e.strerror}; "
-            "open it with offload=off",
-            e.errno or errno.EIO,
-        ) from None
 
 
 @implementer(IPlugin, IVdeBackend)
