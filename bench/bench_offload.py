@@ -36,7 +36,7 @@ from typing import Optional
 
 import benchlib
 from benchlib import Processes, cpuSeconds, waitFor, which
-from vdetwist import netns
+from vdetwist.testing import netns
 
 ADDR_A = "10.81.0.1"
 ADDR_B = "10.81.0.2"
