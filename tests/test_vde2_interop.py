@@ -819,6 +819,55 @@ class SwitchServerTests(Vde2TestCase):
         # The failed start did not disturb the running one.
         await self.rawJoin(server.path)
 
+    def test_ctlNotASocket(self) -> None:
+        """
+        Something other than a socket at ctl is refused, naming it, and
+        left as it is.
+        """
+        directory = self.path("sw")
+        os.mkdir(directory, 0o700)
+        with open(directory + "/ctl", "w") as f:
+            f.write("keep me")
+        server = VdeServer(reactor, Node(SwitchEngine(), reactor), directory)
+        with self.assertRaises(VdeError) as caught:
+            server.start()
+        self.assertEqual(caught.exception.errno, errno.EEXIST)
+        self.assertIn(f"{directory}/ctl exists and is not a socket", str(caught.exception))
+        with open(directory + "/ctl") as f:
+            self.assertEqual(f.read(), "keep me")
+
+    async def test_ctlRemovedUnderTheSwitch(self) -> None:
+        """
+        A ctl somebody removed while the switch ran: stopping still closes
+        the listener and removes the directory.
+        """
+        server = self.ourServer()
+        client = await self.rawJoin(server.path)
+        os.unlink(server.ctlPath)
+        server.stop()
+        self.assertFalse(os.path.exists(server.path))
+        self.assertIsNone(server.listener)
+        await until(lambda: client.poll() and client.eof, "the client to see EOF")
+
+    async def test_dataAfterTheHandshake(self) -> None:
+        """
+        The request is read as vde_switch reads it, in one read of 256
+        bytes: what a client sends beyond, in the same write or later, is
+        data on the control connection after the handshake, and the
+        endpoint is closed, with a warning.
+        """
+        server = self.ourServer()
+        glued = self.rawClient(server.path)
+        request = protocol.packRequest(glued.path, b"glued")
+        glued.ctl.send(request.ljust(protocol.READ_SIZE, b"\0") + b"more")
+        later = await self.rawJoin(server.path, description=b"later")
+        later.ctl.send(b"more")
+        await until(lambda: glued.poll() and glued.eof, "the glued client to be closed")
+        await until(lambda: later.poll() and later.eof, "the later client to be closed")
+        self.assertEqual(len(glued.received), protocol.SOCKADDR_UN_SIZE)
+        self.assertEqual(server.endpoints, {})
+        self.assertEqual(self.log.text().count("after the handshake; closing it"), 2)
+
     async def test_permissions(self) -> None:
         requireRoot("to give a client's socket to another user")
         server = self.ourServer(mode=0o660, group="0")

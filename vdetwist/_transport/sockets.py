@@ -38,16 +38,36 @@ def isAlive(path: str, kind: int = socket.SOCK_DGRAM) -> bool:
     return True
 
 
-def removeStale(path: str, kind: int = socket.SOCK_DGRAM) -> None:
+def removeStale(path: str, kind: int = socket.SOCK_DGRAM, inUse: Optional[str] = None) -> None:
     """
-    Unlink the socket at C{path} unless somebody is bound to it, in which
-    case fail with EADDRINUSE.
+    Make way for binding a socket at C{path}: a socket file left there by a
+    process that is gone is unlinked; nothing there is fine.
+
+    @param kind: the socket type to probe with (C{SOCK_STREAM} for a
+        listener).
+    @param inUse: the message when somebody answers on C{path}.
+    @raise VdeError: EADDRINUSE when somebody answers on C{path}; EEXIST when
+        C{path} is not a socket (never unlinked: a typo must not cost a file).
     """
-    if not isSocket(path):
+    if not os.path.lexists(path):
         return
+    if not isSocket(path):
+        raise VdeError(f"{path} exists and is not a socket", errno.EEXIST)
     if isAlive(path, kind):
-        raise VdeError(f"{path} is in use by another process", errno.EADDRINUSE)
-    os.unlink(path)
+        raise VdeError(inUse or f"{path} is in use by another process", errno.EADDRINUSE)
+    unlinkQuietly(path)
+
+
+def unlinkQuietly(path: Optional[str]) -> None:
+    """
+    Remove a socket file this process made, if there is one: cleaning up
+    must not fail because it is gone already.
+    """
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def groupId(group: str) -> int:

@@ -21,7 +21,7 @@ from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference
-from vdetwist._transport.sockets import removeStale, setOwnership
+from vdetwist._transport.sockets import removeStale, setOwnership, unlinkQuietly
 
 REFERENCE = SchemeReference(
     scheme="ptp",
@@ -45,10 +45,7 @@ class PtpPlug(DatagramPlug):
 
     def _release(self) -> None:
         super()._release()
-        try:
-            os.unlink(self.ownPath)
-        except OSError:
-            pass
+        unlinkQuietly(self.ownPath)
 
 
 def _bindFirst(sock: socket.socket, path: str) -> None:

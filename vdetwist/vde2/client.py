@@ -29,7 +29,7 @@ from zope.interface import implementer
 from vdetwist._transport.fdplug import FdReader
 from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import PlugClosed, VdeError
-from vdetwist._transport.sockets import groupId
+from vdetwist._transport.sockets import groupId, unlinkQuietly
 from vdetwist.vde2.protocol import (
     SOCKADDR_UN_SIZE,
     ProtocolError,
@@ -288,7 +288,7 @@ class _Handshake:
         except (ProtocolError, VdeError) as e:
             self._fail(e)
             return
-        _unlink(self.dataPath)
+        unlinkQuietly(self.dataPath)
         plug = VdeClientPlug(
             self.reactor, self.data, self.control, self.plugDescription,
             self.switchPath, serverPath,
@@ -319,21 +319,13 @@ class _Handshake:
     def _cleanup(self) -> None:
         self.control.close()
         self.data.close()
-        _unlink(self.dataPath)
+        unlinkQuietly(self.dataPath)
 
     def _fail(self, error: Exception) -> None:
         self._stop()
         self._cleanup()
         if not self.deferred.called:
             self.deferred.errback(Failure(error))
-
-
-def _unlink(path: Optional[str]) -> None:
-    if path:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 
 
 def connectVde(
@@ -424,7 +416,7 @@ def _start(reactor, path, description, port, portgroup, group, mode, timeout,
     except BaseException as e:
         control.close()
         data.close()
-        _unlink(dataPath)
+        unlinkQuietly(dataPath)
         if isinstance(e, OSError):
             raise VdeError(f"{dataPath}: {_strerror(e)}", e.errno or errno.EIO) from None
         raise

@@ -107,7 +107,7 @@ from vdetwist.lab.capture import SwitchCaptures
 from vdetwist.node import HubEngine, NodeObserver, SwitchEngine, formatMac, parseMac
 from vdetwist.node.mactable import NOVLAN, roundUpPowerOfTwo, vde2Bucket
 from vdetwist.node.node import INodeObserver
-from vdetwist._transport.sockets import isAlive, isSocket
+from vdetwist._transport.sockets import groupId, removeStale
 
 __all__ = [
     "VdeConsole",
@@ -1586,16 +1586,7 @@ def listenConsole(reactor, console: Interpreter, path: str, mode: int = 0o600,
     @return: the listening port (C{stopListening} unlinks C{path}).
     @raise VdeError: the path is in use or cannot be bound.
     """
-    from vdetwist._transport.sockets import groupId
-
-    if os.path.lexists(path):
-        if not isSocket(path):
-            raise VdeError(f"{path} exists and is not a socket", errno.EEXIST)
-        if isAlive(path, socket.SOCK_STREAM):
-            raise VdeError(
-                f"{path} is in use: another switch answers on it", errno.EADDRINUSE
-            )
-        os.unlink(path)
+    removeStale(path, socket.SOCK_STREAM, inUse=f"{path} is in use: another switch answers on it")
     gid = None if group is None else groupId(group)
     try:
         port = reactor.listenUNIX(path, ConsoleFactory(console), backlog=15, mode=mode)

@@ -3,8 +3,8 @@ The server side of the vde2 connection protocol: what turns C{vde://}
 clients (QEMU, the C C{vde_plug}, ours) into ports of a
 L{vdetwist.node.Node}.
 
-L{VdeServer} owns a switch directory: it listens on C{<dir>/ctl}, reads each
-client's request, makes a datagram socket connected to the client's and
+L{VdeServer} owns a switch directory: it listens on C{<dir>/ctl} (Twisted's
+UNIX listener, C{listenUNIX}), reads each client's request, makes a datagram socket connected to the client's and
 binds it in the directory, and adds it to the node as a L{ServerEndpoint}.
 The control connection then stays silent; it is the liveness channel: when
 the client closes it, the endpoint goes, and closing the endpoint from this
@@ -50,17 +50,19 @@ import pwd
 import socket
 import stat
 import struct
-from typing import Callable, Optional
+from typing import Callable, Optional, cast
 
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet import unix
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.protocols.policies import TimeoutMixin
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import PlugLost, VdeError
 from vdetwist.node.node import Port
-from vdetwist._transport.sockets import groupId, isAlive, isSocket
+from vdetwist._transport.sockets import groupId, isAlive, isSocket, removeStale, unlinkQuietly
 from vdetwist.vde2.protocol import (
     READ_SIZE,
     REQ_NEW_CONTROL,
@@ -92,10 +94,6 @@ FLAVOURS = ("vde_switch", "netnode")
 BACKLOG = 15
 #: Seconds a client may take to send its request.
 REQUEST_TIMEOUT = 10.0
-#: Connections accepted per readiness event of the control socket.
-ACCEPT_BATCH = 64
-#: Seconds to stop accepting after running out of descriptors.
-ACCEPT_BACKOFF = 1.0
 
 _PEERCRED = struct.Struct("3i")
 
@@ -216,14 +214,6 @@ def _strerror(e: BaseException) -> str:
     return str(e)
 
 
-def _unlink(path: Optional[str]) -> None:
-    if path:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
 class ServerEndpoint(DatagramPlug):
     """
     The switch's data socket for one client: a plug added to the node.
@@ -296,70 +286,57 @@ class ServerEndpoint(DatagramPlug):
 
     def _release(self) -> None:
         super()._release()
-        _unlink(self.path)
+        unlinkQuietly(self.path)
         self.server._endpointReleased(self)
 
 
-@implementer(IReadDescriptor)
-class _Control:
+class _Control(Protocol, TimeoutMixin):
     """
     One accepted control connection: reads the request, then watches for
     the client's end.
     """
 
-    def __init__(self, server: "VdeServer", sock: socket.socket) -> None:
+    #: The transport as what it is: a connected UNIX stream.
+    stream: unix.Server
+    endpoint: Optional[ServerEndpoint] = None
+    fd = -1
+    uid: Optional[int] = None
+    #: The client's pid (the web status page shows it), C{None} if unknown.
+    pid: Optional[int] = None
+    who = "unknown client"
+
+    def __init__(self, server: "VdeServer") -> None:
         self.server = server
-        self.sock = sock
-        self.fd = sock.fileno()
         self.buffer = b""
-        self.endpoint: Optional[ServerEndpoint] = None
-        self.closed = False
-        credentials = _credentials(sock)
-        self.uid = None if credentials is None else credentials[1]
-        #: The client's pid (the web status page shows it), C{None} if unknown.
-        self.pid = None if credentials is None else credentials[0]
-        self.who = (
-            "unknown client" if credentials is None
-            else f"client pid {credentials[0]} uid {credentials[1]}"
-        )
-        self.timeout = server.reactor.callLater(server.requestTimeout, self._timedOut)
 
-    def fileno(self) -> int:
-        return self.fd
+    def callLater(self, period: float, func: Callable[[], object]):
+        """
+        L{TimeoutMixin}'s timer, on the server's reactor.
+        """
+        return self.server.reactor.callLater(period, func)
 
-    def logPrefix(self) -> str:
-        return f"vde-ctl-{self.fd}"
+    def connectionMade(self) -> None:
+        self.stream = transport = cast(unix.Server, self.transport)
+        # Read a request the way vde_switch and netnode do (one read of
+        # READ_SIZE): bytes sent beyond it are data after the handshake.
+        transport.bufferSize = READ_SIZE
+        self.fd = transport.fileno()
+        credentials = _credentials(transport.getHandle())
+        if credentials is not None:
+            self.pid, self.uid = credentials[0], credentials[1]
+            self.who = f"client pid {self.pid} uid {self.uid}"
+        self.server._controls.add(self)
+        self.setTimeout(self.server.requestTimeout)
 
-    def doRead(self) -> None:
-        try:
-            data = self.sock.recv(READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as e:
-            data = b""
-            if self.endpoint is None:
-                log.warn(
-                    "{path}: {who}: control connection failed: {error}",
-                    path=self.server.path, who=self.who, error=_strerror(e),
-                )
+    def dataReceived(self, data: bytes) -> None:
         if self.endpoint is not None:
-            if data:
-                log.warn(
-                    "{path}: endpoint {id} ({description}) wrote on its control "
-                    "connection after the handshake; closing it",
-                    path=self.server.path, id=self.fd,
-                    description=self.endpoint.description,
-                )
+            log.warn(
+                "{path}: endpoint {id} ({description}) wrote on its control "
+                "connection after the handshake; closing it",
+                path=self.server.path, id=self.fd,
+                description=self.endpoint.description,
+            )
             self.endpoint.close()
-            return
-        if not data:
-            if self.buffer:
-                log.warn(
-                    "{path}: {who}: closed the connection in the middle of its "
-                    "request ({n} bytes)",
-                    path=self.server.path, who=self.who, n=len(self.buffer),
-                )
-            self.close()
             return
         self.buffer += data
         if len(self.buffer) < requestBytesNeeded(self.buffer):
@@ -367,87 +344,50 @@ class _Control:
         request, self.buffer = self.buffer, b""
         self.server._handleRequest(self, request)
 
-    def _timedOut(self) -> None:
-        self.timeout = None
+    def timeoutConnection(self) -> None:
         log.warn(
             "{path}: {who}: no request within {t:g} s; closing the connection",
             path=self.server.path, who=self.who, t=self.server.requestTimeout,
         )
         self.close()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def handshakeDone(self) -> None:
+        self.setTimeout(None)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.setTimeout(None)
+        self.server._controls.discard(self)
         if self.endpoint is not None:
             self.endpoint.close()
-        self.close()
+        elif not reason.check(ConnectionDone):
+            log.warn(
+                "{path}: {who}: control connection failed: {error}",
+                path=self.server.path, who=self.who, error=reason.getErrorMessage(),
+            )
+        elif self.buffer:
+            log.warn(
+                "{path}: {who}: closed the connection in the middle of its "
+                "request ({n} bytes)",
+                path=self.server.path, who=self.who, n=len(self.buffer),
+            )
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.timeout is not None and self.timeout.active():
-            self.timeout.cancel()
-        self.timeout = None
-        self.server.reactor.removeReader(self)
-        self.server._controls.discard(self)
-        self.sock.close()
+        """
+        End the connection (after what was written): the client sees EOF.
+        """
+        self.setTimeout(None)
+        self.buffer = b""
+        self.stream.loseConnection()
 
 
-@implementer(IReadDescriptor)
-class _Listener:
-    """
-    The listening control socket.
-    """
+class _ControlFactory(Factory):
+    noisy = False
 
-    def __init__(self, server: "VdeServer", sock: socket.socket) -> None:
+    def __init__(self, server: "VdeServer") -> None:
         self.server = server
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.retry = None
 
-    def fileno(self) -> int:
-        return self.fd
-
-    def logPrefix(self) -> str:
-        return "vde-listener"
-
-    def doRead(self) -> None:
-        server = self.server
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warn(
-                        "{path}: cannot accept clients: {error}; retrying in {t:g} s",
-                        path=server.path, error=_strerror(e), t=ACCEPT_BACKOFF,
-                    )
-                    server.reactor.removeReader(self)
-                    self.retry = server.reactor.callLater(ACCEPT_BACKOFF, self._resume)
-                    return
-                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
-                    continue
-                raise
-            conn.setblocking(False)
-            server._accepted(conn)
-
-    def _resume(self) -> None:
-        self.retry = None
-        if self.server.listener is self:
-            self.server.reactor.addReader(self)
-
-    def connectionLost(self, reason: Failure) -> None:
-        log.failure(
-            "{path}: the control socket failed", reason, path=self.server.path
-        )
-
-    def close(self) -> None:
-        if self.retry is not None and self.retry.active():
-            self.retry.cancel()
-        self.retry = None
-        self.server.reactor.removeReader(self)
-        self.sock.close()
+    def buildProtocol(self, addr) -> _Control:
+        return _Control(self.server)
 
 
 class VdeServer:
@@ -508,7 +448,7 @@ class VdeServer:
         self.mgmtMode = 0o600
         self.mgmtGroup: Optional[str] = None
         self.accessPolicy: Optional[Callable[[int, int], Optional[str]]] = None
-        self.listener: Optional[_Listener] = None
+        self.listener: Optional[unix.Port] = None
         self.running = False
         self._controls: set[_Control] = set()
         self._gid: Optional[int] = None
@@ -576,15 +516,13 @@ class VdeServer:
                 raise VdeError(
                     f"{problem}; remove it or choose another directory", errno.EPERM
                 )
-        # An existing directory: is another switch alive in it?
-        if not self._madeDir and isSocket(self.ctlPath):
-            if isAlive(self.ctlPath, socket.SOCK_STREAM):
-                raise VdeError(
-                    f"another switch is running at {path} ({self.ctlPath} accepts "
-                    f"connections): stop it or choose another directory",
-                    errno.EADDRINUSE,
-                )
-            _unlink(self.ctlPath)
+        if not self._madeDir:
+            # An existing directory: is another switch alive in it?
+            removeStale(
+                self.ctlPath, socket.SOCK_STREAM,
+                inUse=f"another switch is running at {path} ({self.ctlPath} accepts "
+                f"connections): stop it or choose another directory",
+            )
         try:
             if self._gid is not None:
                 os.chown(path, -1, self._gid)
@@ -600,51 +538,59 @@ class VdeServer:
 
     def _listen(self) -> None:
         ctl = self.ctlPath
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            try:
-                sock.bind(ctl)
-            except OSError as e:
-                if e.errno is None:
-                    raise VdeError(
-                        f"{ctl}: the path is too long for a unix socket "
-                        f"(at most 107 bytes)",
-                        errno.ENAMETOOLONG,
-                    ) from None
-                if e.errno == errno.EADDRINUSE:
-                    raise VdeError(
-                        f"{ctl} is in use: another switch is running at {self.path}",
-                        errno.EADDRINUSE,
-                    ) from None
+            port = self.reactor.listenUNIX(
+                ctl, _ControlFactory(self), backlog=BACKLOG, mode=self.mode
+            )
+        except CannotListenError as e:
+            error = e.socketError
+            if isinstance(error, OSError) and error.errno is None:
                 raise VdeError(
-                    f"cannot bind {ctl}: {_strerror(e)}", e.errno
+                    f"{ctl}: the path is too long for a unix socket (at most 107 bytes)",
+                    errno.ENAMETOOLONG,
                 ) from None
+            if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+                raise VdeError(
+                    f"{ctl} is in use: another switch is running at {self.path}",
+                    errno.EADDRINUSE,
+                ) from None
+            raise VdeError(
+                f"cannot bind {ctl}: {_strerror(error)}",
+                getattr(error, "errno", None) or errno.EIO,
+            ) from None
+        self.listener = port
+        if self._gid is not None:
             try:
-                if self._gid is not None:
-                    os.chown(ctl, -1, self._gid)
-                os.chmod(ctl, self.mode)
-                sock.listen(BACKLOG)
+                os.chown(ctl, -1, self._gid)
             except OSError as e:
-                _unlink(ctl)
+                self._stopListening()
                 raise VdeError(
                     f"cannot set up {ctl}: {_strerror(e)}", e.errno or errno.EIO
                 ) from None
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self.listener = _Listener(self, sock)
-        self.reactor.addReader(self.listener)
+
+    def _stopListening(self) -> None:
+        """
+        Close the control socket and unlink C{ctl} now: C{stopListening}
+        would do it on the next reactor turn, which never comes when a
+        netnode closes as the reactor stops, and leave the directory behind.
+        """
+        listener, self.listener = self.listener, None
+        if listener is None:
+            return
+        listener.stopReading()
+        try:
+            listener.connectionLost(Failure(ConnectionDone()))
+        except FileNotFoundError:
+            # ctl was removed under the switch: the port stopped at
+            # unlinking it, before closing its socket.
+            listener.socket.close()
 
     def stop(self) -> None:
         """
         Close every endpoint (clients see EOF), stop listening, unlink the
         data sockets and C{ctl} and remove the directory.
         """
-        listener, self.listener = self.listener, None
-        if listener is not None:
-            listener.close()
-            _unlink(self.ctlPath)
+        self._stopListening()
         for endpoint in list(self.endpoints.values()):
             endpoint.close()
         for control in list(self._controls):
@@ -673,11 +619,6 @@ class VdeServer:
         return True
 
     # -- clients --------------------------------------------------------
-
-    def _accepted(self, sock: socket.socket) -> None:
-        control = _Control(self, sock)
-        self._controls.add(control)
-        self.reactor.addReader(control)
 
     def _reject(self, control: _Control, problem: str, request: Optional[Request] = None) -> None:
         if request is not None:
@@ -764,8 +705,6 @@ class VdeServer:
         self.endpoints[endpoint.endpointId] = endpoint
         try:
             reply = packReply(self._bindData(endpoint, port, request, uid))
-            if control.sock.send(reply) != len(reply):
-                raise OSError(errno.EAGAIN, "the reply did not fit in the socket buffer")
         except (OSError, ValueError) as e:
             log.warn(
                 "{path}: dropped {who} ({description!r}): {error}",
@@ -774,9 +713,8 @@ class VdeServer:
             )
             endpoint.close()
             return
-        if control.timeout is not None and control.timeout.active():
-            control.timeout.cancel()
-        control.timeout = None
+        control.stream.write(reply)
+        control.handshakeDone()
 
     def _portFor(self, control: _Control, request: Request, uid: int):
         """
@@ -825,7 +763,7 @@ class VdeServer:
             path = os.path.join(self.path, f"fd{endpoint.endpointId}")
         else:
             path = os.path.join(self.path, f"{port.number:03d}.{sock.fileno()}")
-        _unlink(path)
+        unlinkQuietly(path)
         try:
             sock.bind(path)
         except OSError as e:
