@@ -22,7 +22,7 @@ from vdetwist.wire.pcap import PcapError, fileHeader, parseFile
 from vdetwist.node import HubEngine, Node, SwitchEngine
 from vdetwist.node.mactable import MacTable
 from vdetwist.testing import MemoryPlug
-from vdetwist.vde2.console import VdeConsole
+from vdetwist.vde2.interpreter import VdeConsole
 from tests.support import LogCapture, tmpdir, until
 
 A = bytes.fromhex("020000000001")

@@ -1,6 +1,7 @@
 """
-Tests for L{vdetwist.vde2.console}: vde_switch's management console run
-against a L{Node} with in-memory plugs.  Expected outputs are the byte-exact
+Tests for L{vdetwist.vde2.interpreter} and L{vdetwist.vde2.console}:
+vde_switch's management console run against a L{Node} with in-memory plugs
+(the interpreter alone, and its sessions).  Expected outputs are the byte-exact
 formats of vde_switch 2.3.2 (spec: netnode-hub-switch.md B.5, B.6, and
 transcripts captured from the installed switch), except where the module
 documents a deliberate difference.
@@ -20,19 +21,26 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import SlowPeerTransport, until
 
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from vdetwist.interfaces import IVdeClient, IVdeServer
 from vdetwist.node import HubEngine, MacTable, Node, SwitchEngine
 from vdetwist.testing import MemoryPlug
 from vdetwist.vde2.console import (
-    DATA_HEADER,
-    PROMPT,
     STALL_TIMEOUT,
     STALLED_DEBUG_LIMIT,
     ConsoleFactory,
     StdioConsoleProtocol,
+    serveStdio,
+)
+from vdetwist.vde2.interpreter import (
+    DATA_HEADER,
+    PROMPT,
+    Reply,
     VdeConsole,
     atoi,
     scanInts,
-    serveStdio,
     statusLine,
 )
 
@@ -67,6 +75,7 @@ class DroppingPlug(MemoryPlug):
         self.stats.dropped += 1
 
 
+@implementer(IVdeServer)
 class FakeServer:
     """
     Stands in for L{vdetwist.vde2.server.VdeServer}.
@@ -77,6 +86,16 @@ class FakeServer:
         self.closed = []
         self.accessPolicy = None
 
+    def client(self, endpointId, description, uid=0):
+        """
+        A new client's endpoint (not yet a port of the node).
+        """
+        endpoint = self.endpoints[endpointId] = FakeEndpoint(endpointId, description, uid)
+        return endpoint
+
+    def clientOf(self, plug):
+        return plug if plug in self.endpoints.values() else None
+
     def closeEndpoint(self, endpointId):
         self.closed.append(endpointId)
         endpoint = self.endpoints.pop(endpointId, None)
@@ -86,6 +105,7 @@ class FakeServer:
         return True
 
 
+@implementer(IVdeClient)
 class FakeEndpoint(MemoryPlug):
     """
     A plug that looks like a vde2 client's endpoint.
@@ -98,6 +118,12 @@ class FakeEndpoint(MemoryPlug):
 
 
 def makeSwitch(numports=8, hub=False, server=None, **kwargs):
+    """
+    A node and its console, for a L{FakeServer} (a new one if C{server} is
+    C{None}).
+    """
+    if server is None:
+        server = FakeServer()
     clock = Clock()
     clock.advance(1000)
     table = MacTable(clock, hashsize=128, expiretime=100, minPersistence=3, capacity=4096)
@@ -154,6 +180,67 @@ class ConsoleTestCase(SynchronousTestCase):
         for p in plugs:
             self.node.addPort(p)
         return plugs
+
+
+class InterpreterTests(ConsoleTestCase):
+    """
+    L{VdeConsole.run}: a command line in, a L{Reply} out, with no session
+    and no transport.
+    """
+
+    def test_reply(self):
+        self.assertEqual(self.console.run("vlan/create 5"), Reply(OK))
+        self.assertEqual(
+            self.console.run("port/print 9"),
+            Reply(data() + status(errno.EINVAL), errno.EINVAL, os.strerror(errno.EINVAL)),
+        )
+        self.assertEqual(
+            self.console.run("nosuch"),
+            Reply(status(errno.ENOSYS), errno.ENOSYS, "no such command"),
+        )
+        self.assertEqual(self.console.run(" # a comment"), Reply(b""))
+
+    def test_sessionActions(self):
+        """
+        C{logout} and C{shutdown} end the session; C{shutdown} is refused
+        when the switch cannot be shut down from the console.
+        """
+        self.assertEqual(self.console.run("logout"), Reply(b"9999 END OF SESSION", action="logout"))
+        self.assertEqual(self.console.run("shutdown").status, errno.EPERM)
+        self.console.shutdown = lambda: None
+        self.assertEqual(self.console.run("shutdown").action, "shutdown")
+
+    def test_problemInWords(self):
+        """
+        A command failing with a L{VdeError} says why in the reply.
+        """
+        reply = self.console.run("pdump/filename /nonexistent-dir-xyz/dump.cap")
+        self.assertEqual(reply.status, errno.ENOENT)
+        self.assertIn("/nonexistent-dir-xyz/dump.cap", reply.problem)
+
+    def test_debugNeedsOutput(self):
+        """
+        A session without output (a script at start) cannot ask for debug
+        lines, as in vde_switch.
+        """
+        self.assertEqual(self.console.run("debug/add port").status, errno.EINVAL)
+
+    def test_server(self):
+        """
+        Only the server's clients are shown as vde2 clients (with their id
+        and user); a plug with look-alike attributes is not one.
+        """
+        server = self.console.server
+        verifyObject(IVdeServer, server)
+        client = server.client(6, "client", uid=0)
+        verifyObject(IVdeClient, client)
+        lookalike = FakeEndpoint(7, "look-alike", uid=0)
+        self.node.addPort(client)
+        self.node.addPort(lookalike)
+        out = self.cmd("port/print").decode()
+        self.assertIn("  -- endpoint ID 0006 module unix prog   : client\n", out)
+        self.assertIn("  -- endpoint ID 1000 module vdeplug     : look-alike\n", out)
+        self.assertEqual(out.count("Current User: root"), 1)
 
 
 class LineTests(ConsoleTestCase):
@@ -309,7 +396,7 @@ class PortTests(ConsoleTestCase):
         A vde2 client's endpoint shows its id, C{unix prog}, its
         description and its user.
         """
-        ep = FakeEndpoint(6, "vdeplug: user=root pid=1", uid=0)
+        ep = self.console.server.client(6, "vdeplug: user=root pid=1", uid=0)
         self.node.addPort(ep)
         out = self.cmd("port/print 1").decode()
         self.assertIn(" Current User: root Access Control:", out)
@@ -337,7 +424,7 @@ class PortTests(ConsoleTestCase):
         A port whose endpoint left is INACTIVE: only C{allprint} shows it,
         with its counters and no current user.
         """
-        ep = FakeEndpoint(6, "client", uid=0)
+        ep = self.console.server.client(6, "client", uid=0)
         self.node.addPort(ep)
         ep.inject(eth(BCAST, A))
         ep.close()
@@ -432,8 +519,7 @@ class PortTests(ConsoleTestCase):
         """
         server = FakeServer()
         self.clock, self.node, self.console = makeSwitch(server=server)
-        ep = FakeEndpoint(7, "client")
-        server.endpoints[7] = ep
+        ep = server.client(7, "client")
         self.node.addPort(ep)
         self.assertEqual(self.cmd("port/epclose 1 7"), OK)
         self.assertEqual(server.closed, [7])
@@ -756,6 +842,18 @@ class ProtocolTests(SynchronousTestCase):
         self.assertTrue(self.console.banner().startswith(b"VDE switch V.2.3.2"))
         self.assertEqual(PROMPT, b"\nvde$ ")
 
+    def test_closeEndsSessions(self):
+        """
+        Closing the console ends its sessions: no more commands run, and the
+        connection closes once its answers have left.
+        """
+        self.received()
+        self.console.close()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertNotIn(self.proto, self.console.sessions)
+        self.proto.dataReceived(b"port/showinfo\n")
+        self.assertEqual(self.received(), b"")
+
     def test_sample(self):
         """
         The sample exchange of the spec (B.6).
@@ -820,7 +918,7 @@ class ProtocolTests(SynchronousTestCase):
         self.proto.dataReceived(b"debug/add hash\n")
         self.proto.dataReceived(b"debug/add nosuch\n")
         self.assertEqual(self.received(), OK + PROMPT + status(errno.EINVAL) + PROMPT)
-        ep = FakeEndpoint(6, "dbg-client")
+        ep = self.console.server.client(6, "dbg-client")
         self.node.addPort(ep)
         self.assertEqual(
             self.received(),
@@ -853,7 +951,7 @@ class ProtocolTests(SynchronousTestCase):
         )
         self.proto.dataReceived(b"debug/del port\n")
         self.received()
-        self.node.addPort(FakeEndpoint(8, "quiet"))
+        self.node.addPort(self.console.server.client(8, "quiet"))
         self.assertEqual(self.received(), b"")
 
     def test_debugList(self):
@@ -1090,7 +1188,7 @@ class StdioProtocolTests(SynchronousTestCase):
         proto = self.connect()
         proto.dataReceived(b"debug/add port/+\n")
         self.received()
-        self.node.addPort(FakeEndpoint(6, "dbg-client"))
+        self.node.addPort(self.console.server.client(6, "dbg-client"))
         self.assertEqual(self.received(), b"3021 port/+ 01\n")
 
 

@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
+from zope.interface.verify import verifyObject
 
 from tests.support import (
     DATA_TYPE, TIMEOUT, CSwitch, LogCapture, StreamProcess, cPlug, cTool, describeAll,
@@ -36,9 +37,10 @@ from tests.support import (
 )
 from vdetwist.testing import netns
 from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.interfaces import IVdeClient, IVdeServer
 from vdetwist.node import MacTable, Node, SwitchEngine, TrunkSwitchEngine
 from vdetwist.registry import registry
-from vdetwist.testing import FrameCollector
+from vdetwist.testing import FrameCollector, MemoryPlug
 from vdetwist.vde2 import protocol
 from vdetwist.vde2.client import connectVde
 from vdetwist.vde2.server import VdeServer
@@ -818,6 +820,19 @@ class SwitchServerTests(Vde2TestCase):
         self.assertIn("another switch", str(caught.exception))
         # The failed start did not disturb the running one.
         await self.rawJoin(server.path)
+
+    async def test_interfaces(self) -> None:
+        """
+        The server is what its console may ask (L{IVdeServer}); its clients'
+        endpoints are L{IVdeClient}s, and only they.
+        """
+        server = self.ourServer()
+        verifyObject(IVdeServer, server)
+        await self.rawJoin(server.path)
+        (endpoint,) = server.endpoints.values()
+        verifyObject(IVdeClient, endpoint)
+        self.assertIs(server.clientOf(endpoint), endpoint)
+        self.assertIsNone(server.clientOf(MemoryPlug("not a client")))
 
     def test_ctlNotASocket(self) -> None:
         """

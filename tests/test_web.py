@@ -35,7 +35,7 @@ from tests.test_service import SwitchProcess, parse
 from tests.test_version import TWISTD
 from vdetwist.node import MacTable, Node, SwitchEngine
 from vdetwist.testing import MemoryPlug, plugPair
-from vdetwist.vde2.console import VdeConsole
+from vdetwist.vde2.interpreter import VdeConsole
 from vdetwist.web.resources import WebStatus
 from vdetwist.web.status import RateHistory, escapeLabel, metricsText, switchStatus
 

@@ -12,6 +12,7 @@ a plug; cables, stream adapters and switching nodes only ever see plugs.
 from __future__ import annotations
 
 from textwrap import fill
+from typing import Optional
 
 from zope.interface import Attribute, Interface
 from zope.interface.interface import InterfaceClass, Method
@@ -176,6 +177,53 @@ class IVdeBackend(Interface):
         """
 
 
+class IVdeClient(Interface):
+    """
+    One vde2 client of a switch (QEMU, a C{vde_plug}...) as the switch's
+    management console shows it: the switch's data plug for the client
+    (L{vdetwist.vde2.server.ServerEndpoint}), found through
+    L{IVdeServer.clientOf}.
+    """
+
+    endpointId = Attribute(
+        "The id C{port/print} shows and C{port/epclose} takes: vde_switch"
+        " numbers a client by its control connection's descriptor."
+    )
+    uid = Attribute(
+        "The uid owning the client's data socket (C{port/print}'s Current"
+        " User, what port access control checks), -1 if unknown (an"
+        " abstract socket)."
+    )
+
+
+class IVdeServer(Interface):
+    """
+    What a switch's management console (L{vdetwist.vde2.interpreter}) may
+    ask of the server its vde2 clients join through
+    (L{vdetwist.vde2.server.VdeServer}): which ports are its clients, to
+    close one, and a say in who may join a port.
+    """
+
+    accessPolicy = Attribute(
+        "C{None}, or a callable C{(portNumber, uid) -> Optional[str]}"
+        " consulted before a client joins a port (vde_switch C{port/setuser},"
+        " C{port/setgroup}): a string refuses the client and says why."
+    )
+
+    def clientOf(plug) -> Optional[IVdeClient]:
+        """
+        The L{IVdeClient} that C{plug}, an endpoint of the node, is for;
+        C{None} if it is not one of this server's clients (a C{--plug}
+        network, an in-memory plug).
+        """
+
+    def closeEndpoint(endpointId: int) -> bool:
+        """
+        Close the client with this id (C{port/epclose}): it sees its control
+        connection end.  Returns whether there was one.
+        """
+
+
 def _listMembers(*interfaces: InterfaceClass) -> None:
     """
     Append each interface's members, with the first paragraph of their
@@ -195,4 +243,7 @@ def _listMembers(*interfaces: InterfaceClass) -> None:
         interface.__doc__ = f"{interface.__doc__.rstrip()}\n\n    Members:\n\n{listing}\n"
 
 
-_listMembers(IFrameReceiver, IPlugStats, IVdePlug, IVnetReceiver, IVnetPlug, IVdeBackend)
+_listMembers(
+    IFrameReceiver, IPlugStats, IVdePlug, IVnetReceiver, IVnetPlug, IVdeBackend,
+    IVdeClient, IVdeServer,
+)

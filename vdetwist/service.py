@@ -98,7 +98,8 @@ from vdetwist.reconnect import Redialer
 from vdetwist._transport.sockets import groupId, isAlive, isSocket
 
 if TYPE_CHECKING:  # imported when the switch is built
-    from vdetwist.vde2.console import StdioConsoleProtocol, VdeConsole
+    from vdetwist.vde2.console import StdioConsoleProtocol
+    from vdetwist.vde2.interpreter import VdeConsole
     from vdetwist.vde2.server import VdeServer
     from vdetwist.web.resources import WebStatus
 
@@ -622,7 +623,8 @@ class VdeSwitchService(Service):
         """
         if self._built:
             return
-        from vdetwist.vde2.console import VdeConsole, listenConsole
+        from vdetwist.vde2.console import listenConsole
+        from vdetwist.vde2.interpreter import VdeConsole
         from vdetwist.vde2.server import VdeServer
 
         config = self.config
@@ -1001,11 +1003,8 @@ class VdeSwitchService(Service):
         # Stop reading stdin at once; its last answers may still be leaving.
         waits = [] if stdio is None else [stdio.close()]
         if console is not None:
-            for session in list(console.sessions):
-                session.ended = True
-                if session.transport is not None:
-                    session.transport.loseConnection()
-            # The capture files get what was captured before the node goes.
+            # Its sessions end; the capture files get what was captured
+            # before the node goes.
             waits.append(console.close())
         d = succeed(None)
         if mgmtPort is not None:

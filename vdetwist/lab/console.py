@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 import vdetwist
 from vdetwist.lab.filter import LR, RL, WireFilter
 from vdetwist.lab.wirevalue import WireValueError
-from vdetwist.vde2.console import DATA_HEADER, END_OF_SESSION, atoi, statusLine
+from vdetwist.vde2.interpreter import DATA_HEADER, END_OF_SESSION, atoi, statusLine
 
 __all__ = ["WirefilterConsole", "PROMPT", "COMPAT_VERSION"]
 
@@ -126,8 +126,10 @@ class WirefilterConsole:
 
     def close(self) -> None:
         """
-        Stop watching the filter's Markov chain.
+        End the sessions and stop watching the filter's Markov chain.
         """
+        for session in list(self.sessions):
+            session.end()
         if self._nodeChanged in self.filter.observers:
             self.filter.observers.remove(self._nodeChanged)
 

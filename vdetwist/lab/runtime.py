@@ -155,8 +155,6 @@ class FilterRuntime:
         """
         self.filter.stop()
         self.console.close()
-        for session in list(self.console.sessions):
-            session.transport.loseConnection()
         stopped = None
         if self._listening is not None:
             stopped = self._listening.stopListening()

@@ -58,9 +58,11 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import PlugLost, VdeError
+from vdetwist.interfaces import IVdeClient, IVdeServer
 from vdetwist.node.node import Port
 from vdetwist._transport.sockets import groupId, isAlive, isSocket, removeStale, unlinkQuietly
 from vdetwist.vde2.protocol import (
@@ -214,6 +216,7 @@ def _strerror(e: BaseException) -> str:
     return str(e)
 
 
+@implementer(IVdeClient)
 class ServerEndpoint(DatagramPlug):
     """
     The switch's data socket for one client: a plug added to the node.
@@ -390,6 +393,7 @@ class _ControlFactory(Factory):
         return _Control(self.server)
 
 
+@implementer(IVdeServer)
 class VdeServer:
     """
     Accepts C{vde://} clients on C{<path>/ctl}; each becomes a port
@@ -606,6 +610,14 @@ class VdeServer:
                     "{path}: not removed: {error}", path=self.path, error=_strerror(e)
                 )
             log.info("{path}: switch stopped", path=self.path)
+
+    def clientOf(self, plug) -> Optional[ServerEndpoint]:
+        """
+        C{plug} if it is the data plug of one of this server's clients.
+        """
+        if isinstance(plug, ServerEndpoint) and plug.server is self:
+            return plug
+        return None
 
     def closeEndpoint(self, endpointId: int) -> bool:
         """

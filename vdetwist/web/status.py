@@ -1,7 +1,7 @@
 """
 A switch's state for the web: a dict (C{/api/status} and the page) and
 Prometheus text (C{/metrics}), read from its L{vdetwist.node.Node} and
-L{vdetwist.vde2.console.VdeConsole}.
+L{vdetwist.vde2.interpreter.VdeConsole}.
 
 Sans-IO: nothing here listens or schedules; L{RateHistory} samples the
 counters when its owner asks (a C{LoopingCall} of the web layer).  The
@@ -105,7 +105,7 @@ class RateHistory:
 def _userName(uid: Optional[int]) -> Optional[str]:
     if uid is None or uid < 0:
         return None
-    from vdetwist.vde2.console import _userName as name
+    from vdetwist.vde2.interpreter import _userName as name
 
     return name(uid)
 
