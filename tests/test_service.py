@@ -612,6 +612,8 @@ class ServiceTests(TestCase):
         self.assertEqual(service.failed, message)
         self.assertEqual(self.levels(logs, message), [LogLevel.critical])
         self.assertNotIn("ready", logs.text())
+        # Embedded, the application decides: the process status is not set.
+        self.assertEqual(service.exitStatus, 0)
 
     def test_plugRemovedIsNoDrop(self):
         """

@@ -574,6 +574,9 @@ class VdeSwitchService(Service):
     @ivar listening: the C{--listen} and C{--web} ports (L{twisted.internet.interfaces.IListeningPort}s).
     @ivar failed: C{None}, or what failed after the start (a C{--plug}
         that did not open, the rc file).
+    @ivar exitStatus: the status the process should end with: 1 once such
+        a failure stopped a standalone switch, else 0 (L{makeService}
+        makes twistd honour it).
     """
 
     name = "vde"
@@ -601,6 +604,7 @@ class VdeSwitchService(Service):
         self.listening: list = []
         self.web: Optional[WebStatus] = None
         self.failed: Optional[str] = None
+        self.exitStatus = 0
         self._built = False
         self._opening = False
         self._syncErrors: list[str] = []
@@ -957,9 +961,7 @@ class VdeSwitchService(Service):
             log.critical("{problem}", problem=message)
             return
         log.critical("{problem}; stopping", problem=message)
-        if not _exitStatus:
-            atexit.register(_exitWithStatus)
-        _exitStatus.append(1)
+        self.exitStatus = 1
         if self.reactor.running:
             self.reactor.stop()
         else:
@@ -1029,20 +1031,30 @@ class VdeSwitchService(Service):
             _logFailures, "stopping the switch")
 
 
-#: Set when the process must exit with a failure status.
-_exitStatus: list[int] = []
-
-
-def _exitWithStatus() -> None:
+def _exitWithStatusOf(service: VdeSwitchService) -> None:
     """
-    At exit, after twistd cleaned up: make the exit status a failure.
+    End the process with C{service.exitStatus} when it is not 0.
+
+    twistd and C{python -m twisted} honour no exit status of a service:
+    they run the reactor, clean up (pid file, logs) and return, so the
+    process ends with 0; the only outcome they carry over is the signal
+    that stopped the reactor (C{reactor._exitSignal}), and a C{SystemExit}
+    raised while the reactor runs (a callback, a shutdown trigger) is caught
+    and logged.  So once they have returned, at interpreter exit, the
+    status is replaced: C{atexit} cannot change it but by C{os._exit}.
     """
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(_exitStatus[0])
+
+    def exitWithStatus() -> None:
+        if not service.exitStatus:
+            return
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(service.exitStatus)
+
+    atexit.register(exitWithStatus)
 
 
 def makeService(config) -> VdeSwitchService:
@@ -1056,5 +1068,6 @@ def makeService(config) -> VdeSwitchService:
     except VdeError as e:
         raise SystemExit(f"twistd vde: {e.message}") from None
     service = VdeSwitchService(config, standalone=True)
+    _exitWithStatusOf(service)
     fastDispatch(service.reactor)
     return service
