@@ -1,6 +1,6 @@
 """
 The recipes of README.md and docs/, read from the Markdown and run as
-written, for L{tests.test_recipes}.
+written, for L{tests.project.test_recipes}.
 
 Markdown: the code block (indented or fenced) right after an HTML comment
 C{<!-- recipe: NAME -->} is recipe NAME.  Every other code block must be
@@ -50,7 +50,7 @@ from tests.support import ROOT, TIMEOUT, ourEnv, waitFor
 
 #: The documents: README.md and docs/*.md.  (docs/reference/ is generated
 #: from the parser's tables: its blocks are synopses, its example VNLs are
-#: checked by tests/test_reference.py.)
+#: checked by tests/project/test_reference.py.)
 DOCUMENTS = ["README.md"] + sorted(
     os.path.join("docs", name) for name in os.listdir(os.path.join(ROOT, "docs"))
     if name.endswith(".md"))

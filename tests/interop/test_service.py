@@ -37,7 +37,7 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tests.test_vde2_interop import RawClient
+from tests.interop.test_vde2_interop import RawClient
 from tests.support import (
     ROOT, TIMEOUT, ConsoleClient, CSwitch, LogCapture, cPlug, cTool, isListening, makeUser, ourEnv,
     StreamProcess, ourTool, requireCommand, rssBytes, tmpdir, until, userName, waitFor,

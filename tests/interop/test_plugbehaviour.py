@@ -21,7 +21,7 @@ from tests.plugbehaviour import Far, PlugBehaviourMixin, PlugFar, SocketFar
 from tests.support import (
     CSwitch, cTool, makeNamespace, nsSocket, requireCommand, requireRoot, requireTun, tmpdir, until,
 )
-from tests.test_clib import requireLibrary
+from tests.interop.test_clib import requireLibrary
 from vdetwist.wire import agno
 from vdetwist.backends.vxlan import VxlanPlug, parseVxlan
 from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets, parseVxvde

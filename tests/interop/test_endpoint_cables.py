@@ -14,7 +14,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import ConsoleClient, cPlug, ourPlug, tmpdir
-from tests.test_service import SwitchProcess, eth, parse
+from tests.interop.test_service import SwitchProcess, eth, parse
 from vdetwist.errors import VNLError
 from vdetwist.registry import registry
 

@@ -26,7 +26,7 @@ from tests.support import (
     TIMEOUT, ConsoleClient, CSwitch, StreamProcess, cPlug, cTool, describeAll, isListening,
     ourEnv, ourPlug, ourTool, tmpdir, waitFor,
 )
-from tests.test_service import SwitchProcess, runVdeterm
+from tests.interop.test_service import SwitchProcess, runVdeterm
 from vdetwist.lab.console import PROMPT
 
 #: The numbers of probe frames start here; data frames are numbered below.

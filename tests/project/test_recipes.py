@@ -25,7 +25,7 @@ from tests.recipes import (
 from tests.support import (
     ROOT, TIMEOUT, ConsoleClient, frame, isListening, makeNamespace, ourPlug, records,
     requireCommand, requireTun, until, userName)
-from tests.test_endpointstrings import requireTLS
+from tests.interop.test_endpointstrings import requireTLS
 from vdetwist.wire.pcap import parseFile
 from vdetwist.wire.stream import StreamDecoder
 from vdetwist.testing import FrameCollector
@@ -473,7 +473,7 @@ class RecipeTests(TestCase):
         C{boot.ipxe} fetches C{/booted} from the host's web server on port
         8000 (returned), through slirp.
         """
-        from tests.test_qemu import requireQemu
+        from tests.interop.test_qemu import requireQemu
 
         requireQemu()
         run = self.recipe(name, "QEMU's default display listens on 127.0.0.1:5900")
@@ -484,7 +484,7 @@ class RecipeTests(TestCase):
         return run, run.background(Command("local", "python3 -m http.server 8000 --bind 127.0.0.1"))
 
     def waitBooted(self, run: RecipeRun, www: Process) -> None:
-        from tests.test_qemu import BOOT_TIMEOUT
+        from tests.interop.test_qemu import BOOT_TIMEOUT
 
         run.waitFor(lambda: "GET /booted" in www.output(), "the guest's request", BOOT_TIMEOUT)
 
@@ -504,9 +504,9 @@ class RecipeTests(TestCase):
         """
         QEMU boots through the filtered uplink; the filter's console shows
         its values and the guest's frames it carried both ways.  (The
-        figures are measured in L{tests.test_qemu_wirefilter}.)
+        figures are measured in L{tests.interop.test_qemu_wirefilter}.)
         """
-        from tests.test_qemu_wirefilter import frameCounts
+        from tests.interop.test_qemu_wirefilter import frameCounts
         from vdetwist.lab.console import PROMPT
 
         run, www = self.netboot("impairedLink")

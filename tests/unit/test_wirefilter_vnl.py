@@ -2,7 +2,7 @@
 Tests for L{vdetwist.backends.wirefilter}: C{wirefilter://} over in-memory
 plugs on a L{Clock} (options, directions, errors, rc file, console, pid
 file), and the figures through the real plugs in
-L{tests.test_wirefilter_interop}.
+L{tests.interop.test_wirefilter_interop}.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from tests.support import (
     tmpdir,
     waitFor,
 )
-from tests.test_service import SwitchProcess
+from tests.interop.test_service import SwitchProcess
 
 #: Frames of every size class: minimum, odd, full Ethernet.
 SIZES = (60, 61, 100, 333, 1000, 1514)

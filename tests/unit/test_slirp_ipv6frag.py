@@ -17,7 +17,7 @@ from vdetwist.slirp.ipv4 import MAX_QUEUES
 from vdetwist.slirp.ipv6 import Reassembler6
 from vdetwist.slirp.testing import GATEWAY, GUEST_IP, Guest, Harness, ip4
 
-from tests.test_slirp_engine import resolvConf
+from tests.unit.test_slirp_engine import resolvConf
 
 GUEST6 = bytes.fromhex("fd000000000000000000000000000015")
 HOST6 = bytes.fromhex("fd000000000000000000000000000002")

@@ -22,8 +22,8 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.support import TIMEOUT, ConsoleClient, frame, records, rssBytes
-from tests.test_endpoint_cables import freePort
-from tests.test_service import SwitchProcess
+from tests.interop.test_endpoint_cables import freePort
+from tests.interop.test_service import SwitchProcess
 from vdetwist.wire.stream import StreamDecoder
 from vdetwist.vde2.console import STALL_TIMEOUT
 

@@ -2,7 +2,7 @@
 Tests for L{vdetwist.scripts.wirefilter}, the command, run as a process:
 its command line and messages beside vde2's, its stream modes, its console
 on stdin, and daemon mode with a pid file.  The figures between switches
-are in L{tests.test_wirefilter_interop}.
+are in L{tests.interop.test_wirefilter_interop}.
 """
 
 from __future__ import annotations

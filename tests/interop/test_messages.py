@@ -19,8 +19,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests.support import (
     ROOT, TIMEOUT, ConsoleClient, ourEnv, ourTool, requireCommand, tmpdir,
 )
-from tests.test_service import SwitchProcess
-from tests.test_version import TWISTD
+from tests.interop.test_service import SwitchProcess
+from tests.project.test_version import TWISTD
 
 
 def run(argv: Sequence[str], env: Optional[dict] = None, **kwargs) -> subprocess.CompletedProcess:

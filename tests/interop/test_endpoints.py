@@ -22,7 +22,7 @@ from tests.support import ROOT, frame, ourEnv, records, tmpdir
 from vdetwist.endpoints import PlugTransport, VdeAddress, VdeClientEndpoint
 from vdetwist.registry import OpenArgs, Registry, registry
 from vdetwist.testing import FrameCollector
-from tests.test_registry import RecordingBackend
+from tests.unit.test_registry import RecordingBackend
 
 
 class Recorder(Protocol):

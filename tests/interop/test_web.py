@@ -30,9 +30,9 @@ from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.support import TIMEOUT, ConsoleClient, cPlug, frame, ourPlug, tmpdir
-from tests.test_messages import OneLineMixin, run
-from tests.test_service import SwitchProcess, parse
-from tests.test_version import TWISTD
+from tests.interop.test_messages import OneLineMixin, run
+from tests.interop.test_service import SwitchProcess, parse
+from tests.project.test_version import TWISTD
 from vdetwist.node import MacTable, Node, SwitchEngine
 from vdetwist.testing import MemoryPlug, plugPair
 from vdetwist.vde2.interpreter import VdeConsole

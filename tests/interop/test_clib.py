@@ -20,7 +20,7 @@ from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import frame, settle, tmpdir, until
-from tests.test_slirp_interop import withoutIdent
+from tests.interop.test_slirp_interop import withoutIdent
 from vdetwist.backends import clib
 from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist.registry import OpenArgs, decorate, registry

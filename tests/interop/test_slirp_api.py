@@ -530,7 +530,7 @@ class NamespaceGuestTests(TestCase):
     timeout = 90
 
     def setUp(self):
-        from tests.test_slirp_netns import SlirpGuestTests, requireGuest
+        from tests.interop.test_slirp_netns import SlirpGuestTests, requireGuest
 
         self.busybox = requireGuest()
         from vdetwist.testing import netns
@@ -602,7 +602,7 @@ class TwistdTests(TestCase):
     timeout = 60
 
     def test_twistdPlug(self):
-        from tests.test_service import SwitchProcess
+        from tests.interop.test_service import SwitchProcess
 
         path = os.path.join(tmpdir(self), "api.sock")
         sw = SwitchProcess(self, "--plug", f"slirp:///v4/api='{path}'", twistd=True)

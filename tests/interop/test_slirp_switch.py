@@ -15,7 +15,7 @@ The guest gets 10.0.2.15 by DHCP (busybox udhcpc; the broadcasts cross the
 switch), pings 10.0.2.2, resolves a name through 10.0.2.3 against a DNS
 server this test runs on a loopback address, and fetches a file byte-exact
 over HTTP from a server on the host's 127.0.0.1 through 10.0.2.2.  The
-guest side, the servers and the checks are those of L{tests.test_slirp_netns}.
+guest side, the servers and the checks are those of L{tests.interop.test_slirp_netns}.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 
 from twisted.internet import defer
 
-from tests import test_slirp_netns as guestTests
+from tests.interop import test_slirp_netns as guestTests
 from tests.support import isListening, ourEnv, ourTool
 from tests.support import stopProcess
 

@@ -33,7 +33,7 @@ from typing import Callable, Optional
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.support import ConsoleClient, isListening, ourPlug, requireCommand, tmpdir, userName, waitFor
-from tests.test_service import SwitchProcess
+from tests.interop.test_service import SwitchProcess
 
 MAC = "52:54:00:76:64:65"
 ROM = "/usr/lib/ipxe/qemu/efi-e1000.rom"

@@ -1,8 +1,8 @@
 """
 A real QEMU guest behind an impaired link: the same figures as
-L{tests.test_wirefilter_interop}, from a guest's own traffic.
+L{tests.interop.test_wirefilter_interop}, from a guest's own traffic.
 
-The guest (iPXE in QEMU, as in L{tests.test_qemu}) is a port of C{twistd
+The guest (iPXE in QEMU, as in L{tests.interop.test_qemu}) is a port of C{twistd
 vde}, whose uplink to C{slirp://} is C{wirefilter://[mgmt=...]{slirp://...}}.
 Its boot script (by TFTP) runs phases; each begins with a request that
 makes this test's HTTP server, on the host, set the filter through its
@@ -39,8 +39,8 @@ from typing import Optional
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import ConsoleClient, tmpdir, waitFor
-from tests.test_qemu import BOOT_TIMEOUT, QemuGuest, answering, requireQemu, serve
-from tests.test_service import SwitchProcess
+from tests.interop.test_qemu import BOOT_TIMEOUT, QemuGuest, answering, requireQemu, serve
+from tests.interop.test_service import SwitchProcess
 from vdetwist.lab.console import PROMPT
 
 #: The round trips sampled in a phase.
