@@ -3,45 +3,33 @@ Tests for links that come back: L{vdetwist.reconnect}, C{restart://}
 (L{vdetwist.backends.restart}) and C{twistd vde --plug} reopening a network
 that dropped.
 
-Unit tests run on a L{Clock} and in-memory plugs; the real ones kill and
-restart vdetwist's switch (C{vde_plug null:// switch:///DIR}, a process)
-under a cable or a switch's C{--plug}.
+They run on a L{Clock} and in-memory plugs;
+L{tests.interop.test_restart_real} kills and restarts a real switch.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from tests.nested_support import MemoryBackend, numberOf, testFrame
-from tests.support import (
-    TIMEOUT, LogCapture, describeAll, frame, isListening, ourPlug, tmpdir, until,
-)
+from tests.nested_support import MemoryBackend
+from tests.support import LogCapture, frame, tmpdir
 from vdetwist.backends.restart import (
     DEFAULT_PERIOD, MAX_PERIOD, RestartBackend, RestartPlug, parsePeriod,
 )
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend, IVdePlug
 from vdetwist.reconnect import Redialer
-from vdetwist.registry import Registry, openVNL
+from vdetwist.registry import Registry
 from vdetwist.service import Options, VdeSwitchService
 from vdetwist.testing import FrameCollector, MemoryPlug
 from vdetwist.vnl import resolve
-
-#: The polling period of the real restart:// test, and what the machine may
-#: add to two of them (the cable and the switch are processes; the machine
-#: may be busy).
-PERIOD = 1
-SLACK = 3.0
-
 
 class RedialerTests(SynchronousTestCase):
     """
@@ -376,106 +364,3 @@ class ReconnectingServiceTests(TestCase):
         self.clock.advance(100)
         self.assertEqual(len(opens), 1)
         return d
-
-
-class OurSwitch:
-    """
-    vdetwist's switch, C{vde_plug null:// switch:///DIR}, as a process that
-    the test kills and starts again.
-    """
-
-    def __init__(self, test, path: str) -> None:
-        self.test = test
-        self.path = path
-        self.process = None
-
-    async def start(self) -> None:
-        self.process = ourPlug(self.test, "switch", "null://", "switch://" + self.path)
-        ctl = os.path.join(self.path, "ctl")
-        await until(lambda: isListening(ctl), "the switch to listen", procs=[self.process],
-                    failIfEnded=True)
-
-    def kill(self) -> None:
-        """
-        SIGKILL it, and remove what it left, as its restart would need.
-        """
-        self.process.kill()
-        shutil.rmtree(self.path)
-
-
-async def carries(sender, receiver: FrameCollector, procs, src: int) -> float:
-    """
-    Send numbered frames from the stream process C{sender} until
-    C{receiver} has one: the seconds it took.
-    """
-    start = time.monotonic()
-    n = 0
-    while not any(numberOf(f) is not None and f[11] == src for f in receiver.frames):
-        if time.monotonic() - start > TIMEOUT:
-            raise AssertionError("no frame came through" + describeAll(procs))
-        sender.send(testFrame(src, n))
-        n += 1
-        await deferLater(reactor, 0.05)
-    return time.monotonic() - start
-
-
-class RealRestartTests(TestCase):
-    """
-    Real links through vdetwist's switch, killed and started again.
-    """
-
-    timeout = 6 * TIMEOUT
-
-    async def observe(self, path: str) -> FrameCollector:
-        plug = await openVNL(reactor, "vde://" + path, "observer")
-        self.addCleanup(plug.close)
-        seen = FrameCollector()
-        plug.startReceiving(seen)
-        return seen
-
-    async def test_cableComesBack(self) -> None:
-        """
-        A cable through C{restart://1{vde:///SW}} carries frames again
-        within two polling periods of the switch coming back.
-        """
-        path = os.path.join(tmpdir(self), "sw")
-        switch = OurSwitch(self, path)
-        await switch.start()
-        cable = ourPlug(self, "cable", f"restart://{PERIOD}{{vde://{path}}}")
-        seen = await self.observe(path)
-        await carries(cable, seen, [cable, switch.process], 1)
-        switch.kill()
-        await deferLater(reactor, 0.5)
-        self.assertTrue(cable.running(), cable.describe())
-        await switch.start()
-        seen = await self.observe(path)
-        took = await carries(cable, seen, [cable, switch.process], 2)
-        self.assertLess(took, 2 * PERIOD + SLACK)
-        self.assertIn("the nested network dropped", cable.stderrText())
-
-    async def test_plugComesBack(self) -> None:
-        """
-        C{twistd vde --plug vde:///SW2} reconnects when the switch at SW2
-        comes back, within the backoff's cap.
-        """
-        tmp = tmpdir(self)
-        far = os.path.join(tmp, "sw2")
-        switch = OurSwitch(self, far)
-        await switch.start()
-        options = Options()
-        options.parseOptions(["--switch", os.path.join(tmp, "sw1"), "--rcfile=",
-                              "--plug", "vde://" + far, "--reconnect", "1"])
-        service = VdeSwitchService(options, reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        await until(lambda: service.plugs, "the --plug to attach")
-        client = ourPlug(self, "client", "vde://" + os.path.join(tmp, "sw1"))
-        seen = await self.observe(far)
-        await carries(client, seen, [client, switch.process], 1)
-        switch.kill()
-        await until(lambda: not service.plugs, "the switch to see its --plug drop")
-        await switch.start()
-        seen = await self.observe(far)
-        took = await carries(client, seen, [client, switch.process], 2)
-        self.assertLess(took, 2 * 1 + SLACK)
-        self.assertEqual(service.node.getPort(1).endpoints[0], service.plugs[0][1])
