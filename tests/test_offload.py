@@ -26,7 +26,7 @@ from tests.support import (
     makeNamespace, nsSocket, ourEnv, ourTool, requireTun, stopProcess, until,
 )
 from tests.test_gso import payloadOf, superFrame
-from vdetwist import netns
+from vdetwist.testing import netns
 from vdetwist._transport.device import IFF_VNET_HDR, TAP_FLAGS, WRITE_OFFLOADS
 from vdetwist._transport.vnet import sendSegments, sendVnetFrame, vnetDelivery
 from vdetwist.backends.tap import openTap, tapPlugFromDescriptor
