@@ -212,6 +212,10 @@ def _parseGso(vframe: bytes) -> _Layout:
 def _segmentL4(layout: _Layout) -> list[bytes]:
     """
     Cut a TSO or USO super-frame into segments of C{mss} payload bytes.
+
+    The header fields that change per segment are zeroed in a copy of the
+    headers, whose sums are taken once: each segment then adds its own
+    values to them, and sums only its payload.
     """
     frame, kind, ipv4, l3, l4, payloadStart, mss, base = layout
     tcp = kind != GSO_UDP_L4
@@ -219,11 +223,20 @@ def _segmentL4(layout: _Layout) -> list[bytes]:
     header = bytearray(frame[:payloadStart])
     l4Header = payloadStart - l4
     check = l4 + (16 if tcp else 6)
-    header[check:check + 2] = b"\0\0"
+    ident = _U16.unpack_from(header, l3 + 4)[0]
+    if ipv4:
+        header[l3 + 2:l3 + 6] = b"\0\0\0\0"
+        header[l3 + 10:l3 + 12] = b"\0\0"
+        ipSum = residue(header[l3:l4])
     if tcp:
         seq = _U32.unpack_from(header, l4 + 4)[0]
         tcpFlags = header[l4 + 13]
-    ident = _U16.unpack_from(header, l3 + 4)[0]
+        header[l4 + 4:l4 + 8] = b"\0\0\0\0"
+        header[l4 + 13] = 0
+    else:
+        header[l4 + 4:l4 + 6] = b"\0\0"
+    header[check:check + 2] = b"\0\0"
+    l4Sum = base + residue(header[l4:])
     starts = range(payloadStart, size, mss) or range(payloadStart, payloadStart + 1)
     last = starts[-1]
     segments = []
@@ -231,28 +244,27 @@ def _segmentL4(layout: _Layout) -> list[bytes]:
         end = min(start + mss, size)
         l4Length = l4Header + end - start
         if ipv4:
-            _U16.pack_into(header, l3 + 2, l4 - l3 + l4Length)
+            length = l4 - l3 + l4Length
+            _U16.pack_into(header, l3 + 2, length)
             _U16.pack_into(header, l3 + 4, ident)
+            _U16.pack_into(header, l3 + 10, -(ipSum + length + ident) % 0xFFFF)
             ident = (ident + 1) & 0xFFFF
-            header[l3 + 10:l3 + 12] = b"\0\0"
-            _U16.pack_into(header, l3 + 10, -residue(header[l3:l4]) % 0xFFFF)
         else:
             _U16.pack_into(header, l3 + 4, l4 - l3 - 40 + l4Length)
-        total = base + l4Length + residue(frame[start:end])
+        total = l4Sum + l4Length + residue(frame[start:end])
         if tcp:
-            _U32.pack_into(header, l4 + 4, (seq + start - payloadStart) & 0xFFFFFFFF)
+            sequence = (seq + start - payloadStart) & 0xFFFFFFFF
+            _U32.pack_into(header, l4 + 4, sequence)
             flags = tcpFlags
             if start != payloadStart:
                 flags &= ~_CWR
             if start != last:
                 flags &= ~(_FIN | _PSH)
             header[l4 + 13] = flags
-            header[check:check + 2] = b"\0\0"
-            value = -(total + residue(header[l4:])) % 0xFFFF
+            value = -(total + (sequence >> 16) + (sequence & 0xFFFF) + flags) % 0xFFFF
         else:
             _U16.pack_into(header, l4 + 4, l4Length)
-            header[check:check + 2] = b"\0\0"
-            value = finish(total + residue(header[l4:]))
+            value = finish(total + l4Length)
         _U16.pack_into(header, check, value)
         segments.append(bytes(header) + frame[start:end])
     return segments
