@@ -321,6 +321,19 @@ class VnetHelperTests(TestCase):
         self.assertIn("TCPv4 super-frame carries IPv4 protocol 17", str(errors[-1]))
         self.assertEqual(len(written), 1)
 
+    def test_sendPartialChecksum(self) -> None:
+        """
+        A frame with a partial checksum goes as it is to a far end that
+        takes those, completed to one that does not.
+        """
+        frame = superFrame(payloadOf(500), 1448)
+        frame = VnetHeader.unpack(frame)._replace(gsoType=0, gsoSize=0).pack() + frame[10:]
+        written: list[bytes] = []
+        sent: list[bytes] = []
+        sendVnetFrame(frame, TUN_F_CSUM, written.append, sent.append, self.fail)
+        sendVnetFrame(frame, 0, written.append, sent.append, self.fail)
+        self.assertEqual((written, sent), ([frame], segment(frame)))
+
 
 class TapVnetTests(TestCase):
     """

@@ -11,7 +11,7 @@ from typing import Callable
 
 from vdetwist.interfaces import IFrameReceiver, IVnetReceiver
 from vdetwist.wire.gso import BadVnetFrame, checkSuperFrame, segment
-from vdetwist.wire.vnethdr import NEEDS_CSUM, VNET_HDRLEN, neededOffloads
+from vdetwist.wire.vnethdr import NEEDS_CSUM, TUN_F_CSUM, VNET_HDRLEN, neededOffloads
 
 __all__ = ["vnetDelivery", "sendVnetFrame", "sendSegments"]
 
@@ -73,15 +73,20 @@ def sendVnetFrame(
     more (a super-frame once its headers are checked), else C{send} its
     plain frames (see L{sendSegments}).
     """
-    if len(vframe) < VNET_HDRLEN or (
-        (vframe[1] or vframe[0] & NEEDS_CSUM) and neededOffloads(vframe) & ~offloads
-    ):
+    if len(vframe) < VNET_HDRLEN:
         sendSegments(vframe, send, bad)
-        return
-    if vframe[1]:
+    elif not vframe[1]:
+        # The common case, a frame of at most one MTU: no lookup.
+        if vframe[0] & NEEDS_CSUM and not offloads & TUN_F_CSUM:
+            sendSegments(vframe, send, bad)
+        else:
+            write(vframe)
+    elif neededOffloads(vframe) & ~offloads:
+        sendSegments(vframe, send, bad)
+    else:
         try:
             checkSuperFrame(vframe)
         except BadVnetFrame as e:
             bad(e)
             return
-    write(vframe)
+        write(vframe)
