@@ -356,7 +356,8 @@ class KernelComparisonTests(TestCase):
     def test_made(self) -> None:
         """
         Super-frames of every kind made here: TCP over IPv4 and IPv6, tagged
-        or not, with options, ECN flags, FIN; USO; a partial checksum alone.
+        or not, with options, ECN flags, FIN; USO; legacy UFO; a partial
+        checksum alone.
         """
         payload = payloadOf(20000, 11)
         for v6 in (False, True):
@@ -367,6 +368,7 @@ class KernelComparisonTests(TestCase):
                                         options=b"\x01\x01\x08\x0a" + bytes(8)))
                 self.compare(superFrame(payload[:9999], 1200, v6=v6, vlan=vlan, udp=True))
         self.compare(superFrame(payload, 1448, ipOptions=b"\x01\x01\x01\x00"))
+        self.compare(superFrame(payload[:5000], 1480, ufo=True))
         needs = superFrame(payload[:999], 1448)
         self.compare(VnetHeader.unpack(needs)._replace(gsoType=GSO_NONE, gsoSize=0).pack()
                      + needs[10:])

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 from vdetwist.interfaces import IFrameReceiver, IVnetReceiver
-from vdetwist.wire.gso import BadVnetFrame, segment
-from vdetwist.wire.vnethdr import NEEDS_CSUM, VNET_HDRLEN, neededOffloads
+from vdetwist.wire.gso import BadVnetFrame, checkSuperFrame, segment
+from vdetwist.wire.vnethdr import NEEDS_CSUM, TUN_F_CSUM, VNET_HDRLEN, neededOffloads
 
 __all__ = ["vnetDelivery", "sendVnetFrame", "sendSegments"]
 
@@ -70,11 +70,23 @@ def sendVnetFrame(
     """
     L{vdetwist.interfaces.IVnetPlug.sendVnet} for a far end that accepts the
     C{TUN_F_*} C{offloads}: C{write} the vnet frame as it is if it needs no
-    more, else C{send} its plain frames (see L{sendSegments}).
+    more (a super-frame once its headers are checked), else C{send} its
+    plain frames (see L{sendSegments}).
     """
-    if len(vframe) < VNET_HDRLEN or (
-        (vframe[1] or vframe[0] & NEEDS_CSUM) and neededOffloads(vframe) & ~offloads
-    ):
+    if len(vframe) < VNET_HDRLEN:
+        sendSegments(vframe, send, bad)
+    elif not vframe[1]:
+        # The common case, a frame of at most one MTU: no lookup.
+        if vframe[0] & NEEDS_CSUM and not offloads & TUN_F_CSUM:
+            sendSegments(vframe, send, bad)
+        else:
+            write(vframe)
+    elif neededOffloads(vframe) & ~offloads:
         sendSegments(vframe, send, bad)
     else:
+        try:
+            checkSuperFrame(vframe)
+        except BadVnetFrame as e:
+            bad(e)
+            return
         write(vframe)

@@ -25,6 +25,7 @@ segment's payload is summed once, by C, from a slice of one memoryview.
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from vdetwist.wire.checksum import finish, residue
 from vdetwist.wire.vnethdr import (
@@ -32,7 +33,7 @@ from vdetwist.wire.vnethdr import (
     VNET_HDRLEN,
 )
 
-__all__ = ["BadVnetFrame", "completeChecksum", "segment"]
+__all__ = ["BadVnetFrame", "checkSuperFrame", "completeChecksum", "segment"]
 
 
 class BadVnetFrame(ValueError):
@@ -72,16 +73,11 @@ def segment(vframe: bytes) -> list[bytes]:
 
     @raise BadVnetFrame: the header lies about the frame.
     """
-    if len(vframe) < VNET_HDRLEN:
-        raise BadVnetFrame(
-            f"a {len(vframe)}-byte vnet frame is shorter than its"
-            f" {VNET_HDRLEN}-byte virtio-net header"
-        )
-    if not vframe[1]:
-        if vframe[0] & NEEDS_CSUM:
-            return [completeChecksum(vframe)]
-        return [vframe[VNET_HDRLEN:]]
-    return _segmentGso(vframe)
+    if len(vframe) < VNET_HDRLEN or vframe[1]:
+        return _segmentGso(vframe)
+    if vframe[0] & NEEDS_CSUM:
+        return [completeChecksum(vframe)]
+    return [vframe[VNET_HDRLEN:]]
 
 
 def completeChecksum(vframe: bytes) -> bytes:
@@ -106,10 +102,55 @@ def completeChecksum(vframe: bytes) -> bytes:
     return b"".join((view[:field], _U16.pack(value), view[field + 2:]))
 
 
+def checkSuperFrame(vframe: bytes) -> None:
+    """
+    Check what L{segment} would check of the vnet frame C{vframe} whose
+    C{gso_type} is set, without segmenting it: before a super-frame is
+    passed on as it is.
+
+    @raise BadVnetFrame: the header lies about the frame.
+    """
+    _parseGso(vframe)
+
+
+class _Layout(NamedTuple):
+    """
+    Where a super-frame's headers are, as L{_parseGso} found them.
+    """
+
+    frame: memoryview
+    kind: int
+    ipv4: bool
+    l3: int
+    l4: int
+    payloadStart: int
+    mss: int
+    #: The residue of the pseudo-header without its length.
+    base: int
+
+
 def _segmentGso(vframe: bytes) -> list[bytes]:
     """
     L{segment} for a frame whose C{gso_type} is set.
     """
+    layout = _parseGso(vframe)
+    if layout.kind == GSO_UDP:
+        return _fragmentUdp(layout)
+    return _segmentL4(layout)
+
+
+def _parseGso(vframe: bytes) -> _Layout:
+    """
+    Find the headers of a super-frame and check them against its vnet
+    header.
+
+    @raise BadVnetFrame: the header lies about the frame.
+    """
+    if len(vframe) < VNET_HDRLEN:
+        raise BadVnetFrame(
+            f"a {len(vframe)}-byte vnet frame is shorter than its"
+            f" {VNET_HDRLEN}-byte virtio-net header"
+        )
     flags, gsoType, _, mss, csumStart, csumOffset = _HEADER.unpack_from(vframe)
     kind = gsoType & ~GSO_ECN
     name = _GSO_NAMES.get(kind)
@@ -148,8 +189,10 @@ def _segmentGso(vframe: bytes) -> list[bytes]:
     tcp = kind in (GSO_TCPV4, GSO_TCPV6)
     if tcp:
         wanted, family, wantedOffset = _TCP, kind == GSO_TCPV4, 16
+    elif kind == GSO_UDP and not ipv4:
+        raise BadVnetFrame("legacy UFO super-frame over IPv6: not segmented in software")
     else:
-        wanted, family, wantedOffset = _UDP, ipv4 if kind == GSO_UDP_L4 else True, 6
+        wanted, family, wantedOffset = _UDP, ipv4, 6
     if proto != wanted or family != ipv4:
         raise BadVnetFrame(
             f"{name} super-frame carries IPv{4 if ipv4 else 6} protocol {proto}"
@@ -163,29 +206,37 @@ def _segmentGso(vframe: bytes) -> list[bytes]:
     if size < l4 + l4Header or l4Header < 20 and tcp:
         raise BadVnetFrame(f"{name} super-frame with a truncated {'TCP' if tcp else 'UDP'} header")
     base = int.from_bytes(addresses, "big") % 0xFFFF + proto
-    if kind == GSO_UDP:
-        return _fragmentUdp(frame, l3, l4, mss, base)
-    return _segmentL4(frame, ipv4, l3, l4, l4 + l4Header, mss, base, tcp)
+    return _Layout(frame, kind, ipv4, l3, l4, l4 + l4Header, mss, base)
 
 
-def _segmentL4(
-    frame: memoryview, ipv4: bool, l3: int, l4: int, payloadStart: int,
-    mss: int, base: int, tcp: bool,
-) -> list[bytes]:
+def _segmentL4(layout: _Layout) -> list[bytes]:
     """
     Cut a TSO or USO super-frame into segments of C{mss} payload bytes.
 
-    @param base: the residue of the pseudo-header without its length.
+    The header fields that change per segment are zeroed in a copy of the
+    headers, whose sums are taken once: each segment then adds its own
+    values to them, and sums only its payload.
     """
+    frame, kind, ipv4, l3, l4, payloadStart, mss, base = layout
+    tcp = kind != GSO_UDP_L4
     size = len(frame)
     header = bytearray(frame[:payloadStart])
     l4Header = payloadStart - l4
     check = l4 + (16 if tcp else 6)
-    header[check:check + 2] = b"\0\0"
+    ident = _U16.unpack_from(header, l3 + 4)[0]
+    if ipv4:
+        header[l3 + 2:l3 + 6] = b"\0\0\0\0"
+        header[l3 + 10:l3 + 12] = b"\0\0"
+        ipSum = residue(header[l3:l4])
     if tcp:
         seq = _U32.unpack_from(header, l4 + 4)[0]
         tcpFlags = header[l4 + 13]
-    ident = _U16.unpack_from(header, l3 + 4)[0]
+        header[l4 + 4:l4 + 8] = b"\0\0\0\0"
+        header[l4 + 13] = 0
+    else:
+        header[l4 + 4:l4 + 6] = b"\0\0"
+    header[check:check + 2] = b"\0\0"
+    l4Sum = base + residue(header[l4:])
     starts = range(payloadStart, size, mss) or range(payloadStart, payloadStart + 1)
     last = starts[-1]
     segments = []
@@ -193,39 +244,39 @@ def _segmentL4(
         end = min(start + mss, size)
         l4Length = l4Header + end - start
         if ipv4:
-            _U16.pack_into(header, l3 + 2, l4 - l3 + l4Length)
+            length = l4 - l3 + l4Length
+            _U16.pack_into(header, l3 + 2, length)
             _U16.pack_into(header, l3 + 4, ident)
+            _U16.pack_into(header, l3 + 10, -(ipSum + length + ident) % 0xFFFF)
             ident = (ident + 1) & 0xFFFF
-            header[l3 + 10:l3 + 12] = b"\0\0"
-            _U16.pack_into(header, l3 + 10, -residue(header[l3:l4]) % 0xFFFF)
         else:
             _U16.pack_into(header, l3 + 4, l4 - l3 - 40 + l4Length)
-        total = base + l4Length + residue(frame[start:end])
+        total = l4Sum + l4Length + residue(frame[start:end])
         if tcp:
-            _U32.pack_into(header, l4 + 4, (seq + start - payloadStart) & 0xFFFFFFFF)
+            sequence = (seq + start - payloadStart) & 0xFFFFFFFF
+            _U32.pack_into(header, l4 + 4, sequence)
             flags = tcpFlags
             if start != payloadStart:
                 flags &= ~_CWR
             if start != last:
                 flags &= ~(_FIN | _PSH)
             header[l4 + 13] = flags
-            header[check:check + 2] = b"\0\0"
-            value = -(total + residue(header[l4:])) % 0xFFFF
+            value = -(total + (sequence >> 16) + (sequence & 0xFFFF) + flags) % 0xFFFF
         else:
             _U16.pack_into(header, l4 + 4, l4Length)
-            header[check:check + 2] = b"\0\0"
-            value = finish(total + residue(header[l4:]))
+            value = finish(total + l4Length)
         _U16.pack_into(header, check, value)
         segments.append(bytes(header) + frame[start:end])
     return segments
 
 
-def _fragmentUdp(frame: memoryview, l3: int, l4: int, mss: int, base: int) -> list[bytes]:
+def _fragmentUdp(layout: _Layout) -> list[bytes]:
     """
     Legacy UFO: checksum the whole IPv4 UDP datagram, then cut it into IP
     fragments of C{mss} bytes of IP payload, all with the same
     identification.
     """
+    frame, _, _, l3, l4, _, mss, base = layout
     size = len(frame)
     datagram = bytearray(frame[l4:])
     datagram[6:8] = b"\0\0"
