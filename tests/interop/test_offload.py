@@ -25,7 +25,7 @@ from zope.interface.verify import verifyObject
 from tests.support import (
     makeNamespace, nsSocket, ourEnv, ourTool, requireTun, stopProcess, until,
 )
-from tests.test_gso import payloadOf, superFrame
+from tests.unit.test_gso import payloadOf, superFrame
 from vdetwist.testing import netns
 from vdetwist._transport.device import IFF_VNET_HDR, TAP_FLAGS, WRITE_OFFLOADS
 from vdetwist._transport.vnet import sendSegments, sendVnetFrame, vnetDelivery
