@@ -1194,14 +1194,25 @@ class TcpLayer:
             return
         if flags & FIN:
             return
+        self.passiveOpen(key, seq, ack, flags, window, segment[20:hlen], len(payload))
+
+    def passiveOpen(self, key: tuple, seq: int, ack: int, flags: int, window: int,
+                    options: bytes, length: int) -> None:
+        """
+        A guest's SYN for no connection: connect to where the address
+        policy maps it, and answer once that succeeds.  (A host stack,
+        L{vdetwist.stack}, answers from its own listeners instead.)
+        """
+        context = self.context
+        source, sport, destination, dport = key
         target = context.policy.mapOutbound(destination, dport, "tcp")
         if target is None or not self._admit(source):
             context.stats["tcp_refused"] += 1
-            self._reset(source, sport, destination, dport, seq, ack, flags, len(payload))
+            self._reset(source, sport, destination, dport, seq, ack, flags, length)
             return
         conn = TcpConn(self, key)
         self._add(conn)
-        conn.guestSyn(seq, window, segment[20:hlen])
+        conn.guestSyn(seq, window, options)
         if target[0] != "unix" and target[0] != "cmd":
             target = ("tcp",) + tuple(target)
         pending = context.host.connect(target, conn)
