@@ -6,10 +6,25 @@ Twisted host sockets of L{vdetwist.slirp.host}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
-if TYPE_CHECKING:  # pragma: no cover
-    from vdetwist.slirp.engine import SlirpEngine
+
+class Driven(Protocol):
+    """
+    What a L{Driver} runs: a sans-IO engine taking frames and time (the
+    slirp engine, L{vdetwist.stack.host.HostStack}).
+    """
+
+    closed: bool
+
+    def advance(self, now: Optional[float] = None) -> None:
+        ...
+
+    def input(self, frame: bytes) -> None:
+        ...
+
+    def flush(self) -> None:
+        ...
 
 
 class Driver:
@@ -21,12 +36,12 @@ class Driver:
 
     def __init__(self, clock) -> None:
         self.clock = clock
-        self.engine: Optional["SlirpEngine"] = None
+        self.engine: Optional[Driven] = None
         self._call = None
         self._batch: list[bytes] = []
         self._batchCall = None
 
-    def attach(self, engine: "SlirpEngine") -> None:
+    def attach(self, engine: Driven) -> None:
         self.engine = engine
 
     def timerChanged(self, when: float) -> None:
