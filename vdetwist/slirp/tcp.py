@@ -659,7 +659,9 @@ class TcpConn:
         if state == CLOSED:
             if flags & SYN and not flags & ACK:
                 return
-            if not flags & RST:
+            # TIME-WAIT acknowledges a retransmitted FIN (or data), never a
+            # bare ACK: two ends doing so would ACK each other forever
+            if not flags & RST and (payload or flags & FIN):
                 self.sendAck()
             return
         # SYN_RCVD and ESTABLISHED

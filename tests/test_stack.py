@@ -1,0 +1,509 @@
+"""
+The host stack (vdetwist.stack) without sockets: stacks on in-memory plugs
+(vdetwist.testing) and a Clock, talking to each other and to hand-made
+frames; and the vdestack: endpoint strings.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from ipaddress import IPv4Interface
+
+from twisted.internet import error
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import clientFromString, quoteStringArgument, serverFromString
+from twisted.internet.interfaces import (
+    IConsumer, IHalfCloseableProtocol, IListeningPort, IPushProducer, ITCPTransport,
+)
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from vdetwist.slirp import packets as P
+from vdetwist.slirp.config import TCP_HALFOPEN
+from vdetwist.stack.api import VdeStack
+from vdetwist.stack.config import StackConfig, StackConfigError, parseStackOptions
+from vdetwist.stack.host import HostStack
+from vdetwist.stack.neighbours import PROBE_GRACE, REACHABLE
+from vdetwist.testing import plugPair
+
+MAC_A = b"\x02\0\0\0\0\x0a"
+MAC_B = b"\x02\0\0\0\0\x0b"
+A4, B4 = "10.5.0.1", "10.5.0.2"
+A6, B6 = "fd05::1", "fd05::2"
+
+
+@implementer(IHalfCloseableProtocol)
+class Recorder(Protocol):
+    """
+    Records what it receives and how it ends; half-closeable.
+    """
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.reason = None
+        self.readClosed = False
+        self.made = False
+
+    def connectionMade(self) -> None:
+        self.made = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def readConnectionLost(self) -> None:
+        self.readClosed = True
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason) -> None:
+        self.reason = reason
+
+    def received(self) -> bytes:
+        return b"".join(self.data)
+
+
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class Network:
+    """
+    Two stacks joined by an in-memory cable, on one Clock.
+    """
+
+    def __init__(self, test: SynchronousTestCase) -> None:
+        self.clock = Clock()
+        left, right = plugPair("a", "b", capacity=4096)
+        self.a = VdeStack(self.clock, left, StackConfig(
+            mac=MAC_A, ip4=IPv4Interface(f"{A4}/24"), ip6=_iface6(A6)))
+        self.b = VdeStack(self.clock, right, StackConfig(
+            mac=MAC_B, ip4=IPv4Interface(f"{B4}/24"), ip6=_iface6(B6)))
+        self.a.host.strict = self.b.host.strict = True
+        test.addCleanup(self.close)
+
+    def run(self, seconds: float = 1.0, step: float = 0.01) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+
+    def until(self, predicate, what: str, seconds: float = 30.0) -> None:
+        for _ in range(int(seconds / 0.01)):
+            if predicate():
+                return
+            self.clock.advance(0.01)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def close(self) -> None:
+        self.a.close()
+        self.b.close()
+        self.run(0.1)
+
+
+def _iface6(text: str):
+    from ipaddress import IPv6Interface
+
+    return IPv6Interface(f"{text}/64")
+
+
+def result(d):
+    box: list = []
+    d.addBoth(box.append)
+    return box
+
+
+class TCPTests(SynchronousTestCase):
+    def connect(self, net: Network, host: str, port: int = 80, server=Recorder):
+        servers: list = []
+
+        def build():
+            p = server()
+            servers.append(p)
+            return p
+
+        net.b.listenTCP(port, Factory.forProtocol(build))
+        client = result(net.a.connectTCP(host, port, Factory.forProtocol(Recorder)))
+        net.until(lambda: client and servers, "the connection")
+        self.assertIsInstance(client[0], Recorder)
+        return client[0], servers[0]
+
+    def test_transferBothFamilies(self) -> None:
+        """
+        A megabyte each way over IPv4 and IPv6, byte-exact, through real
+        ITCPTransports whose addresses are Twisted's.
+        """
+        for host, kind in ((B4, IPv4Address), (B6, IPv6Address)):
+            net = Network(self)
+            client, server = self.connect(net, host)
+            transport = client.transport
+            verifyObject(ITCPTransport, transport)
+            verifyObject(IConsumer, transport)
+            verifyObject(IPushProducer, transport)
+            self.assertIsInstance(transport.getPeer(), kind)
+            self.assertEqual((transport.getPeer().host, transport.getPeer().port), (host, 80))
+            self.assertEqual(server.transport.getHost().port, 80)
+            self.assertEqual(server.transport.getPeer(), transport.getHost())
+            data = os.urandom(1 << 20)
+            client.transport.write(data)
+            server.transport.writeSequence([data[:1000], data[1000:]])
+            net.until(lambda: len(server.received()) == len(data) and
+                      len(client.received()) == len(data), "the transfer")
+            self.assertEqual(server.received(), data)
+            self.assertEqual(client.received(), data)
+            client.transport.loseConnection()
+            net.until(lambda: server.readClosed, "the client's FIN")
+            server.transport.loseConnection()
+            net.until(lambda: client.reason and server.reason, "both ends closed")
+            client.reason.trap(error.ConnectionDone)
+            server.reason.trap(error.ConnectionDone)
+
+    def test_halfClose(self) -> None:
+        """
+        After the client's FIN (loseWriteConnection), the server still
+        sends; a half-closeable protocol hears readConnectionLost.
+        """
+        net = Network(self)
+        client, server = self.connect(net, B4)
+        client.transport.write(b"request")
+        client.transport.loseWriteConnection()
+        net.until(lambda: server.readClosed, "the FIN")
+        self.assertEqual(server.received(), b"request")
+        server.transport.write(b"answer")
+        server.transport.loseConnection()
+        net.until(lambda: client.reason is not None, "the end")
+        self.assertEqual(client.received(), b"answer")
+
+    def test_notHalfCloseable(self) -> None:
+        """
+        A protocol that is not half-closeable is closed (after what it wrote
+        is sent) when the peer sends FIN, as Twisted's TCP does.
+        """
+        net = Network(self)
+        client, server = self.connect(net, B4, server=Echo)
+        client.transport.write(b"ping")
+        client.transport.loseWriteConnection()
+        net.until(lambda: client.reason is not None, "the server's close")
+        self.assertEqual(client.received(), b"ping")
+        client.reason.trap(error.ConnectionDone)
+
+    def test_abort(self) -> None:
+        """
+        abortConnection resets: the peer's connectionLost is not clean.
+        """
+        net = Network(self)
+        client, server = self.connect(net, B4)
+        client.transport.abortConnection()
+        client.reason.trap(error.ConnectionAborted)
+        net.until(lambda: server.reason is not None, "the reset")
+        server.reason.trap(error.ConnectionLost)
+        self.assertEqual(net.a.host.tcp.conns, {})
+        self.assertEqual(net.b.host.tcp.conns, {})
+
+    def test_refused(self) -> None:
+        """
+        A connect to a closed port fails with ConnectionRefusedError (the
+        peer answers RST).
+        """
+        net = Network(self)
+        client = result(net.a.connectTCP(B4, 81, Factory.forProtocol(Recorder)))
+        net.until(lambda: client, "the refusal")
+        client[0].trap(error.ConnectionRefusedError)
+        self.assertEqual(net.b.host.stats["tcp_closed_port"], 1)
+
+    def test_timeout(self) -> None:
+        """
+        A connect to an address nobody answers fails after its timeout.
+        """
+        net = Network(self)
+        client = result(net.a.connectTCP("10.5.0.99", 80, Factory.forProtocol(Recorder),
+                                         timeout=5))
+        net.until(lambda: client, "the timeout", seconds=10)
+        client[0].trap(error.TCPTimedOutError)
+
+    def test_flowControl(self) -> None:
+        """
+        A paused transport stops delivery (the peer's window closes, its
+        send buffer fills and its producer is paused); resumed, all comes.
+        """
+        net = Network(self)
+        client, server = self.connect(net, B4)
+        server.transport.pauseProducing()
+
+        @implementer(IPushProducer)
+        class Producer:
+            paused = False
+
+            def pauseProducing(self):
+                self.paused = True
+
+            def resumeProducing(self):
+                self.paused = False
+
+            def stopProducing(self):
+                pass
+
+        producer = Producer()
+        client.transport.registerProducer(producer, True)
+        data = os.urandom(2 << 20)
+        client.transport.write(data)
+        net.run(5)
+        self.assertTrue(producer.paused)
+        self.assertEqual(server.received(), b"")
+        server.transport.resumeProducing()
+        net.until(lambda: len(server.received()) == len(data), "the data")
+        self.assertFalse(producer.paused)
+        self.assertEqual(server.received(), data)
+        client.transport.unregisterProducer()
+
+    def test_listeningPort(self) -> None:
+        """
+        listenTCP gives an IListeningPort; the port is refused twice, and
+        free again once it stops.
+        """
+        net = Network(self)
+        port = net.b.listenTCP(80, Factory.forProtocol(Recorder))
+        verifyObject(IListeningPort, port)
+        self.assertEqual(port.getHost(), IPv4Address("TCP", B4, 80))
+        self.assertRaises(error.CannotListenError, net.b.listenTCP, 80,
+                          Factory.forProtocol(Recorder))
+        port.stopListening()
+        net.b.listenTCP(80, Factory.forProtocol(Recorder)).stopListening()
+
+
+class HostTests(SynchronousTestCase):
+    def test_ping(self) -> None:
+        """
+        Both families are answered; the tables then hold the peer.
+        """
+        net = Network(self)
+        for address in (B4, B6):
+            rtt = result(net.a.ping(address))
+            net.until(lambda: rtt, "the echo reply")
+            self.assertIsInstance(rtt[0], float)
+        table = net.a.neighbours()
+        self.assertEqual(table[B4][0], MAC_B.hex(":"))
+        self.assertEqual(table[B6][0], MAC_B.hex(":"))
+
+    def test_pingTimeout(self) -> None:
+        from vdetwist.stack.api import PingTimeout
+
+        net = Network(self)
+        rtt = result(net.a.ping("10.5.0.77", timeout=2))
+        net.run(3)
+        rtt[0].trap(PingTimeout)
+
+    def test_neighbourExpiry(self) -> None:
+        """
+        An entry is probed once stale and kept while the peer answers; once
+        the peer is gone it is forgotten after the grace period.
+        """
+        net = Network(self)
+        first = result(net.a.ping(B4))
+        net.until(lambda: first, "a ping")
+        net.run(REACHABLE + 1)
+        rtt = result(net.a.ping(B4))
+        net.until(lambda: rtt, "a ping after the entry went stale")
+        self.assertLess(net.a.neighbours()[B4][1], REACHABLE)
+        net.b.close()
+        net.run(REACHABLE + PROBE_GRACE + 1)
+        net.a.ping(B4, timeout=1)
+        net.run(0.1)
+        self.assertNotIn(B4, net.a.neighbours())
+
+    def test_udp(self) -> None:
+        """
+        listenUDP ports exchange datagrams both ways; a datagram to a
+        closed port is answered with ICMP port unreachable.
+        """
+        net = Network(self)
+
+        class Keep(DatagramProtocol):
+            def __init__(self) -> None:
+                self.got: list = []
+
+            def datagramReceived(self, data, addr) -> None:
+                self.got.append((data, addr))
+
+        server, client = Keep(), Keep()
+        port = net.b.listenUDP(53, server)
+        verifyObject(IListeningPort, port)
+        net.a.listenUDP(0, client)
+        client.transport.write(b"query", (B4, 53))
+        net.until(lambda: server.got, "the datagram")
+        data, addr = server.got[0]
+        self.assertEqual((data, addr[0]), (b"query", A4))
+        server.transport.write(b"answer", addr)
+        net.until(lambda: client.got, "the answer")
+        self.assertEqual(client.got[0], (b"answer", (B4, 53)))
+        client.transport.write(b"x", (B4, 54))
+        net.run(0.1)
+        self.assertEqual(net.b.host.stats["udp_closed_port"], 1)
+
+
+class BadInputTests(SynchronousTestCase):
+    """
+    Hand-made frames to one stack: dropped and counted, or answered as a
+    kernel would; memory stays bounded.
+    """
+
+    def setUp(self) -> None:
+        self.time = 0.0
+        self.out: list[bytes] = []
+        self.host = HostStack(StackConfig(mac=MAC_B, ip4=IPv4Interface(f"{B4}/24")),
+                              self.out.append, lambda: self.time, strict=True)
+        self.host.tcp.addAcceptor(None, 80, self.accept)
+        self.accepted = 0
+        # the peer's MAC is known: answers go straight out
+        self.host.link.learn(P.IP4_ANY[:0] + bytes([10, 5, 0, 1]), MAC_A)
+
+    def accept(self, conn):
+        self.accepted += 1
+        from vdetwist.stack.transport import EngineSide, StackTCPTransport
+
+        return EngineSide(StackTCPTransport(None, lambda t: None))  # type: ignore[arg-type]
+
+    def segment(self, flags: int, seq: int = 1000, ack: int = 0, sport: int = 40000,
+                payload: bytes = b"", source: bytes = bytes([10, 5, 0, 1])) -> bytes:
+        tcp = P.tcpSegment(source, bytes([10, 5, 0, 2]), sport, 80, seq, ack, flags, 65535,
+                           payload=payload)
+        return P.ETH.pack(MAC_B, MAC_A, P.ETH_IP) + P.ipv4(source, bytes([10, 5, 0, 2]),
+                                                           P.PROTO_TCP, tcp)
+
+    def replies(self) -> list:
+        out, self.out[:] = list(self.out), []
+        return [P.TCP.unpack_from(f, 34) for f in out if f[23] == P.PROTO_TCP]
+
+    def test_badChecksum(self) -> None:
+        frame = bytearray(self.segment(P.TCP_SYN))
+        frame[-1] ^= 0xFF  # the urgent pointer's low byte: the checksum no longer matches
+        self.host.receive(bytes(frame))
+        self.assertEqual(self.host.stats["tcp_bad_checksum"], 1)
+        self.assertEqual(self.replies(), [])
+
+    def test_truncated(self) -> None:
+        """
+        Frames cut anywhere (Ethernet, IP, TCP header) are dropped.
+        """
+        frame = self.segment(P.TCP_SYN)
+        for length in range(0, len(frame)):
+            self.host.receive(frame[:length])
+        self.assertEqual(self.replies(), [])
+        self.assertEqual(self.host.tcp.conns, {})
+        self.assertGreater(self.host.stats["ip4_bad"], 0)
+
+    def test_outOfWindowReset(self) -> None:
+        """
+        A RST outside the window is ignored; in it, it ends the connection.
+        """
+        self.host.receive(self.segment(P.TCP_SYN, seq=1000))
+        (synAck,) = self.replies()
+        iss = synAck[2]
+        self.host.receive(self.segment(P.TCP_ACK, seq=1001, ack=iss + 1))
+        self.assertEqual(len(self.host.tcp.established()), 1)
+        self.host.receive(self.segment(P.TCP_RST, seq=1001 + 10_000_000))
+        self.assertEqual(len(self.host.tcp.established()), 1)
+        self.host.receive(self.segment(P.TCP_RST, seq=1001))
+        self.assertEqual(self.host.tcp.established(), [])
+
+    def test_synFlood(self) -> None:
+        """
+        Tens of thousands of SYNs from spoofed ports: the half-open table
+        stays within its bound, nothing is accepted into the application
+        beyond it, and a real client still connects.
+        """
+        for i in range(20000):
+            self.host.receive(self.segment(P.TCP_SYN, sport=1024 + i, seq=i))
+        self.assertLessEqual(len(self.host.tcp.halfOpen), TCP_HALFOPEN)
+        self.assertLessEqual(len(self.host.tcp.conns), TCP_HALFOPEN)
+        self.assertLessEqual(len(self.host.timers), 4 * TCP_HALFOPEN + 2048)
+        self.out.clear()
+        self.host.receive(self.segment(P.TCP_SYN, sport=50000, seq=7))
+        (synAck,) = self.replies()
+        self.host.receive(self.segment(P.TCP_ACK, sport=50000, seq=8, ack=synAck[2] + 1))
+        self.assertEqual(len(self.host.tcp.established()), 1)
+
+    def test_notOurs(self) -> None:
+        """
+        Unicast frames to another MAC, packets to another address, and ARP
+        for another address get nothing.
+        """
+        frame = self.segment(P.TCP_SYN)
+        self.host.receive(b"\x02\0\0\0\0\x99" + frame[6:])
+        other = frame[:30] + bytes([10, 5, 0, 3]) + frame[34:]
+        self.host.receive(other)
+        arp = P.ARP.pack(1, P.ETH_IP, 6, 4, 1, MAC_A, bytes([10, 5, 0, 1]), P.ZERO_MAC,
+                         bytes([10, 5, 0, 3]))
+        self.host.receive(P.ETH.pack(P.BROADCAST_MAC, MAC_A, P.ETH_ARP) + arp)
+        self.assertEqual(self.out, [])
+
+    def test_unknownProtocol(self) -> None:
+        """
+        An IP protocol nothing handles is answered with ICMP protocol
+        unreachable.
+        """
+        packet = P.ipv4(bytes([10, 5, 0, 1]), bytes([10, 5, 0, 2]), 132, b"sctp?")
+        self.host.receive(P.ETH.pack(MAC_B, MAC_A, P.ETH_IP) + packet)
+        (reply,) = self.out
+        self.assertEqual((reply[23], reply[34], reply[35]), (P.PROTO_ICMP, 3, 2))
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        config = parseStackOptions(ip="10.0.0.2/24", ip6="fd00::2/64",
+                                   gw="10.0.0.1,fd00::1", mac="02:00:00:00:00:01")
+        self.assertEqual(config.mac, b"\x02\0\0\0\0\x01")
+        self.assertEqual(str(config.ip4), "10.0.0.2/24")
+        self.assertEqual(str(config.gateway6), "fd00::1")
+        self.assertTrue(parseStackOptions(ip="dhcp").dhcp)
+        mac = parseStackOptions(ip="dhcp").mac
+        self.assertEqual(mac[0] & 3, 2)  # locally administered, unicast
+
+    def test_errorsNameTheKey(self) -> None:
+        for kwargs, key in [({"ip": "10.0.0.300/24"}, "ip="), ({"ip": "10.0.0.2"}, "ip="),
+                            ({"ip6": "fd00::zz/64"}, "ip6="), ({"mac": "01:00:00:00:00:01"},
+                                                               "mac="),
+                            ({"mac": "nope"}, "mac="), ({"gw": "x"}, "gw="),
+                            ({"ip": "10.0.0.2/24", "gw": "10.1.0.1"}, "gw="),
+                            ({"mtu": "9"}, "mtu=")]:
+            with self.assertRaises(StackConfigError) as caught:
+                parseStackOptions(**kwargs)
+            message = str(caught.exception)
+            self.assertIn(key, message)
+            self.assertNotIn("\n", message)
+
+
+class EndpointStringTests(SynchronousTestCase):
+    def test_parsed(self) -> None:
+        """
+        The plugin's server and client strings give stack endpoints.
+        """
+        from vdetwist.stack.endpoints import StackClientEndpoint, StackServerEndpoint
+
+        vnl = quoteStringArgument("vde:///tmp/sw")
+        server = serverFromString(Clock(), f"vdestack:vnl={vnl}:ip=10.0.0.2/24:port=80")
+        self.assertIsInstance(server, StackServerEndpoint)
+        self.assertEqual((server.vnl, server.port), ("vde:///tmp/sw", 80))
+        client = clientFromString(
+            Clock(), f"vdestack:vnl={vnl}:ip=dhcp:host={quoteStringArgument('fd00::1')}:port=8")
+        self.assertIsInstance(client, StackClientEndpoint)
+        self.assertEqual(client.host, "fd00::1")
+
+    def test_malformed(self) -> None:
+        vnl = quoteStringArgument("vde:///tmp/sw")
+        for text, key in [(f"vdestack:vnl={vnl}:ip=10.0.0.2:port=80", "ip="),
+                          (f"vdestack:vnl={vnl}:ip=10.0.0.2/24:port=http", "port="),
+                          (f"vdestack:vnl={vnl}:ip=10.0.0.2/24:port=80:colour=red", "colour"),
+                          (f"vdestack:ip=10.0.0.2/24:port=80", "vnl="),
+                          (f"vdestack:vnl={vnl}:port=80", "ip="),
+                          (f"vdestack:vnl={vnl}:ip=dhcp:mac=zz:port=80", "mac=")]:
+            with self.assertRaises(ValueError) as caught:
+                serverFromString(Clock(), text)
+            self.assertIn(key, str(caught.exception))
+            self.assertNotIn("\n", str(caught.exception))
+        with self.assertRaises(ValueError) as caught:
+            clientFromString(Clock(), f"vdestack:vnl={vnl}:ip=dhcp:host=example.com:port=80")
+        self.assertIn("host=", str(caught.exception))
