@@ -14,7 +14,7 @@ from ipaddress import IPv4Interface, IPv6Address, IPv6Interface, ip_address
 from typing import Any, Optional
 
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -235,6 +235,13 @@ class VdeStack:
             failed(Failure(error.ConnectError(string=str(e))))
         return d
 
+    def clientEndpoint(self, host: str, port: int, timeout: float = 30.0) -> "StackEndpoint":
+        """
+        An C{IStreamClientEndpoint} connecting from this stack to
+        C{host}:C{port} (for an Agent's endpoint factory, say).
+        """
+        return StackEndpoint(self, host, port, timeout)
+
     def listenUDP(self, port: int, protocol, interface: str = "",
                   maxPacketSize: int = 8192) -> StackUDPPort:
         """
@@ -294,6 +301,22 @@ class VdeStack:
         for hook in self.onClose:
             hook()
         self.closed.callback(None)
+
+
+@implementer(IStreamClientEndpoint)
+class StackEndpoint:
+    """
+    Connects from a given L{VdeStack} (L{VdeStack.clientEndpoint}).
+    """
+
+    def __init__(self, stack: VdeStack, host: str, port: int, timeout: float) -> None:
+        self.stack = stack
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+
+    def connect(self, protocolFactory) -> defer.Deferred:
+        return self.stack.connectTCP(self.host, self.port, protocolFactory, self.timeout)
 
 
 def openStack(reactor, vnl: str, ip: Optional[str] = None, ip6: Optional[str] = None,

@@ -78,7 +78,8 @@ class StackClientEndpoint(_Endpoint):
 
     def connect(self, protocolFactory) -> defer.Deferred:
         return self.stack().addCallback(
-            lambda stack: stack.connectTCP(self.host, self.port, protocolFactory, self.timeout))
+            lambda stack: stack.clientEndpoint(self.host, self.port, self.timeout)
+            .connect(protocolFactory))
 
 
 def _check(args: tuple, kwargs: dict, keys: tuple[str, ...], needed: tuple[str, ...]) -> None:
