@@ -557,3 +557,34 @@ class RecipeTests(TestCase):
         self.assertJoined(run, ("/tmp/sw", "host1"), ("/tmp/sw", "host2"))
         run.assertAllRan()
 
+
+    # -- docs/vdestack.md
+
+    def vdestackSite(self, name: str) -> None:
+        """
+        The site on the switch (served by the example program or by twistd
+        web on a vdestack: endpoint) is what vdens's namespace fetches.
+        """
+        requireCommand("curl", "curl")
+        unshare = requireCommand("unshare", "util-linux")
+        if subprocess.run([unshare, "-Urn", "true"], capture_output=True).returncode != 0:
+            raise SkipTest("vdens needs user namespaces, which this machine refuses")
+        if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+            raise SkipTest("vdens needs a read-write /dev/net/tun")
+        run = self.recipe(name)
+        www = run.path("/srv/www")
+        os.makedirs(www, exist_ok=True)
+        with open(os.path.join(www, "index.html"), "w") as f:
+            f.write("served by a vdestack host\n")
+        run.start(0)
+        self.waitSwitch(run, "/tmp/sw")
+        run.start(1)
+        fetched = run.run(2, timeout=120).stdout.decode()
+        self.assertEqual(fetched, "served by a vdestack host\n")
+        run.assertAllRan()
+
+    def test_vdestackSite(self) -> None:
+        self.vdestackSite("vdestackSite")
+
+    def test_vdestackEndpoint(self) -> None:
+        self.vdestackSite("vdestackEndpoint")
