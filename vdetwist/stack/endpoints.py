@@ -42,7 +42,9 @@ class _Endpoint:
         self.options = options
 
     def stack(self) -> defer.Deferred:
-        return sharedStack(self.reactor, self.vnl, **self.options)
+        o = self.options
+        return sharedStack(self.reactor, self.vnl, ip=o["ip"], ip6=o["ip6"], gw=o["gw"],
+                           mac=o["mac"], mtu=o["mtu"])
 
 
 @implementer(IStreamServerEndpoint)
@@ -125,7 +127,9 @@ class StackParser:
 
     prefix = "vdestack"
 
-    def parseStreamServer(self, reactor, *args: str, **kwargs: str) -> StackServerEndpoint:
+    # Twisted's parser hands strings: the interface's object is any value.
+    def parseStreamServer(self, reactor, *args: object, **words: object) -> StackServerEndpoint:
+        kwargs = {k: str(v) for k, v in words.items()}
         _check(args, kwargs, SERVER_KEYS, ("vnl", "port"))
         interface = kwargs.get("interface", "")
         if interface:
@@ -137,7 +141,8 @@ class StackParser:
         return StackServerEndpoint(reactor, kwargs["vnl"], _options(kwargs),
                                    _port(kwargs["port"]), interface)
 
-    def parseStreamClient(self, reactor, *args: str, **kwargs: str) -> StackClientEndpoint:
+    def parseStreamClient(self, reactor, *args: object, **words: object) -> StackClientEndpoint:
+        kwargs = {k: str(v) for k, v in words.items()}
         _check(args, kwargs, CLIENT_KEYS, ("vnl", "host", "port"))
         host = kwargs["host"]
         try:
