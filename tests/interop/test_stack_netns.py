@@ -114,7 +114,7 @@ class NamespaceTests(TestCase):
 
     @defer.inlineCallbacks
     def network(self, nsAddress: str, stackAddress: str):
-        from vdetwist import netns
+        from vdetwist.testing import netns
         from tests.support import linkExists
 
         yield until(lambda: linkExists(self.tap, self.ns.name), "the tap", procs=[self.plug],
