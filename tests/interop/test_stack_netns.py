@@ -8,7 +8,8 @@ The host stack against real kernels and real switches:
   - two stacks in this process on our switch:// talk HTTP with no kernel
     device at all;
   - on slirp:// with ip=dhcp: a client reaches an HTTP server on the host's
-    127.0.0.1 through 10.0.2.2.
+    127.0.0.1 through 10.0.2.2;
+  - a QEMU guest's iPXE fetches its script over HTTP from a stack.
 """
 
 from __future__ import annotations
@@ -242,3 +243,50 @@ class SlirpTests(TestCase):
         body = yield readBody(response)
         self.assertEqual(body, data)
         self.assertEqual(stack.host.dhcp.stateName, "BOUND")
+
+
+class QemuTests(TestCase):
+    """
+    A QEMU guest's firmware (iPXE) fetches over HTTP from a stack: the
+    guest, our slirp (DHCP and TFTP) and the stack are ports of the stack's
+    own switch:// node, in this process.
+    """
+
+    timeout = 240
+
+    @defer.inlineCallbacks
+    def test_ipxeFetches(self):
+        from tests.interop.test_qemu import BOOT_TIMEOUT, MAC, QemuGuest, requireQemu
+        from tests.support import ourPlug
+
+        qemu = requireQemu()
+        directory = tmpdir(self)
+        sock = os.path.join(directory, "sw")
+        tftp = os.path.join(directory, "tftp")
+        os.mkdir(tftp)
+        with open(os.path.join(tftp, "boot.ipxe"), "w") as f:
+            f.write("#!ipxe\necho vdestack: boot script from TFTP\n"
+                    "chain http://10.0.2.50:8080/script?mac=${net0/mac}\n")
+        stack = yield openStack(reactor, f"switch://{sock}", ip="10.0.2.50/24")
+        self.addCleanup(stack.close)
+        requests: list[bytes] = []
+
+        class Script(resource.Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                requests.append(request.uri)
+                return b"#!ipxe\necho vdestack: script over HTTP from the stack\nexit 1\n"
+
+        port = stack.listenTCP(8080, server.Site(Script()))
+        self.addCleanup(port.stopListening)
+        slirp = ourPlug(self, "our vde_plug slirp://",
+                        f'slirp:///tftp_path="{tftp}"/bootfile=boot.ipxe', f"vde://{sock}")
+        guest = QemuGuest(self, qemu, sock, directory)
+        yield until(lambda: requests, "the guest's HTTP request to the stack", BOOT_TIMEOUT,
+                    procs=[slirp, guest], failIfEnded=True)
+        mac = MAC.replace(":", "%3A")
+        self.assertEqual(requests, [f"/script?mac={mac}".encode()])
+        yield until(lambda: "script over HTTP from the stack" in guest.describe(),
+                    "the guest to run the stack's script", 30)
+        self.assertIn("10.0.2.15", stack.neighbours())
