@@ -23,7 +23,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from vdetwist.slirp import packets as P
-from vdetwist.slirp.config import TCP_HALFOPEN
+from vdetwist.slirp.config import TCP_HALFOPEN, SlirpConfig
 from vdetwist.stack.api import VdeStack
 from vdetwist.stack.config import StackConfig, StackConfigError, parseStackOptions
 from vdetwist.stack.host import HostStack
@@ -507,3 +507,76 @@ class EndpointStringTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as caught:
             clientFromString(Clock(), f"vdestack:vnl={vnl}:ip=dhcp:host=example.com:port=80")
         self.assertIn("host=", str(caught.exception))
+
+
+class AutoconfTests(SynchronousTestCase):
+    """
+    DHCP and SLAAC against slirp's engine (its DHCP server and router
+    advertisements), both sans-IO on one clock.
+    """
+
+    def setUp(self) -> None:
+        from vdetwist.slirp.engine import SlirpEngine
+        from vdetwist.slirp.memhost import MemoryHost
+
+        self.time = 0.0
+        self.wire: list[tuple[str, bytes]] = []
+        self.serverUp = True
+        clock = lambda: self.time  # noqa: E731
+        config = SlirpConfig(leaseTime=60)
+        self.slirp = SlirpEngine(config, MemoryHost(), lambda f: self.wire.append(("s", f)),
+                                 clock=clock, strict=True)
+        self.host = HostStack(parseStackOptions(ip="dhcp", mac="02:00:00:00:00:0c"),
+                              lambda f: self.wire.append(("h", f)), clock, strict=True)
+        self.addCleanup(self.slirp.close)
+        self.addCleanup(self.host.close)
+        self.slirp.start()
+        self.host.start()
+
+    def elapse(self, seconds: float) -> None:
+        end = self.time + seconds
+        while True:
+            while self.wire:
+                side, frame = self.wire.pop(0)
+                if side == "h":
+                    if self.serverUp:
+                        self.slirp.receive(frame)
+                else:
+                    self.host.receive(frame)
+            if self.time >= end:
+                return
+            self.time = min(end, self.time + 0.25)
+            self.slirp.advance(self.time)
+            self.host.advance(self.time)
+
+    def test_leaseRenewedAndLost(self) -> None:
+        """
+        The lease is bound, renewed from the server at T1 (half of its 60
+        s), and lost when it ends with the server gone: then discovery
+        starts again.
+        """
+        self.elapse(5)
+        self.assertEqual(self.host.address4, bytes([10, 0, 2, 15]))
+        self.assertEqual(self.host.gateway4, bytes([10, 0, 2, 2]))
+        self.assertEqual(self.host.stats["dhcp_bound"], 1)
+        self.elapse(30)
+        self.assertEqual(self.host.stats["dhcp_bound"], 2)  # renewed
+        self.assertEqual(self.host.dhcp.stateName, "BOUND")
+        self.serverUp = False
+        self.elapse(70)
+        self.assertIsNone(self.host.address4)
+        self.assertEqual(self.host.dhcp.stateName, "SELECTING")
+        self.serverUp = True
+        self.elapse(40)
+        self.assertEqual(self.host.address4, bytes([10, 0, 2, 15]))
+
+    def test_slaac(self) -> None:
+        """
+        Slirp's router advertisement gives an address in fd00::/64 from the
+        MAC, and the default router.
+        """
+        self.elapse(5)
+        self.assertIn(bytes.fromhex("fd000000000000000000000000000000")[:8]
+                      + bytes.fromhex("0000:00ff:fe00:000c".replace(":", "")),
+                      self.host.addresses6)
+        self.assertEqual(self.host.gateway6, P.IP6_ROUTER_LL)
