@@ -190,6 +190,24 @@ class TCPTests(SynchronousTestCase):
         self.assertEqual(client.received(), b"ping")
         client.reason.trap(error.ConnectionDone)
 
+    def test_finTimeout(self) -> None:
+        """
+        A connection the application closed whose peer never sends its FIN
+        is reset after FIN_TIMEOUT, as a kernel's FIN-WAIT-2 times out.
+        """
+        from vdetwist.stack.transport import FIN_TIMEOUT
+
+        net = Network(self)
+        client, server = self.connect(net, B4)
+        client.transport.loseConnection()
+        net.until(lambda: server.readClosed, "the FIN")
+        net.run(FIN_TIMEOUT - 1)
+        self.assertIsNone(client.reason)
+        net.run(2)
+        client.reason.trap(error.ConnectionDone)
+        net.until(lambda: server.reason is not None, "the reset")
+        server.reason.trap(error.ConnectionLost)
+
     def test_abort(self) -> None:
         """
         abortConnection resets: the peer's connectionLost is not clean.

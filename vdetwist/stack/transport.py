@@ -19,6 +19,10 @@ from zope.interface import implementer
 
 from vdetwist.stack.tcp import IStackStream, StackConn
 
+#: Seconds a connection the application closed waits for the peer's FIN
+#: (Linux's tcp_fin_timeout), then it is reset.
+FIN_TIMEOUT = 60.0
+
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.stack.api import VdeStack
 
@@ -68,6 +72,7 @@ class StackTCPTransport:
         self.streamingProducer = False
         self.sendPaused = False
         self._pull: Any = None
+        self._finTimer: Any = None
         self.noDelay = True
         self.keepAlive = False
 
@@ -143,6 +148,14 @@ class StackTCPTransport:
         self.disconnecting = True
         if self.conn is not None:
             self.conn.readEOF()
+            self._finTimer = self.stack.reactor.callLater(FIN_TIMEOUT, self._finTimedOut)
+
+    def _finTimedOut(self) -> None:
+        self._finTimer = None
+        if not self.disconnected and self.conn is not None:
+            self.conn.connectionLost(clean=False)
+            self._lost(Failure(error.ConnectionDone(
+                f"the peer did not close in {FIN_TIMEOUT:g} s: reset")))
 
     def loseWriteConnection(self) -> None:
         if self.conn is not None and not self.disconnected:
@@ -232,8 +245,9 @@ class StackTCPTransport:
         producer, self.producer = self.producer, None
         if producer is not None:
             producer.stopProducing()
-        if self._pull is not None and self._pull.active():
-            self._pull.cancel()
+        for call in (self._pull, self._finTimer):
+            if call is not None and call.active():
+                call.cancel()
         protocol, self.protocol = self.protocol, None
         if protocol is not None:
             try:
