@@ -7,7 +7,6 @@ frames; and the vdestack: endpoint strings.
 from __future__ import annotations
 
 import os
-import struct
 from ipaddress import IPv4Interface
 
 from twisted.internet import error
@@ -376,7 +375,7 @@ class BadInputTests(SynchronousTestCase):
         self.host.tcp.addAcceptor(None, 80, self.accept)
         self.accepted = 0
         # the peer's MAC is known: answers go straight out
-        self.host.link.learn(P.IP4_ANY[:0] + bytes([10, 5, 0, 1]), MAC_A)
+        self.host.link.learn(bytes([10, 5, 0, 1]), MAC_A)
 
     def accept(self, conn):
         self.accepted += 1
@@ -515,7 +514,7 @@ class EndpointStringTests(SynchronousTestCase):
         for text, key in [(f"vdestack:vnl={vnl}:ip=10.0.0.2:port=80", "ip="),
                           (f"vdestack:vnl={vnl}:ip=10.0.0.2/24:port=http", "port="),
                           (f"vdestack:vnl={vnl}:ip=10.0.0.2/24:port=80:colour=red", "colour"),
-                          (f"vdestack:ip=10.0.0.2/24:port=80", "vnl="),
+                          ("vdestack:ip=10.0.0.2/24:port=80", "vnl="),
                           (f"vdestack:vnl={vnl}:port=80", "ip="),
                           (f"vdestack:vnl={vnl}:ip=dhcp:mac=zz:port=80", "mac=")]:
             with self.assertRaises(ValueError) as caught:

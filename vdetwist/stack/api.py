@@ -10,7 +10,7 @@ per (reactor, network, address).
 from __future__ import annotations
 
 import weakref
-from ipaddress import IPv4Interface, IPv6Address, IPv6Interface, ip_address
+from ipaddress import IPv4Interface, IPv6Address, ip_address
 from typing import Any, Optional
 
 from twisted.internet import defer, error

@@ -40,6 +40,13 @@ MAX_RTR_SOLICITATIONS = 3
 RTR_SOLICITATION_INTERVAL = 4.0
 
 
+def eui64(mac: bytes) -> bytes:
+    """
+    The modified EUI-64 interface identifier of C{mac} (RFC 4291 2.5.1).
+    """
+    return bytes((mac[0] ^ 0x02,)) + mac[1:3] + b"\xff\xfe" + mac[3:]
+
+
 class DhcpClient:
     """
     The DHCP client of a L{HostStack}.
@@ -209,8 +216,6 @@ class Slaac:
         """
         A router advertisement (hop limit, code and checksum checked).
         """
-        from vdetwist.stack.host import eui64
-
         stack = self.stack
         source = packet[8:24]
         if len(packet) < 56 or source[:2] != b"\xfe\x80":

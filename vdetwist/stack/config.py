@@ -87,7 +87,6 @@ def parseStackOptions(ip: Optional[str] = None, ip6: Optional[str] = None,
                                                           ip4.network.broadcast_address):
                 raise StackConfigError(f"ip={ip!r} is not a host address of its network")
     address6 = None
-    slaac = True
     if ip6 is not None and ip6 != "slaac":
         try:
             if "/" not in ip6:
@@ -121,4 +120,4 @@ def parseStackOptions(ip: Optional[str] = None, ip6: Optional[str] = None,
     return StackConfig(
         mac=randomMac() if mac is None else parseMac(mac),
         ip4=ip4, dhcp=dhcp, gateway4=gateway4, ip6=address6, gateway6=gateway6,
-        slaac=slaac, mtu=size)
+        mtu=size)

@@ -19,7 +19,6 @@ import random
 import struct
 import time
 from collections import Counter, deque
-from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, cast
 
 from twisted.logger import Logger
@@ -37,6 +36,7 @@ from vdetwist.slirp.ipv6 import (
 )
 from vdetwist.slirp.ipv6 import parse as parse6
 from vdetwist.slirp.timers import TimerHeap
+from vdetwist.stack.autoconf import DhcpClient, Slaac, eui64
 from vdetwist.stack.config import StackConfig
 from vdetwist.stack.neighbours import Neighbours
 from vdetwist.stack.tcp import StackTcp
@@ -57,13 +57,6 @@ ALL_NODES = P.IP6_ALL_NODES
 class DatagramReceiver(Protocol):
     def __call__(self, data: bytes, source: bytes, port: int) -> None:
         ...
-
-
-def eui64(mac: bytes) -> bytes:
-    """
-    The modified EUI-64 interface identifier of C{mac} (RFC 4291 2.5.1).
-    """
-    return bytes((mac[0] ^ 0x02,)) + mac[1:3] + b"\xff\xfe" + mac[3:]
 
 
 class HostStack:
@@ -124,8 +117,6 @@ class HostStack:
         self.housekeeping = self.timer(self._housekeep)
         self.pings: dict[tuple[int, int], Callable[[bytes], None]] = {}
         self._pingIdent = self.random.getrandbits(16)
-
-        from vdetwist.stack.autoconf import DhcpClient, Slaac
 
         self.dhcp = DhcpClient(self) if config.dhcp else None
         self.slaac = Slaac(self) if config.slaac else None
@@ -568,6 +559,3 @@ class HostStack:
         elif kind == ICMP6_ECHO_REPLY:
             self._echoReply(packet[40:])
 
-
-def ntop(address: bytes) -> str:
-    return str(IPv4Address(address) if len(address) == 4 else IPv6Address(address))
