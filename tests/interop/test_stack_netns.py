@@ -222,6 +222,30 @@ class InProcessTests(TestCase):
         self.assertEqual(_shared.get(reactor, {}), {})
 
 
+    @defer.inlineCallbacks
+    def test_oneHostPerAddress(self):
+        """
+        Endpoints naming the same network and address share one stack (so
+        one MAC answers for the address); another address is another stack.
+        """
+        directory = tmpdir(self)
+        sw = os.path.join(directory, "sw")
+        hub = yield openStack(reactor, f"switch://{sw}", ip="10.79.0.1/24")
+        self.addCleanup(hub.close)
+        vnl = quoteStringArgument(f"vde://{sw}")
+        ports = []
+        for text in (f"vdestack:vnl={vnl}:ip=10.79.0.2/24:port=80",
+                     f"vdestack:vnl={vnl}:ip=10.79.0.2/24:port=81",
+                     f"vdestack:vnl={vnl}:ip=10.79.0.3/24:port=80"):
+            port = yield serverFromString(reactor, text).listen(site(b"x"))
+            ports.append(port)
+        self.assertIs(ports[0].stack, ports[1].stack)
+        self.assertIsNot(ports[0].stack, ports[2].stack)
+        for port in ports:
+            yield port.stopListening()
+        yield settle(0.2)
+
+
 class SlirpTests(TestCase):
     timeout = 120
 

@@ -352,7 +352,7 @@ def openStack(reactor, vnl: str, ip: Optional[str] = None, ip6: Optional[str] = 
     return registry.open(reactor, vnl, description, OpenArgs()).addCallback(opened)
 
 
-#: The stacks endpoints share, per reactor: (vnl, ip, ip6) -> the stack, or
+#: The stacks endpoints share, per reactor: (vnl, address) -> the stack, or
 #: the Deferreds waiting for it to open.
 _shared: "weakref.WeakKeyDictionary[Any, dict[tuple, Any]]" = weakref.WeakKeyDictionary()
 
@@ -361,12 +361,14 @@ def sharedStack(reactor, vnl: str, ip: Optional[str], ip6: Optional[str] = None,
                 gw: Optional[str] = None, mac: Optional[str] = None,
                 mtu: Optional[str] = None, registry: Registry = registry) -> defer.Deferred:
     """
-    The stack of this reactor on C{vnl} with address C{ip} (and C{ip6}):
-    opened on first use, shared by every endpoint naming the same network
-    and address, closed when its last port or connection ends.
+    The stack of this reactor on C{vnl} with address C{ip} (or, without
+    one, C{ip6}): opened on first use with the settings given then, shared
+    by every endpoint naming the same network and address (one host per
+    address, whatever else they say), closed when its last port or
+    connection ends.
     """
     stacks = _shared.setdefault(reactor, {})
-    key = (vnl, ip, ip6)
+    key = (vnl, ip or ip6)
     found = stacks.get(key)
     if isinstance(found, VdeStack):
         return defer.succeed(found)
