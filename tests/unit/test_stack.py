@@ -7,6 +7,7 @@ frames; and the vdestack: endpoint strings.
 from __future__ import annotations
 
 import os
+import struct
 from ipaddress import IPv4Interface
 
 from twisted.internet import error
@@ -597,3 +598,36 @@ class AutoconfTests(SynchronousTestCase):
                       + bytes.fromhex("0000:00ff:fe00:000c".replace(":", "")),
                       self.host.addresses6)
         self.assertEqual(self.host.gateway6, P.IP6_ROUTER_LL)
+
+
+class SlaacLifetimeTests(SynchronousTestCase):
+    def test_expiry(self) -> None:
+        """
+        An advertised prefix's address and the router are forgotten when
+        their lifetimes end.
+        """
+        from vdetwist.slirp.dhcp import ND_RA, OPT_SOURCE_LL
+
+        now = [0.0]
+        host = HostStack(parseStackOptions(ip6="slaac", mac="02:00:00:00:00:0d"),
+                         lambda f: None, lambda: now[0], strict=True)
+        router = bytes.fromhex("fe800000000000000000000000000001")
+        prefix = bytes.fromhex("fd990000000000000000000000000000")
+        option = struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 10, 5, 0, prefix)
+        body = struct.pack("!BBHII", 64, 0, 20, 0, 0) + option + \
+            bytes((OPT_SOURCE_LL, 1)) + MAC_A
+        message = P.icmp6(router, P.IP6_ALL_NODES, ND_RA, 0, body)
+        packet = P.ipv6(router, P.IP6_ALL_NODES, P.PROTO_ICMPV6, message, 255)
+        host.receive(P.ETH.pack(P.multicastMac6(P.IP6_ALL_NODES), MAC_A, P.ETH_IPV6) + packet)
+        address = prefix[:8] + bytes.fromhex("000000fffe00000d")
+        self.assertIn(address, host.addresses6)
+        self.assertEqual(host.gateway6, router)
+        now[0] = 11.0
+        host.advance()
+        self.assertNotIn(address, host.addresses6)
+        self.assertEqual(host.prefixes6, {})
+        self.assertEqual(host.gateway6, router)  # 20 s
+        now[0] = 21.0
+        host.advance()
+        self.assertIsNone(host.gateway6)
+        self.assertIn(host.linkLocal, host.addresses6)

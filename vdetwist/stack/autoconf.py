@@ -196,6 +196,7 @@ class Slaac:
         self.stack = stack
         self.sent = 0
         self.timer = stack.timer(self._solicit)
+        self.expiry = stack.timer(self._expire)
 
     def start(self) -> None:
         self._solicit()
@@ -248,3 +249,27 @@ class Slaac:
                     if flags & 0x40:
                         stack.addAddress6(prefix[:8] + eui64(stack.mac), expires)
             i += length
+        self._armExpiry()
+
+    def _armExpiry(self) -> None:
+        stack = self.stack
+        deadlines = [t for t in (*stack.addresses6.values(), *stack.prefixes6.values(),
+                                 stack.gateway6Expires) if t is not None]
+        if deadlines:
+            self.expiry.reset(min(deadlines))
+
+    def _expire(self) -> None:
+        """
+        Forget the addresses, prefixes and router whose lifetimes ended.
+        """
+        stack = self.stack
+        now = stack.now()
+        for address, expires in list(stack.addresses6.items()):
+            if expires is not None and expires <= now:
+                stack.removeAddress6(address)
+        for prefix, expires in list(stack.prefixes6.items()):
+            if expires is not None and expires <= now:
+                del stack.prefixes6[prefix]
+        if stack.gateway6Expires is not None and stack.gateway6Expires <= now:
+            stack.gateway6 = stack.gateway6Expires = None
+        self._armExpiry()

@@ -196,6 +196,15 @@ class HostStack:
             self._multicastChanged()
             self.addressChanged()
 
+    def removeAddress6(self, address: bytes) -> None:
+        """
+        Forget an IPv6 address (its lifetime ended); never the link-local one.
+        """
+        if address in self.addresses6 and address != self.linkLocal:
+            del self.addresses6[address]
+            self._multicastChanged()
+            self.addressChanged()
+
     def _multicastChanged(self) -> None:
         self._multicast6 = {ALL_NODES} | {P.solicitedNode(a) for a in self.addresses6}
 
