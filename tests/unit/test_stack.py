@@ -161,6 +161,23 @@ class TCPTests(SynchronousTestCase):
             client.reason.trap(error.ConnectionDone)
             server.reason.trap(error.ConnectionDone)
 
+    def test_toItself(self) -> None:
+        """
+        A stack's client reaches its own server at its own addresses, as a
+        kernel's loopback does: nothing goes on the wire.
+        """
+        for host in (A4, A6):
+            net = Network(self)
+            servers: list = []
+            net.a.listenTCP(80, Factory.forProtocol(lambda: servers.append(Echo()) or servers[-1]))
+            net.run(0.1)
+            before = net.b.host.stats["frames_in"]  # a's announcements
+            client = result(net.a.connectTCP(host, 80, Factory.forProtocol(Recorder)))
+            net.until(lambda: client, "the connection")
+            client[0].transport.write(b"to myself")
+            net.until(lambda: client[0].received() == b"to myself", "the echo")
+            self.assertEqual(net.b.host.stats["frames_in"], before)
+
     def test_halfClose(self) -> None:
         """
         After the client's FIN (loseWriteConnection), the server still

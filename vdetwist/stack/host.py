@@ -115,6 +115,10 @@ class HostStack:
         self.reassembler = Reassembler(None)
         self.reassembler6 = Reassembler6(None)
         self.housekeeping = self.timer(self._housekeep)
+        #: frames to our own addresses, taken in at the next turn (not
+        #: inside the send that made them)
+        self.looped: deque[bytes] = deque()
+        self.loopback = self.timer(self._takeLooped)
         self.pings: dict[tuple[int, int], Callable[[bytes], None]] = {}
         self._pingIdent = self.random.getrandbits(16)
 
@@ -168,6 +172,7 @@ class HostStack:
         self.udp.clear()
         self.pings.clear()
         self.outQueue.clear()
+        self.looped.clear()
 
     # -- addresses ------------------------------------------------------------
 
@@ -294,6 +299,22 @@ class HostStack:
             self.output(queue.popleft())
         if self.writable:
             self.tcp.resume()
+
+    def loop(self, frame: bytes) -> None:
+        """
+        A frame to one of our own addresses: received at the next turn.
+        """
+        if len(self.looped) >= MAX_OUTPUT_QUEUE:
+            self.stats["loopback_dropped"] += 1
+            return
+        self.looped.append(frame)
+        if not self.loopback.active:
+            self.loopback.reset(self.now())
+
+    def _takeLooped(self) -> None:
+        looped, self.looped = self.looped, deque()
+        for frame in looped:
+            self.input(frame)
 
     def unresolved(self, address: bytes) -> None:
         """

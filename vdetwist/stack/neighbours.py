@@ -144,6 +144,9 @@ class Neighbours:
         if destination == P.IP4_BROADCAST or destination == stack.broadcast4:
             self.emit(P.ETH.pack(P.BROADCAST_MAC, self.mac, P.ETH_IP) + packet)
             return
+        if destination == stack.address4:
+            stack.loop(P.ETH.pack(self.mac, self.mac, P.ETH_IP) + packet)
+            return
         hop = stack.nextHop4(destination)
         if hop is None:
             stack.stats["ip4_no_route"] += 1
@@ -161,6 +164,9 @@ class Neighbours:
             return
         if destination[0] == 0xFF:
             self.emit(P.ETH.pack(P.multicastMac6(destination), self.mac, P.ETH_IPV6) + packet)
+            return
+        if destination in stack.addresses6:
+            stack.loop(P.ETH.pack(self.mac, self.mac, P.ETH_IPV6) + packet)
             return
         hop = stack.nextHop6(destination)
         if hop is None:
