@@ -252,21 +252,35 @@ class SlirpTests(TestCase):
     @defer.inlineCallbacks
     def test_dhcpToHost(self):
         """
-        On slirp:// with ip=dhcp, the stack gets 10.0.2.15 and fetches from
-        an HTTP server on the host's 127.0.0.1 through 10.0.2.2.
+        A Twisted client on a vdestack: endpoint with ip=dhcp on slirp://
+        gets 10.0.2.15 and fetches from an HTTP server on the host's
+        127.0.0.1 through 10.0.2.2.
         """
+        from vdetwist.stack.api import _shared
+
         data = os.urandom(256 * 1024)
         listening = reactor.listenTCP(0, site(data), interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
-        stack = yield openStack(reactor, "slirp://", ip="dhcp")
-        self.addCleanup(stack.close)
-        self.assertEqual(stack.addresses()[0], "10.0.2.15/24")
-        agent = Agent.usingEndpointFactory(reactor, ThroughStack(stack))
+        vnl = quoteStringArgument("slirp://")
+        stacks = []
+
+        @implementer(IAgentEndpointFactory)
+        class Strings:
+            def endpointForURI(self, uri):
+                return clientFromString(
+                    reactor, f"vdestack:vnl={vnl}:ip=dhcp:host={uri.host.decode()}"
+                    f":port={uri.port}")
+
+        agent = Agent.usingEndpointFactory(reactor, Strings())
         response = yield agent.request(
             b"GET", f"http://10.0.2.2:{listening.getHost().port}/file".encode())
+        stacks.extend(_shared[reactor].values())
         body = yield readBody(response)
         self.assertEqual(body, data)
+        (stack,) = stacks
+        self.assertEqual(stack.addresses()[0], "10.0.2.15/24")
         self.assertEqual(stack.host.dhcp.stateName, "BOUND")
+        yield stack.close()
 
 
 class QemuTests(TestCase):
