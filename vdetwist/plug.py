@@ -112,6 +112,13 @@ class PlugBase:
         else:
             self._closeReason = reason
 
+    def _badSent(self, error: Exception) -> None:
+        """
+        A vnet frame given to C{sendVnet} (or received for a plain
+        receiver) had a header that lies: count it dropped.
+        """
+        self.stats.dropped += 1
+
     def _startReading(self) -> None:
         """
         Begin delivering frames to C{self.receiver}.

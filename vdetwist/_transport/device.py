@@ -259,9 +259,6 @@ class FramePlug(FdPlug):
                      plug=self.description, why=error)
         self.discarded += 1
 
-    def _badSent(self, error: BadVnetFrame) -> None:
-        self.stats.dropped += 1
-
     def _unusual(self, frame: bytes) -> bool:
         if len(frame) > self.maxFrame or (self._header and len(frame) <= VNET_HDRLEN):
             self.discarded += 1

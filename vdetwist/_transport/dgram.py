@@ -14,13 +14,23 @@ from __future__ import annotations
 import ctypes
 import errno
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorFDSet
 from zope.interface import implementer
 
 from vdetwist._transport.fdplug import QueuedFdPlug
-from vdetwist.interfaces import IVdePlug
+from vdetwist._transport.vnet import (
+    SOFTWARE_OFFLOADS,
+    VNET_FRAME_MAX,
+    VNET_FRAME_MIN,
+    enlargeBuffers,
+    sendVnetFrame,
+    vnetDelivery,
+)
+from vdetwist.interfaces import IVdePlug, IVnetPlug
+from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
+from vdetwist.wire.vnethdr import PLAIN
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -98,3 +108,45 @@ class DatagramPlug(QueuedFdPlug):
 
     def _closeDescriptor(self, fd: int) -> None:
         self.socket.close()
+
+
+@implementer(IVnetPlug)
+class VnetDatagramPlug(DatagramPlug):
+    """
+    A L{DatagramPlug} whose every datagram, both ways, is a vnet frame:
+    the link between two of our processes once they have agreed on it (see
+    L{vdetwist.vde2.server}).  Super-frames cross it whole, so it accepts
+    every offload that software segmentation can undo, and leaves that to
+    whoever finally needs plain frames.  Combine it with a subclass of
+    L{DatagramPlug} (C{class P(VnetDatagramPlug, ThatPlug)}).
+    """
+
+    offloads = SOFTWARE_OFFLOADS
+    readSize = VNET_FRAME_MAX + 1
+    minFrame = VNET_FRAME_MIN
+    maxFrame = VNET_FRAME_MAX
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        enlargeBuffers(self.socket)
+        self._deliverTo: object = None
+        self._deliver: Callable[[bytes], None] = self.receiver.frameReceived
+
+    def _delivery(self) -> Callable[[bytes], None]:
+        if self._deliverTo is not self.receiver:
+            self._deliverTo = self.receiver
+            self._deliver = vnetDelivery(self.receiver, self._badSent)
+        return self._deliver
+
+    def send(self, frame: bytes, smallest: int = ETH_HDRLEN,
+             largest: int = VDE_ETHBUFSIZE) -> None:
+        if smallest <= len(frame) <= largest:
+            self._sendWhole(PLAIN + frame)
+        else:
+            self.stats.dropped += 1
+
+    def sendVnet(self, frame: bytes) -> None:
+        sendVnetFrame(frame, self.offloads, self._sendWhole, self.send, self._badSent)
+
+    def _sendWhole(self, frame: bytes) -> None:
+        DatagramPlug.send(self, frame, VNET_FRAME_MIN, VNET_FRAME_MAX)

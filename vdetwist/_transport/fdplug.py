@@ -181,16 +181,19 @@ class QueuedFdPlug(FdPlug):
         # queue drains, however many writability events that takes.
         self._throttled = False
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, smallest: int = ETH_HDRLEN,
+             largest: int = VDE_ETHBUFSIZE) -> None:
         # (Not an empty datagram either: that is libvdeplug4's "forget me",
-        # and a seqpacket peer's end of connection.)
-        if self._queue or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE:
-            self._enqueue(frame)
+        # and a seqpacket peer's end of connection.)  The sizes are
+        # parameters for a plug sending vnet frames; as defaults they are
+        # local variables on the plain path.
+        if self._queue or not smallest <= len(frame) <= largest:
+            self._enqueue(frame, smallest, largest)
             return
         try:
             self._transmit(frame)
         except BlockingIOError:
-            self._enqueue(frame)
+            self._enqueue(frame, smallest, largest)
         except OSError as e:
             self._sendFailed(e)
         else:
@@ -209,10 +212,11 @@ class QueuedFdPlug(FdPlug):
         """
         return True
 
-    def _enqueue(self, frame: bytes) -> None:
+    def _enqueue(self, frame: bytes, smallest: int = ETH_HDRLEN,
+                 largest: int = VDE_ETHBUFSIZE) -> None:
         if (
             len(self._queue) >= self.queueLimit
-            or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE
+            or not smallest <= len(frame) <= largest
             or not self._canWait()
         ):
             self.stats.dropped += 1

@@ -7,13 +7,60 @@ accepts only some offloads.
 
 from __future__ import annotations
 
+import socket
 from typing import Callable
 
 from vdetwist.interfaces import IFrameReceiver, IVnetReceiver
+from vdetwist.plug import ETH_HDRLEN
 from vdetwist.wire.gso import BadVnetFrame, checkSuperFrame, segment
-from vdetwist.wire.vnethdr import NEEDS_CSUM, TUN_F_CSUM, VNET_HDRLEN, neededOffloads
+from vdetwist.wire.vnethdr import (
+    NEEDS_CSUM,
+    TUN_F_CSUM,
+    TUN_F_TSO4,
+    TUN_F_TSO6,
+    TUN_F_TSO_ECN,
+    TUN_F_UFO,
+    TUN_F_USO4,
+    TUN_F_USO6,
+    VNET_HDRLEN,
+    neededOffloads,
+)
 
-__all__ = ["vnetDelivery", "sendVnetFrame", "sendSegments"]
+__all__ = [
+    "vnetDelivery", "sendVnetFrame", "sendSegments", "SOFTWARE_OFFLOADS", "VNET_FRAME_MIN",
+    "VNET_FRAME_MAX", "VNET_SOCKET_BUFFER", "enlargeBuffers",
+]
+
+#: What L{segment} undoes: a hop between two of our processes may carry
+#: any of it, since whoever finally needs plain frames makes them.
+SOFTWARE_OFFLOADS = (
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO | TUN_F_USO4 | TUN_F_USO6
+)
+#: The shortest vnet frame: the header and an Ethernet header.
+VNET_FRAME_MIN = VNET_HDRLEN + ETH_HDRLEN
+#: The longest: the header, an Ethernet header with two VLAN tags, an IPv6
+#: header and the largest IP payload (a 64 KiB super-frame).
+VNET_FRAME_MAX = VNET_HDRLEN + 14 + 8 + 40 + 0xFFFF
+#: Socket buffer asked for on a datagram socket carrying vnet frames: a few
+#: super-frames in flight (a Unix datagram larger than the sending socket's
+#: buffer is refused; the default, net.core.wmem_default, holds three).
+VNET_SOCKET_BUFFER = 2 << 20
+# <asm-generic/socket.h>; Python's socket module lacks them.
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+
+
+def enlargeBuffers(sock: socket.socket) -> None:
+    """
+    Give C{sock} send and receive buffers for super-frames: as root beyond
+    net.core.wmem_max/rmem_max (C{SO_SNDBUFFORCE}), else up to them.
+    """
+    for force, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF),
+                         (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, VNET_SOCKET_BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, VNET_SOCKET_BUFFER)
 
 
 def vnetDelivery(

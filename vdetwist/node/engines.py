@@ -22,6 +22,16 @@ Frames are C{bytes} (the dict lookups key on slices of them); the same
 object is handed to every egress port, and a new one is built only when a
 tag is added or removed.  Flood order is port number order, then the host.
 
+Vnet frames (L{vdetwist.interfaces.IVnetReceiver}: a virtio-net header,
+then an Ethernet frame that may be a 64 KiB super-frame) take the same
+code: every C{input} takes the two functions that send, C{deliver} and
+C{flood}, as defaults of two trailing parameters, and
+L{vdetwist.node.vnet} calls it with the Ethernet frame (the header cut off,
+so learning, VLANs and tags see what they always see) and its own pair,
+which sends the super-frame as it is to ports that take it and its
+segments to the others.  A plain frame pays nothing for this: defaults are
+filled in by the call, and are local variables after it.
+
 Engines keep precomputed, immutable flood lists, rebuilt by L{Engine.rebuild}
 whenever the node's topology or VLAN configuration changes, so a port that
 closes while a flood is iterating (a plug may close synchronously inside
@@ -98,17 +108,19 @@ class Engine:
         """
         self.rebuild()
 
-    def input(self, port, frame: bytes) -> None:
+    def input(self, port, frame: bytes, *outputs) -> None:
         """
-        C{port} received C{frame}.
+        C{port} received C{frame}.  C{outputs}, when given, are the
+        C{deliver} and C{flood} to use instead of this module's (see the
+        module docstring).
         """
         raise NotImplementedError()
 
-    def hostInput(self, port, frame: bytes) -> None:
+    def hostInput(self, port, frame: bytes, *outputs) -> None:
         """
         The host (C{port} is the node's host port) sent C{frame}.
         """
-        self.input(port, frame)
+        self.input(port, frame, *outputs)
 
 
 def arrived(port, frame: bytes) -> int:
@@ -166,7 +178,7 @@ class HubEngine(Engine):
         assert self.node is not None, "rebuild of a detached engine"
         self._outputs = tuple(p for p in self.node.activePorts() if p.number != 0)
 
-    def input(self, port, frame: bytes) -> None:
+    def input(self, port, frame: bytes, deliver=deliver, flood=flood) -> None:
         n = arrived(port, frame)
         if not n:
             return
@@ -208,7 +220,7 @@ class TrunkSwitchEngine(Engine):
         assert self.node is not None, "rebuild of a detached engine"
         self._outputs = tuple(self.node.activePorts())
 
-    def input(self, port, frame: bytes) -> None:
+    def input(self, port, frame: bytes, deliver=deliver, flood=flood) -> None:
         n = arrived(port, frame)
         if not n:
             return
@@ -319,7 +331,7 @@ class SwitchEngine(Engine):
             vl.tagged = tuple(tagged[vid])
         self._vlanmap = vlans
 
-    def input(self, port, frame: bytes) -> None:
+    def input(self, port, frame: bytes, deliver=deliver, flood=flood) -> None:
         n = arrived(port, frame)
         if not n:
             return
@@ -396,14 +408,14 @@ class MultiEngine(Engine):
         host = node.hostPort
         self._host = host if host is not None and host.endpoints else None
 
-    def input(self, port, frame: bytes) -> None:
+    def input(self, port, frame: bytes, deliver=deliver, flood=flood) -> None:
         n = arrived(port, frame)
         if not n:
             return
         if self._host is not None:
             deliver(self._host, frame, n)
 
-    def hostInput(self, port, frame: bytes) -> None:
+    def hostInput(self, port, frame: bytes, deliver=deliver, flood=flood) -> None:
         n = arrived(port, frame)
         if not n:
             return
@@ -454,7 +466,7 @@ class BondingEngine(MultiEngine):
                 links[i] = last
         self.rebuild()
 
-    def hostInput(self, port, frame: bytes) -> None:
+    def hostInput(self, port, frame: bytes, deliver=deliver, flood=flood) -> None:
         n = arrived(port, frame)
         if not n:
             return

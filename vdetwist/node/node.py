@@ -43,10 +43,18 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from vdetwist.errors import PlugClosed, VdeError
-from vdetwist.interfaces import IFrameReceiver, IVdePlug
+from vdetwist._transport.vnet import (
+    SOFTWARE_OFFLOADS,
+    VNET_FRAME_MAX,
+    VNET_FRAME_MIN,
+    vnetDelivery,
+)
+from vdetwist.interfaces import IFrameReceiver, IVdePlug, IVnetPlug, IVnetReceiver
 from vdetwist.node.engines import Engine, _Vlan
 from vdetwist.node.mactable import NOVLAN, MacTable, formatMac
+from vdetwist.node.vnet import vnetIngress
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
+from vdetwist.wire.vnethdr import VNET_HDRLEN
 
 log = Logger()
 
@@ -164,6 +172,16 @@ def _tapped(taps: tuple, forward, frame: bytes) -> None:
     forward(frame)
 
 
+def _vnetTapped(taps: tuple, forward, frame: bytes) -> None:
+    """
+    L{_tapped} for a vnet frame: taps see its Ethernet frame.
+    """
+    eth = frame[VNET_HDRLEN:]
+    for tap in taps:
+        tap(eth)
+    forward(frame)
+
+
 def _refused(port: "Port", frame: bytes) -> None:
     """
     What a mirror port sends: it does not enter the node.
@@ -192,6 +210,16 @@ class Port:
         allowed on this port, or (bonding host) no link.
     @ivar output: the callable the engines use to send a frame to this
         port's endpoints.
+    @ivar offloads: the C{TUN_F_*} offloads every endpoint takes in vnet
+        frames (L{vdetwist.interfaces.IVnetPlug.offloads}; 0 if one is not
+        an C{IVnetPlug}): what L{vnetOutput} may be given as it is.
+    @ivar vnetOutput: the callable that sends a vnet frame to this port's
+        endpoints.
+    @ivar vnetIn: vnet frames with a header that is not plain received
+        (super-frames, partial checksums); a lying one is counted in
+        C{inDropped} instead.
+    @ivar vnetOut: such frames sent as they are (C{outFrames} counts them
+        too, and every segment of those sent segmented).
     @ivar taps: callables given every frame this port receives or is sent
         (change them through L{Node.addTap}).
     @ivar mirrorSources: the ports this port mirrors (L{Node.mirror}): while
@@ -215,6 +243,10 @@ class Port:
         "inDropped",
         "_droppedBase",
         "output",
+        "offloads",
+        "vnetOutput",
+        "vnetIn",
+        "vnetOut",
         "taps",
         "mirrorSources",
         "_mirrorOutput",
@@ -248,6 +280,9 @@ class Port:
         # outDropped = _droppedBase + sum(plug.stats.dropped of endpoints)
         self._droppedBase = 0
         self.output = _discard
+        self.offloads = 0
+        self.vnetOutput = _discard
+        self.vnetIn = self.vnetOut = 0
         self.taps: tuple = ()
         self.mirrorSources: tuple = ()
         self._mirrorOutput = _discard
@@ -293,23 +328,25 @@ class Port:
         Zero every counter (vde_switch C{port/resetcounter}).
         """
         self.inFrames = self.inBytes = self.outFrames = self.outBytes = 0
-        self.inDropped = 0
+        self.inDropped = self.vnetIn = self.vnetOut = 0
         self._droppedBase = -sum(p.stats.dropped for p in self.endpoints)
 
     def _updateOutput(self) -> None:
-        sends = tuple(link.plug.send for link in self._links)
-        if not sends:
-            output = _discard
-        elif len(sends) == 1:
-            output = sends[0]
-        else:
-            output = partial(_sendAll, sends)
-        if self.taps:
-            output = partial(_tapped, self.taps, output)
+        plugs = [link.plug for link in self._links]
+        output = _sender([plug.send for plug in plugs], _tapped, self.taps)
         if self.mirrorSources:
             self._mirrorOutput, self.output = output, _discard
         else:
             self._mirrorOutput = self.output = output
+        offloads = -1
+        for plug in plugs:
+            offloads &= plug.offloads if IVnetPlug.providedBy(plug) else 0
+        if offloads <= 0 or self.mirrorSources:
+            self.offloads, self.vnetOutput = 0, _discard
+        else:
+            self.offloads = offloads
+            self.vnetOutput = _sender([plug.sendVnet for plug in plugs], _vnetTapped,
+                                      self.taps)
 
     def mirrorFrame(self, frame: bytes) -> None:
         """
@@ -321,21 +358,39 @@ class Port:
         self._mirrorOutput(frame)
 
 
-@implementer(IFrameReceiver)
+def _sender(sends: list, tapped, taps: tuple):
+    """
+    One callable sending a frame with each of C{sends}, giving it to
+    C{taps} first (through C{tapped}).
+    """
+    if not sends:
+        output = _discard
+    elif len(sends) == 1:
+        output = sends[0]
+    else:
+        output = partial(_sendAll, tuple(sends))
+    if taps:
+        output = partial(tapped, taps, output)
+    return output
+
+
+@implementer(IVnetReceiver)
 class _PortReceiver:
     """
     What the node gives each endpoint plug as its receiver.
-    C{frameReceived} is an instance attribute: a C{partial} of the engine's
-    input bound to the port, so delivering a frame is one call.
+    C{frameReceived} and C{vnetFrameReceived} are instance attributes:
+    C{partial}s of the engine's input bound to the port, so delivering a
+    frame is one call.
     """
 
-    __slots__ = ("node", "port", "plug", "frameReceived")
+    __slots__ = ("node", "port", "plug", "frameReceived", "vnetFrameReceived")
 
     def __init__(self, node: "Node", port: Port, plug: Any) -> None:
         self.node = node
         self.port: Optional[Port] = port
         self.plug = plug
         self.frameReceived = _discard
+        self.vnetFrameReceived = _discard
 
     def plugClosed(self, reason: Failure) -> None:
         self.node._endpointClosed(self, reason)
@@ -407,15 +462,16 @@ class Node:
         port = link.port
         assert port is not None, "binding a detached link"
         if port.mirrorSources:
-            link.frameReceived = partial(_refused, port)
+            link.frameReceived = link.vnetFrameReceived = partial(_refused, port)
             return
         engine = self.engine
         inp = engine.hostInput if port.isHost else engine.input
         taps = port.taps + self.taps
+        link.frameReceived = partial(inp, port)
+        link.vnetFrameReceived = partial(vnetIngress, inp, port)
         if taps:
-            link.frameReceived = partial(_tapped, taps, partial(inp, port))
-        else:
-            link.frameReceived = partial(inp, port)
+            link.frameReceived = partial(_tapped, taps, link.frameReceived)
+            link.vnetFrameReceived = partial(_vnetTapped, taps, link.vnetFrameReceived)
 
     def _rewire(self, port: Port) -> None:
         for link in port._links:
@@ -559,7 +615,7 @@ class Node:
         Take one endpoint off C{port} (bookkeeping and notifications only).
         """
         link.port = None
-        link.frameReceived = _discard
+        link.frameReceived = link.vnetFrameReceived = _discard
         plug = link.plug
         port._links = [l for l in port._links if l is not link]
         port.endpoints = [p for p in port.endpoints if p is not plug]
@@ -901,12 +957,16 @@ class Node:
                 self.removePort(port)
 
 
-@implementer(IVdePlug)
+@implementer(IVnetPlug)
 class HostPlug(PlugBase):
     """
     One side of a direct, unbuffered link: what one side sends is handed at
     once to the other side's receiver.  L{Node.openHost} gives one side to
     the node as its host endpoint and returns the other.
+
+    Vnet frames cross it whole (to a receiver that takes them; a plain
+    receiver gets their segments), so it accepts every offload software
+    segmentation undoes.
 
     While a side is paused or not yet receiving, frames for it are dropped
     and counted in the I{sender's} C{stats.dropped} (for the node side,
@@ -914,11 +974,14 @@ class HostPlug(PlugBase):
     its host.
     """
 
+    offloads = SOFTWARE_OFFLOADS
+
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.peer: Optional[HostPlug] = None
         self.paused = False
         self.reading = False
+        self._vnetSink = _discard
 
     def send(self, frame: bytes) -> None:
         peer = self.peer
@@ -930,8 +993,19 @@ class HostPlug(PlugBase):
         peer.stats.received += 1
         peer.receiver.frameReceived(frame)
 
+    def sendVnet(self, frame: bytes) -> None:
+        peer = self.peer
+        if (peer is None or peer.paused or not peer.reading
+                or not VNET_FRAME_MIN <= len(frame) <= VNET_FRAME_MAX):
+            self.stats.dropped += 1
+            return
+        self.stats.sent += 1
+        peer.stats.received += 1
+        peer._vnetSink(frame)
+
     def _startReading(self) -> None:
         self.reading = True
+        self._vnetSink = vnetDelivery(self.receiver, self._badSent)
 
     def pauseProducing(self) -> None:
         self.paused = True
@@ -941,6 +1015,7 @@ class HostPlug(PlugBase):
 
     def _release(self) -> None:
         self.reading = False
+        self._vnetSink = _discard
         peer, self.peer = self.peer, None
         if peer is not None:
             peer.peer = None

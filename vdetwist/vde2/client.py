@@ -9,6 +9,13 @@ data socket, connect to it and unlink our own socket file (the association
 survives).  The control stream then stays silent: when the switch closes it
 (it stopped, or kicked the port) the plug closes cleanly.
 
+When the switch is ours, the plug carries vnet frames (super-frames and
+partial checksums, L{vdetwist._transport.dgram.VnetDatagramPlug}): our data socket
+file has its sticky bit set, which asks for them, and the switch's has it
+when the switch agrees (see L{vdetwist.vde2.server} for why that signal).
+Otherwise every datagram is a plain frame, as for libvdeplug4, and
+C{sendVnet} segments.
+
 Unlike libvdeplug4 the reply is awaited for at most L{REPLY_TIMEOUT}
 seconds: vde_switch 2.3.2 never answers a request for a busy or
 nonexistent port, and the connection attempt should fail rather than hang.
@@ -27,20 +34,24 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vdetwist._transport.fdplug import FdReader
-from vdetwist._transport.dgram import DatagramPlug
-from vdetwist.errors import PlugClosed, VdeError
+from vdetwist._transport.dgram import DatagramPlug, VnetDatagramPlug
 from vdetwist._transport.sockets import groupId, unlinkQuietly
+from vdetwist._transport.vnet import sendSegments
+from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.interfaces import IVnetPlug
 from vdetwist.vde2.protocol import (
     SOCKADDR_UN_SIZE,
     ProtocolError,
     packRequest,
     parseReply,
 )
+from vdetwist.vde2.server import markVnet, offersVnet
 
 __all__ = [
     "DEFAULT_SWITCHES",
     "REPLY_TIMEOUT",
     "VdeClientPlug",
+    "VnetClientPlug",
     "connectVde",
     "choosePort",
 ]
@@ -78,9 +89,12 @@ def choosePort(portgroup: Optional[str], port: int = 0) -> tuple[Optional[str], 
     return portgroup, port
 
 
+@implementer(IVnetPlug)
 class VdeClientPlug(DatagramPlug):
     """
-    A plug connected to a vde2 switch.
+    A plug connected to a vde2 switch that is not ours (or did not agree to
+    vnet frames): plain frames only, so C{offloads} is 0 and C{sendVnet}
+    sends segments.
 
     @ivar switchPath: the switch directory.
     @ivar serverPath: the switch's data socket for this connection.
@@ -104,6 +118,11 @@ class VdeClientPlug(DatagramPlug):
             control.fileno(), self._switchGone, description, lambda reason: self._switchGone()
         )
 
+    offloads = 0
+
+    def sendVnet(self, frame: bytes) -> None:
+        sendSegments(frame, self.send, self._badSent)
+
     def _startReading(self) -> None:
         super()._startReading()
         self.reactor.addReader(self._watch)
@@ -117,6 +136,12 @@ class VdeClientPlug(DatagramPlug):
         self.reactor.removeReader(self._watch)
         self.control.close()
         super()._release()
+
+
+class VnetClientPlug(VnetDatagramPlug, VdeClientPlug):
+    """
+    A plug connected to a switch of ours that agreed to vnet frames.
+    """
 
 
 def _connectError(path: str, e: OSError) -> VdeError:
@@ -215,6 +240,7 @@ def _fixPermissions(path: str, ctlPath: str, mode: int, group: Optional[str]) ->
             except OSError:
                 mode |= 0o077
     os.chmod(path, mode)
+    markVnet(path)
 
 
 @implementer(IReadDescriptor)
@@ -289,7 +315,14 @@ class _Handshake:
             self._fail(e)
             return
         unlinkQuietly(self.dataPath)
-        plug = VdeClientPlug(
+        plugType = VdeClientPlug
+        if isinstance(serverPath, str):
+            try:
+                if offersVnet(os.stat(serverPath)):
+                    plugType = VnetClientPlug
+            except OSError:
+                pass
+        plug = plugType(
             self.reactor, self.data, self.control, self.plugDescription,
             self.switchPath, serverPath,
         )

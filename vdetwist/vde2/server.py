@@ -34,6 +34,20 @@ I{not} truncated at 1518 bytes as vde_switch 2.3.2 does: jumbo frames up to
 VDE_ETHBUFSIZE (9234 bytes, libvdeplug4's limit) are forwarded whole, and
 short frames are not padded.
 
+Vnet frames: a client that is ours sets the sticky bit (C{S_ISVTX}) on the
+data socket file it names in its request, and a server that is ours and
+agrees sets it on the data socket file it names in its reply; from then on
+every datagram of that pair, both ways, is a vnet frame (a virtio-net
+header, then an Ethernet frame that may be a 64 KiB super-frame:
+L{vdetwist._transport.dgram.VnetDatagramPlug}).  Both sides C{stat} the other's
+socket file anyway (the server for its owner, the client can since it may
+connect to it), nothing in the C peers reads that bit, and no byte of the
+handshake changes: a C client never sets it, so our server treats it as
+today; a C server never sets it, so our client sends it plain frames.
+What else was weighed: a name or description of our own in the request
+(the C switch would show or keep it), a version or request code (refused
+by C servers), a probe datagram (a C peer would take it for a frame).
+
 Flow control: the node never waits for a port.  Each endpoint sends without
 blocking; what the kernel queue (net.unix.max_dgram_qlen, 10 by default)
 cannot take waits in a short per-endpoint queue and is dropped and counted
@@ -60,7 +74,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist._transport.dgram import DatagramPlug
+from vdetwist._transport.dgram import DatagramPlug, VnetDatagramPlug
 from vdetwist.errors import PlugLost, VdeError
 from vdetwist.interfaces import IVdeClient, IVdeServer
 from vdetwist.node.node import Port
@@ -87,6 +101,7 @@ __all__ = [
     "netnodeModes",
     "BACKLOG",
     "REQUEST_TIMEOUT",
+    "VnetServerEndpoint",
 ]
 
 log = Logger()
@@ -293,6 +308,27 @@ class ServerEndpoint(DatagramPlug):
         self.server._endpointReleased(self)
 
 
+class VnetServerEndpoint(VnetDatagramPlug, ServerEndpoint):
+    """
+    A L{ServerEndpoint} for a client of ours that agreed to vnet frames.
+    """
+
+
+def offersVnet(info: os.stat_result) -> bool:
+    """
+    Whether the data socket whose C{stat} is C{info} is one of ours that
+    asks for (client) or agrees to (server) vnet frames: its sticky bit.
+    """
+    return bool(info.st_mode & stat.S_ISVTX)
+
+
+def markVnet(path: str) -> None:
+    """
+    Set the sticky bit of the socket file C{path} (see L{offersVnet}).
+    """
+    os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | stat.S_ISVTX)
+
+
 class _Control(Protocol, TimeoutMixin):
     """
     One accepted control connection: reads the request, then watches for
@@ -420,9 +456,12 @@ class VdeServer:
         Optional[str]} consulted before a client joins a requested port
         (after allocation for "any port"): a string refuses the client and
         says why (vde_switch C{port/setuser}, C{port/setgroup}).
+    @ivar offloads: whether clients of ours are offered vnet frames (see
+        the module docstring); C{False} keeps every port plain.
     """
 
     requestTimeout = REQUEST_TIMEOUT
+    offloads = True
 
     def __init__(
         self,
@@ -660,6 +699,7 @@ class VdeServer:
                 return
         path = os.fsdecode(request.path) if not request.isAbstract else request.path
         uid = -1
+        vnet = False
         if not request.isAbstract:
             if not self.netnode and not os.access(path, os.R_OK | os.W_OK):
                 self._reject(
@@ -670,9 +710,12 @@ class VdeServer:
                 )
                 return
             try:
-                uid = os.stat(path).st_uid
+                info = os.stat(path)
             except OSError:
-                uid = -1
+                pass
+            else:
+                uid = info.st_uid
+                vnet = self.offloads and offersVnet(info)
             if control.uid not in (None, 0, uid):
                 # Unlike vde_switch: a client may only name its own socket,
                 # or a switch running as root could be made to send frames
@@ -695,7 +738,8 @@ class VdeServer:
             dsock.close()
             self._reject(control, f"cannot connect to the client's socket: {_strerror(e)}", request)
             return
-        endpoint = ServerEndpoint(self.reactor, dsock, self, control, request, uid)
+        endpointType = VnetServerEndpoint if vnet else ServerEndpoint
+        endpoint = endpointType(self.reactor, dsock, self, control, request, uid)
         try:
             port = endpoint.port = self.node.addPort(endpoint, number=number)
         except VdeError as e:
@@ -716,7 +760,10 @@ class VdeServer:
         control.endpoint = endpoint
         self.endpoints[endpoint.endpointId] = endpoint
         try:
-            reply = packReply(self._bindData(endpoint, port, request, uid))
+            dataPath = self._bindData(endpoint, port, request, uid)
+            if vnet:
+                markVnet(dataPath)
+            reply = packReply(dataPath)
         except (OSError, ValueError) as e:
             log.warn(
                 "{path}: dropped {who} ({description!r}): {error}",

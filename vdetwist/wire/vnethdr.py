@@ -85,3 +85,58 @@ _GSO_NEEDS = {
     GSO_UDP: TUN_F_UFO,
     GSO_UDP_L4: TUN_F_USO4 | TUN_F_USO6,
 }
+
+
+_IPV4 = b"\x08\x00"
+_IPV6 = b"\x86\xdd"
+_TCP = 6
+_UDP = 17
+#: What each GSO type segments: (the L3 ethertype it needs, or None for
+#: either, the L4 protocol, the checksum field's offset in the L4 header).
+_GSO_NEEDS_L4 = {
+    GSO_TCPV4: (_IPV4, _TCP, 16),
+    GSO_TCPV6: (_IPV6, _TCP, 16),
+    GSO_UDP: (None, _UDP, 6),
+    GSO_UDP_L4: (None, _UDP, 6),
+}
+
+
+def headerProblem(frame: bytes) -> str | None:
+    """
+    Why the header of the vnet frame C{frame} lies about the Ethernet frame
+    after it, or C{None} if it tells the truth: a checksum to complete past
+    the frame's end, an unknown GSO type, a segment size of 0, a GSO type
+    that does not match the packet (TCPv4 on anything but TCP over IPv4),
+    a checksum start elsewhere than the L4 header of a GSO frame.
+    """
+    if len(frame) < VNET_HDRLEN + 14:
+        return "shorter than a virtio-net and an Ethernet header"
+    flags, gsoType, _, gsoSize, csumStart, csumOffset = _HEADER.unpack_from(frame)
+    size = len(frame) - VNET_HDRLEN
+    if flags & NEEDS_CSUM and csumStart + csumOffset + 2 > size:
+        return f"checksum at {csumStart}+{csumOffset}, past the frame's {size} bytes"
+    kind = gsoType & ~GSO_ECN
+    if kind == GSO_NONE:
+        return None
+    needs = _GSO_NEEDS_L4.get(kind)
+    if needs is None:
+        return f"unknown GSO type {gsoType:#x}"
+    if gsoSize == 0:
+        return "GSO with a segment size of 0"
+    l3 = VNET_HDRLEN + 12
+    if frame[l3:l3 + 2] == b"\x81\x00":
+        l3 += 4
+    ethertype, l3 = frame[l3:l3 + 2], l3 + 2
+    if ethertype == _IPV4 and len(frame) >= l3 + 20:
+        protocol, l4 = frame[l3 + 9], l3 + (frame[l3] & 0x0F) * 4
+    elif ethertype == _IPV6 and len(frame) >= l3 + 40:
+        protocol, l4 = frame[l3 + 6], l3 + 40
+    else:
+        return f"GSO type {gsoType:#x} on a frame that is not IP"
+    wantedType, wantedProtocol, wantedOffset = needs
+    if (wantedType not in (None, ethertype) or protocol != wantedProtocol
+            or len(frame) < l4 + wantedOffset + 2):
+        return f"GSO type {gsoType:#x} on IP protocol {protocol}"
+    if flags & NEEDS_CSUM and (csumStart != l4 - VNET_HDRLEN or csumOffset != wantedOffset):
+        return f"checksum at {csumStart}+{csumOffset}, not in the L4 header"
+    return None
