@@ -316,6 +316,11 @@ class Bench:
             out["wakeups"] = wakeups / frames
         if plugs:
             out["plugs_us"] = plugCpu * 1e6 / frames
+        if middle or plugs:
+            # Per GB of what the iperf3 receiver got (TCP), not per frame:
+            # with offloads one frame may be a 64 KiB super-frame.
+            received = data["end"].get("sum_received", {}).get("bytes", 0)
+            out["cpu_gb"] = (swCpu + plugCpu) / max(received, 1) * 1e9
         return out
 
     def runOne(self, arrangement: Arrangement) -> dict[str, float]:
@@ -331,6 +336,8 @@ class Bench:
                                   ("wakeups", "wake"), ("plugs_us", "plugs")):
                     if key in result:
                         out[f"{name}_{test}"] = result[key]
+                if test == "tcp" and "cpu_gb" in result:
+                    out["cpu_gb_tcp"] = result["cpu_gb"]
                 if test == "flood":
                     out["udp_kfps"] = benchlib.udpReceivedKfps(result["data"])
                     out["udp_sent_kfps"] = benchlib.udpSentKfps(result["data"])
@@ -359,6 +366,7 @@ CPU = [(key, "sw " + header, fmt) for key, header, fmt in benchlib.IPERF_CPU_COL
     ("plugs_flood", "plugs µs/f flood", "{:.2f}"),
     ("plugs_10k", "plugs µs/f @10k", "{:.2f}"),
     ("plugs_tcp", "plugs µs/f TCP", "{:.2f}"),
+    ("cpu_gb_tcp", "sw+plugs CPU s/GB TCP", "{:.2f}"),
 ]
 #: Why: the user-mode part of the switch's CPU per frame (the kernel part
 #: is the socket work every switch does) and its wake-ups per frame (how
