@@ -33,13 +33,14 @@ from vdetwist.testing import netns
 
 IFF_LOWER_UP = 0x10000
 ADDRESSES = ("10.77.0.1", "10.77.0.2")
+ADDRESSES6 = ("fd77::1", "fd77::2")
 PORT = 7777
 TRANSFER = 2 * 1024 * 1024
 SEED = 7
 
 SERVER = r"""
 import hashlib, socket, sys
-s = socket.socket()
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen(1)
@@ -82,13 +83,20 @@ print(reply.decode())
 """
 
 
-class TrafficTests(TestCase):
-    timeout = 60
+class TapHosts(TestCase):
+    """
+    Two host namespaces with a tap each, held by a plug process in a third,
+    "cable" namespace (no tests of its own: a base for the traffic tests).
+
+    @cvar ipv6: whether the hosts get IPv6 too (C{ADDRESSES6}).
+    """
+
+    ipv6 = False
 
     def setUp(self) -> None:
         requireTun()
         self.cable = makeNamespace(self)
-        self.hosts = [makeNamespace(self) for _ in ADDRESSES]
+        self.hosts = [makeNamespace(self, ipv6=self.ipv6) for _ in ADDRESSES]
         self.tmp = tempfile.mkdtemp(prefix="vtcable")
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
@@ -117,6 +125,9 @@ class TrafficTests(TestCase):
         host = self.hosts[side]
         netns.moveLink(name, host, self.cable)
         netns.addAddress(name, f"{ADDRESSES[side]}/24", host)
+        if self.ipv6:
+            host.run(["ip", "-6", "address", "add", f"{ADDRESSES6[side]}/64", "dev", name,
+                      "nodad"], check=True)
         netns.setUp(name, host)
         netns.waitOperational(name, host)
         return name
@@ -134,12 +145,35 @@ class TrafficTests(TestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn(f"bytes from {ADDRESSES[1]}", result.stdout)
 
-    def assertTransfer(self) -> None:
+    def startTwistd(self, *options: str) -> str:
         """
-        2 MB of TCP from host 0 to host 1 arrive byte for byte.
+        Start C{twistd vde --switch DIR} with C{options} in the cable
+        namespace; return DIR once it listens.
+        """
+        switch = os.path.join(self.tmp, "sw")
+        log = open(os.path.join(self.tmp, "twistd.log"), "w+")
+        self.addCleanup(log.close)
+        service = self.cable.popen(
+            [sys.executable, "-m", "twisted", "vde", "--switch", switch, "--rcfile=", *options],
+            env=ourEnv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )
+        self.addCleanup(stopProcess, service)
+        deadline = time.monotonic() + 15
+        while not isListening(os.path.join(switch, "ctl")):
+            if service.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                self.fail(f"twistd vde did not start: {log.read()}")
+            time.sleep(0.05)
+        return switch
+
+    def assertTransfer(self, size: int = TRANSFER, addresses: tuple[str, str] = ADDRESSES,
+                       timeout: float = 45) -> None:
+        """
+        C{size} bytes of TCP from host 0 to host 1 (at C{addresses[1]})
+        arrive byte for byte.
         """
         server = self.hosts[1].popen(
-            [sys.executable, "-c", SERVER, ADDRESSES[1], str(PORT)],
+            [sys.executable, "-c", SERVER, addresses[1], str(PORT)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.addCleanup(stopProcess, server)
@@ -147,13 +181,17 @@ class TrafficTests(TestCase):
         self.assertTrue(ready, "the TCP server did not start")
         self.assertEqual(server.stdout.readline().strip(), "listening")
         client = self.hosts[0].run(
-            [sys.executable, "-c", CLIENT, ADDRESSES[1], str(PORT), str(TRANSFER), str(SEED)],
-            capture_output=True, text=True, timeout=45,
+            [sys.executable, "-c", CLIENT, addresses[1], str(PORT), str(size), str(SEED)],
+            capture_output=True, text=True, timeout=timeout,
         )
         self.assertEqual(client.returncode, 0, client.stderr)
-        expected = hashlib.sha256(random.Random(SEED).randbytes(TRANSFER)).hexdigest()
-        self.assertEqual(client.stdout.split(), [str(TRANSFER), expected])
+        expected = hashlib.sha256(random.Random(SEED).randbytes(size)).hexdigest()
+        self.assertEqual(client.stdout.split(), [str(size), expected])
         server.wait(10)
+
+
+class TrafficTests(TapHosts):
+    timeout = 60
 
     def assertTraffic(self, plugs, vnls) -> None:
         self.connect(plugs, vnls)
@@ -195,20 +233,7 @@ class TrafficTests(TestCase):
         Both taps plugged into a C{twistd vde} switch, one by our vde_plug
         and one by the C one.
         """
-        switch = os.path.join(self.tmp, "sw")
-        log = open(os.path.join(self.tmp, "twistd.log"), "w+")
-        self.addCleanup(log.close)
-        service = self.cable.popen(
-            [sys.executable, "-m", "twisted", "vde", "--switch", switch, "--rcfile="],
-            env=ourEnv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-        )
-        self.addCleanup(stopProcess, service)
-        deadline = time.monotonic() + 15
-        while not isListening(os.path.join(switch, "ctl")):
-            if service.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                self.fail(f"twistd vde did not start: {log.read()}")
-            time.sleep(0.05)
+        switch = self.startTwistd()
         self.assertTraffic(
             (ourTool("vde_plug"), [cTool("vde_plug")]), (f"vde://{switch}", f"vde://{switch}")
         )
