@@ -14,7 +14,7 @@ from __future__ import annotations
 from tests.support import CSwitch, cPlug, cTool, ourTool
 from tests.test_netns_traffic import ADDRESSES, ADDRESSES6, TapHosts
 from tests.vnetframes import tcpPayloads
-from vdetwist import netns
+from vdetwist.testing import netns
 
 BIG = 100 * 1024 * 1024
 MTU_FRAME = 1514

@@ -28,13 +28,16 @@ def payloadOf(size: int, seed: int = 0) -> bytes:
     return bytes((i * 7 + seed) & 0xFF for i in range(size))
 
 
-def tcpSuperFrame(dst: bytes, src: bytes, payload: bytes, mss: int = 1448, *,
+def tcpSuperFrame(dst: bytes, src: bytes, payload: bytes, mss: Optional[int] = None, *,
                   ipv6: bool = False, vlan: Optional[int] = None, seq: int = 1000,
                   ipid: int = 7) -> bytes:
     """
     A vnet frame holding one TCP super-frame (PSH|ACK) of C{payload}, to be
-    cut into segments of C{mss} bytes; its checksum is partial.
+    cut into segments of C{mss} bytes (default: 1514-byte frames); its
+    checksum is partial.
     """
+    if mss is None:
+        mss = 1440 if ipv6 else 1460
     eth = dst + src
     if vlan is not None:
         eth += b"\x81\x00" + vlan.to_bytes(2, "big")
