@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import errno
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -981,7 +981,7 @@ class HostPlug(PlugBase):
         self.peer: Optional[HostPlug] = None
         self.paused = False
         self.reading = False
-        self._vnetSink = _discard
+        self._vnetSink: Callable[[bytes], None] = _discard
 
     def send(self, frame: bytes) -> None:
         peer = self.peer
