@@ -12,7 +12,9 @@ The arrangements (key: switch, tap plugs, cable):
     ours-switch   python3 -m vdetwist.scripts.vde_plug null:// switch://DIR, C vde_plug
     c-vde_switch  vde_switch -s DIR                       C vde_plug   (all C)
     c-switch      vde_plug null:// switch://DIR           C vde_plug
-    all-ours      our twistd vde                          our vde_plug
+    all-ours      our twistd vde                          our vde_plug (taps with
+                  offloads, the default: super-frames cross the switch)
+    ours-nooffload the same, the taps opened with offload=off
     ours-cable    two of our twistd vde, our plugs, joined by our vde_plug SW1 SW2
     c-cable       two vde_switch, C plugs, joined by the C vde_plug SW1 SW2
     ours-dpipe    two of our twistd vde, our plugs, joined by our
@@ -140,6 +142,8 @@ class Arrangement:
     plug: Callable[[], list[str]] = cPlug
     cable: Optional[Callable[[str, str], list[str]]] = None
     counterpart: Optional[str] = None
+    #: What follows the tap's name in the tap plugs' VNL (our plugs only).
+    tapOptions: str = ""
 
 
 ARRANGEMENTS: list[Arrangement] = [
@@ -149,6 +153,8 @@ ARRANGEMENTS: list[Arrangement] = [
     Arrangement("c-switch", "C switch://", cNetnode),
     Arrangement("all-ours", "all ours", ourTwistd, ourPlug,
                 counterpart="c-vde_switch"),
+    Arrangement("ours-nooffload", "all ours, offload=off", ourTwistd, ourPlug,
+                tapOptions="/offload=off"),
     Arrangement("ours-cable", "ours 2 sw + vde_plug", ourTwistd, ourPlug, ourCable, "c-cable"),
     Arrangement("c-cable", "C 2 sw + vde_plug", cVdeSwitch, cPlug, cCable),
     Arrangement("ours-dpipe", "ours 2 sw + dpipe", ourTwistd, ourPlug, ourDpipe, "c-dpipe"),
@@ -156,7 +162,8 @@ ARRANGEMENTS: list[Arrangement] = [
     Arrangement("bridge", "kernel bridge", None),
 ]
 #: The ceiling: what the kernel does without any VDE process.
-CEILING_PAIRS = [("all-ours", "bridge"), ("c-vde_switch", "bridge")]
+CEILING_PAIRS = [("all-ours", "bridge"), ("c-vde_switch", "bridge"),
+                 ("all-ours", "ours-nooffload")]
 
 
 def baselineArrangements(root: str) -> list[Arrangement]:
@@ -282,7 +289,8 @@ class Bench:
                                             env=benchlib.ourEnv()),)
         for ns, tap, dir in ((self.nsA, run.ifA, dirs[0]), (self.nsB, run.ifB, dirs[-1])):
             netns.createTap(tap, ns)
-            run.plugs += (self.procs.start(ns.command([*arrangement.plug(), "tap://" + tap, dir]),
+            vnl = "tap://" + tap + arrangement.tapOptions
+            run.plugs += (self.procs.start(ns.command([*arrangement.plug(), vnl, dir]),
                                            env=benchlib.ourEnv()),)
 
     def stop(self, run: Run) -> None:
