@@ -18,6 +18,7 @@ from vdetwist.node import HubEngine, Node, SwitchEngine, TrunkSwitchEngine
 from vdetwist.node.node import hostPair
 from vdetwist.testing import FrameCollector, MemoryPlug
 from vdetwist.node import vnet
+from vdetwist.node.vnet import retagged
 from vdetwist.wire import gso
 from vdetwist.wire.vnethdr import (
     GSO_TCPV4,
@@ -196,6 +197,17 @@ class VnetNodeTests(SynchronousTestCase):
         self.assertEqual(out, tcpSuperFrame(BCAST, B, payload))
         self.assertEqual(VnetHeader.unpack(out).csumStart, VnetHeader.unpack(vframe).csumStart - 4)
         self.assertEqual(tcpPayloads(self.plugs[3].sentFrames, self), payload)
+
+    def test_stackedTags(self):
+        """
+        A super-frame under two VLAN tags (802.1ad, then 802.1Q) tells the
+        truth when its checksum start counts both.
+        """
+        tagged = tcpSuperFrame(BCAST, A, payloadOf(3000), vlan=5)
+        qinq = (retagged(tagged[:VNET_HDRLEN], 4) + tagged[VNET_HDRLEN:VNET_HDRLEN + 12]
+                + b"\x88\xa8\x00\x07" + tagged[VNET_HDRLEN + 12:])
+        self.assertIsNone(headerProblem(qinq))
+        self.assertIsNotNone(headerProblem(tagged[:VNET_HDRLEN] + qinq[VNET_HDRLEN:]))
 
     def test_lyingHeaders(self):
         """

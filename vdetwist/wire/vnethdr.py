@@ -87,6 +87,7 @@ _GSO_NEEDS = {
 }
 
 
+_VLAN_TYPES = (b"\x81\x00", b"\x88\xa8")
 _IPV4 = b"\x08\x00"
 _IPV6 = b"\x86\xdd"
 _TCP = 6
@@ -107,7 +108,10 @@ def headerProblem(frame: bytes) -> str | None:
     after it, or C{None} if it tells the truth: a checksum to complete past
     the frame's end, an unknown GSO type, a segment size of 0, a GSO type
     that does not match the packet (TCPv4 on anything but TCP over IPv4),
-    a checksum start elsewhere than the L4 header of a GSO frame.
+    a checksum start elsewhere than the L4 header of a GSO frame.  VLAN
+    tags (802.1Q, 802.1ad) may come before the L3 header.  It parses no
+    further, so it is cheap enough for every super-frame a switch passes
+    on as it is.
     """
     if len(frame) < VNET_HDRLEN + 14:
         return "shorter than a virtio-net and an Ethernet header"
@@ -124,7 +128,7 @@ def headerProblem(frame: bytes) -> str | None:
     if gsoSize == 0:
         return "GSO with a segment size of 0"
     l3 = VNET_HDRLEN + 12
-    if frame[l3:l3 + 2] == b"\x81\x00":
+    while frame[l3:l3 + 2] in _VLAN_TYPES:
         l3 += 4
     ethertype, l3 = frame[l3:l3 + 2], l3 + 2
     if ethertype == _IPV4 and len(frame) >= l3 + 20:
