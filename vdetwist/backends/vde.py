@@ -68,6 +68,11 @@ REFERENCE = SchemeReference(
     differences=(
         "A malformed `mode=` (`0o666`, `rw`) is refused with a message where C "
         "reads what it can.",
+        "On a switch of ours (`twistd vde`, `switch://`, `hub://`) frames keep "
+        "their offload metadata: a tap's 64 KiB super-frames cross whole. The "
+        "two agree through the sticky bit of their data socket files, so C "
+        "switches and C clients see the vde2 protocol unchanged and only plain "
+        "frames.",
     ),
     manual="libvdeplug_vde",
 )
