@@ -17,6 +17,7 @@ from vdetwist.interfaces import IVnetPlug, IVnetReceiver
 from vdetwist.node import HubEngine, Node, SwitchEngine, TrunkSwitchEngine
 from vdetwist.node.node import hostPair
 from vdetwist.testing import FrameCollector, MemoryPlug
+from vdetwist.web.status import metricsText, switchStatus
 from vdetwist.node import vnet
 from vdetwist.node.vnet import retagged
 from vdetwist.wire import gso
@@ -116,6 +117,20 @@ class VnetNodeTests(SynchronousTestCase):
         self.assertEqual((port1.inFrames, port1.vnetIn), (1, 1))
         self.assertEqual((port2.outFrames, port2.vnetOut), (1, 1))
         self.assertEqual((port3.outFrames, port3.vnetOut), (14, 0))
+
+    def test_webStatus(self):
+        """
+        The web status shows the offloaded frames a port received and sent
+        as they are.
+        """
+        self.makeNode(HubEngine(), (ALL, ALL))
+        self.plugs[1].injectVnet(tcpSuperFrame(BCAST, A, payloadOf(3000)))
+        ports = {p["port"]: p for p in switchStatus(self.node)["ports"]}
+        self.assertEqual(
+            [(ports[n]["receiveOffloadedFrames"], ports[n]["transmitOffloadedFrames"])
+             for n in (1, 2)],
+            [(1, 0), (0, 1)])
+        self.assertIn("vde_port_transmit_offloaded_frames_total{", metricsText(self.node))
 
     def test_offloadsNotCovered(self):
         """

@@ -40,6 +40,13 @@ PORT_COUNTERS: tuple[tuple[str, str, Callable[[Any], int], str], ...] = (
     ("dropFrames", "vde_port_drop_frames_total", lambda p: p.dropped,
      "Frames dropped on the port: received ones the switch refused plus ones "
      "its clients could not take (port/allprint DROP in + out)."),
+    ("receiveOffloadedFrames", "vde_port_receive_offloaded_frames_total",
+     lambda p: p.vnetIn,
+     "Frames with offload metadata (super-frames, partial checksums) received "
+     "on the port from a tap or client of ours (not in port/allprint)."),
+    ("transmitOffloadedFrames", "vde_port_transmit_offloaded_frames_total",
+     lambda p: p.vnetOut,
+     "Such frames sent out of the port as they are, not segmented."),
 )
 
 #: What L{RateHistory} keeps per sample, in this order.
