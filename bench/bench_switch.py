@@ -178,11 +178,14 @@ def baselineArrangements(root: str) -> list[Arrangement]:
         Arrangement("base-switch", "base switch://", lambda d: prefix + ourNetnode(d)),
         Arrangement("base-all-ours", "base all ours", lambda d: prefix + ourTwistd(d),
                     lambda: prefix + ourPlug()),
+        Arrangement("base-nooffload", "base all ours, offload=off",
+                    lambda d: prefix + ourTwistd(d), lambda: prefix + ourPlug(),
+                    tapOptions="/offload=off"),
     ]
 
 
 BASELINE_PAIRS = [("ours-twistd", "base-twistd"), ("ours-switch", "base-switch"),
-                  ("all-ours", "base-all-ours")]
+                  ("all-ours", "base-all-ours"), ("ours-nooffload", "base-nooffload")]
 
 
 # -- the bench ---------------------------------------------------------------

@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 
 from tests.support import CSwitch, LogCapture, cPlug, tmpdir, until
 from tests.vnetframes import payloadOf, tcpPayloads, tcpSuperFrame
-from vdetwist._transport.vnet import SOFTWARE_OFFLOADS, VNET_SOCKET_BUFFER
+from vdetwist._transport.vnet import SOFTWARE_OFFLOADS, VNET_FRAME_MAX
 from vdetwist.interfaces import IVnetPlug, IVnetReceiver
 from vdetwist.node import MacTable, Node, SwitchEngine, TrunkSwitchEngine
 from vdetwist.registry import registry
@@ -91,7 +91,7 @@ class VnetVde2Tests(TestCase):
             self.assertTrue(os.stat(endpoint.path).st_mode & stat.S_ISVTX)
             for sock in (plug.socket, endpoint.socket):
                 self.assertGreaterEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
-                                        min(VNET_SOCKET_BUFFER, 2 * 212992))
+                                        2 * VNET_FRAME_MAX)
             plug.close()
             server.stop()
 
