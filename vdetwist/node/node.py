@@ -212,7 +212,9 @@ class Port:
         port's endpoints.
     @ivar offloads: the C{TUN_F_*} offloads every endpoint takes in vnet
         frames (L{vdetwist.interfaces.IVnetPlug.offloads}; 0 if one is not
-        an C{IVnetPlug}): what L{vnetOutput} may be given as it is.
+        an C{IVnetPlug}): what L{vnetOutput} may be given as it is.  Read
+        when an endpoint joins or leaves (our plugs know theirs from the
+        start).
     @ivar vnetOutput: the callable that sends a vnet frame to this port's
         endpoints.
     @ivar vnetIn: vnet frames with a header that is not plain received
