@@ -18,24 +18,17 @@ the plain C{deliver} and C{flood}.  Towards each port that delivery:
     the number of ports a flood reaches.
 
 A vnet frame whose header is plain (all zero) takes the plain path at
-once, and a header that lies (L{vdetwist.wire.vnethdr.headerProblem}) is
-dropped and counted in the ingress port's C{inDropped}: it never reaches
-another port.
+once, and one whose header lies (L{vdetwist.wire.gso.checkSuperFrame} for a
+super-frame; a checksum field past the end for the others) is dropped and
+counted in the ingress port's C{inDropped}: it never reaches another port.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional
 
-from vdetwist.wire.gso import BadVnetFrame, segment
-from vdetwist.wire.vnethdr import (
-    NEEDS_CSUM,
-    PLAIN,
-    VNET_HDRLEN,
-    VnetHeader,
-    headerProblem,
-    neededOffloads,
-)
+from vdetwist.wire.gso import BadVnetFrame, checkSuperFrame, segment
+from vdetwist.wire.vnethdr import NEEDS_CSUM, PLAIN, VNET_HDRLEN, VnetHeader, neededOffloads
 
 if TYPE_CHECKING:
     from vdetwist.node.node import Port
@@ -49,12 +42,28 @@ def vnetIngress(inp: Callable, port: Port, frame: bytes) -> None:
     if frame.startswith(PLAIN):
         inp(port, frame[VNET_HDRLEN:])
         return
-    if headerProblem(frame) is not None:
+    if lies(frame):
         port.inDropped += 1
         return
     port.vnetIn += 1
     out = VnetDelivery(frame)
     inp(port, out.eth, out.deliver, out.flood)
+
+
+def lies(frame: bytes) -> bool:
+    """
+    Whether the header of the vnet frame C{frame} (not plain) lies about the
+    Ethernet frame after it.
+    """
+    header = VnetHeader.unpack(frame)
+    if header.gsoType:
+        try:
+            checkSuperFrame(frame)
+        except BadVnetFrame:
+            return True
+        return False
+    return bool(header.flags & NEEDS_CSUM
+                and header.csumStart + header.csumOffset + 2 > len(frame) - VNET_HDRLEN)
 
 
 def retagged(header: bytes, shift: int) -> bytes:

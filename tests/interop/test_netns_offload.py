@@ -12,7 +12,7 @@ plain.
 from __future__ import annotations
 
 from tests.support import CSwitch, cPlug, cTool, ourTool
-from tests.test_netns_traffic import ADDRESSES, ADDRESSES6, TapHosts
+from tests.interop.test_netns_traffic import ADDRESSES, ADDRESSES6, TapHosts
 from tests.vnetframes import tcpPayloads
 from vdetwist.testing import netns
 

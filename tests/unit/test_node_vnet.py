@@ -21,6 +21,7 @@ from vdetwist.web.status import metricsText, switchStatus
 from vdetwist.node import vnet
 from vdetwist.node.vnet import retagged
 from vdetwist.wire import gso
+from vdetwist.wire.gso import checkSuperFrame
 from vdetwist.wire.vnethdr import (
     GSO_TCPV4,
     PLAIN,
@@ -28,7 +29,6 @@ from vdetwist.wire.vnethdr import (
     TUN_F_TSO4,
     VNET_HDRLEN,
     VnetHeader,
-    headerProblem,
 )
 
 A = bytes.fromhex("020000000001")
@@ -195,7 +195,7 @@ class VnetNodeTests(SynchronousTestCase):
         self.assertEqual(out, withHeader(tcpSuperFrame(BCAST, A, payload, vlan=5)))
         before, after = VnetHeader.unpack(vframe), VnetHeader.unpack(out)
         self.assertEqual((after.csumStart, after.hdrLen), (before.csumStart + 4, before.hdrLen + 4))
-        self.assertIsNone(headerProblem(out))
+        checkSuperFrame(out)
         frames = self.plugs[3].sentFrames
         self.assertTrue(all(f[12:16] == b"\x81\x00\x00\x05" for f in frames))
         self.assertEqual(tcpPayloads(frames, self), payload)
@@ -215,14 +215,17 @@ class VnetNodeTests(SynchronousTestCase):
 
     def test_stackedTags(self):
         """
-        A super-frame under two VLAN tags (802.1ad, then 802.1Q) tells the
-        truth when its checksum start counts both.
+        A super-frame under two VLAN tags (802.1ad, then 802.1Q) passes when
+        its checksum start counts both, and is dropped when it does not.
         """
         tagged = tcpSuperFrame(BCAST, A, payloadOf(3000), vlan=5)
         qinq = (retagged(tagged[:VNET_HDRLEN], 4) + tagged[VNET_HDRLEN:VNET_HDRLEN + 12]
                 + b"\x88\xa8\x00\x07" + tagged[VNET_HDRLEN + 12:])
-        self.assertIsNone(headerProblem(qinq))
-        self.assertIsNotNone(headerProblem(tagged[:VNET_HDRLEN] + qinq[VNET_HDRLEN:]))
+        self.makeNode(HubEngine(), (ALL, ALL))
+        self.plugs[1].injectVnet(qinq)
+        self.plugs[1].injectVnet(tagged[:VNET_HDRLEN] + qinq[VNET_HDRLEN:])
+        self.assertEqual(self.plugs[2].sentVnet, [qinq])
+        self.assertEqual(self.node.getPort(1).inDropped, 1)
 
     def test_lyingHeaders(self):
         """
@@ -236,12 +239,13 @@ class VnetNodeTests(SynchronousTestCase):
         lies = [
             withHeader(good, gsoSize=0),
             withHeader(good, csumStart=len(good)),
+            withHeader(good, gsoType=0, gsoSize=0, csumStart=len(good) - VNET_HDRLEN - 17),
             withHeader(good, gsoType=0x42),
             bytes(udp),
             withHeader(tcpSuperFrame(BCAST, A, payloadOf(4000), ipv6=True), gsoType=GSO_TCPV4),
         ]
         for lie in lies:
-            self.assertIsNotNone(headerProblem(lie))
+            self.assertTrue(vnet.lies(lie))
             self.plugs[1].injectVnet(lie)
         port = self.node.getPort(1)
         self.assertEqual((port.inDropped, port.inFrames, port.vnetIn), (len(lies), 0, 0))
