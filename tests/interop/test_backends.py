@@ -26,7 +26,7 @@ from vdetwist.errors import PlugClosed, PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import OpenArgs, registry
 from vdetwist.testing import FrameCollector, MemoryPlug
-from vdetwist.vnl import resolve, strtol0
+from vdetwist.vnl import resolve
 
 
 def settle(seconds: float = 0.05):
@@ -166,10 +166,6 @@ class UdpTests(PlugTestCase):
 
 
 class SeqpacketTests(PlugTestCase):
-    def test_strtol(self) -> None:
-        for text, value in [("3", 3), ("0x10", 16), ("010", 8), (" 7x", 7), ("", 0), ("-1", -1)]:
-            self.assertEqual(strtol0(text), value, text)
-
     async def test_socketpair(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.addCleanup(theirs.close)
