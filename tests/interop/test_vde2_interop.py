@@ -36,7 +36,7 @@ from tests.support import (
     until, userName,
 )
 from vdetwist.testing import netns
-from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist.interfaces import IVdeClient, IVdeServer
 from vdetwist.node import MacTable, Node, SwitchEngine, TrunkSwitchEngine
 from vdetwist.registry import registry
@@ -272,6 +272,44 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         switch.process.closeStdin()
         await until(lambda: ours.reason is not None, "our plug to close")
         ours.reason.trap(PlugClosed)
+
+    async def test_switchKilled(self) -> None:
+        """
+        A switch killed (its data socket left behind, refusing connections)
+        is a lost network, not a clean end: the reason names the switch.
+        """
+        switch = await self.startSwitch()
+        plug = await connectVde(reactor, switch.path, description=b"t")
+        ours = FrameCollector()
+        plug.startReceiving(ours)
+        switch.process.kill()
+        await until(lambda: ours.reason is not None, "our plug to close")
+        ours.reason.trap(PlugLost)
+        self.assertEqual(
+            ours.reason.getErrorMessage(),
+            f"vde://{switch.path}: the switch {os.path.realpath(switch.path)} went away "
+            f"(killed or crashed: its data socket refuses connections)",
+        )
+
+    async def test_scriptsWhenSwitchKilled(self) -> None:
+        """
+        The C C{vde_plug} exits with status 0, saying nothing, when its
+        switch is killed; ours exits with the same status, and says why in
+        one line.
+        """
+        switch = await self.startSwitch()
+        theirs = cPlug(self, "C vde_plug", switch.path)
+        ours = ourPlug(self, "our vde_plug", switch.path)
+        await until(lambda: switch.command("port/print").count("endpoint ID") == 2,
+                    "both plugs to join", procs=[ours, theirs])
+        switch.process.kill()
+        cStatus = await deferToThread(theirs.wait, TIMEOUT)
+        self.assertEqual(await deferToThread(ours.wait, TIMEOUT), cStatus)
+        self.assertEqual(cStatus, 0)
+        lines = (await deferToThread(ours.finish)).splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        switchPath = re.escape(os.path.realpath(switch.path))
+        self.assertRegex(lines[0], rf"^vde_plug: .*the switch {switchPath} went away")
 
     async def test_port0AndPortN(self) -> None:
         """

@@ -7,7 +7,9 @@ C{<dir>/<portgroup>}), bind a datagram socket at C{<dir>/.<pid>-<seq>},
 send the request in one C{send}, read the 110-byte reply naming the switch's
 data socket, connect to it and unlink our own socket file (the association
 survives).  The control stream then stays silent: when the switch closes it
-(it stopped, or kicked the port) the plug closes cleanly.
+(it stopped, or kicked the port) the plug closes cleanly; when the switch
+was killed (its data socket is left behind, refusing connections) the plug
+is lost.
 
 Unlike libvdeplug4 the reply is awaited for at most L{REPLY_TIMEOUT}
 seconds: vde_switch 2.3.2 never answers a request for a busy or
@@ -28,7 +30,7 @@ from zope.interface import implementer
 
 from vdetwist._transport.fdplug import FdReader
 from vdetwist._transport.dgram import DatagramPlug
-from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist._transport.sockets import groupId, unlinkQuietly
 from vdetwist.vde2.protocol import (
     SOCKADDR_UN_SIZE,
@@ -109,9 +111,29 @@ class VdeClientPlug(DatagramPlug):
         self.reactor.addReader(self._watch)
 
     def _switchGone(self) -> None:
-        self._lost(
-            Failure(PlugClosed(f"{self.description}: the switch closed the connection"))
-        )
+        self._lost(Failure(self._whyGone()))
+
+    def _whyGone(self) -> Exception:
+        """
+        Why the switch ended the control connection.  A switch that removes
+        the port or stops unlinks the port's data socket before (a clean
+        end); one that was killed or crashed leaves it behind, refusing
+        connections: the network is lost.  A connect probe tells them apart
+        without sending the switch anything.
+        """
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            probe.connect(self.serverPath)
+        except OSError as e:
+            if e.errno == errno.ECONNREFUSED:
+                return PlugLost(
+                    f"{self.description}: the switch {self.switchPath} went away "
+                    f"(killed or crashed: its data socket refuses connections)",
+                    errno.ECONNRESET,
+                )
+        finally:
+            probe.close()
+        return PlugClosed(f"{self.description}: the switch closed the connection")
 
     def _release(self) -> None:
         self.reactor.removeReader(self._watch)
