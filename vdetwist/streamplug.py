@@ -170,7 +170,7 @@ class StreamPlug(PlugBase, Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         if reason.check(ConnectionDone):
             reason = Failure(PlugClosed(f"{self.description}: end of stream"))
-        else:
+        elif not reason.check(PlugLost):  # (which names the plug already)
             assert reason.value is not None, "a Failure holds its exception"
             reason = Failure(
                 PlugLost(f"{self.description}: {failureMessage(reason.value)}")
