@@ -194,6 +194,10 @@ class IVdeClient(Interface):
         " User, what port access control checks), -1 if unknown (an"
         " abstract socket)."
     )
+    pid = Attribute(
+        "The pid of the process that connected (its control connection's"
+        " peer credentials), C{None} if unknown."
+    )
 
 
 class IVdeServer(Interface):

@@ -869,6 +869,7 @@ class SwitchServerTests(Vde2TestCase):
         await self.rawJoin(server.path)
         (endpoint,) = server.endpoints.values()
         verifyObject(IVdeClient, endpoint)
+        self.assertEqual((endpoint.pid, endpoint.uid), (os.getpid(), os.geteuid()))
         self.assertIs(server.clientOf(endpoint), endpoint)
         self.assertIsNone(server.clientOf(MemoryPlug("not a client")))
 

@@ -31,6 +31,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.support import TIMEOUT, ConsoleClient, LogCapture, cPlug, frame, ourPlug, tmpdir
+from tests.unit.test_console import FakeEndpoint, FakeServer
 from tests.interop.test_messages import OneLineMixin, run
 from tests.interop.test_service import SwitchProcess, parse
 from tests.project.test_version import TWISTD
@@ -219,6 +220,25 @@ class StatusTests(SynchronousTestCase):
         metrics = parseMetrics(text)
         self.assertEqual(metrics[("vde_port_receive_frames_total",
                                   (("description", odd), ("port", "1")))], 2)
+
+    def test_clients(self) -> None:
+        """
+        Who runs a client is what the console's server says of it
+        (L{IVdeClient}); a plug that only looks like one shows nobody.
+        """
+        server = FakeServer()
+        console = VdeConsole(self.sw.node, self.sw.clock, server=server)
+        client = server.client(6, "qemu", uid=0, pid=4242)
+        lookalike = FakeEndpoint(7, "look-alike", uid=0, pid=99)
+        self.sw.node.addPort(client)
+        self.sw.node.addPort(lookalike)
+        endpoints = {p["description"]: p["endpoints"][0]
+                     for p in switchStatus(self.sw.node, console)["ports"]}
+        self.assertEqual(endpoints["qemu"], {"id": 6, "module": "unix prog", "description": "qemu",
+                                             "uid": 0, "user": "root", "pid": 4242})
+        self.assertEqual(endpoints["look-alike"],
+                         {"id": 1000, "module": "vdeplug", "description": "look-alike",
+                          "uid": None, "user": None, "pid": None})
 
     def test_withoutConsole(self) -> None:
         """

@@ -125,30 +125,22 @@ def _description(port, console) -> str:
 
 def _endpointStatus(plug, console) -> dict:
     """
-    One client of a port: its console id, module and description, and who
-    runs it (a vde2 client's peer credentials; else its socket's owner).
+    One client of a port: its console id, module and description, and, for
+    a vde2 client (L{IVdeClient}), who runs it: the owner of its socket
+    (C{port/print}'s Current User) and its pid.
     """
-    control = getattr(plug, "control", None)
-    uid = getattr(control, "uid", None)
-    if uid is None:
-        uid = getattr(plug, "uid", None)
-    if not isinstance(uid, int) or uid < 0:
-        uid = None
-    pid = getattr(control, "pid", None)
-    if console is not None:
-        ident: Optional[int] = console.endpointId(plug)
-        module: Optional[str] = console.moduleOf(plug)
-    else:
-        eid = getattr(plug, "endpointId", None)
-        ident = eid if isinstance(eid, int) else None
-        module = None
+    if console is None:
+        return {"id": None, "module": None, "description": _plugDescription(plug, console),
+                "uid": None, "user": None, "pid": None}
+    client = console.clientOf(plug)
+    uid = client.uid if client is not None and client.uid >= 0 else None
     return {
-        "id": ident,
-        "module": module,
+        "id": console.endpointId(plug),
+        "module": console.moduleOf(plug),
         "description": _plugDescription(plug, console),
         "uid": uid,
         "user": _userName(uid),
-        "pid": pid if isinstance(pid, int) else None,
+        "pid": client.pid if client is not None else None,
     }
 
 
