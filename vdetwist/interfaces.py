@@ -48,6 +48,11 @@ class IPlugStats(Interface):
     dropped = Attribute(
         "Frames lost on the way out: queue full, too large, network refused."
     )
+    discarded = Attribute(
+        "Frames lost on the way in: what the network delivered that is not a"
+        " frame the plug carries (too short or too long, a broken stream"
+        " record or header), dropped instead of handed to the receiver."
+    )
 
 
 # Interface is named as well, redundantly for zope.interface, so that

@@ -122,6 +122,7 @@ class StreamPlug(PlugBase, Protocol):
         self.receiver.frameReceived(frame)
 
     def _lengthError(self, length: int, discarded: int) -> None:
+        self.stats.discarded += 1
         log.warn(
             "{plug}: bad stream record length {length} (largest is {largest}):"
             " discarded {discarded} bytes to resynchronise",

@@ -39,10 +39,12 @@ from vdetwist.testing import netns
 from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist.interfaces import IVdeClient, IVdeServer
 from vdetwist.node import MacTable, Node, SwitchEngine, TrunkSwitchEngine
+from vdetwist.plug import VDE_ETHBUFSIZE
 from vdetwist.registry import registry
 from vdetwist.testing import FrameCollector, MemoryPlug
 from vdetwist.vde2 import protocol
 from vdetwist.vde2.client import connectVde
+from vdetwist.vde2.interpreter import VdeConsole
 from vdetwist.vde2.server import VdeServer
 
 BROADCAST = b"\xff" * 6
@@ -828,6 +830,29 @@ class SwitchServerTests(Vde2TestCase):
                          {"ctl"} | {os.path.basename(p) for p in steady})
         # Ports are reused: the cycles never needed more than one batch.
         self.assertLessEqual(max(server.node.ports), batch + 2)
+
+    async def test_receiveDrops(self) -> None:
+        """
+        What a client sends that is not a frame (too short, too long) is
+        dropped and counted on the way in, apart from the way out: the
+        console's DROP line, after the lines vde_switch prints.
+        """
+        server = self.ourServer()
+        console = VdeConsole(server.node, reactor, server=server)
+        client = await self.rawJoin(server.path)
+        client.data.send(b"short")
+        client.data.send(b"x" * (VDE_ETHBUFSIZE + 1))
+        client.data.send(mkframe(BROADCAST, mac(1), 1))
+        port = server.node.getPort(1)
+        await until(lambda: port.inFrames == 1, "the good frame")
+        self.assertEqual((port.receiveDropped, port.outDropped), (2, 0))
+        lines = console.execute("port/print")[0].decode().splitlines()
+        first = next(i for i, line in enumerate(lines) if line.startswith("Port 0001 "))
+        self.assertRegex(lines[first + 1], r"^ Current User: ")
+        self.assertRegex(lines[first + 2], r"^ IN:  pkts +1 +bytes +\d+$")
+        self.assertRegex(lines[first + 3], r"^ OUT: pkts +0 +bytes +0$")
+        self.assertEqual(lines[first + 4], " DROP: in          2          out          0")
+        self.assertRegex(lines[first + 5], r"^  -- endpoint ID ")
 
     async def test_stopEndsClients(self) -> None:
         server = self.ourServer()

@@ -49,7 +49,8 @@ COUNTERS = {
     "vde_port_transmit_frames_total": "transmitFrames",
     "vde_port_receive_bytes_total": "receiveBytes",
     "vde_port_transmit_bytes_total": "transmitBytes",
-    "vde_port_drop_frames_total": "dropFrames",
+    "vde_port_receive_drop_frames_total": "receiveDropFrames",
+    "vde_port_transmit_drop_frames_total": "transmitDropFrames",
 }
 
 
@@ -94,7 +95,7 @@ def allprint(text: str) -> dict[int, dict[str, int]]:
         ports[number] = {
             "receiveFrames": int(inn[1]), "receiveBytes": int(inn[2]),
             "transmitFrames": int(out[1]), "transmitBytes": int(out[2]),
-            "dropFrames": int(drop[1]) + int(drop[2]),
+            "receiveDropFrames": int(drop[1]), "transmitDropFrames": int(drop[2]),
         }
     return ports
 

@@ -6,8 +6,8 @@ L{vdetwist.vde2.interpreter.VdeConsole}.
 Sans-IO: nothing here listens or schedules; L{RateHistory} samples the
 counters when its owner asks (a C{LoopingCall} of the web layer).  The
 counters are the very fields C{port/allprint} prints (L{Port.inFrames},
-L{Port.outDropped}, ...), read when a client asks: the web adds no work
-to the frame path.
+L{Port.receiveDropped}, L{Port.outDropped}, ...), read when a client asks:
+the web adds no work to the frame path.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ PORT_COUNTERS: tuple[tuple[str, str, Callable[[Any], int], str], ...] = (
      "Bytes the switch received on the port (port/allprint IN bytes)."),
     ("transmitBytes", "vde_port_transmit_bytes_total", lambda p: p.outBytes,
      "Bytes the switch sent out of the port (port/allprint OUT bytes)."),
-    ("dropFrames", "vde_port_drop_frames_total", lambda p: p.dropped,
-     "Frames dropped on the port: received ones the switch refused plus ones "
-     "its clients could not take (port/allprint DROP in + out)."),
+    ("receiveDropFrames", "vde_port_receive_drop_frames_total", lambda p: p.receiveDropped,
+     "Frames lost on the way in: not frames (too short or long, a broken "
+     "record), or refused by the switch (port/allprint DROP in)."),
+    ("transmitDropFrames", "vde_port_transmit_drop_frames_total", lambda p: p.outDropped,
+     "Frames lost on the way out: the port's clients could not take them "
+     "(port/allprint DROP out)."),
 )
 
 #: What L{RateHistory} keeps per sample, in this order.
@@ -155,8 +158,6 @@ def _portStatus(port, console, history: Optional[RateHistory]) -> dict:
     }
     for key, _, read, _ in PORT_COUNTERS:
         result[key] = read(port)
-    result["receiveDropFrames"] = port.inDropped
-    result["transmitDropFrames"] = port.outDropped
     series = history.series(port.number) if history is not None else []
     result["rates"] = dict(zip(RATE_FIELDS, series[-1])) if series else None
     result["history"] = [list(sample) for sample in series]
