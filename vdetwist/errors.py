@@ -77,6 +77,20 @@ class PlugLost(VdeError):
     """
 
 
+class CommandFailed(PlugLost):
+    """
+    The reason a plug over a command (C{cmd://}, C{vde_plug = CMD}) closed:
+    the command exited with a status that reports a failure, rather than
+    its network going away (C{vde_plug} then exits with status 1).
+
+    @ivar status: the command's exit status.
+    """
+
+    def __init__(self, status: int, vnl: str | None = None) -> None:
+        super().__init__(f"the command exited with status {status}", _errno.EIO, vnl)
+        self.status = status
+
+
 def reasonText(error: BaseException | None) -> str:
     """
     What to show a user of why something failed or closed: a L{VdeError}'s

@@ -48,6 +48,11 @@ class IPlugStats(Interface):
     dropped = Attribute(
         "Frames lost on the way out: queue full, too large, network refused."
     )
+    discarded = Attribute(
+        "Frames lost on the way in: what the network delivered that is not a"
+        " frame the plug carries (too short or too long, a broken stream"
+        " record or header), dropped instead of handed to the receiver."
+    )
 
 
 # Interface is named as well, redundantly for zope.interface, so that
@@ -193,6 +198,10 @@ class IVdeClient(Interface):
         "The uid owning the client's data socket (C{port/print}'s Current"
         " User, what port access control checks), -1 if unknown (an"
         " abstract socket)."
+    )
+    pid = Attribute(
+        "The pid of the process that connected (its control connection's"
+        " peer credentials), C{None} if unknown."
     )
 
 

@@ -22,17 +22,18 @@ ETH_HDRLEN = 14
 
 @implementer(IPlugStats)
 class PlugStats:
-    __slots__ = ("received", "sent", "dropped")
+    __slots__ = ("received", "sent", "dropped", "discarded")
 
     def __init__(self) -> None:
         self.received = 0
         self.sent = 0
         self.dropped = 0
+        self.discarded = 0
 
     def __repr__(self) -> str:
         return (
             f"<PlugStats received={self.received} sent={self.sent} "
-            f"dropped={self.dropped}>"
+            f"dropped={self.dropped} discarded={self.discarded}>"
         )
 
 

@@ -241,6 +241,7 @@ class Options(usage.Options):
         self["plugs"] = []
         self["listen"] = []
         self["web"] = []
+        self["web-host"] = []
 
     def opt_listen(self, description: str) -> None:
         """
@@ -261,6 +262,17 @@ class Options(usage.Options):
         (unix:/run/vde.web:mode=600).
         """
         self["web"].append(_serverEndpointString("web", description))
+
+    def opt_web_host(self, name: str) -> None:
+        """
+        Answer --web requests for the host name NAME too (repeatable), e.g.
+        the name a reverse proxy passes on; requests for other names than
+        the address --web listens on and localhost are refused (421), so
+        that no other site's page reads the switch through DNS rebinding.
+        """
+        if not name or any(c in name for c in "/ \t[]@"):
+            raise usage.UsageError(f"--web-host {name!r}: give a host name, e.g. sw.example")
+        self["web-host"].append(name)
 
     def opt_plug(self, vnl: str) -> None:
         """
@@ -322,6 +334,8 @@ class Options(usage.Options):
             )
         self["numports"] = _positive("numports", self["numports"], "a number of ports")
         self["hashsize"] = _positive("hashsize", self["hashsize"], "a MAC table size")
+        if self["web-host"] and not self["web"]:
+            raise usage.UsageError("--web-host is for --web: add --web ENDPOINT")
         self["reconnect"] = _positive(
             "reconnect", self["reconnect"], "a number of seconds", minimum=0
         )
@@ -716,7 +730,7 @@ class VdeSwitchService(Service):
         if config.get("web"):
             from vdetwist.web.resources import WebStatus
 
-            web = self.web = WebStatus(node, console, reactor)
+            web = self.web = WebStatus(node, console, reactor, hosts=config.get("web-host", ()))
             for description in config["web"]:
                 port = self._listen("web", description, web.site)
                 log.info("web status on {endpoint}: {where}", endpoint=description,

@@ -9,19 +9,21 @@ factory, and the result is an ordinary L{IVdePlug}.
 
 from __future__ import annotations
 
+import errno
 import os
-from typing import Any, Callable, Optional, cast
+from typing import Any, Callable, NoReturn, Optional, cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IHandshakeListener, IReactorTime, ISSLTransport, IStreamClientEndpoint)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vdetwist.endpointstrings import failureMessage
-from vdetwist.errors import PlugClosed, PlugLost
+from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.plug import ETH_HDRLEN, PlugBase
 from vdetwist.wire.stream import MAX_STREAM_FRAME, StreamDecoder, encode
@@ -120,6 +122,7 @@ class StreamPlug(PlugBase, Protocol):
         self.receiver.frameReceived(frame)
 
     def _lengthError(self, length: int, discarded: int) -> None:
+        self.stats.discarded += 1
         log.warn(
             "{plug}: bad stream record length {length} (largest is {largest}):"
             " discarded {discarded} bytes to resynchronise",
@@ -170,7 +173,7 @@ class StreamPlug(PlugBase, Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         if reason.check(ConnectionDone):
             reason = Failure(PlugClosed(f"{self.description}: end of stream"))
-        else:
+        elif not reason.check(PlugLost):  # (which names the plug already)
             assert reason.value is not None, "a Failure holds its exception"
             reason = Failure(
                 PlugLost(f"{self.description}: {failureMessage(reason.value)}")
@@ -210,12 +213,105 @@ class StreamPlugFactory(Factory):
         return StreamPlug(f"{self.description} from {describeAddress(addr)}", self.onConnect)
 
 
+#: Seconds a TLS client cable may take to finish its handshake.
+HANDSHAKE_TIMEOUT = 30.0
+
+
+@implementer(IHandshakeListener)
+class _ClientStreamPlug(StreamPlug):
+    """
+    A plug that connected as a client, with L{ready} firing once its
+    connection can carry frames: at once, or over TLS once the handshake is
+    over, so that a server that is not trusted fails the open with one line
+    instead of ending a cable that seemed to have worked.
+
+    The handshake needs the connection read, which a plug otherwise does only
+    from C{startReceiving}: until then frames that follow the handshake wait
+    in the decoder, and the connection is paused once the handshake is over.
+    """
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.ready: Deferred[StreamPlug] = Deferred(self._cancelled)
+        self._handshaking = False
+
+    def _cancelled(self, ready: Deferred[StreamPlug]) -> None:
+        self._handshaking = False
+        self.transport.abortConnection()
+
+    def connectionMade(self) -> None:
+        secured: object = self.transport  # (not narrowing self.transport's type)
+        if not ISSLTransport.providedBy(secured):
+            super().connectionMade()
+            self.ready.callback(self)
+            return
+        self._handshaking = True
+        self.decoder.paused = True
+        self.transport.registerProducer(_OutputThrottle(self), True)
+
+    def handshakeCompleted(self) -> None:
+        # A certificate for another name aborts the connection, yet the
+        # handshake completes: connectionLost tells why.
+        if self.transport.disconnecting:
+            return
+        self._handshaking = False
+        if not self._reading:
+            self.transport.pauseProducing()
+        self.ready.callback(self)
+
+    def _startReading(self) -> None:
+        self._reading = True
+        if self.transport is not None:
+            self.resumeProducing()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            assert reason.value is not None, "a Failure holds its exception"
+            self.ready.errback(VdeError(
+                f"TLS handshake failed: {failureMessage(reason.value)}", errno.ECONNABORTED))
+        super().connectionLost(reason)
+
+
+class _ClientFactory(Factory):
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def buildProtocol(self, addr) -> _ClientStreamPlug:
+        return _ClientStreamPlug(self.description)
+
+
 def connectStreamPlug(
-    endpoint: IStreamClientEndpoint, description: str
+    endpoint: IStreamClientEndpoint, description: str, reactor: Optional[IReactorTime] = None
 ) -> Deferred[StreamPlug]:
     """
-    Connect C{endpoint} and use the connection as a plug.
-    """
-    # The factory builds StreamPlugs; IStreamClientEndpoint only says IProtocol.
-    return cast("Deferred[StreamPlug]", endpoint.connect(StreamPlugFactory(description)))
+    Connect C{endpoint} and use the connection as a plug, once it is ready
+    (over TLS: once the handshake is over, within L{HANDSHAKE_TIMEOUT}
+    seconds if a C{reactor} is given).
 
+    @return: a Deferred plug, or failing with a L{VdeError} that says in one
+        line why the connection could not be made.
+    """
+
+    def connected(plug: _ClientStreamPlug) -> Deferred[StreamPlug]:
+        if reactor is not None and not plug.ready.called:
+            plug.ready.addTimeout(HANDSHAKE_TIMEOUT, reactor, onTimeoutCancel=timedOut)
+        return plug.ready
+
+    def timedOut(result: object, timeout: float) -> NoReturn:
+        raise VdeError(f"no TLS handshake within {timeout:g} s (does the server speak TLS?)",
+                       errno.ETIMEDOUT)
+
+    def failed(reason: Failure) -> Failure:
+        error = reason.value
+        if isinstance(error, (VdeError, CancelledError)):
+            return reason
+        assert error is not None, "a Failure holds its exception"
+        code = getattr(error, "osError", None)
+        if isinstance(code, int):
+            raise VdeError(f"cannot connect: {os.strerror(code)}", code)
+        raise VdeError(f"cannot connect: {failureMessage(error)}", errno.ECONNABORTED)
+
+    # The factory builds client plugs; IStreamClientEndpoint only says IProtocol.
+    connecting = cast("Deferred[_ClientStreamPlug]", endpoint.connect(_ClientFactory(description)))
+    return connecting.addCallback(connected).addErrback(failed)

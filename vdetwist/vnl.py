@@ -32,7 +32,7 @@ __all__ = [
     "parseSlash",
     "splitNested",
     "parseOctal",
-    "strtol0",
+    "strtol",
 ]
 
 _SCHEME_SEPARATOR = "://"
@@ -341,24 +341,41 @@ def _unknownKey(vnl: str, key: str, table: Sequence[str]) -> VNLError:
     return VNLError(vnl, key, f"unknown key: {key} ({hint})")
 
 
-_STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?")
+# C's strtol/strtoul with base 0: C-locale white space, a sign, then decimal,
+# 0x hexadecimal ("0x" without a hex digit is the number 0) or 0 octal.
+_STRTOL = re.compile(
+    r"[ \t\n\v\f\r]*([+-]?)(0[xX](?=[0-9a-fA-F])[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?",
+    re.ASCII,
+)
+_LONG_MAX = (1 << 63) - 1
+_LONG_MIN = -(1 << 63)
+_ULONG_MAX = (1 << 64) - 1
 
 
-def strtol0(text: str) -> int:
+def strtol(text: str, unsigned: bool = False) -> tuple[int, int]:
     """
-    C{strtol(text, NULL, 0)}: decimal, C{0x} hex or C{0} octal, trailing
-    garbage ignored, nothing parsable is 0.
+    C's C{strtol(text, &end, 0)} (C{strtoul} if C{unsigned}) on LP64, which
+    the C plugins use to read numbers: the value and the index where reading
+    stopped (0 when no number was read, and then the value is 0).  Trailing
+    text is ignored, so a caller that wants all of C{text} compares the index
+    with its length.  Out-of-range values are clamped as C clamps them
+    (C{strtoul} wraps a negative number, C{-1} is C{ULONG_MAX}).
     """
     match = _STRTOL.match(text)
     assert match is not None, "every part of the pattern is optional"
     sign, digits = match.groups()
     if not digits:
-        return 0
+        return 0, 0
     if digits[:2] in ("0x", "0X"):
         value = int(digits, 16)
     else:
         value = int(digits, 8 if digits.startswith("0") else 10)
-    return -value if sign == "-" else value
+    if unsigned:
+        if value > _ULONG_MAX:
+            return _ULONG_MAX, match.end()
+        return (-value if sign == "-" else value) & _ULONG_MAX, match.end()
+    value = -value if sign == "-" else value
+    return max(_LONG_MIN, min(_LONG_MAX, value)), match.end()
 
 
 def parseOctal(vnl: str, key: str, value: str) -> int:

@@ -22,11 +22,11 @@ from tests.support import frame, tmpdir, until
 from vdetwist.backends.cmd import s2argv
 from vdetwist.backends.udp import parseUdp
 from vdetwist._transport.dgram import DatagramPlug
-from vdetwist.errors import PlugClosed, PlugLost, VdeError, VNLError
+from vdetwist.errors import CommandFailed, PlugClosed, PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import OpenArgs, registry
 from vdetwist.testing import FrameCollector, MemoryPlug
-from vdetwist.vnl import resolve, strtol0
+from vdetwist.vnl import resolve
 
 
 def settle(seconds: float = 0.05):
@@ -166,10 +166,6 @@ class UdpTests(PlugTestCase):
 
 
 class SeqpacketTests(PlugTestCase):
-    def test_strtol(self) -> None:
-        for text, value in [("3", 3), ("0x10", 16), ("010", 8), (" 7x", 7), ("", 0), ("-1", -1)]:
-            self.assertEqual(strtol0(text), value, text)
-
     async def test_socketpair(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.addCleanup(theirs.close)
@@ -244,13 +240,27 @@ class CmdTests(PlugTestCase):
 
     async def test_commandFails(self) -> None:
         """
-        A command exiting with a status closes the plug with that status,
-        not as a closed stdout (which it also is, a moment before).
+        A command exiting with a status closes the plug with that status
+        (L{CommandFailed}), not as a closed stdout (which it also is, a
+        moment before).
         """
         plug, collector = await self.open("cmd://sh -c 'exit 3'")
         reason = await self.waitEnd(collector)
-        self.assertTrue(reason.check(PlugLost))
-        self.assertIn("exit code 3", str(reason.value))
+        reason.trap(CommandFailed)
+        self.assertEqual(reason.value.status, 3)
+        self.assertEqual(str(reason.value), "cmd://sh -c 'exit 3': the command exited with status 3")
+
+    async def test_commandKilled(self) -> None:
+        """
+        A command killed by a signal is a lost network, not a failure it
+        reported: L{PlugLost} naming the signal.
+        """
+        plug, collector = await self.open("cmd://sh -c 'kill -9 $$'")
+        reason = await self.waitEnd(collector)
+        reason.trap(PlugLost)
+        self.assertNotIsInstance(reason.value, CommandFailed)
+        self.assertEqual(str(reason.value),
+                         "cmd://sh -c 'kill -9 $$': the command was killed by signal 9 (SIGKILL)")
 
     async def test_stdoutClosedWhileRunning(self) -> None:
         """

@@ -5,17 +5,21 @@ them, C{endpoint://DESCRIPTION} makes them (a vdetwist extension).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
 
 from twisted.internet import reactor
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import ConsoleClient, cPlug, ourPlug, tmpdir
+from tests.support import ConsoleClient, cPlug, ourPlug, tmpdir, until
+from tests.interop.test_endpointstrings import requireTLS
 from tests.interop.test_service import SwitchProcess, eth, parse
-from vdetwist.errors import VNLError
+from vdetwist import streamplug
+from vdetwist.errors import VdeError, VNLError
 from vdetwist.registry import registry
 
 
@@ -27,6 +31,66 @@ def freePort() -> int:
 
 MACS = [bytes([2, 0, 0, 0, 0, n]) for n in range(1, 4)]
 BROADCAST = b"\xff" * 6
+
+
+class ConnectFailureTests(TestCase):
+    """
+    C{endpoint://} that cannot connect: one line naming the VNL and the
+    reason, never a traceback.
+    """
+
+    async def test_refused(self) -> None:
+        vnl = f"endpoint://tcp:host=127.0.0.1:port={freePort()}"
+        with self.assertRaises(VdeError) as caught:
+            await registry.open(reactor, vnl)
+        self.assertEqual(str(caught.exception), f"{vnl}: cannot connect: Connection refused")
+        self.assertEqual(caught.exception.errno, errno.ECONNREFUSED)
+
+    async def test_refusedScript(self) -> None:
+        """
+        Our C{vde_plug}: status 1 and C's line, then ours.
+        """
+        vnl = f"endpoint://tcp:host=127.0.0.1:port={freePort()}"
+        process = ourPlug(self, "vde_plug", vnl)
+        self.assertEqual(await deferToThread(process.wait), 1)
+        self.assertEqual(await deferToThread(process.finish),
+                         f"vde_open {vnl}: Connection refused\n"
+                         f"vde_plug: {vnl}: cannot connect: Connection refused\n")
+
+    async def test_noHandshake(self) -> None:
+        """
+        A TLS client to a server that never answers the handshake gives up
+        after L{streamplug.HANDSHAKE_TIMEOUT} seconds, and closes the
+        connection.
+        """
+        requireTLS()
+        self.patch(streamplug, "HANDSHAKE_TIMEOUT", 0.5)
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        vnl = f"endpoint://ssl:host=127.0.0.1:port={silent.getsockname()[1]}"
+        with self.assertRaises(VdeError) as caught:
+            await registry.open(reactor, vnl)
+        self.assertEqual(
+            str(caught.exception),
+            f"{vnl}: no TLS handshake within 0.5 s (does the server speak TLS?)")
+        self.assertEqual(caught.exception.errno, errno.ETIMEDOUT)
+        accepted, _ = silent.accept()
+        self.addCleanup(accepted.close)
+        accepted.setblocking(False)
+
+        def ended() -> bool:
+            try:
+                while accepted.recv(65536):  # the ClientHello, then the end
+                    pass
+            except BlockingIOError:
+                return False
+            except ConnectionResetError:  # aborted: no need to say goodbye
+                pass
+            return True
+
+        await until(ended, "the client to close the connection")
 
 
 class ListenTests(SynchronousTestCase):

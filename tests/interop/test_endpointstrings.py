@@ -8,18 +8,21 @@ recipe makes them).
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
 
 from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tests.support import LogCapture, frame, requireCommand, tmpdir, until
+from tests.support import LogCapture, frame, ourPlug, requireCommand, settle, tmpdir, until
 from vdetwist import endpointstrings
 from vdetwist.endpointstrings import (
     TLS_INSTALL, EndpointError, clientEndpoint, serverEndpoint, splitDescription)
-from vdetwist.errors import PlugLost, VNLError
+from vdetwist.errors import VdeError, VNLError
 from vdetwist.registry import registry
 from vdetwist.streamplug import StreamPlugFactory
 from vdetwist.testing import FrameCollector
@@ -198,10 +201,15 @@ class VerificationTests(TestCase):
         self.assertEqual((self.server.frames, received.frames), ([frame(1)], [frame(2)]))
 
     async def assertRefused(self, port: int, extra: str, message: str) -> None:
-        received = await self.connect(port, extra)
-        await until(lambda: received.reason is not None, "the client to give up")
-        received.reason.trap(PlugLost)
-        self.assertIn(message, str(received.reason.value))
+        """
+        The open fails, with one line that names the VNL and says why.
+        """
+        vnl = f"endpoint://ssl:host=localhost:port={port}{extra}"
+        with self.assertRaises(VdeError) as caught:
+            await registry.open(reactor, vnl)
+        expected = f"{vnl}: TLS handshake failed: {message}"
+        self.assertTrue(str(caught.exception).startswith(expected), str(caught.exception))
+        self.assertEqual(caught.exception.errno, errno.ECONNABORTED)
         self.assertEqual(self.server.frames, [])
 
     async def test_verified(self) -> None:
@@ -213,6 +221,41 @@ class VerificationTests(TestCase):
     async def test_trustRoots(self) -> None:
         port = await self.listen(self.key, self.cert)
         await self.assertCarries(port, ":trustRoots=" + caDirectory(self.dir, "ca", self.cert))
+
+    async def test_framesBeforeReceiving(self) -> None:
+        """
+        The open waits for the handshake, which needs the connection read:
+        frames the server sends at once still wait for C{startReceiving}.
+        """
+        port = await self.listen(self.key, self.cert)
+        plug = await registry.open(
+            reactor, f"endpoint://ssl:host=localhost:port={port}:caCertsDir="
+            + caDirectory(self.dir, "ca", self.cert))
+        self.addCleanup(plug.close)
+        await until(lambda: self.accepted, "the server to accept the cable")
+        self.accepted[0].send(frame(1))
+        self.accepted[0].send(frame(2))
+        await settle(0.2)
+        received = FrameCollector()
+        plug.startReceiving(received)
+        await until(lambda: len(received.frames) == 2, "the frames sent before")
+        self.assertEqual(received.frames, [frame(1), frame(2)])
+
+    async def test_scriptExitStatus(self) -> None:
+        """
+        C{vde_plug} refused by a server it does not trust: status 1 (as for
+        any network it cannot open), the reason in one line after C's.
+        """
+        other = makeCertificate(self.dir, "other", "localhost")[1]
+        port = await self.listen(self.key, self.cert)
+        vnl = f"endpoint://ssl:host=localhost:port={port}:caCertsDir=" + caDirectory(
+            self.dir, "ca", other)
+        process = ourPlug(self, "vde_plug", vnl)
+        self.assertEqual(await deferToThread(process.wait), 1)
+        self.assertEqual(await deferToThread(process.finish), (
+            f"vde_open {vnl}: Software caused connection abort\n"
+            f"vde_plug: {vnl}: TLS handshake failed: certificate verify failed (the server's"
+            " certificate is not signed by a CA of caCertsDir=)\n"))
 
     async def test_otherCA(self) -> None:
         other = makeCertificate(self.dir, "other", "localhost")[1]

@@ -444,7 +444,21 @@ class CmdTests(InteropTestCase):
         self.assertEqual(len(children), 1, children)
         os.kill(children[0], signal.SIGKILL)
         stderr = self.assertClean(ours)
-        self.assertNotIn("Error", stderr)
+        self.assertEqual(stderr.splitlines(), [
+            f"vde_plug: cmd://{cTool('vde_plug')} {vnl}: the command was killed by signal 9"
+            " (SIGKILL)"])
+
+    def test_commandFails(self) -> None:
+        """
+        A command that exits with a failure status: ours ends with status 1
+        and one line giving the command's status.  (The C plug does not
+        notice: it runs on a dead link until stdin EOF, then exits 0.)
+        """
+        for vnl, status in (("cmd://false", 1), ('cmd://sh -c "exit 7"', 7)):
+            ours = self.start("ours", ourPlug() + [vnl])
+            stderr = self.assertClean(ours, 1)
+            self.assertEqual(stderr.splitlines(),
+                             [f"vde_plug: {vnl}: the command exited with status {status}"])
 
     def test_commandMissing(self) -> None:
         """
@@ -676,7 +690,16 @@ class CommandModeTests(InteropTestCase):
         dead link instead).
         """
         ours = self.start("ours", ourPlug() + ["null://", "=", "true"])
-        self.assertClean(ours)
+        self.assertEqual(self.assertClean(ours), "")
+
+    def test_commandFails(self) -> None:
+        """
+        When the command exits with a failure status, ours ends with status
+        1 and one line saying so.
+        """
+        ours = self.start("ours", ourPlug() + ["null://", "=", "false"])
+        self.assertEqual(self.assertClean(ours, 1).splitlines(),
+                         ["vde_plug: false: the command exited with status 1"])
 
 
 class LifecycleTests(InteropTestCase):

@@ -152,8 +152,8 @@ class SwitchTests(OneLineMixin, TestCase):
         sw.waitFor(lambda: "dropped:" in sw.log(), "the plug to drop")
         self.assertLogLine(
             sw, "warn",
-            f"--plug {failing} (port 1) dropped: A process has ended with a probable error"
-            " condition: process ended with exit code 3; reopening it in 1 s")
+            f"--plug {failing} (port 1) dropped: the command exited with status 3;"
+            " reopening it in 1 s")
 
     def test_plugDrops(self) -> None:
         """
@@ -167,8 +167,8 @@ class SwitchTests(OneLineMixin, TestCase):
         sw.waitFor(lambda: sw.log().count("dropped:") == 2, "both plugs to drop")
         self.assertLogLine(
             sw, "error",
-            f"--plug {failing} (port 1) dropped: A process has ended with a probable error"
-            " condition: process ended with exit code 3; the switch goes on without it")
+            f"--plug {failing} (port 1) dropped: the command exited with status 3;"
+            " the switch goes on without it")
         self.assertLogLine(
             sw, "warn",
             f"--plug {ending} (port 2) dropped: end of stream; the switch goes on without it")

@@ -25,7 +25,7 @@ from tests.interop.test_clib import requireLibrary
 from vdetwist.wire import agno
 from vdetwist.backends.vxlan import VxlanPlug, parseVxlan
 from vdetwist.backends.vxvde import IP_PKTINFO, VxvdePlug, VxvdeSockets, parseVxvde
-from vdetwist.errors import PlugClosed
+from vdetwist.errors import PlugClosed, PlugLost
 from vdetwist.plug import VDE_ETHBUFSIZE
 from vdetwist.registry import registry
 from vdetwist.wire.stream import MAX_STREAM_FRAME
@@ -292,9 +292,9 @@ class VdeToCSwitchBehaviour(OpeningMixin, PlugBehaviourMixin, TestCase):
     # limit).
     mtu = 1514
     oversize = VDE_ETHBUFSIZE + 1
-    # Its control connection ends as if it closed it: a switch killed and
-    # one that exited look the same to a client (and to the C libvdeplug).
-    peerGone = PlugClosed
+    # Killed, it leaves its data socket behind, refusing connections: the
+    # network is lost (one that exits cleanly removes it: a clean end).
+    peerGone = PlugLost
 
     async def makePlug(self):
         switch = CSwitch(self, mgmt=False)

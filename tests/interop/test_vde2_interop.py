@@ -36,13 +36,15 @@ from tests.support import (
     until, userName,
 )
 from vdetwist.testing import netns
-from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist.interfaces import IVdeClient, IVdeServer
 from vdetwist.node import MacTable, Node, SwitchEngine, TrunkSwitchEngine
+from vdetwist.plug import VDE_ETHBUFSIZE
 from vdetwist.registry import registry
 from vdetwist.testing import FrameCollector, MemoryPlug
 from vdetwist.vde2 import protocol
 from vdetwist.vde2.client import connectVde
+from vdetwist.vde2.interpreter import VdeConsole
 from vdetwist.vde2.server import VdeServer
 
 BROADCAST = b"\xff" * 6
@@ -272,6 +274,44 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         switch.process.closeStdin()
         await until(lambda: ours.reason is not None, "our plug to close")
         ours.reason.trap(PlugClosed)
+
+    async def test_switchKilled(self) -> None:
+        """
+        A switch killed (its data socket left behind, refusing connections)
+        is a lost network, not a clean end: the reason names the switch.
+        """
+        switch = await self.startSwitch()
+        plug = await connectVde(reactor, switch.path, description=b"t")
+        ours = FrameCollector()
+        plug.startReceiving(ours)
+        switch.process.kill()
+        await until(lambda: ours.reason is not None, "our plug to close")
+        ours.reason.trap(PlugLost)
+        self.assertEqual(
+            ours.reason.getErrorMessage(),
+            f"vde://{switch.path}: the switch {os.path.realpath(switch.path)} went away "
+            f"(killed or crashed: its data socket refuses connections)",
+        )
+
+    async def test_scriptsWhenSwitchKilled(self) -> None:
+        """
+        The C C{vde_plug} exits with status 0, saying nothing, when its
+        switch is killed; ours exits with the same status, and says why in
+        one line.
+        """
+        switch = await self.startSwitch()
+        theirs = cPlug(self, "C vde_plug", switch.path)
+        ours = ourPlug(self, "our vde_plug", switch.path)
+        await until(lambda: switch.command("port/print").count("endpoint ID") == 2,
+                    "both plugs to join", procs=[ours, theirs])
+        switch.process.kill()
+        cStatus = await deferToThread(theirs.wait, TIMEOUT)
+        self.assertEqual(await deferToThread(ours.wait, TIMEOUT), cStatus)
+        self.assertEqual(cStatus, 0)
+        lines = (await deferToThread(ours.finish)).splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        switchPath = re.escape(os.path.realpath(switch.path))
+        self.assertRegex(lines[0], rf"^vde_plug: .*the switch {switchPath} went away")
 
     async def test_port0AndPortN(self) -> None:
         """
@@ -791,6 +831,29 @@ class SwitchServerTests(Vde2TestCase):
         # Ports are reused: the cycles never needed more than one batch.
         self.assertLessEqual(max(server.node.ports), batch + 2)
 
+    async def test_receiveDrops(self) -> None:
+        """
+        What a client sends that is not a frame (too short, too long) is
+        dropped and counted on the way in, apart from the way out: the
+        console's DROP line, after the lines vde_switch prints.
+        """
+        server = self.ourServer()
+        console = VdeConsole(server.node, reactor, server=server)
+        client = await self.rawJoin(server.path)
+        client.data.send(b"short")
+        client.data.send(b"x" * (VDE_ETHBUFSIZE + 1))
+        client.data.send(mkframe(BROADCAST, mac(1), 1))
+        port = server.node.getPort(1)
+        await until(lambda: port.inFrames == 1, "the good frame")
+        self.assertEqual((port.receiveDropped, port.outDropped), (2, 0))
+        lines = console.execute("port/print")[0].decode().splitlines()
+        first = next(i for i, line in enumerate(lines) if line.startswith("Port 0001 "))
+        self.assertRegex(lines[first + 1], r"^ Current User: ")
+        self.assertRegex(lines[first + 2], r"^ IN:  pkts +1 +bytes +\d+$")
+        self.assertRegex(lines[first + 3], r"^ OUT: pkts +0 +bytes +0$")
+        self.assertEqual(lines[first + 4], " DROP: in          2          out          0")
+        self.assertRegex(lines[first + 5], r"^  -- endpoint ID ")
+
     async def test_stopEndsClients(self) -> None:
         server = self.ourServer()
         a = cPlug(self, "a", server.path)
@@ -831,6 +894,7 @@ class SwitchServerTests(Vde2TestCase):
         await self.rawJoin(server.path)
         (endpoint,) = server.endpoints.values()
         verifyObject(IVdeClient, endpoint)
+        self.assertEqual((endpoint.pid, endpoint.uid), (os.getpid(), os.geteuid()))
         self.assertIs(server.clientOf(endpoint), endpoint)
         self.assertIsNone(server.clientOf(MemoryPlug("not a client")))
 

@@ -25,18 +25,20 @@ from html.parser import HTMLParser
 from typing import Optional
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tests.support import TIMEOUT, ConsoleClient, cPlug, frame, ourPlug, tmpdir
+from tests.support import TIMEOUT, ConsoleClient, LogCapture, cPlug, frame, ourPlug, tmpdir
+from tests.unit.test_console import FakeEndpoint, FakeServer
 from tests.interop.test_messages import OneLineMixin, run
 from tests.interop.test_service import SwitchProcess, parse
 from tests.project.test_version import TWISTD
 from vdetwist.node import MacTable, Node, SwitchEngine
 from vdetwist.testing import MemoryPlug, plugPair
 from vdetwist.vde2.interpreter import VdeConsole
-from vdetwist.web.resources import WebStatus
+from vdetwist.web.resources import WebStatus, hostAllowed, hostName
 from vdetwist.web.status import RateHistory, escapeLabel, metricsText, switchStatus
 
 A = bytes.fromhex("020000000001")
@@ -47,7 +49,8 @@ COUNTERS = {
     "vde_port_transmit_frames_total": "transmitFrames",
     "vde_port_receive_bytes_total": "receiveBytes",
     "vde_port_transmit_bytes_total": "transmitBytes",
-    "vde_port_drop_frames_total": "dropFrames",
+    "vde_port_receive_drop_frames_total": "receiveDropFrames",
+    "vde_port_transmit_drop_frames_total": "transmitDropFrames",
 }
 
 
@@ -92,7 +95,7 @@ def allprint(text: str) -> dict[int, dict[str, int]]:
         ports[number] = {
             "receiveFrames": int(inn[1]), "receiveBytes": int(inn[2]),
             "transmitFrames": int(out[1]), "transmitBytes": int(out[2]),
-            "dropFrames": int(drop[1]) + int(drop[2]),
+            "receiveDropFrames": int(drop[1]), "transmitDropFrames": int(drop[2]),
         }
     return ports
 
@@ -218,6 +221,25 @@ class StatusTests(SynchronousTestCase):
         metrics = parseMetrics(text)
         self.assertEqual(metrics[("vde_port_receive_frames_total",
                                   (("description", odd), ("port", "1")))], 2)
+
+    def test_clients(self) -> None:
+        """
+        Who runs a client is what the console's server says of it
+        (L{IVdeClient}); a plug that only looks like one shows nobody.
+        """
+        server = FakeServer()
+        console = VdeConsole(self.sw.node, self.sw.clock, server=server)
+        client = server.client(6, "qemu", uid=0, pid=4242)
+        lookalike = FakeEndpoint(7, "look-alike", uid=0, pid=99)
+        self.sw.node.addPort(client)
+        self.sw.node.addPort(lookalike)
+        endpoints = {p["description"]: p["endpoints"][0]
+                     for p in switchStatus(self.sw.node, console)["ports"]}
+        self.assertEqual(endpoints["qemu"], {"id": 6, "module": "unix prog", "description": "qemu",
+                                             "uid": 0, "user": "root", "pid": 4242})
+        self.assertEqual(endpoints["look-alike"],
+                         {"id": 1000, "module": "vdeplug", "description": "look-alike",
+                          "uid": None, "user": None, "pid": None})
 
     def test_withoutConsole(self) -> None:
         """
@@ -377,8 +399,82 @@ class ResourceTests(TestCase):
         response, body = await get(b"/metrics", b"HEAD")
         self.assertEqual((response.code, body), (200, b""))
 
+    async def test_hosts(self) -> None:
+        """
+        Only requests for the address the view listens on, C{localhost} and
+        the names given are answered; others get 421 and one line, and each
+        such name is logged once.
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.web.client import Agent, readBody
+        from twisted.web.http_headers import Headers
+
+        sw = Switch()
+        web = WebStatus(sw.node, sw.console, reactor, hosts=["Sw.Example"])
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(web.site)
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        agent = Agent(reactor)
+        logs = LogCapture(self)
+
+        async def get(host: str, path: bytes = b"/api/status"):
+            response = await agent.request(
+                b"GET", f"http://127.0.0.1:{number}".encode() + path,
+                Headers({b"host": [host.encode()]}))
+            return response.code, await readBody(response)
+
+        for host in (f"127.0.0.1:{number}", "localhost", f"sw.example:{number}", "SW.EXAMPLE."):
+            code, body = await get(host)
+            self.assertEqual(code, 200, host)
+            self.assertEqual(json.loads(body)["ports"], [])
+        for path in (b"/", b"/metrics", b"/api/status", b"/nothing"):
+            code, body = await get(f"rebound.example:{number}", path)
+            self.assertEqual((code, body), (421, (
+                b"Host rebound.example is not served here: use the address the switch listens"
+                b" on or localhost, or start it with --web-host rebound.example\n")))
+        self.assertEqual(logs.text().count("refused a request for host rebound.example"), 1)
+
+
+class HostTests(SynchronousTestCase):
+    """
+    L{hostName} and L{hostAllowed}: which C{Host} headers the view answers.
+    """
+
+    def test_hostName(self) -> None:
+        for header, name in [
+            (b"Sw.Example.:8080", "sw.example"), (b"127.0.0.1", "127.0.0.1"),
+            (b"[::1]:8080", "::1"), (b"[fe80::1]", "fe80::1"), (b"localhost:x", "localhost:x"),
+            (None, None),
+        ]:
+            self.assertEqual(hostName(header), name, header)
+
+    def test_allowed(self) -> None:
+        local4, local6 = IPv4Address("TCP", "127.0.0.1", 8080), IPv6Address("TCP", "::1", 8080)
+        mapped = IPv6Address("TCP", "::ffff:192.0.2.7", 8080)
+        unix = UNIXAddress(b"/tmp/sw.web")
+        names = frozenset({"sw.example"})
+        for name, local in [(None, local4), ("127.0.0.1", local4), ("localhost", local4),
+                            ("a.localhost", unix), ("::1", local6), ("192.0.2.7", mapped),
+                            ("sw.example", local4), ("localhost", unix)]:
+            self.assertTrue(hostAllowed(name, local, names), (name, local))
+        for name, local in [("evil.example", local4), ("10.0.0.1", local4), ("::1", local4),
+                            ("127.0.0.1", unix), ("localhost.evil.example", local6),
+                            ("sw.example.evil", local4)]:
+            self.assertFalse(hostAllowed(name, local, names), (name, local))
+
 
 class OptionsTests(SynchronousTestCase):
+    def test_webHost(self) -> None:
+        options = parse("--web", "tcp:8080", "--web-host", "sw.example", "--web-host", "b")
+        self.assertEqual(options["web-host"], ["sw.example", "b"])
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--web-host", "sw.example")
+        self.assertEqual(str(caught.exception), "--web-host is for --web: add --web ENDPOINT")
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--web", "tcp:8080", "--web-host", "http://sw.example/")
+        self.assertEqual(str(caught.exception),
+                         "--web-host 'http://sw.example/': give a host name, e.g. sw.example")
+
     def test_options(self) -> None:
         options = parse("--web", "tcp:8080:interface=127.0.0.1", "--web", "unix:/tmp/w:mode=600")
         self.assertEqual(options["web"], ["tcp:8080:interface=127.0.0.1", "unix:/tmp/w:mode=600"])

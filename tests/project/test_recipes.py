@@ -253,7 +253,8 @@ class RecipeTests(TestCase):
         """
         The switch serves its view on TCP and on a unix socket of mode 600:
         C{/metrics} counts a frame a client sent, C{/api/status} lists its
-        port.
+        port, for the name given with C{--web-host} too; another name is
+        refused in one line.
         """
         requireCommand("curl", "curl")
         run = self.recipe("web", "port 8080")
@@ -273,6 +274,11 @@ class RecipeTests(TestCase):
         status = json.loads(run.run(2).stdout)
         self.assertEqual([p["port"] for p in status["ports"]], [1])
         self.assertEqual(status["ports"][0]["receiveFrames"], 1)
+        named = json.loads(run.run(3).stdout)
+        self.assertEqual([p["port"] for p in named["ports"]], [1])
+        self.assertEqual(run.run(4).stdout.decode(),
+                         "Host rebound.example is not served here: use the address the switch"
+                         " listens on or localhost, or start it with --web-host rebound.example\n")
         run.assertAllRan()
 
     def test_tools(self) -> None:

@@ -86,11 +86,11 @@ class FakeServer:
         self.closed = []
         self.accessPolicy = None
 
-    def client(self, endpointId, description, uid=0):
+    def client(self, endpointId, description, uid=0, pid=None):
         """
         A new client's endpoint (not yet a port of the node).
         """
-        endpoint = self.endpoints[endpointId] = FakeEndpoint(endpointId, description, uid)
+        endpoint = self.endpoints[endpointId] = FakeEndpoint(endpointId, description, uid, pid)
         return endpoint
 
     def clientOf(self, plug):
@@ -111,10 +111,11 @@ class FakeEndpoint(MemoryPlug):
     A plug that looks like a vde2 client's endpoint.
     """
 
-    def __init__(self, endpointId, description, uid=0):
+    def __init__(self, endpointId, description, uid=0, pid=None):
         super().__init__(description)
         self.endpointId = endpointId
         self.uid = uid
+        self.pid = pid
 
 
 def makeSwitch(numports=8, hub=False, server=None, **kwargs):

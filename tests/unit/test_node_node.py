@@ -274,11 +274,39 @@ class CounterTests(Base):
             (1, 64, 2, 160),
         )
         self.assertEqual(port1.inDropped, 1)
+        self.assertEqual((port1.receiveDropped, port1.outDropped), (1, 0))
         port1.resetCounters()
         self.assertEqual(
             (port1.inFrames, port1.inBytes, port1.outFrames, port1.outBytes, port1.dropped),
             (0, 0, 0, 0, 0),
         )
+
+    def test_receiveDropped(self):
+        """
+        A port's drops on the way in are the node's own and what its plugs
+        discarded as not frames (their C{stats.discarded}), apart from its
+        drops on the way out; a plug that leaves keeps its share; a reset
+        zeroes them, and a plug that joins counts from then on.
+        """
+        node = self.node(HubEngine())
+        plug, other = MemoryPlug("a"), MemoryPlug("b")
+        plug.stats.discarded = 4  # before joining: not the port's
+        port = node.addPort(plug)
+        node.addPort(other)
+        plug.stats.discarded += 2
+        plug.inject(b"short")
+        plug.stats.dropped += 5
+        self.assertEqual((port.inDropped, port.receiveDropped, port.outDropped, port.dropped),
+                         (1, 3, 5, 8))
+        plug.close()
+        self.assertEqual((port.receiveDropped, port.outDropped), (3, 5))
+        port.resetCounters()
+        self.assertEqual((port.receiveDropped, port.outDropped), (0, 0))
+        again = MemoryPlug("c")
+        again.stats.discarded = 7
+        joined = node.addPort(again, port.number)
+        again.stats.discarded += 1
+        self.assertEqual(joined.receiveDropped, 1)
 
     def test_slowPortDropsAlone(self):
         """

@@ -168,14 +168,15 @@ class StreamPlugTests(SynchronousTestCase):
 
     def test_badLength(self) -> None:
         """
-        An oversized record is logged with the numbers and later frames
-        still arrive.
+        An oversized record is logged with the numbers, counted as
+        discarded, and later frames still arrive.
         """
         self.plug.startReceiving(self.collector)
         with capturedLogs() as events:
             self.plug.dataReceived(b"\xff\xf0garbage")
         self.plug.dataReceived(records([frame(4)]))
         self.assertEqual(self.collector.frames, [frame(4)])
+        self.assertEqual((self.plug.stats.discarded, self.plug.stats.received), (1, 1))
         [event] = events
         self.assertEqual(event["log_level"], LogLevel.warn)
         text = formatEvent(event)

@@ -34,6 +34,7 @@ from vdetwist.vnl import (
     parseSlash,
     resolve,
     splitNested,
+    strtol,
     tokenize,
 )
 
@@ -336,6 +337,84 @@ class NestedTests(SynchronousTestCase):
         self.assertEqual(splitNested("a'{'b{c}"), ("a'{'", "c"))
         self.assertEqual(splitNested("a\\{b\\{c"), ("a\\{b\\{", None))
         self.assertEqual(splitNested("a\\{b"), ("a\\{b", None))
+
+
+class _LibcStrtol:
+    """
+    The C library's C{strtol} and C{strtoul} with base 0, through ctypes.
+    """
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None)
+        self._functions = {False: libc.strtol, True: libc.strtoul}
+        self._functions[False].restype = ctypes.c_long
+        self._functions[True].restype = ctypes.c_ulong
+        for function in self._functions.values():
+            function.argtypes = [
+                ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int,
+            ]
+
+    def __call__(self, text: str, unsigned: bool) -> tuple[int, int]:
+        buffer = ctypes.create_string_buffer(text.encode("ascii"))
+        end = ctypes.c_char_p()
+        value = self._functions[unsigned](buffer, ctypes.byref(end), 0)
+        stop = ctypes.cast(end, ctypes.c_void_p).value or 0
+        return value, stop - ctypes.addressof(buffer)
+
+
+class StrtolTests(SynchronousTestCase):
+    """
+    L{strtol} reads numbers as C's C{strtol}/C{strtoul} with base 0, which
+    the C plugins use for VLAN numbers, periods, descriptors and ethertypes.
+    """
+
+    CASES = {
+        "3": (3, 1), "0x10": (16, 4), "0X1f": (31, 4), "010": (8, 3),
+        "08": (0, 1), "0": (0, 1), "0x": (0, 1), "0xg": (0, 1), "  -0x1fz": (-31, 7),
+        "+7": (7, 2), "-": (0, 0), "+-1": (0, 0), " 7x": (7, 2), "\t\n12 ": (12, 4),
+        "": (0, 0), "z": (0, 0), "-1": (-1, 2), "1e3": (1, 1), "12-3": (12, 2),
+        "99999999999999999999": ((1 << 63) - 1, 20),
+        "-99999999999999999999": (-(1 << 63), 21),
+        "0x8000000000000000": ((1 << 63) - 1, 18),
+    }
+
+    def test_examples(self) -> None:
+        """
+        Hexadecimal, octal, signs, white space, trailing text and overflow.
+        """
+        for text, expected in self.CASES.items():
+            self.assertEqual(strtol(text), expected, repr(text))
+
+    def test_unsigned(self) -> None:
+        """
+        C{strtoul} wraps negative numbers and clamps overflow to C{ULONG_MAX}.
+        """
+        self.assertEqual(strtol("-1", unsigned=True), ((1 << 64) - 1, 2))
+        self.assertEqual(strtol("0xffffffffffffffff", unsigned=True), ((1 << 64) - 1, 18))
+        self.assertEqual(strtol("0x10000000000000000", unsigned=True), ((1 << 64) - 1, 19))
+        self.assertEqual(strtol("-99999999999999999999", unsigned=True), ((1 << 64) - 1, 21))
+        self.assertEqual(strtol(" 0x600zz", unsigned=True), (0x600, 6))
+
+    def test_againstLibc(self) -> None:
+        """
+        The examples give what the machine's C library gives.
+        """
+        libc = _LibcStrtol()
+        for text in self.CASES:
+            for unsigned in (False, True):
+                self.assertEqual(strtol(text, unsigned), libc(text, unsigned), repr(text))
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        text=st.text(alphabet=" \t+-0123456789abcdefxXg", max_size=24),
+        unsigned=st.booleans(),
+    )
+    def test_randomAgainstLibc(self, text: str, unsigned: bool) -> None:
+        """
+        Random strings of signs, digits and letters: the same value and end
+        as the C library's.
+        """
+        self.assertEqual(strtol(text, unsigned), _LibcStrtol()(text, unsigned))
 
 
 class ResolveTests(SynchronousTestCase):

@@ -213,12 +213,12 @@ class FramePlug(FdPlug):
     Writes never wait: a frame the device does not take at once is dropped
     and counted, as on a wire (the kernel's own queue is the buffer).
     Received frames longer than C{VDE_ETHBUFSIZE} are counted in
-    C{discarded} and not delivered.
+    C{stats.discarded} and not delivered.
 
     Given C{offloads}, the device was opened with L{IFF_VNET_HDR}: the plug
     provides L{IVnetPlug} and reads vnet frames, which a receiver that is not
     an L{IVnetReceiver} gets segmented (a frame whose header lies is counted
-    in C{discarded}); C{send} puts the plain header before each frame.
+    in C{stats.discarded}); C{send} puts the plain header before each frame.
 
     @ivar ifname: the interface's name, for messages.
     @ivar offloads: the C{TUN_F_*} the device accepts on writes.
@@ -232,7 +232,6 @@ class FramePlug(FdPlug):
     ) -> None:
         super().__init__(reactor, description, fd, functools.partial(os.read, fd))
         self.ifname = ifname
-        self.discarded = 0
         self._closing = False
         self._header = b""
         if offloads is not None:
@@ -254,14 +253,14 @@ class FramePlug(FdPlug):
         return self._deliver
 
     def _badReceived(self, error: BadVnetFrame) -> None:
-        if not self.discarded:
+        if not self.stats.discarded:
             log.info("{plug}: dropping a bad vnet frame ({why}); later ones are only counted",
                      plug=self.description, why=error)
-        self.discarded += 1
+        self.stats.discarded += 1
 
     def _unusual(self, frame: bytes) -> bool:
         if len(frame) > self.maxFrame or (self._header and len(frame) <= VNET_HDRLEN):
-            self.discarded += 1
+            self.stats.discarded += 1
             return False
         # A device's short frame is passed on, as it came.
         self._delivery()(frame)

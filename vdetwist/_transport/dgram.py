@@ -74,8 +74,9 @@ class DatagramPlug(QueuedFdPlug):
         sock.setblocking(False)
 
     def _unusual(self, frame: bytes) -> bool:
-        if not frame:
-            self._emptyDatagram()
+        if frame:
+            return super()._unusual(frame)
+        self._emptyDatagram()
         return False
 
     def _emptyDatagram(self) -> None:

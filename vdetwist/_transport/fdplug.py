@@ -124,8 +124,10 @@ class FdPlug(ReaderPlug):
     def _unusual(self, frame: bytes) -> bool:
         """
         A read shorter than L{minFrame} or longer than L{maxFrame}:
-        dropped unless an override delivers it (and returns C{True}).
+        discarded (and counted) unless an override delivers it (and returns
+        C{True}).
         """
+        self.stats.discarded += 1
         return False
 
     def _readFailed(self, error: OSError) -> None:

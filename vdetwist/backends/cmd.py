@@ -6,8 +6,9 @@ C{vde_plug /tmp/sw 'cmd://ssh host vde_plug vxvde://'}).
 COMMAND is split into words by libexecs' C{s2argv} rules (no shell), the
 program is found on PATH and its stderr is inherited.  Unlike the C plug,
 which keeps running on a dead link after the command exits, the plug closes
-when the command exits, so C{vde_plug} ends too; like the C plug, it also
-ends when the command closes its stdout and keeps running.
+when the command exits (with L{CommandFailed} for a failure status), so
+C{vde_plug} ends too; like the C plug, it also ends when the command closes
+its stdout and keeps running.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionDone, ProcessDone
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist.errors import PlugLost, VdeError, VNLError
+from vdetwist.errors import CommandFailed, PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist._transport.pipes import PipeProcessReactor
 from vdetwist.reference import SchemeReference
@@ -46,7 +48,8 @@ REFERENCE = SchemeReference(
     ),
     differences=(
         "The plug closes when the command exits (the C plug keeps running on a "
-        "dead link), so `vde_plug` ends too.",
+        "dead link), so `vde_plug` ends too: with status 1 and the command's "
+        "status on stderr when that is not 0.",
     ),
     manual="libvdeplug_cmd",
 )
@@ -128,8 +131,8 @@ class _Command(ProcessProtocol):
     """
     A command's stdin and stdout as a L{StreamPlug}'s connection.
 
-    The plug ends when the command exits (cleanly for status 0, else with
-    the status), or when the command closes its stdout and is still
+    The plug ends when the command exits (cleanly for status 0, with
+    L{CommandFailed} for another status, lost when a signal killed it), or when the command closes its stdout and is still
     running L{STDOUT_GRACE} seconds later: the C plug reads EOF there and
     ends, where Twisted's L{twisted.internet.endpoints.ProcessEndpoint} would wait for the exit.
     """
@@ -156,8 +159,9 @@ class _Command(ProcessProtocol):
 
     def _stdoutClosed(self) -> None:
         self._grace = None
-        self.plug.connectionLost(
-            Failure(PlugLost("the command closed its standard output and is still running")))
+        self.plug.connectionLost(Failure(PlugLost(
+            "the command closed its standard output and is still running", errno.EPIPE,
+            self.plug.description)))
         self.transport.loseConnection()
 
     def processEnded(self, reason: Failure) -> None:
@@ -165,7 +169,25 @@ class _Command(ProcessProtocol):
             self._grace.cancel()
         self._grace = None
         # (A plug that already ended ignores this: it closes once.)
-        self.plug.connectionLost(Failure(ConnectionDone()) if reason.check(ProcessDone) else reason)
+        if reason.check(ProcessDone):
+            self.plug.connectionLost(Failure(ConnectionDone()))
+            return
+        assert isinstance(reason.value, ProcessTerminated), "Twisted's only other end"
+        self.plug.connectionLost(Failure(self._failed(reason.value)))
+
+    def _failed(self, error: ProcessTerminated) -> PlugLost:
+        """
+        Why the plug ends when the command did not exit with status 0.
+        """
+        description = self.plug.description
+        if error.signal is None:
+            return CommandFailed(error.exitCode, description)
+        try:
+            name = f" ({signal.Signals(error.signal).name})"
+        except ValueError:
+            name = ""
+        return PlugLost(f"the command was killed by signal {error.signal}{name}",
+                        errno.ECONNRESET, description)
 
 
 def connectCommand(reactor, argv: list[str], description: str) -> Deferred[StreamPlug]:

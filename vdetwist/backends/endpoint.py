@@ -52,4 +52,4 @@ class EndpointBackend:
             endpoint = clientEndpoint(reactor, vnl.argument)
         except EndpointError as e:
             raise VNLError(vnl.text, vnl.argument, str(e)) from None
-        return connectStreamPlug(endpoint, vnl.text)
+        return connectStreamPlug(endpoint, vnl.text, reactor)

@@ -39,7 +39,7 @@ from vdetwist.interfaces import IVdeBackend
 from vdetwist.node import HostPlug, MacTable, Node, netnodeEngine
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.vde2.server import VdeServer, netnodeModes
-from vdetwist.vnl import parseOctal, strtol0
+from vdetwist.vnl import parseOctal, strtol
 
 #: The options, in C's order: a key names the first entry it abbreviates.
 NETNODE_OPTIONS = (
@@ -157,7 +157,7 @@ def nodeGroup(vnl, value: str) -> str:
     except KeyError:
         pass
     if value[:1].isdigit():
-        return str(strtol0(value))
+        return str(strtol(value)[0])
     raise VNLError(vnl.text, value, f"grp={value}: no such group")
 
 

@@ -119,7 +119,7 @@ class PacketPlug(FramePlug):
                             tpid = ETH_P_8021Q
                         frame = frame[:12] + _VLAN.pack(tpid, tci) + frame[12:]
             if len(frame) > VDE_ETHBUFSIZE:
-                self.discarded += 1
+                stats.discarded += 1
                 continue
             stats.received += 1
             self.receiver.frameReceived(frame)

@@ -12,7 +12,6 @@ logged as a warning, the return at info level.
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
 from twisted.internet.defer import maybeDeferred
@@ -27,13 +26,11 @@ from vdetwist._transport.nested import openNested
 from vdetwist.plug import PlugBase
 from vdetwist.reconnect import Redialer
 from vdetwist.reference import SchemeReference
-from vdetwist.vnl import parseSlash
+from vdetwist.vnl import parseSlash, strtol
 
 #: libvdeplug_restart's polling period when none is given, and its bounds.
 DEFAULT_PERIOD = 20
 MAX_PERIOD = 7 * 24 * 60 * 60
-# What C's strtol(..., 0) reads in full: decimal, 0x hexadecimal, 0 octal.
-_STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", re.ASCII)
 
 #: libvdeplug_restart takes a period in the address part, and no options.
 RESTART_OPTIONS: tuple[str, ...] = ()
@@ -194,14 +191,12 @@ def parsePeriod(vnl) -> tuple[int, Optional[str]]:
     address, _ = parseSlash(prefix, RESTART_OPTIONS, vnl.text)
     if not address:
         return DEFAULT_PERIOD, nested
-    match = _STRTOL.fullmatch(address)
-    if match is None:
+    value, end = strtol(address)
+    if not end or end != len(address):
         raise VNLError(vnl.text, address,
                        f"invalid polling period {address!r}: give whole seconds, e.g. "
                        f"restart://5{{...}}")
-    sign, digits = match.groups()
-    value = int(digits, 16 if digits[1:2] in ("x", "X") else 8 if digits.startswith("0") else 10)
-    return min(max(-value if sign == "-" else value, 1), MAX_PERIOD), nested
+    return min(max(value, 1), MAX_PERIOD), nested
 
 
 @implementer(IPlugin, IVdeBackend)

@@ -18,7 +18,7 @@ from vdetwist._transport.dgram import DatagramPlug
 from vdetwist.errors import PlugClosed, VdeError, VNLError
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.reference import SchemeReference
-from vdetwist.vnl import strtol0
+from vdetwist.vnl import strtol
 
 REFERENCE = SchemeReference(
     scheme="seqpacket",
@@ -44,7 +44,7 @@ class SeqpacketBackend:
     references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
-        fd = strtol0(vnl.argument)
+        fd = strtol(vnl.argument)[0]
         if fd < 0:
             raise VNLError(vnl.text, vnl.argument, "the descriptor number must not be negative")
         try:

@@ -207,7 +207,8 @@ class Port:
     @ivar outFrames: frames given to this port's endpoints (once per frame,
         whatever the number of endpoints); C{outBytes} likewise.
     @ivar inDropped: received frames the node dropped: too short, VLAN not
-        allowed on this port, or (bonding host) no link.
+        allowed on this port, or (bonding host) no link (L{receiveDropped}
+        adds what the endpoints' plugs discarded before).
     @ivar output: the callable the engines use to send a frame to this
         port's endpoints.
     @ivar offloads: the C{TUN_F_*} offloads every endpoint takes in vnet
@@ -244,6 +245,7 @@ class Port:
         "outBytes",
         "inDropped",
         "_droppedBase",
+        "_discardedBase",
         "output",
         "offloads",
         "vnetOutput",
@@ -281,6 +283,8 @@ class Port:
         self.inDropped = 0
         # outDropped = _droppedBase + sum(plug.stats.dropped of endpoints)
         self._droppedBase = 0
+        # likewise for the endpoints' plug.stats.discarded
+        self._discardedBase = 0
         self.output = _discard
         self.offloads = 0
         self.vnetOutput = _discard
@@ -319,11 +323,22 @@ class Port:
         return self._droppedBase + sum(p.stats.dropped for p in self.endpoints)
 
     @property
+    def receiveDropped(self) -> int:
+        """
+        Frames lost on the way in: those the node dropped (L{inDropped}) and
+        those the endpoints' plugs read and discarded as not frames (their
+        C{stats.discarded}: too short or long, a broken stream record),
+        including plugs that have since left the port.
+        """
+        return (self.inDropped + self._discardedBase
+                + sum(p.stats.discarded for p in self.endpoints))
+
+    @property
     def dropped(self) -> int:
         """
-        C{inDropped + outDropped}.
+        C{receiveDropped + outDropped}.
         """
-        return self.inDropped + self.outDropped
+        return self.receiveDropped + self.outDropped
 
     def resetCounters(self) -> None:
         """
@@ -332,6 +347,7 @@ class Port:
         self.inFrames = self.inBytes = self.outFrames = self.outBytes = 0
         self.inDropped = self.vnetIn = self.vnetOut = 0
         self._droppedBase = -sum(p.stats.dropped for p in self.endpoints)
+        self._discardedBase = -sum(p.stats.discarded for p in self.endpoints)
 
     def _updateOutput(self) -> None:
         plugs = [link.plug for link in self._links]
@@ -582,6 +598,7 @@ class Node:
         port._links = port._links + [link]
         port.endpoints = port.endpoints + [plug]
         port._droppedBase -= plug.stats.dropped
+        port._discardedBase -= plug.stats.discarded
         port._updateOutput()
         if not wasActive and port.forwarding:
             self.engine.portUp(port)
@@ -622,6 +639,7 @@ class Node:
         port._links = [l for l in port._links if l is not link]
         port.endpoints = [p for p in port.endpoints if p is not plug]
         port._droppedBase += plug.stats.dropped
+        port._discardedBase += plug.stats.discarded
         port._updateOutput()
         log.info(
             "port {port} disconnected: {description}",

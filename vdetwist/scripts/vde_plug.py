@@ -38,7 +38,7 @@ from vdetwist._version import versionLine
 from vdetwist.backends.cmd import connectCommand
 from vdetwist import fastDispatch
 from vdetwist.cable import Cable
-from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.errors import CommandFailed, PlugClosed, VdeError
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
 from vdetwist.scripts.iplog import IpLogger
 from vdetwist.registry import DEFAULT_DESCRIPTION, OpenArgs, openVNL, userName
@@ -337,6 +337,10 @@ def _react(run: Run) -> None:
     def finished(reason: BaseException) -> None:
         if not isinstance(reason, PlugClosed):
             sys.stderr.write(f"vde_plug: {reason}\n")
+        # A network that goes away ends the session with status 0, as in C;
+        # a command that says it failed is a failure.
+        if isinstance(reason, CommandFailed):
+            raise SystemExit(1)
 
     react(lambda reactor: ensureDeferred(plugMain(run)).addCallback(finished))
 

@@ -7,7 +7,9 @@ C{<dir>/<portgroup>}), bind a datagram socket at C{<dir>/.<pid>-<seq>},
 send the request in one C{send}, read the 110-byte reply naming the switch's
 data socket, connect to it and unlink our own socket file (the association
 survives).  The control stream then stays silent: when the switch closes it
-(it stopped, or kicked the port) the plug closes cleanly.
+(it stopped, or kicked the port) the plug closes cleanly; when the switch
+was killed (its data socket is left behind, refusing connections) the plug
+is lost.
 
 When the switch is ours, the plug carries vnet frames (super-frames and
 partial checksums, L{vdetwist._transport.dgram.VnetDatagramPlug}): our data socket
@@ -37,7 +39,7 @@ from vdetwist._transport.fdplug import FdReader
 from vdetwist._transport.dgram import DatagramPlug, VnetDatagramPlug
 from vdetwist._transport.sockets import groupId, unlinkQuietly
 from vdetwist._transport.vnet import sendSegments
-from vdetwist.errors import PlugClosed, VdeError
+from vdetwist.errors import PlugClosed, PlugLost, VdeError
 from vdetwist.interfaces import IVnetPlug
 from vdetwist.vde2.protocol import (
     SOCKADDR_UN_SIZE,
@@ -128,9 +130,29 @@ class VdeClientPlug(DatagramPlug):
         self.reactor.addReader(self._watch)
 
     def _switchGone(self) -> None:
-        self._lost(
-            Failure(PlugClosed(f"{self.description}: the switch closed the connection"))
-        )
+        self._lost(Failure(self._whyGone()))
+
+    def _whyGone(self) -> Exception:
+        """
+        Why the switch ended the control connection.  A switch that removes
+        the port or stops unlinks the port's data socket before (a clean
+        end); one that was killed or crashed leaves it behind, refusing
+        connections: the network is lost.  A connect probe tells them apart
+        without sending the switch anything.
+        """
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            probe.connect(self.serverPath)
+        except OSError as e:
+            if e.errno == errno.ECONNREFUSED:
+                return PlugLost(
+                    f"{self.description}: the switch {self.switchPath} went away "
+                    f"(killed or crashed: its data socket refuses connections)",
+                    errno.ECONNRESET,
+                )
+        finally:
+            probe.close()
+        return PlugClosed(f"{self.description}: the switch closed the connection")
 
     def _release(self) -> None:
         self.reactor.removeReader(self._watch)

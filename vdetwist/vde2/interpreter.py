@@ -607,7 +607,7 @@ class VdeConsole:
         )
         out.append(f" IN:  pkts {port.inFrames:10d}          bytes {port.inBytes:20d}")
         out.append(f" OUT: pkts {port.outFrames:10d}          bytes {port.outBytes:20d}")
-        out.append(f" DROP: in {port.inDropped:10d}          out {port.outDropped:10d}")
+        out.append(f" DROP: in {port.receiveDropped:10d}          out {port.outDropped:10d}")
         for plug in port.endpoints:
             out.append(
                 f"  -- endpoint ID {self.endpointId(plug):04d} module "

@@ -273,6 +273,13 @@ class ServerEndpoint(DatagramPlug):
         number = None if self.port is None else self.port.number
         return f"<ServerEndpoint id={self.endpointId} port={number} {self.description!r}>"
 
+    @property
+    def pid(self) -> Optional[int]:
+        """
+        The client's pid, from its control connection's peer credentials.
+        """
+        return self.control.pid
+
     def connectionLost(self, reason: Failure) -> None:
         self._lost(
             Failure(

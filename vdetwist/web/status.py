@@ -6,8 +6,8 @@ L{vdetwist.vde2.interpreter.VdeConsole}.
 Sans-IO: nothing here listens or schedules; L{RateHistory} samples the
 counters when its owner asks (a C{LoopingCall} of the web layer).  The
 counters are the very fields C{port/allprint} prints (L{Port.inFrames},
-L{Port.outDropped}, ...), read when a client asks: the web adds no work
-to the frame path.
+L{Port.receiveDropped}, L{Port.outDropped}, ...), read when a client asks:
+the web adds no work to the frame path.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ PORT_COUNTERS: tuple[tuple[str, str, Callable[[Any], int], str], ...] = (
      "Bytes the switch received on the port (port/allprint IN bytes)."),
     ("transmitBytes", "vde_port_transmit_bytes_total", lambda p: p.outBytes,
      "Bytes the switch sent out of the port (port/allprint OUT bytes)."),
-    ("dropFrames", "vde_port_drop_frames_total", lambda p: p.dropped,
-     "Frames dropped on the port: received ones the switch refused plus ones "
-     "its clients could not take (port/allprint DROP in + out)."),
+    ("receiveDropFrames", "vde_port_receive_drop_frames_total", lambda p: p.receiveDropped,
+     "Frames lost on the way in: not frames (too short or long, a broken "
+     "record), or refused by the switch (port/allprint DROP in)."),
+    ("transmitDropFrames", "vde_port_transmit_drop_frames_total", lambda p: p.outDropped,
+     "Frames lost on the way out: the port's clients could not take them "
+     "(port/allprint DROP out)."),
     ("receiveOffloadedFrames", "vde_port_receive_offloaded_frames_total",
      lambda p: p.vnetIn,
      "Frames with offload metadata (super-frames, partial checksums) received "
@@ -132,30 +135,22 @@ def _description(port, console) -> str:
 
 def _endpointStatus(plug, console) -> dict:
     """
-    One client of a port: its console id, module and description, and who
-    runs it (a vde2 client's peer credentials; else its socket's owner).
+    One client of a port: its console id, module and description, and, for
+    a vde2 client (L{IVdeClient}), who runs it: the owner of its socket
+    (C{port/print}'s Current User) and its pid.
     """
-    control = getattr(plug, "control", None)
-    uid = getattr(control, "uid", None)
-    if uid is None:
-        uid = getattr(plug, "uid", None)
-    if not isinstance(uid, int) or uid < 0:
-        uid = None
-    pid = getattr(control, "pid", None)
-    if console is not None:
-        ident: Optional[int] = console.endpointId(plug)
-        module: Optional[str] = console.moduleOf(plug)
-    else:
-        eid = getattr(plug, "endpointId", None)
-        ident = eid if isinstance(eid, int) else None
-        module = None
+    if console is None:
+        return {"id": None, "module": None, "description": _plugDescription(plug, console),
+                "uid": None, "user": None, "pid": None}
+    client = console.clientOf(plug)
+    uid = client.uid if client is not None and client.uid >= 0 else None
     return {
-        "id": ident,
-        "module": module,
+        "id": console.endpointId(plug),
+        "module": console.moduleOf(plug),
         "description": _plugDescription(plug, console),
         "uid": uid,
         "user": _userName(uid),
-        "pid": pid if isinstance(pid, int) else None,
+        "pid": client.pid if client is not None else None,
     }
 
 
@@ -170,8 +165,6 @@ def _portStatus(port, console, history: Optional[RateHistory]) -> dict:
     }
     for key, _, read, _ in PORT_COUNTERS:
         result[key] = read(port)
-    result["receiveDropFrames"] = port.inDropped
-    result["transmitDropFrames"] = port.outDropped
     series = history.series(port.number) if history is not None else []
     result["rates"] = dict(zip(RATE_FIELDS, series[-1])) if series else None
     result["history"] = [list(sample) for sample in series]

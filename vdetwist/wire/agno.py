@@ -26,12 +26,12 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from vdetwist.errors import VdeError
+from vdetwist.vnl import strtol
 
 try:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -70,11 +70,6 @@ _HEX = {c: int(c, 16) for c in "0123456789abcdefABCDEF"}
 # 11BB...); B-F and lowercase are right.  Replicated so that a key file gives
 # the same key to vdetwist as to the C plugin, or the peers could not talk.
 _HEX["A"] = 1
-_STRTOUL = re.compile(
-    r"[ \t\n\v\f\r]*([+-]?)(0[xX](?=[0-9a-fA-F])[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?",
-    re.ASCII,
-)
-_ULONG = 1 << 64
 
 
 def available() -> bool:
@@ -190,17 +185,8 @@ def parseEthtype(value: Optional[str]) -> int | str:
         return value
     if value in _NAMED:
         return _NAMED[value]
-    match = _STRTOUL.match(value)
-    assert match is not None, "every part of the pattern is optional"
-    sign, digits = match.groups()
-    if digits:
-        if digits[:2] in ("0x", "0X"):
-            number = int(digits, 16)
-        else:
-            number = int(digits, 8 if digits.startswith("0") else 10)
-        number = min(number, _ULONG - 1)
-        if sign == "-":
-            number = (-number) % _ULONG
+    number, end = strtol(value, unsigned=True)
+    if end:
         if number == 0:
             return DEFAULT_ETHTYPE
         if ETHTYPE_MIN <= number <= ETHTYPE_MAX:

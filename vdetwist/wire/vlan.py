@@ -24,6 +24,8 @@ import struct
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from vdetwist.vnl import strtol
+
 TPID_8021Q = 0x8100
 TPID_8021AD = 0x88A8
 #: C{UNTAGGED} value meaning: drop untagged frames coming from the VM.
@@ -32,34 +34,7 @@ VID_MASK = 0xFFF
 ETH_HDRLEN = 14
 TAG_LEN = 4
 
-_LONG_MAX = (1 << 63) - 1
-_LONG_MIN = -(1 << 63)
-_STRTOL = re.compile(
-    r"[ \t\n\v\f\r]*([+-]?)(0[xX](?=[0-9a-fA-F])[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?",
-    re.ASCII,
-)
 _SEPARATORS = re.compile(r"[.:]")
-
-
-def strtol(text: str) -> tuple[int, int]:
-    """
-    C{strtol(text, &end, 0)} on LP64: the value (clamped to a C C{long}) and
-    the index where parsing stopped (0 when nothing was parsed).
-    """
-    match = _STRTOL.match(text)
-    assert match is not None, "every part of the pattern is optional"
-    sign, digits = match.groups()
-    if not digits:
-        return 0, 0
-    if digits[:2] in ("0x", "0X"):
-        value = int(digits, 16)
-    elif digits.startswith("0"):
-        value = int(digits, 8)
-    else:
-        value = int(digits)
-    if sign == "-":
-        value = -value
-    return max(_LONG_MIN, min(_LONG_MAX, value)), match.end()
 
 
 def vlanNumber(text: str) -> int:
