@@ -648,3 +648,84 @@ class SlaacLifetimeTests(SynchronousTestCase):
         host.advance()
         self.assertIsNone(host.gateway6)
         self.assertIn(host.linkLocal, host.addresses6)
+
+
+class MemoryRegistry:
+    """
+    Opens every VNL as one end of an in-memory cable (the other end kept
+    in C{peers}), as L{vdetwist.registry.Registry.open} does.
+    """
+
+    def __init__(self) -> None:
+        self.peers: list = []
+        self.opened = 0
+
+    def open(self, reactor, vnl, description, args):
+        from twisted.internet.defer import succeed
+
+        self.opened += 1
+        mine, theirs = plugPair("stack", "peer", capacity=4096)
+        self.peers.append(theirs)
+        return succeed(mine)
+
+
+class SharedStackTests(SynchronousTestCase):
+    def open(self, clock, registry, **settings):
+        from vdetwist.stack.api import sharedStack
+
+        got = result(sharedStack(clock, "vde:///tmp/sw", registry=registry, **settings))
+        self.assertEqual(len(got), 1)
+        return got[0]
+
+    def test_sameSettingsShare(self) -> None:
+        """
+        Endpoints naming one network and address share a stack whether they
+        repeat its settings (spelt differently) or leave them out.
+        """
+        clock, registry = Clock(), MemoryRegistry()
+        first = self.open(clock, registry, ip="10.0.0.2/24", gw="10.0.0.1",
+                          mac="02:00:00:00:00:0A", ip6="fd00::2/64")
+        self.addCleanup(first.close)
+        self.assertIsInstance(first, VdeStack)
+        for settings in [{}, {"gw": "10.0.0.1"}, {"mac": "2:0:0:0:0:a"},
+                         {"ip6": "fd00:0::2/64", "mtu": None}]:
+            self.assertIs(self.open(clock, registry, ip="10.0.0.2/24", **settings), first)
+        self.assertEqual(registry.opened, 1)
+
+    def test_conflictNamesKeyAndValues(self) -> None:
+        """
+        A setting given differently from the one the shared stack was
+        opened with (or that it was opened without) fails in one line
+        naming the key and both values; the stack is left as it was.
+        """
+        clock, registry = Clock(), MemoryRegistry()
+        first = self.open(clock, registry, ip="10.0.0.2/24", gw="10.0.0.1", mtu="1500")
+        self.addCleanup(first.close)
+        for settings, words in [({"gw": "10.0.0.254"}, ["gw='10.0.0.254'", "gw='10.0.0.1'"]),
+                                ({"mtu": "9000"}, ["mtu='9000'", "mtu='1500'"]),
+                                ({"mac": "02:00:00:00:00:01"}, ["mac='02:00:00:00:00:01'",
+                                                                "without mac="])]:
+            failure = self.open(clock, registry, ip="10.0.0.2/24", **settings)
+            self.assertIsInstance(failure.value, StackConfigError)
+            message = str(failure.value)
+            self.assertNotIn("\n", message)
+            for word in words:
+                self.assertIn(word, message)
+        self.assertEqual(registry.opened, 1)
+        self.assertEqual(first.host.gateway4, bytes([10, 0, 0, 1]))
+
+    def test_conflictWhileOpening(self) -> None:
+        """
+        The check holds while the shared stack is still opening (waiting
+        for its DHCP lease).
+        """
+        from vdetwist.stack.api import sharedStack
+
+        clock, registry = Clock(), MemoryRegistry()
+        pending = result(sharedStack(clock, "vde:///tmp/sw", ip="dhcp", mtu="1400",
+                                     registry=registry))
+        self.assertEqual(pending, [])
+        failure = self.open(clock, registry, ip="dhcp", mtu="1500")
+        self.assertIn("mtu='1500' conflicts with mtu='1400'", str(failure.value))
+        clock.advance(31)  # no lease: the first fails, the stack closes
+        self.assertEqual(len(pending), 1)

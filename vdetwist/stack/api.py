@@ -10,7 +10,7 @@ per (reactor, network, address).
 from __future__ import annotations
 
 import weakref
-from ipaddress import IPv4Interface, IPv6Address, ip_address
+from ipaddress import IPv4Interface, IPv6Address, ip_address, ip_interface
 from typing import Any, Optional
 
 from twisted.internet import defer, error
@@ -22,7 +22,7 @@ from zope.interface import implementer
 from vdetwist.interfaces import IFrameReceiver, IVdePlug
 from vdetwist.registry import OpenArgs, Registry, registry
 from vdetwist.slirp.driver import Driver
-from vdetwist.stack.config import StackConfig, parseStackOptions
+from vdetwist.stack.config import StackConfig, StackConfigError, parseMac, parseStackOptions
 from vdetwist.stack.host import HostStack
 from vdetwist.stack.transport import (
     EngineSide, StackPort, StackTCPTransport, StackUDPPort, ntop,
@@ -355,6 +355,46 @@ def openStack(reactor, vnl: str, ip: Optional[str] = None, ip6: Optional[str] = 
 #: The stacks endpoints share, per reactor: (vnl, address) -> the stack, or
 #: the Deferreds waiting for it to open.
 _shared: "weakref.WeakKeyDictionary[Any, dict[tuple, Any]]" = weakref.WeakKeyDictionary()
+#: The other settings each shared stack was opened with, per reactor.
+_sharedSettings: "weakref.WeakKeyDictionary[Any, dict[tuple, dict[str, Optional[str]]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _normal(key: str, value: str) -> object:
+    """
+    A setting's value in a form where equal settings compare equal
+    (C{02:00:00:00:00:0A} and C{2:0:0:0:0:a}, C{fd00::1} and C{fd00:0::1}).
+    """
+    if key == "mac":
+        return parseMac(value)
+    if key == "mtu":
+        return int(value)
+    if key == "ip6" and value != "slaac":
+        return ip_interface(value)
+    if key in ("gw", "dns"):
+        return frozenset(ip_address(word) for word in value.split(","))
+    return value
+
+
+def _checkShared(where: str, opened: dict[str, Optional[str]],
+                 asked: dict[str, Optional[str]]) -> None:
+    """
+    @raise StackConfigError: C{asked} sets a key differently from the
+        settings the shared stack was C{opened} with (a setting left out is
+        no conflict: the endpoint takes the stack as it is).
+    """
+    for key, value in asked.items():
+        if value is None:
+            continue
+        was = opened.get(key)
+        if was is None:
+            raise StackConfigError(
+                f"vdestack: {key}={value!r} but the stack {where} was opened without {key}=:"
+                f" give endpoints sharing a stack the same settings")
+        if _normal(key, value) != _normal(key, was):
+            raise StackConfigError(
+                f"vdestack: {key}={value!r} conflicts with {key}={was!r} of the stack {where}:"
+                f" give endpoints sharing a stack the same settings")
 
 
 def sharedStack(reactor, vnl: str, ip: Optional[str], ip6: Optional[str] = None,
@@ -362,14 +402,22 @@ def sharedStack(reactor, vnl: str, ip: Optional[str], ip6: Optional[str] = None,
                 mtu: Optional[str] = None, registry: Registry = registry) -> defer.Deferred:
     """
     The stack of this reactor on C{vnl} with address C{ip} (or, without
-    one, C{ip6}): opened on first use with the settings given then, shared
-    by every endpoint naming the same network and address (one host per
-    address, whatever else they say), closed when its last port or
-    connection ends.
+    one, C{ip6}): opened on first use, shared by every endpoint naming the
+    same network and address (one host per address), closed when its last
+    port or connection ends.  An endpoint giving another value for a
+    setting than the one the stack was opened with fails with a
+    L{StackConfigError} naming the key and both values.
     """
     stacks = _shared.setdefault(reactor, {})
+    settings = _sharedSettings.setdefault(reactor, {})
     key = (vnl, ip or ip6)
+    asked = {"ip6": ip6, "gw": gw, "mac": mac, "mtu": mtu}
     found = stacks.get(key)
+    if found is not None:
+        try:
+            _checkShared(f"on {vnl} at {ip or ip6}", settings[key], asked)
+        except StackConfigError:
+            return defer.fail()
     if isinstance(found, VdeStack):
         return defer.succeed(found)
     result: defer.Deferred = defer.Deferred()
@@ -377,18 +425,23 @@ def sharedStack(reactor, vnl: str, ip: Optional[str], ip6: Optional[str] = None,
         found.append(result)
         return result
     waiting = stacks[key] = [result]
+    settings[key] = asked
     opening = openStack(reactor, vnl, ip=ip, ip6=ip6, gw=gw, mac=mac, mtu=mtu,
                         registry=registry)
 
+    def forget() -> None:
+        stacks.pop(key, None)
+        settings.pop(key, None)
+
     def opened(stack: VdeStack) -> None:
         stack.shared = True
-        stack.onClose.append(lambda: stacks.pop(key, None))
+        stack.onClose.append(forget)
         stacks[key] = stack
         for d in waiting:
             d.callback(stack)
 
     def failed(reason: Failure) -> None:
-        stacks.pop(key, None)
+        forget()
         for d in waiting:
             d.errback(reason)
 

@@ -11,7 +11,8 @@ Values with colons (VNLs, IPv6 addresses) are quoted with
 C{twisted.internet.endpoints.quoteStringArgument}.  Within one reactor,
 endpoints naming the same network and address share one stack
 (L{vdetwist.stack.api.sharedStack}): a program's servers and clients are
-one machine.
+one machine; their other settings must agree (a conflict fails naming the
+key).
 """
 
 from __future__ import annotations
