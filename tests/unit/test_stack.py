@@ -729,3 +729,222 @@ class SharedStackTests(SynchronousTestCase):
         self.assertIn("mtu='1500' conflicts with mtu='1400'", str(failure.value))
         clock.advance(31)  # no lease: the first fails, the stack closes
         self.assertEqual(len(pending), 1)
+
+
+class Router:
+    """
+    A stack at A4/A6 whose peer is a hand-driven router at C4/C6 (MAC_C):
+    the test reads what the stack sends and answers with its own frames.
+    """
+
+    C4, C6 = "10.5.0.9", "fd05::9"
+
+    def __init__(self, test: SynchronousTestCase) -> None:
+        from ipaddress import ip_address
+
+        from vdetwist.testing import FrameCollector
+
+        self.clock = Clock()
+        left, self.plug = plugPair("stack", "router", capacity=4096)
+        self.stack = VdeStack(self.clock, left, StackConfig(
+            mac=MAC_A, ip4=IPv4Interface(f"{A4}/24"), ip6=_iface6(A6)))
+        self.stack.host.strict = True
+        self.seen = FrameCollector()
+        self.plug.startReceiving(self.seen)
+        for address in (self.C4, self.C6):
+            self.stack.host.link.learn(ip_address(address).packed, MAC_C)
+        test.addCleanup(self.stack.close)
+
+    def sent(self, proto: int) -> bytes:
+        """
+        The last IP packet of protocol C{proto} the stack sent.
+        """
+        for frame in reversed(self.seen.frames):
+            packet = frame[P.ETH_HLEN:]
+            if (packet[9] if packet[0] >> 4 == 4 else packet[6]) == proto:
+                return packet
+        raise AssertionError(f"no packet of protocol {proto} was sent")
+
+    def answer(self, kind: int, code: int, packet: bytes) -> None:
+        """
+        An ICMP error of C{kind} and C{code} quoting C{packet}, from the
+        router.
+        """
+        from vdetwist.slirp.ipv4 import unreachable
+        from vdetwist.slirp.ipv6 import unreachable6
+
+        if packet[0] >> 4 == 4:
+            error = unreachable(packet, code, bytes([10, 5, 0, 9]), kind)
+            frame = P.ETH.pack(MAC_A, MAC_C, P.ETH_IP) + error
+        else:
+            from ipaddress import ip_address
+
+            error = unreachable6(packet, code, ip_address(self.C6).packed, kind)
+            frame = P.ETH.pack(MAC_A, MAC_C, P.ETH_IPV6) + error
+        self.plug.send(frame)
+        self.clock.advance(0)
+
+
+MAC_C = b"\x02\0\0\0\0\x0c"
+
+
+class IcmpErrorTests(SynchronousTestCase):
+    """
+    ICMP errors reach sockets as a kernel delivers them.
+    """
+
+    def connecting(self, router: Router, host: str):
+        got = result(router.stack.connectTCP(host, 80, Factory.forProtocol(Recorder)))
+        router.clock.advance(0)
+        self.assertEqual(got, [])
+        return got
+
+    def test_connectRefused(self) -> None:
+        """
+        A SYN answered with ICMP port (or protocol) unreachable fails the
+        connect with ConnectionRefusedError at once, both families.
+        """
+        for host, kind, code in ((Router.C4, 3, 3), (Router.C4, 3, 2), (Router.C6, 1, 4)):
+            router = Router(self)
+            got = self.connecting(router, host)
+            router.answer(kind, code, router.sent(P.PROTO_TCP))
+            self.assertEqual(len(got), 1)
+            got[0].trap(error.ConnectionRefusedError)
+            self.assertIn("unreachable", str(got[0].value))
+            self.assertEqual(router.stack.host.tcp.conns, {})
+
+    def test_connectUnreachable(self) -> None:
+        """
+        A SYN answered with host or network unreachable, or time exceeded,
+        fails the connect with NoRouteError in one line.
+        """
+        for host, kind, code in ((Router.C4, 3, 1), (Router.C4, 3, 0), (Router.C4, 11, 0),
+                                 (Router.C6, 1, 3), (Router.C6, 3, 0)):
+            router = Router(self)
+            got = self.connecting(router, host)
+            router.answer(kind, code, router.sent(P.PROTO_TCP))
+            self.assertEqual(len(got), 1)
+            got[0].trap(error.NoRouteError)
+            self.assertNotIn("\n", str(got[0].value))
+
+    def test_forgedQuoteIgnored(self) -> None:
+        """
+        An error quoting a sequence number the SYN did not carry (a blind
+        attacker's guess) changes nothing.
+        """
+        router = Router(self)
+        got = self.connecting(router, Router.C4)
+        syn = bytearray(router.sent(P.PROTO_TCP))
+        seq = int.from_bytes(syn[24:28], "big")
+        syn[24:28] = ((seq + 1) & 0xFFFFFFFF).to_bytes(4, "big")
+        router.answer(3, 3, bytes(syn))
+        self.assertEqual(got, [])
+        self.assertEqual(router.stack.host.stats["tcp_icmp_soft_errors"], 1)
+
+    def test_establishedIgnoresErrors(self) -> None:
+        """
+        An established connection takes ICMP errors quoting its segments
+        as soft errors: it carries on (RFC 1122 4.2.3.9, Linux without
+        IP_RECVERR).
+        """
+        net = Network(self)
+        servers: list = []
+        net.b.listenTCP(80, Factory.forProtocol(lambda: servers.append(Recorder()) or servers[-1]))
+        client = result(net.a.connectTCP(B4, 80, Factory.forProtocol(Recorder)))
+        net.until(lambda: client and servers, "the connection")
+        conn = next(iter(net.a.host.tcp.conns.values()))
+        segment = P.tcpSegment(bytes([10, 5, 0, 1]), bytes([10, 5, 0, 2]), conn.rport,
+                               conn.gport, conn.sndUna, 0, 0x10, 1000)
+        quoted = P.ipv4(bytes([10, 5, 0, 1]), bytes([10, 5, 0, 2]), P.PROTO_TCP, segment)
+        from vdetwist.slirp.ipv4 import unreachable
+
+        for code in (1, 3):
+            net.b.plug.send(P.ETH.pack(MAC_A, MAC_B, P.ETH_IP)
+                            + unreachable(quoted, code, bytes([10, 5, 0, 2])))
+        net.run(0.1)
+        self.assertEqual(net.a.host.stats["tcp_icmp_soft_errors"], 2)
+        client[0].transport.write(b"still here")
+        net.until(lambda: servers[0].received() == b"still here", "the data")
+        self.assertIsNone(client[0].reason)
+
+    def test_connectedUdpRefused(self) -> None:
+        """
+        A port unreachable for a datagram a connected UDP port sent calls
+        its protocol's connectionRefused; an unconnected port hears
+        nothing (as a kernel's sockets).
+        """
+        for host, kind, code in ((Router.C4, 3, 3), (Router.C6, 1, 4)):
+            router = Router(self)
+
+            class Refusable(DatagramProtocol):
+                refused = 0
+
+                def connectionRefused(self) -> None:
+                    self.refused += 1
+
+            connected, loose = Refusable(), Refusable()
+            interface = "::" if ":" in host else ""
+            router.stack.listenUDP(0, connected, interface).connect(host, 53)
+            router.stack.listenUDP(0, loose, interface)
+            connected.transport.write(b"query")
+            router.clock.advance(0)
+            router.answer(kind, code, router.sent(P.PROTO_UDP))
+            loose.transport.write(b"query", (host, 53))
+            router.clock.advance(0)
+            router.answer(kind, code, router.sent(P.PROTO_UDP))
+            self.assertEqual((connected.refused, loose.refused), (1, 0))
+
+    def test_udpConnect(self) -> None:
+        """
+        A connected UDP port receives only its peer's datagrams and writes
+        without an address; bad connects are refused as Twisted's are.
+        """
+        net = Network(self)
+
+        class Keep(DatagramProtocol):
+            def __init__(self) -> None:
+                self.got: list = []
+
+            def datagramReceived(self, data, addr) -> None:
+                self.got.append((data, addr))
+
+        mine, peer, stranger = Keep(), Keep(), Keep()
+        port = net.a.listenUDP(0, mine)
+        net.b.listenUDP(53, peer)
+        net.b.listenUDP(54, stranger)
+        port.connect(B4, 53)
+        with self.assertRaises(RuntimeError):
+            port.connect(B4, 54)
+        with self.assertRaises(error.InvalidAddressError):
+            net.a.listenUDP(0, Keep()).connect("example.com", 53)
+        with self.assertRaises(error.InvalidAddressError):
+            port.write(b"elsewhere", (B4, 54))
+        mine.transport.write(b"hello")
+        net.until(lambda: peer.got, "the datagram")
+        stranger.transport.write(b"spam", (A4, port.getHost().port))
+        peer.transport.write(b"answer", peer.got[0][1])
+        net.until(lambda: mine.got, "the answer")
+        net.run(0.1)
+        self.assertEqual(mine.got, [(b"answer", (B4, 53))])
+
+    def test_reassemblyTimeExceeded(self) -> None:
+        """
+        A datagram whose first fragment came but not the rest is answered,
+        once reassembly gives up, with ICMP time exceeded (code 1)
+        quoting it.
+        """
+        router = Router(self)
+        payload = P.udpSegment(bytes([10, 5, 0, 9]), bytes([10, 5, 0, 1]), 9, 9, b"x" * 64)
+        packet = bytearray(P.ipv4(bytes([10, 5, 0, 9]), bytes([10, 5, 0, 1]), P.PROTO_UDP,
+                                  payload))
+        packet[6] = 0x20  # more fragments
+        packet[10:12] = b"\0\0"
+        from vdetwist.wire.checksum import checksum
+
+        packet[10:12] = checksum(bytes(packet[:20])).to_bytes(2, "big")
+        router.plug.send(P.ETH.pack(MAC_A, MAC_C, P.ETH_IP) + bytes(packet))
+        router.clock.advance(0)
+        router.clock.pump([1.0] * 70)
+        icmp = router.sent(P.PROTO_ICMP)
+        self.assertEqual((icmp[20], icmp[21]), (11, 1))
+        self.assertEqual(icmp[28 + 12 : 28 + 20], bytes([10, 5, 0, 9, 10, 5, 0, 1]))

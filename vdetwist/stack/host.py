@@ -27,12 +27,13 @@ from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import SlirpConfig
 from vdetwist.slirp.dhcp import ND_NA, ND_NS, ND_RA
 from vdetwist.slirp.ipv4 import (
-    ICMP_ECHO, ICMP_ECHO_REPLY, UNREACH_PORT, UNREACH_PROTOCOL, Reassembler, unreachable,
+    ICMP_ECHO, ICMP_ECHO_REPLY, ICMP_TIME_EXCEEDED, ICMP_UNREACH, UNREACH_PORT, UNREACH_PROTOCOL,
+    Reassembler, unreachable,
 )
 from vdetwist.slirp.ipv4 import parse as parse4
 from vdetwist.slirp.ipv6 import (
-    FRAGMENT_HLEN, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, UNREACH6_PORT, Reassembler6, l4ok,
-    unreachable6,
+    FRAGMENT_HLEN, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, ICMP6_TIME_EXCEEDED, ICMP6_UNREACH,
+    UNREACH6_PORT, Reassembler6, l4ok, unreachable6,
 )
 from vdetwist.slirp.ipv6 import parse as parse6
 from vdetwist.slirp.timers import TimerHeap
@@ -57,6 +58,11 @@ ALL_NODES = P.IP6_ALL_NODES
 class DatagramReceiver(Protocol):
     def __call__(self, data: bytes, source: bytes, port: int) -> None:
         ...
+
+
+#: What a UDP port hears of an ICMP port unreachable quoting one of its
+#: datagrams: called with the datagram's destination address and port.
+Refused = Callable[[bytes, int], None]
 
 
 class HostStack:
@@ -112,8 +118,9 @@ class HostStack:
         self.link = Neighbours(self)
         self.tcp = StackTcp(cast("LayerContext", self))
         self.udp: dict[tuple[int, int], tuple[Optional[bytes], DatagramReceiver]] = {}
-        self.reassembler = Reassembler(None)
-        self.reassembler6 = Reassembler6(None)
+        self.udpRefused: dict[tuple[int, int], Refused] = {}
+        self.reassembler = Reassembler(self._reassemblyTimedOut)
+        self.reassembler6 = Reassembler6(self._reassemblyTimedOut)
         self.housekeeping = self.timer(self._housekeep)
         #: frames to our own addresses, taken in at the next turn (not
         #: inside the send that made them)
@@ -369,10 +376,11 @@ class HostStack:
     # -- UDP ports ------------------------------------------------------------
 
     def bindUDP(self, family: int, address: Optional[bytes], port: int,
-                receiver: DatagramReceiver) -> int:
+                receiver: DatagramReceiver, refused: Optional[Refused] = None) -> int:
         """
         Deliver datagrams to C{port} (0: an ephemeral one) of C{address}
-        (or any of ours); returns the port.
+        (or any of ours), and ICMP port unreachables quoting the port's
+        datagrams to C{refused}; returns the port.
 
         @raise OSError: the port is taken.
         """
@@ -386,10 +394,13 @@ class HostStack:
         if (family, port) in self.udp:
             raise OSError(errno.EADDRINUSE, f"UDP port {port} is already bound")
         self.udp[(family, port)] = (address, receiver)
+        if refused is not None:
+            self.udpRefused[(family, port)] = refused
         return port
 
     def unbindUDP(self, family: int, port: int) -> None:
         self.udp.pop((family, port), None)
+        self.udpRefused.pop((family, port), None)
 
     # -- input ----------------------------------------------------------------
 
@@ -518,6 +529,10 @@ class HostStack:
                                                   reply))
         elif kind == ICMP_ECHO_REPLY:
             self._echoReply(message)
+        elif kind == ICMP_UNREACH or kind == ICMP_TIME_EXCEEDED:
+            code = message[1] if kind == ICMP_UNREACH else -1
+            self._icmpError(message[8:], code in (UNREACH_PROTOCOL, UNREACH_PORT),
+                            code == UNREACH_PORT)
 
     def _echoReply(self, message: bytes) -> None:
         ident, seq = struct.unpack_from("!HH", message, 4)
@@ -588,4 +603,55 @@ class HostStack:
             self.link.send6(source, P.ipv6(destination, source, P.PROTO_ICMPV6, reply))
         elif kind == ICMP6_ECHO_REPLY:
             self._echoReply(packet[40:])
+        elif kind == ICMP6_UNREACH or kind == ICMP6_TIME_EXCEEDED:
+            port = kind == ICMP6_UNREACH and packet[41] == UNREACH6_PORT
+            self._icmpError(packet[48:], port, port)
+
+    def _icmpError(self, quote: bytes, refused: bool, portUnreachable: bool) -> None:
+        """
+        An ICMP error quoting a packet we sent, as a kernel takes it: to a
+        TCP connection still opening it is fatal (C{refused}: the port or
+        protocol is closed; else the host is unreachable), to an
+        established one it is a soft error and ignored (RFC 1122 4.2.3.9);
+        a port unreachable reaches a connected UDP port.
+        """
+        if len(quote) < 20:
+            self.stats["icmp_bad"] += 1
+            return
+        if quote[0] >> 4 == 4:
+            ihl = (quote[0] & 0x0F) << 2
+            proto, source, destination = quote[9], quote[12:16], quote[16:20]
+            ours = source == self.address4
+        else:
+            ihl = 40
+            proto, source, destination = quote[6], quote[8:24], quote[24:40]
+            ours = source in self.addresses6
+        if not ours or len(quote) < ihl + 8:
+            self.stats["icmp_bad"] += 1
+            return
+        self.stats["icmp_errors_in"] += 1
+        sport = (quote[ihl] << 8) | quote[ihl + 1]
+        dport = (quote[ihl + 2] << 8) | quote[ihl + 3]
+        if proto == P.PROTO_TCP:
+            seq = struct.unpack_from("!I", quote, ihl + 4)[0]
+            self.tcp.icmpError(source, sport, destination, dport, seq, refused)
+        elif proto == P.PROTO_UDP and portUnreachable:
+            hook = self.udpRefused.get((4 if len(source) == 4 else 6, sport))
+            if hook is not None:
+                hook(destination, dport)
+
+    def _reassemblyTimedOut(self, quote: bytes) -> None:
+        """
+        A datagram to us whose first fragment came was not completed in
+        time: ICMP time exceeded, code 1, to its (unicast) source.
+        """
+        self.stats["reassembly_timeouts"] += 1
+        if quote[0] >> 4 == 4:
+            source, destination = quote[12:16], quote[16:20]
+            if destination == self.address4 and source[0] < 224 and source != P.IP4_ANY:
+                self.link.send4(source, unreachable(quote, 1, destination, ICMP_TIME_EXCEEDED))
+        else:
+            source, destination = quote[8:24], quote[24:40]
+            if destination in self.addresses6 and source[0] != 0xFF and source != P.IP6_ANY:
+                self.link.send6(source, unreachable6(quote, 1, destination, ICMP6_TIME_EXCEEDED))
 

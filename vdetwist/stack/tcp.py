@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from vdetwist.slirp.hostapi import IStream
-from vdetwist.slirp.tcp import ESTABLISHED, TcpConn, TcpLayer
+from vdetwist.slirp.tcp import ESTABLISHED, SYN_RCVD, SYN_SENT, TcpConn, TcpLayer
 
 #: The ephemeral ports of active opens (Linux's default range).
 EPHEMERAL_LOW = 32768
@@ -54,6 +54,9 @@ class StackConn(TcpConn):
     """
 
     stream: Optional[IStackStream] = None
+    #: Why an opening failed on an ICMP error: "refused" (port or protocol
+    #: unreachable) or "unreachable" (any other).
+    icmpError: Optional[str] = None
 
     def _established(self) -> None:
         super()._established()
@@ -156,6 +159,25 @@ class StackTcp(TcpLayer):
         self._add(conn)
         conn.openToGuest(stream)
         return conn
+
+    def icmpError(self, local: bytes, port: int, peer: bytes, peerPort: int, seq: int,
+                  refused: bool) -> None:
+        """
+        An ICMP error quoting a segment we sent with sequence number
+        C{seq}.  As Linux: a connection opening (its SYN or SYN-ACK quoted)
+        is given up, the application told why (an active open fails with
+        it); an established one only counts it (a soft error).
+        """
+        conn = self.conns.get((peer, peerPort, local, port))
+        stats = self.context.stats
+        if not isinstance(conn, StackConn) or seq != conn.iss or \
+                conn.state not in (SYN_SENT, SYN_RCVD):
+            stats["tcp_icmp_soft_errors"] += 1
+            return
+        stats["tcp_icmp_aborted"] += 1
+        conn.icmpError = "refused" if refused else "unreachable"
+        conn.hostSide.abort()
+        conn._remove()
 
     def established(self) -> list[StackConn]:
         """

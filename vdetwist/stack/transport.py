@@ -107,8 +107,14 @@ class StackTCPTransport:
     def reset(self) -> None:
         if not self.connected:
             conn = self.conn
-            if conn is not None and conn.rtx.retries:
-                reason: Exception = error.TCPTimedOutError(string="no answer to SYN")
+            if conn is not None and conn.icmpError == "unreachable":
+                reason: Exception = error.NoRouteError(
+                    string=f"ICMP unreachable from the way to {ntop(conn.peer[0])}")
+            elif conn is not None and conn.icmpError == "refused":
+                reason = error.ConnectionRefusedError(
+                    string=f"ICMP port unreachable from {ntop(conn.peer[0])}")
+            elif conn is not None and conn.rtx.retries:
+                reason = error.TCPTimedOutError(string="no answer to SYN")
             else:
                 reason = error.ConnectionRefusedError()
             self.disconnected = True
@@ -365,29 +371,73 @@ class StackUDPPort:
         self.maxPacketSize = maxPacketSize
         self.listening = False
 
+    #: The peer of a connected port (L{connect}): packed address, port.
+    connected: Optional[tuple[bytes, int]] = None
+
     def startListening(self) -> None:
-        self.port = self.stack.host.bindUDP(self.family, self.address, self.port, self._received)
+        self.port = self.stack.host.bindUDP(self.family, self.address, self.port, self._received,
+                                            self._refused)
         self.listening = True
         self.stack.hold()
         self.protocol.makeConnection(self)
 
     def _received(self, data: bytes, source: bytes, port: int) -> None:
+        connected = self.connected
+        if connected is not None and (source, port) != connected:
+            return
         if len(data) <= self.maxPacketSize:
             self.protocol.datagramReceived(data, (ntop(source), port))
 
-    def write(self, datagram: bytes, addr: tuple[str, int]) -> None:
+    def _refused(self, destination: bytes, port: int) -> None:
+        # as a kernel: only a connected socket hears of its datagrams' ICMP
+        # port unreachables
+        if (destination, port) == self.connected:
+            self.protocol.connectionRefused()
+
+    def connect(self, host: str, port: int) -> None:
         """
-        Send C{datagram} to C{addr}, a (literal address, port) pair.
+        Talk to C{host}:C{port} only (as C{IUDPTransport.connect}): only its
+        datagrams are received, C{write} needs no address, and an ICMP port
+        unreachable for one it was sent calls the protocol's
+        C{connectionRefused}.
+
+        @raise error.InvalidAddressError: C{host} is not an IP address of
+            the port's family.
+        @raise RuntimeError: the port is connected already.
+        """
+        from ipaddress import ip_address
+
+        if self.connected is not None:
+            raise RuntimeError("already connected, reconnecting is not currently supported")
+        try:
+            peer = ip_address(host).packed
+        except ValueError:
+            peer = b""
+        if len(peer) != (4 if self.family == 4 else 16):
+            raise error.InvalidAddressError(host, f"not an IPv{self.family} address")
+        self.connected = (peer, port)
+
+    def write(self, datagram: bytes, addr: Optional[tuple[str, int]] = None) -> None:
+        """
+        Send C{datagram} to C{addr}, a (literal address, port) pair (or,
+        connected, to the peer).
 
         @raise ValueError: the address is not an IP address literal.
         """
         from ipaddress import ip_address
 
-        host, port = addr[0], addr[1]
-        destination = ip_address(host).packed
+        connected = self.connected
+        if addr is None:
+            if connected is None:
+                raise error.InvalidAddressError(None, "write needs an address when not connected")
+            destination, port = connected
+        else:
+            destination, port = ip_address(addr[0]).packed, addr[1]
+            if connected is not None and (destination, port) != connected:
+                raise error.InvalidAddressError(addr[0], f"connected to {ntop(connected[0])}")
         self.stack.host.sendUDP(self.address, self.port, destination, port, datagram)
 
-    def writeSequence(self, seq, addr) -> None:
+    def writeSequence(self, seq, addr: Optional[tuple[str, int]] = None) -> None:
         self.write(b"".join(seq), addr)
 
     def stopListening(self):
