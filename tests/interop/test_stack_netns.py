@@ -21,7 +21,7 @@ import sys
 from twisted.internet import defer, error, reactor
 from twisted.internet.endpoints import clientFromString, quoteStringArgument, serverFromString
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import resource, server, static
 from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
@@ -280,6 +280,65 @@ class SlirpTests(TestCase):
         (stack,) = stacks
         self.assertEqual(stack.addresses()[0], "10.0.2.15/24")
         self.assertEqual(stack.host.dhcp.stateName, "BOUND")
+        yield stack.close()
+
+    @defer.inlineCallbacks
+    def test_dhcpResolvesNames(self):
+        """
+        On slirp:// with ip=dhcp, a client endpoint's host= name is
+        resolved over the stack with the name server DHCP gave (slirp's
+        10.0.2.3, relaying to the host's resolver: here a twisted.names
+        server on a loopback address answering from a hosts file), and
+        fetches from the host through the address it names; a name that
+        does not resolve fails in one line naming it.
+        """
+        import random
+
+        from twisted.names import dns, hosts
+        from twisted.names import server as dnsServer
+
+        from vdetwist.stack.api import _shared
+
+        address = f"127.53.{os.getpid() % 250}.{random.randint(1, 250)}"
+        table = self.mktemp()
+        with open(table, "w") as f:
+            f.write("10.0.2.2 webhost.vdetwist.test\n")
+        factory = dnsServer.DNSServerFactory(clients=[hosts.Resolver(file=table)])
+        try:
+            port = reactor.listenUDP(53, dns.DNSDatagramProtocol(factory), interface=address)
+        except error.CannotListenError as e:
+            raise SkipTest(f"cannot run a name server on port 53 (root needed): {e}")
+        self.addCleanup(port.stopListening)
+        resolv = self.mktemp()
+        with open(resolv, "w") as f:
+            f.write(f"nameserver {address}\n")
+        os.environ["VDETWIST_RESOLV_CONF"] = resolv
+        self.addCleanup(os.environ.pop, "VDETWIST_RESOLV_CONF", None)
+        data = os.urandom(64 * 1024)
+        listening = reactor.listenTCP(0, site(data), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        vnl = quoteStringArgument("slirp://")
+        stacks = []
+
+        @implementer(IAgentEndpointFactory)
+        class Strings:
+            def endpointForURI(self, uri):
+                return clientFromString(
+                    reactor, f"vdestack:vnl={vnl}:ip=dhcp:host={uri.host.decode()}"
+                    f":port={uri.port}")
+
+        agent = Agent.usingEndpointFactory(reactor, Strings())
+        response = yield agent.request(
+            b"GET", f"http://webhost.vdetwist.test:{listening.getHost().port}/file".encode())
+        stacks.extend(_shared[reactor].values())
+        body = yield readBody(response)
+        self.assertEqual(body, data)
+        (stack,) = stacks
+        self.assertEqual(stack.host.nameServers(), [bytes([10, 0, 2, 3])])
+        failed = yield self.assertFailure(
+            agent.request(b"GET", b"http://nowhere.vdetwist.test/"), error.DNSLookupError)
+        self.assertIn("'nowhere.vdetwist.test' does not resolve", str(failed))
+        self.assertNotIn("\n", str(failed))
         yield stack.close()
 
 

@@ -540,8 +540,13 @@ class EndpointStringTests(SynchronousTestCase):
             self.assertIn(key, str(caught.exception))
             self.assertNotIn("\n", str(caught.exception))
         with self.assertRaises(ValueError) as caught:
-            clientFromString(Clock(), f"vdestack:vnl={vnl}:ip=dhcp:host=example.com:port=80")
+            clientFromString(Clock(), f"vdestack:vnl={vnl}:ip=dhcp:host=exa mple:port=80")
         self.assertIn("host=", str(caught.exception))
+        with self.assertRaises(ValueError) as caught:
+            clientFromString(Clock(), f"vdestack:vnl={vnl}:ip=dhcp:dns=ns:host=a.test:port=80")
+        self.assertIn("dns='ns'", str(caught.exception))
+        named = clientFromString(Clock(), f"vdestack:vnl={vnl}:ip=dhcp:host=web.test.:port=80")
+        self.assertEqual(named.host, "web.test.")
 
 
 class AutoconfTests(SynchronousTestCase):
@@ -948,3 +953,105 @@ class IcmpErrorTests(SynchronousTestCase):
         icmp = router.sent(P.PROTO_ICMP)
         self.assertEqual((icmp[20], icmp[21]), (11, 1))
         self.assertEqual(icmp[28 + 12 : 28 + 20], bytes([10, 5, 0, 9, 10, 5, 0, 1]))
+
+
+class ResolveTests(SynchronousTestCase):
+    """
+    Names resolved with twisted.names over the stack's own UDP: stack B
+    runs a twisted.names server from a hosts file.
+    """
+
+    def setUp(self) -> None:
+        from twisted.names import dns, hosts, server
+
+        self.net = Network(self)
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"{B4} web.vdetwist.test\n{B6} web.vdetwist.test\n")
+        factory = server.DNSServerFactory(clients=[hosts.Resolver(file=path)])
+        self.net.b.listenUDP(53, dns.DNSDatagramProtocol(factory))
+        self.net.b.listenUDP(53, dns.DNSDatagramProtocol(factory), "::")
+
+    def test_connectByName(self) -> None:
+        """
+        connectTCP and the client endpoint take a name, resolved with the
+        name server the stack was given.
+        """
+        net = self.net
+        net.a.host.dnsServers4 = [bytes([10, 5, 0, 2])]  # as DHCP gives it
+        servers: list = []
+        net.b.listenTCP(80, Factory.forProtocol(lambda: servers.append(Recorder())
+                                                or servers[-1]))
+        client = result(net.a.clientEndpoint("web.vdetwist.test", 80)
+                        .connect(Factory.forProtocol(Recorder)))
+        net.until(lambda: client and servers, "the connection")
+        self.assertEqual(client[0].transport.getPeer(), IPv4Address("TCP", B4, 80))
+        self.assertEqual(net.a.host.stats["udp_in"], 1)  # the answer
+
+    def test_ipv6Only(self) -> None:
+        """
+        A stack without IPv4 asks for AAAA records, of an IPv6 name server
+        (C{dns=}).
+        """
+        from ipaddress import IPv6Address as Address
+
+        net = self.net
+        net.a.host.setAddress4(None)
+        net.a.host.settings = StackConfig(mac=MAC_A, dns=(Address(B6),))
+        got = result(net.a.resolve("web.vdetwist.test"))
+        net.until(lambda: got, "the answer")
+        self.assertEqual(got, [B6])
+
+    def test_overTCP(self) -> None:
+        """
+        The resolver asks over the stack's TCP when it must (a truncated
+        answer); a name server it cannot reach fails the query.
+        """
+        from twisted.names import dns, hosts, server
+
+        net = self.net
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"{B4} web.vdetwist.test\n")
+        net.b.listenTCP(53, server.DNSServerFactory(clients=[hosts.Resolver(file=path)]))
+        net.a.host.dnsServers4 = [bytes([10, 5, 0, 2])]
+        got = result(net.a.resolver().queryTCP([dns.Query(b"web.vdetwist.test", dns.A)]))
+        net.until(lambda: got, "the answer over TCP")
+        self.assertEqual(got[0].answers[0].payload.dottedQuad(), B4)
+        net.b.close()
+        net.run(0.1)
+        refused = result(net.a.resolver().queryTCP([dns.Query(b"web.vdetwist.test", dns.A)]))
+        net.until(lambda: refused, "the failure", seconds=60)
+        self.assertIsInstance(refused[0].value, error.ConnectError)
+
+    def test_unknownName(self) -> None:
+        """
+        A name that does not resolve fails in one line naming it; so does
+        any name without a name server.
+        """
+        net = self.net
+        got = result(net.a.connectTCP("web.vdetwist.test", 80, Factory.forProtocol(Recorder)))
+        got[0].trap(error.DNSLookupError)
+        self.assertIn("'web.vdetwist.test'", str(got[0].value))
+        self.assertIn("dns=", str(got[0].value))
+        net.a.host.dnsServers4 = [bytes([10, 5, 0, 2])]
+        got = result(net.a.connectTCP("nowhere.vdetwist.test", 80,
+                                      Factory.forProtocol(Recorder)))
+        net.until(lambda: got, "the answer")
+        got[0].trap(error.DNSLookupError)
+        message = str(got[0].value)
+        self.assertIn("'nowhere.vdetwist.test' does not resolve", message)
+        self.assertNotIn("\n", message)
+        self.assertEqual(result(net.a.resolve(B6)), [B6])
+
+    def test_silentServer(self) -> None:
+        """
+        A name server that does not answer: the lookup fails once its
+        retries are spent, naming the server.
+        """
+        net = self.net
+        net.a.host.dnsServers4 = [bytes([10, 5, 0, 77])]
+        got = result(net.a.resolve("web.vdetwist.test", timeout=6))
+        net.until(lambda: got, "the lookup to give up", seconds=20)
+        got[0].trap(error.DNSLookupError)
+        self.assertIn("no answer from 10.5.0.77", str(got[0].value))

@@ -66,6 +66,7 @@ class VdeStack:
         self.closed: defer.Deferred = defer.Deferred()
         self.onClose: list = []
         self._pingSeq = 0
+        self._resolver: Any = None
         plug.registerProducer(self, True)
         plug.startReceiving(self)
         self.host.start()
@@ -161,6 +162,59 @@ class VdeStack:
         call = self.reactor.callLater(timeout, expired)
         return d
 
+    # -- names -------------------------------------------------------------------
+
+    def resolve(self, name: str, timeout: float = 10.0) -> defer.Deferred:
+        """
+        The address of C{name} (an IPv4 one when the stack has IPv4, else
+        an IPv6 one), asked with twisted.names over the stack's own UDP of
+        the name servers the stack was given (C{dns=}) or DHCP gave: a
+        Deferred address string (at once for an address literal), or
+        failing with C{DNSLookupError} naming C{name}.
+        """
+        try:
+            return defer.succeed(str(ip_address(name)))
+        except ValueError:
+            pass
+        servers = self.host.nameServers()
+        if not servers:
+            return defer.fail(error.DNSLookupError(
+                f"vdestack: cannot resolve {name!r}: no name server (DHCP gave none; give dns=)"))
+        resolver = self.resolver()
+        seconds = (1, 3, max(1.0, timeout - 4))
+        if self.host.address4 is not None:
+            looked = resolver.getHostByName(name, seconds)
+        else:
+            looked = resolver.lookupIPV6Address(name, seconds).addCallback(_firstAAAA)
+
+        def failed(reason: Failure) -> Failure:
+            from twisted.names import error as dnsError
+
+            if reason.check(dnsError.DNSNameError):
+                why = "no such name"
+            elif reason.check(defer.TimeoutError, dnsError.DNSQueryTimeoutError):
+                why = "no answer from " + ", ".join(ntop(s) for s in servers)
+            elif reason.check(error.DNSLookupError):
+                why = "no address"
+            else:
+                why = type(reason.value).__name__
+            return Failure(error.DNSLookupError(f"vdestack: {name!r} does not resolve ({why})"))
+
+        return looked.addErrback(failed)
+
+    def resolver(self) -> Any:
+        """
+        The stack's twisted.names client resolver (made on first use, of
+        the name servers known then), asking over the stack's own UDP, and
+        TCP for truncated answers.
+        """
+        if self._resolver is None:
+            from twisted.names import client
+
+            servers = [(ntop(s), 53) for s in self.host.nameServers()]
+            self._resolver = client.Resolver(servers=servers, reactor=_ResolverReactor(self))
+        return self._resolver
+
     # -- TCP and UDP -------------------------------------------------------------
 
     def _local(self, interface: str) -> Optional[bytes]:
@@ -184,18 +238,27 @@ class VdeStack:
     def connectTCP(self, host: str, port: int, factory, timeout: float = 30.0) \
             -> defer.Deferred:
         """
-        Connect to C{host} (an IPv4 or IPv6 literal) and C{port}: a
+        Connect to C{host} (an address, or a name: L{resolve}) and C{port}: a
         Deferred firing with the protocol C{factory} built once the
         connection is established, or failing with
-        C{ConnectionRefusedError}, C{TCPTimedOutError} or C{NoRouteError}.
-        (Unlike C{IReactorTCP.connectTCP}, which returns a connector, as an
-        endpoint's C{connect} does.)
+        C{ConnectionRefusedError}, C{TCPTimedOutError}, C{NoRouteError} or
+        C{DNSLookupError}.  (Unlike C{IReactorTCP.connectTCP}, which returns
+        a connector, as an endpoint's C{connect} does.)
         """
         try:
             peer = ip_address(host).packed
         except ValueError:
-            return defer.fail(error.DNSLookupError(
-                f"{host!r} is not an IP address (vdestack has no resolver)"))
+            self.hold()  # the stack stays while the name is looked up
+
+            def resolved(address: str) -> defer.Deferred:
+                self.release()
+                return self.connectTCP(address, port, factory, timeout)
+
+            def notResolved(reason: Failure) -> Failure:
+                self.release()
+                return reason
+
+            return self.resolve(host).addCallbacks(resolved, notResolved)
         local = self.host.source(peer)
         if local is None:
             return defer.fail(error.NoRouteError(string=f"no route to {host}"))
@@ -303,6 +366,43 @@ class VdeStack:
         self.closed.callback(None)
 
 
+def _firstAAAA(answers: tuple) -> str:
+    from twisted.names import dns
+
+    for record in answers[0]:
+        if record.type == dns.AAAA:
+            return ntop(record.payload.address)
+    raise error.DNSLookupError("no AAAA record")
+
+
+class _ResolverReactor:
+    """
+    The reactor twisted.names' resolver of a stack uses: the stack's UDP
+    and TCP, the real reactor's time.
+    """
+
+    def __init__(self, stack: VdeStack) -> None:
+        self.stack = stack
+        self.v6 = stack.host.address4 is None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stack.reactor, name)
+
+    def listenUDP(self, port: int, protocol, interface: str = "",
+                  maxPacketSize: int = 8192) -> StackUDPPort:
+        return self.stack.listenUDP(port, protocol, interface or ("::" if self.v6 else ""),
+                                    maxPacketSize)
+
+    def connectTCP(self, host: str, port: int, factory, timeout: float = 30,
+                   bindAddress: Any = None) -> None:
+        # (a truncated answer is asked again over TCP)
+        def failed(reason: Failure) -> None:
+            # (later: the resolver queues the query after this call)
+            self.stack.reactor.callLater(0, factory.clientConnectionFailed, None, reason)
+
+        self.stack.connectTCP(host, port, factory, timeout).addErrback(failed)
+
+
 @implementer(IStreamClientEndpoint)
 class StackEndpoint:
     """
@@ -321,18 +421,19 @@ class StackEndpoint:
 
 def openStack(reactor, vnl: str, ip: Optional[str] = None, ip6: Optional[str] = None,
               gw: Optional[str] = None, mac: Optional[str] = None,
-              mtu: Optional[str] = None, registry: Registry = registry,
-              description: str = DESCRIPTION, timeout: float = 30.0) -> defer.Deferred:
+              mtu: Optional[str] = None, dns: Optional[str] = None,
+              registry: Registry = registry, description: str = DESCRIPTION,
+              timeout: float = 30.0) -> defer.Deferred:
     """
     Open a host stack on C{vnl}: a Deferred firing with the L{VdeStack}
     once it has its IPv4 address (DHCP: once bound).  The settings are the
     C{vdestack:} endpoint's words (C{ip="10.0.0.2/24"} or C{"dhcp"},
-    C{ip6="fd00::2/64"}, C{gw=}, C{mac=}, C{mtu=}).  Without a lease in
+    C{ip6="fd00::2/64"}, C{gw=}, C{mac=}, C{mtu=}, C{dns=}).  Without a lease in
     C{timeout} seconds, it is closed and the Deferred fails.
 
     @raise vdetwist.stack.config.StackConfigError: a malformed setting.
     """
-    settings = parseStackOptions(ip=ip, ip6=ip6, gw=gw, mac=mac, mtu=mtu)
+    settings = parseStackOptions(ip=ip, ip6=ip6, gw=gw, mac=mac, mtu=mtu, dns=dns)
 
     def opened(plug: IVdePlug) -> defer.Deferred:
         stack = VdeStack(reactor, plug, settings, vnl)
@@ -399,7 +500,8 @@ def _checkShared(where: str, opened: dict[str, Optional[str]],
 
 def sharedStack(reactor, vnl: str, ip: Optional[str], ip6: Optional[str] = None,
                 gw: Optional[str] = None, mac: Optional[str] = None,
-                mtu: Optional[str] = None, registry: Registry = registry) -> defer.Deferred:
+                mtu: Optional[str] = None, dns: Optional[str] = None,
+                registry: Registry = registry) -> defer.Deferred:
     """
     The stack of this reactor on C{vnl} with address C{ip} (or, without
     one, C{ip6}): opened on first use, shared by every endpoint naming the
@@ -411,7 +513,7 @@ def sharedStack(reactor, vnl: str, ip: Optional[str], ip6: Optional[str] = None,
     stacks = _shared.setdefault(reactor, {})
     settings = _sharedSettings.setdefault(reactor, {})
     key = (vnl, ip or ip6)
-    asked = {"ip6": ip6, "gw": gw, "mac": mac, "mtu": mtu}
+    asked = {"ip6": ip6, "gw": gw, "mac": mac, "mtu": mtu, "dns": dns}
     found = stacks.get(key)
     if found is not None:
         try:
@@ -426,7 +528,7 @@ def sharedStack(reactor, vnl: str, ip: Optional[str], ip6: Optional[str] = None,
         return result
     waiting = stacks[key] = [result]
     settings[key] = asked
-    opening = openStack(reactor, vnl, ip=ip, ip6=ip6, gw=gw, mac=mac, mtu=mtu,
+    opening = openStack(reactor, vnl, ip=ip, ip6=ip6, gw=gw, mac=mac, mtu=mtu, dns=dns,
                         registry=registry)
 
     def forget() -> None:

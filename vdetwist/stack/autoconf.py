@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.dhcp import (
-    BOOTP, MAGIC, OPT_END, OPT_LEASE, OPT_NETMASK, OPT_REQUESTED, OPT_ROUTER, OPT_SERVER,
+    BOOTP, MAGIC, OPT_DNS, OPT_END, OPT_LEASE, OPT_NETMASK, OPT_REQUESTED, OPT_ROUTER, OPT_SERVER,
     OPT_SOURCE_LL, OPT_TYPE, ND_RS, parseOptions,
 )
 from vdetwist.slirp.ipv6 import ndOptions
@@ -93,7 +93,7 @@ class DhcpClient:
         elif self.state in (RENEWING, REBINDING):
             assert stack.address4 is not None
             ciaddr = stack.address4
-        options += bytes((55, 3, OPT_NETMASK, OPT_ROUTER, OPT_LEASE, OPT_END))
+        options += bytes((55, 4, OPT_NETMASK, OPT_ROUTER, OPT_DNS, OPT_LEASE, OPT_END))
         message = BOOTP.pack(1, 1, 6, 0, self.xid, 0, 0, ciaddr, P.IP4_ANY, P.IP4_ANY,
                              P.IP4_ANY, stack.mac + b"\0" * 10, b"", b"") + MAGIC + options
         if self.state == RENEWING and self.server is not None:
@@ -176,6 +176,8 @@ class DhcpClient:
             self.server = server
         assert self.server is not None
         self.lease = (address, prefix, gateway, self.server, now, length)
+        dns = options.get(OPT_DNS, b"")
+        stack.dnsServers4 = [dns[i : i + 4] for i in range(0, len(dns) - 3, 4)]
         self.state = BOUND
         self.tries = 0
         if (stack.address4, stack.gateway4) != (address, gateway):

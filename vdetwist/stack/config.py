@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
-from typing import Optional
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address
+from typing import Optional, Union
 
 from vdetwist.slirp.config import MAX_MTU, MIN_MTU
 
@@ -24,7 +24,7 @@ class StackConfig:
     """
     One host: its MAC, IPv4 (static, DHCP or none), IPv6 (static
     addresses, and SLAAC from router advertisements unless C{slaac} is
-    false) and MTU.
+    false), MTU and name servers (besides the ones DHCP gives).
     """
 
     mac: bytes
@@ -35,6 +35,7 @@ class StackConfig:
     gateway6: Optional[IPv6Address] = None
     slaac: bool = True
     mtu: int = 1500
+    dns: tuple[Union[IPv4Address, IPv6Address], ...] = ()
 
 
 def randomMac() -> bytes:
@@ -61,11 +62,11 @@ def parseMac(text: str) -> bytes:
 
 def parseStackOptions(ip: Optional[str] = None, ip6: Optional[str] = None,
                       gw: Optional[str] = None, mac: Optional[str] = None,
-                      mtu: Optional[str] = None) -> StackConfig:
+                      mtu: Optional[str] = None, dns: Optional[str] = None) -> StackConfig:
     """
     A L{StackConfig} from the endpoint words C{ip=A.B.C.D/N|dhcp},
     C{ip6=ADDR/N|slaac}, C{gw=} (an IPv4 and/or IPv6 gateway, comma
-    separated), C{mac=}, C{mtu=}.
+    separated), C{mac=}, C{mtu=}, C{dns=} (name servers, comma separated).
 
     @raise StackConfigError: one of them is malformed (the message names it).
     """
@@ -117,7 +118,14 @@ def parseStackOptions(ip: Optional[str] = None, ip6: Optional[str] = None,
             size = -1
         if not MIN_MTU <= size <= MAX_MTU:
             raise StackConfigError(f"mtu={mtu!r} is not a number from {MIN_MTU} to {MAX_MTU}")
+    servers = []
+    for word in (dns.split(",") if dns is not None else []):
+        try:
+            servers.append(ip_address(word))
+        except ValueError:
+            raise StackConfigError(f"dns={dns!r}: {word!r} is not an IPv4 or IPv6 address") \
+                from None
     return StackConfig(
         mac=randomMac() if mac is None else parseMac(mac),
         ip4=ip4, dhcp=dhcp, gateway4=gateway4, ip6=address6, gateway6=gateway6,
-        mtu=size)
+        mtu=size, dns=tuple(servers))

@@ -4,8 +4,9 @@ host on a VDE network, with no kernel interface.
 
   - server: C{vdestack:vnl=VNL:ip=A.B.C.D/N|dhcp:port=P} (also C{ip6=},
     C{gw=}, C{mac=}, C{mtu=}, C{interface=});
-  - client: C{vdestack:vnl=VNL:ip=...:host=ADDRESS:port=P} (also
-    C{timeout=}).
+  - client: C{vdestack:vnl=VNL:ip=...:host=ADDRESS|NAME:port=P} (also
+    C{timeout=}; a name is resolved over the stack, with the name servers
+    DHCP gave or C{dns=}).
 
 Values with colons (VNLs, IPv6 addresses) are quoted with
 C{twisted.internet.endpoints.quoteStringArgument}.  Within one reactor,
@@ -17,6 +18,7 @@ key).
 
 from __future__ import annotations
 
+import re
 from ipaddress import ip_address
 from typing import Optional
 
@@ -31,7 +33,7 @@ from zope.interface import implementer
 from vdetwist.stack.api import sharedStack
 from vdetwist.stack.config import StackConfigError, parseStackOptions
 
-STACK_KEYS = ("vnl", "ip", "ip6", "gw", "mac", "mtu")
+STACK_KEYS = ("vnl", "ip", "ip6", "gw", "mac", "mtu", "dns")
 SERVER_KEYS = STACK_KEYS + ("port", "interface")
 CLIENT_KEYS = STACK_KEYS + ("host", "port", "timeout")
 
@@ -45,7 +47,7 @@ class _Endpoint:
     def stack(self) -> defer.Deferred:
         o = self.options
         return sharedStack(self.reactor, self.vnl, ip=o["ip"], ip6=o["ip6"], gw=o["gw"],
-                           mac=o["mac"], mtu=o["mtu"])
+                           mac=o["mac"], mtu=o["mtu"], dns=o["dns"])
 
 
 @implementer(IStreamServerEndpoint)
@@ -105,6 +107,10 @@ def _check(args: tuple, kwargs: dict, keys: tuple[str, ...], needed: tuple[str, 
         raise StackConfigError(f"vdestack: {e}") from None
 
 
+#: A host name (RFC 1123 labels; a trailing dot allowed).
+_HOSTNAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+$")
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -149,9 +155,10 @@ class StackParser:
         try:
             ip_address(host)
         except ValueError:
-            raise StackConfigError(
-                f"vdestack: host={host!r} is not an IP address (vdestack has no resolver)") \
-                from None
+            if not _HOSTNAME.match(host):
+                raise StackConfigError(
+                    f"vdestack: host={host!r} is neither an IP address nor a host name") \
+                    from None
         timeout = kwargs.get("timeout", "30")
         try:
             seconds = float(timeout)

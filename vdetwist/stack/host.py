@@ -106,6 +106,8 @@ class HostStack:
         self.network4 = P.IP4_ANY
         self.broadcast4: Optional[bytes] = None
         self.gateway4: Optional[bytes] = None
+        #: the name servers DHCP gave
+        self.dnsServers4: list[bytes] = []
         # IPv6: every address we answer for, and the on-link prefixes (/64s)
         self.linkLocal = LINK_LOCAL + eui64(self.mac)
         self.addresses6: dict[bytes, Optional[float]] = {self.linkLocal: None}
@@ -266,6 +268,12 @@ class HostStack:
         if self.nextHop6(destination) is None:
             return None
         return self.source6(destination)
+
+    def nameServers(self) -> list[bytes]:
+        """
+        The name servers to ask: the configured ones, else DHCP's.
+        """
+        return [a.packed for a in self.settings.dns] or list(self.dnsServers4)
 
     # -- timers ---------------------------------------------------------------
 
