@@ -1055,3 +1055,90 @@ class ResolveTests(SynchronousTestCase):
         net.until(lambda: got, "the lookup to give up", seconds=20)
         got[0].trap(error.DNSLookupError)
         self.assertIn("no answer from 10.5.0.77", str(got[0].value))
+
+
+class SocketOptionTests(SynchronousTestCase):
+    """
+    setTcpKeepAlive and setTcpNoDelay act as a kernel's socket options.
+    """
+
+    connect = TCPTests.connect
+
+    def test_keepAliveAnswered(self) -> None:
+        """
+        With keepalive on, an idle connection is probed after the stack's
+        idle time and every idle * 75 / 7200 s while it stays idle; a live
+        peer answers and the connection stays.
+        """
+        net = Network(self)
+        net.a.host.tcp.keepAliveIdle = 72.0  # probes every 0.75 s
+        client, server = self.connect(net, B4)
+        self.assertFalse(client.transport.getTcpKeepAlive())
+        client.transport.setTcpKeepAlive(1)
+        self.assertTrue(client.transport.getTcpKeepAlive())
+        net.run(71)
+        self.assertEqual(net.a.host.stats["tcp_keepalive_probes"], 0)
+        net.run(2)
+        self.assertEqual(net.a.host.stats["tcp_keepalive_probes"], 1)
+        net.run(72 * 3)
+        self.assertEqual(net.a.host.stats["tcp_keepalive_probes"], 4)  # one per idle period
+        self.assertIsNone(client.reason)
+        client.transport.write(b"alive")
+        net.until(lambda: server.received() == b"alive", "the data")
+        client.transport.setTcpKeepAlive(0)
+        net.run(200)
+        self.assertEqual(net.a.host.stats["tcp_keepalive_probes"], 4)
+
+    def test_keepAliveDeadPeer(self) -> None:
+        """
+        A peer that stops answering gets 9 probes, 0.75 s apart (idle 72 s
+        scaled as Linux's 7200/75), then the connection ends with
+        TimeoutError; without keepalive it would have stayed.
+        """
+        net = Network(self)
+        net.a.host.tcp.keepAliveIdle = 72.0
+        client, server = self.connect(net, B4)
+        client.transport.setTcpKeepAlive(True)
+        net.a.plug.peer = net.b.plug.peer = None  # the cable is cut
+        net.run(72 + 9 * 0.75 - 0.1)
+        self.assertIsNone(client.reason)
+        self.assertEqual(net.a.host.stats["tcp_keepalive_probes"], 9)
+        net.run(1)
+        client.reason.trap(error.TimeoutError)
+        self.assertIn("keepalive", str(client.reason.value))
+        self.assertEqual(net.a.host.tcp.conns, {})
+        self.assertIsNone(server.reason)  # the peer never heard
+
+    def test_nagle(self) -> None:
+        """
+        With TCP_NODELAY off, small writes made while data is
+        unacknowledged leave together once it is acknowledged; with it on
+        (the default) each goes at once.
+        """
+        for noDelay, segments in ((True, 20), (False, 2)):
+            net = Network(self)
+            client, server = self.connect(net, B4)
+            self.assertTrue(client.transport.getTcpNoDelay())
+            client.transport.setTcpNoDelay(noDelay)
+            self.assertEqual(client.transport.getTcpNoDelay(), noDelay)
+            before = net.a.host.stats["tcp_segments_out"]
+            for i in range(20):
+                client.transport.write(b"%02d" % i)
+            expected = b"".join(b"%02d" % i for i in range(20))
+            net.until(lambda: server.received() == expected, "the data")
+            # (the server sends no data: the client's segments all carry some)
+            self.assertEqual(net.a.host.stats["tcp_segments_out"] - before, segments)
+
+    def test_nagleFullSegments(self) -> None:
+        """
+        Nagle never holds back a full segment, nor the FIN's data.
+        """
+        net = Network(self)
+        client, server = self.connect(net, B4)
+        client.transport.setTcpNoDelay(False)
+        client.transport.write(b"x")
+        client.transport.write(b"y" * 100000)
+        client.transport.write(b"z")
+        client.transport.loseConnection()
+        net.until(lambda: server.readClosed, "the FIN")
+        self.assertEqual(server.received(), b"x" + b"y" * 100000 + b"z")

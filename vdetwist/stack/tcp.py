@@ -20,10 +20,18 @@ differs is only how connections start:
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from vdetwist.slirp.hostapi import IStream
-from vdetwist.slirp.tcp import ESTABLISHED, SYN_RCVD, SYN_SENT, TcpConn, TcpLayer
+from vdetwist.slirp.tcp import (
+    ACK, ESTABLISHED, M32, RST, SYN_RCVD, SYN_SENT, TcpConn, TcpLayer, seqDiff,
+)
+
+#: Linux's keepalive defaults (tcp_keepalive_time, _intvl, _probes): the
+#: interval is kept in this proportion to the idle time when that is set.
+KEEPALIVE_IDLE = 7200.0
+KEEPALIVE_INTERVAL = 75.0
+KEEPALIVE_PROBES = 9
 
 #: The ephemeral ports of active opens (Linux's default range).
 EPHEMERAL_LOW = 32768
@@ -54,9 +62,94 @@ class StackConn(TcpConn):
     """
 
     stream: Optional[IStackStream] = None
-    #: Why an opening failed on an ICMP error: "refused" (port or protocol
-    #: unreachable) or "unreachable" (any other).
-    icmpError: Optional[str] = None
+    #: Why the stack gave the connection up: "refused" or "unreachable" (an
+    #: ICMP error to its opening), "keepalive" (a dead peer).
+    why: Optional[str] = None
+    #: Keepalive (L{setKeepAlive}): its timer, when the peer was last
+    #: heard from, the probes sent since.
+    keepTimer: Any = None
+    heard = 0.0
+    probes = 0
+
+    # -- Nagle (RFC 896), when the application turns TCP_NODELAY off ------
+
+    def setNagle(self, enabled: bool) -> None:
+        """
+        Hold data short of a segment while some is unacknowledged (the
+        instance's C{output} is swapped, so connections without it do no
+        extra work per segment).
+        """
+        if enabled:
+            self.output = self._nagleOutput  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("output", None)
+
+    def _nagleOutput(self) -> None:
+        sndBuf = self.sndBuf
+        inFlight = seqDiff(self.sndNxt, self.sndUna)
+        if inFlight > 0 and not sndBuf.finQueued and sndBuf.length - inFlight < self.mss:
+            return  # the ACK of what is in flight sends it (with what joins it)
+        TcpConn.output(self)
+
+    # -- keepalive ---------------------------------------------------------
+
+    def setKeepAlive(self, enabled: bool) -> None:
+        """
+        Probe an idle peer (after the layer's C{keepAliveIdle} seconds
+        without a segment from it, every C{idle * 75 / 7200} seconds, as
+        Linux's defaults); after L{KEEPALIVE_PROBES} unanswered ones the
+        connection ends (C{why} "keepalive").  Heard segments are noted
+        only while it is on (the instance's C{segment} is swapped).
+        """
+        if not enabled:
+            self.__dict__.pop("segment", None)
+            if self.keepTimer is not None:
+                self.keepTimer.cancel()
+            return
+        self.segment = self._heardSegment  # type: ignore[method-assign]
+        if self.keepTimer is None:
+            self.keepTimer = self.context.timer(self._keepAlive)
+        self.heard = self.context.now()
+        self.probes = 0
+        self.keepTimer.reset(self.heard + cast(StackTcp, self.layer).keepAliveIdle)
+
+    def _heardSegment(self, seq: int, ack: int, flags: int, window: int, options: bytes,
+                      payload) -> None:
+        self.heard = self.context.now()
+        self.probes = 0
+        TcpConn.segment(self, seq, ack, flags, window, options, payload)
+
+    def _keepAlive(self) -> None:
+        if self.state != ESTABLISHED:
+            return
+        now = self.context.now()
+        idle = cast(StackTcp, self.layer).keepAliveIdle
+        interval = idle * KEEPALIVE_INTERVAL / KEEPALIVE_IDLE
+        due = self.heard + idle
+        if self.probes == 0 and now < due:
+            self.keepTimer.reset(due)  # heard from since it was armed
+            return
+        if self.sndNxt != self.sndUna:
+            # data in flight: retransmission watches the peer
+            self.keepTimer.reset(now + interval)
+            return
+        stats = self.context.stats
+        if self.probes >= KEEPALIVE_PROBES:
+            stats["tcp_keepalive_dead"] += 1
+            self.why = "keepalive"
+            self._send(RST | ACK, self.sndNxt)
+            self.hostSide.abort()
+            self._remove()
+            return
+        stats["tcp_keepalive_probes"] += 1
+        self._send(ACK, (self.sndUna - 1) & M32)  # an old byte: the peer ACKs it
+        self.probes += 1
+        self.keepTimer.reset(now + interval)
+
+    def _remove(self) -> None:
+        if self.keepTimer is not None:
+            self.keepTimer.cancel()
+        super()._remove()
 
     def _established(self) -> None:
         super()._established()
@@ -84,6 +177,8 @@ class StackTcp(TcpLayer):
     def __init__(self, context) -> None:
         super().__init__(context)
         self.acceptors: dict[tuple[Optional[bytes], int], Acceptor] = {}
+        #: Seconds of silence before keepalive probes (Linux's default).
+        self.keepAliveIdle = KEEPALIVE_IDLE
 
     def addAcceptor(self, address: Optional[bytes], port: int, acceptor: Acceptor) -> None:
         """
@@ -175,7 +270,7 @@ class StackTcp(TcpLayer):
             stats["tcp_icmp_soft_errors"] += 1
             return
         stats["tcp_icmp_aborted"] += 1
-        conn.icmpError = "refused" if refused else "unreachable"
+        conn.why = "refused" if refused else "unreachable"
         conn.hostSide.abort()
         conn._remove()
 

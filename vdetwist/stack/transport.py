@@ -17,7 +17,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vdetwist.stack.tcp import IStackStream, StackConn
+from vdetwist.stack.tcp import KEEPALIVE_PROBES, IStackStream, StackConn
 
 #: Seconds a connection the application closed waits for the peer's FIN
 #: (Linux's tcp_fin_timeout), then it is reset.
@@ -107,10 +107,10 @@ class StackTCPTransport:
     def reset(self) -> None:
         if not self.connected:
             conn = self.conn
-            if conn is not None and conn.icmpError == "unreachable":
+            if conn is not None and conn.why == "unreachable":
                 reason: Exception = error.NoRouteError(
                     string=f"ICMP unreachable from the way to {ntop(conn.peer[0])}")
-            elif conn is not None and conn.icmpError == "refused":
+            elif conn is not None and conn.why == "refused":
                 reason = error.ConnectionRefusedError(
                     string=f"ICMP port unreachable from {ntop(conn.peer[0])}")
             elif conn is not None and conn.rtx.retries:
@@ -120,7 +120,11 @@ class StackTCPTransport:
             self.disconnected = True
             self.onFailed(Failure(reason))
             return
-        self._lost(Failure(error.ConnectionLost("connection reset by peer")))
+        if self.conn is not None and self.conn.why == "keepalive":
+            self._lost(Failure(error.TimeoutError(
+                string=f"the peer did not answer {KEEPALIVE_PROBES} keepalive probes")))
+        else:
+            self._lost(Failure(error.ConnectionLost("connection reset by peer")))
 
     def sendBufferFull(self) -> None:
         self.sendPaused = True
@@ -187,15 +191,26 @@ class StackTCPTransport:
         return self.noDelay
 
     def setTcpNoDelay(self, enabled: bool) -> None:
-        # the engine never delays small segments (no Nagle): recorded only
+        """
+        With C{False}, small writes wait while data is unacknowledged and
+        leave together (Nagle); C{True} (the default) sends them at once.
+        """
         self.noDelay = bool(enabled)
+        if self.conn is not None:
+            self.conn.setNagle(not enabled)
 
     def getTcpKeepAlive(self) -> bool:
         return self.keepAlive
 
     def setTcpKeepAlive(self, enabled: bool) -> None:
-        # no keepalive probes are sent: recorded only
+        """
+        Probe the peer when the connection has been idle (the stack's
+        C{keepAliveIdle}, Linux's 2 hours by default); a dead peer ends the
+        connection with C{TimeoutError}.
+        """
         self.keepAlive = bool(enabled)
+        if self.conn is not None:
+            self.conn.setKeepAlive(self.keepAlive)
 
     # -- IConsumer ---------------------------------------------------------------
 
