@@ -26,7 +26,7 @@ from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import TCP_HALFOPEN, SlirpConfig
 from vdetwist.stack.api import VdeStack
 from vdetwist.stack.config import StackConfig, StackConfigError, parseStackOptions
-from vdetwist.stack.host import HostStack
+from vdetwist.stack.host import DAD_WAIT, HostStack
 from vdetwist.stack.neighbours import PROBE_GRACE, REACHABLE
 from vdetwist.testing import plugPair
 
@@ -170,7 +170,7 @@ class TCPTests(SynchronousTestCase):
             net = Network(self)
             servers: list = []
             net.a.listenTCP(80, Factory.forProtocol(lambda: servers.append(Echo()) or servers[-1]))
-            net.run(0.1)
+            net.run(DAD_WAIT + 0.1)  # A6 is tentative until then: not yet its own
             before = net.b.host.stats["frames_in"]  # a's announcements
             client = result(net.a.connectTCP(host, 80, Factory.forProtocol(Recorder)))
             net.until(lambda: client, "the connection")
@@ -642,6 +642,9 @@ class SlaacLifetimeTests(SynchronousTestCase):
         packet = P.ipv6(router, P.IP6_ALL_NODES, P.PROTO_ICMPV6, message, 255)
         host.receive(P.ETH.pack(P.multicastMac6(P.IP6_ALL_NODES), MAC_A, P.ETH_IPV6) + packet)
         address = prefix[:8] + bytes.fromhex("000000fffe00000d")
+        self.assertIn(address, host.tentative6)
+        now[0] = DAD_WAIT
+        host.advance()
         self.assertIn(address, host.addresses6)
         self.assertEqual(host.gateway6, router)
         now[0] = 11.0
@@ -1142,3 +1145,101 @@ class SocketOptionTests(SynchronousTestCase):
         client.transport.loseConnection()
         net.until(lambda: server.readClosed, "the FIN")
         self.assertEqual(server.received(), b"x" + b"y" * 100000 + b"z")
+
+
+class DuplicateAddressTests(SynchronousTestCase):
+    """
+    IPv6 addresses, static and SLAAC, go through duplicate address
+    detection (RFC 4862 5.4) before they are used.
+    """
+
+    def logged(self) -> list:
+        from twisted.logger import globalLogPublisher
+
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return events
+
+    def test_staticDuplicate(self) -> None:
+        """
+        A stack whose static IPv6 address another node already has (it
+        answers the detection's solicitation) does not use it and says so
+        in one log line; the other keeps it.
+        """
+        from twisted.logger import formatEvent
+
+        from vdetwist.testing import FrameCollector
+
+        events = self.logged()
+        clock = Clock()
+        left, right = plugPair("a", "b", capacity=4096)
+        right.startReceiving(FrameCollector())  # what a sends before b is there
+        a = VdeStack(clock, left, StackConfig(mac=MAC_A, ip6=_iface6(A6)))
+        self.addCleanup(a.close)
+        self.assertNotIn(f"{A6}/64", a.addresses())  # tentative
+        clock.pump([0.1] * 11)
+        self.assertIn(f"{A6}/64", a.addresses())
+        b = VdeStack(clock, right, StackConfig(mac=MAC_B, ip6=_iface6(A6)))
+        self.addCleanup(b.close)
+        clock.pump([0.1] * 20)
+        self.assertNotIn(f"{A6}/64", b.addresses())
+        self.assertIn(f"{A6}/64", a.addresses())
+        self.assertEqual(b.host.stats["dad_duplicates"], 1)
+        self.assertEqual(a.host.stats["dad_duplicates"], 0)
+        lines = [formatEvent(e) for e in events if "duplicate" in formatEvent(e)]
+        self.assertEqual(lines, [f"vdestack: {A6} is in use by another node on the network"
+                                 " (duplicate address detection): not configured"])
+        # the address is a's: b's packets to it go to a, not to itself
+        rtt = result(b.ping(A6))
+        clock.pump([0.1] * 5)
+        self.assertIsInstance(rtt[0], float)
+        self.assertEqual(a.host.stats["icmp_echo_answered"], 1)
+
+    def test_tentativeNotAnswered(self) -> None:
+        """
+        While tentative, an address is not answered for, nor taken as a
+        destination; once detection passes it is.
+        """
+        net = Network(self)
+        self.assertNotIn(bytes.fromhex("fd050000000000000000000000000002"),
+                         net.b.host.addresses6)
+        rtt = result(net.a.ping(B6, timeout=10))
+        net.until(lambda: rtt, "the echo reply once B6 is configured")
+        self.assertIsInstance(rtt[0], float)
+        self.assertGreater(net.clock.seconds(), DAD_WAIT - 0.05)
+
+    def test_slaacDuplicate(self) -> None:
+        """
+        A SLAAC address another node advertises during detection is not
+        configured, and is not tried again when the prefix is advertised
+        again.
+        """
+        from vdetwist.slirp.dhcp import ND_NA, ND_RA, OPT_SOURCE_LL, OPT_TARGET_LL
+
+        now = [0.0]
+        host = HostStack(parseStackOptions(ip6="slaac", mac="02:00:00:00:00:0d"),
+                         lambda f: None, lambda: now[0], strict=True)
+        router = bytes.fromhex("fe800000000000000000000000000001")
+        prefix = bytes.fromhex("fd990000000000000000000000000000")
+        option = struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 600, 300, 0, prefix)
+        body = struct.pack("!BBHII", 64, 0, 1800, 0, 0) + option + \
+            bytes((OPT_SOURCE_LL, 1)) + MAC_A
+        message = P.icmp6(router, P.IP6_ALL_NODES, ND_RA, 0, body)
+        ra = P.ETH.pack(P.multicastMac6(P.IP6_ALL_NODES), MAC_A, P.ETH_IPV6) + \
+            P.ipv6(router, P.IP6_ALL_NODES, P.PROTO_ICMPV6, message, 255)
+        host.receive(ra)
+        address = prefix[:8] + bytes.fromhex("000000fffe00000d")
+        self.assertIn(address, host.tentative6)
+        advert = P.icmp6(address, P.IP6_ALL_NODES, ND_NA, 0, struct.pack("!I", 0x20000000)
+                         + address + bytes((OPT_TARGET_LL, 1)) + MAC_A)
+        host.receive(P.ETH.pack(P.multicastMac6(P.IP6_ALL_NODES), MAC_A, P.ETH_IPV6)
+                     + P.ipv6(address, P.IP6_ALL_NODES, P.PROTO_ICMPV6, advert, 255))
+        now[0] = 2.0
+        host.advance()
+        host.receive(ra)
+        now[0] = 4.0
+        host.advance()
+        self.assertNotIn(address, host.addresses6)
+        self.assertEqual(host.tentative6, {})
+        self.assertEqual(host.stats["dad_duplicates"], 1)

@@ -19,7 +19,8 @@ import random
 import struct
 import time
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Callable, Optional, Protocol, cast
+from ipaddress import IPv6Address
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, cast
 
 from twisted.logger import Logger
 
@@ -51,8 +52,17 @@ log = Logger()
 #: Frames kept while the plug does not take any (more are dropped).
 MAX_OUTPUT_QUEUE = 512
 HOUSEKEEPING_INTERVAL = 1.0
+#: How long an IPv6 address stays tentative after its duplicate address
+#: detection solicitation (RFC 4861 RetransTimer, one transmission).
+DAD_WAIT = 1.0
+#: Addresses found duplicate, remembered so re-advertisements do not retry.
+MAX_DUPLICATES = 64
 LINK_LOCAL = bytes.fromhex("fe80000000000000")
 ALL_NODES = P.IP6_ALL_NODES
+
+
+def ntop6(address: bytes) -> str:
+    return str(IPv6Address(address))
 
 
 class DatagramReceiver(Protocol):
@@ -114,6 +124,10 @@ class HostStack:
         self.prefixes6: dict[bytes, Optional[float]] = {}
         self.gateway6: Optional[bytes] = None
         self.gateway6Expires: Optional[float] = None
+        #: addresses under duplicate address detection: their lifetimes
+        #: and DAD timers
+        self.tentative6: dict[bytes, tuple[Optional[float], Any]] = {}
+        self.duplicates6: set[bytes] = set()
         self._multicast6: set[bytes] = set()
         self._multicastChanged()
 
@@ -136,11 +150,8 @@ class HostStack:
         if config.ip4 is not None:
             self.setAddress4(config.ip4.ip.packed, config.ip4.network.prefixlen,
                              config.gateway4.packed if config.gateway4 else None)
-        if config.ip6 is not None:
-            self.addresses6[config.ip6.ip.packed] = None
-            if config.ip6.network.prefixlen == 64:
-                self.prefixes6[config.ip6.ip.packed[:8]] = None
-            self._multicastChanged()
+        if config.ip6 is not None and config.ip6.network.prefixlen == 64:
+            self.prefixes6[config.ip6.ip.packed[:8]] = None
         if config.gateway6 is not None:
             self.gateway6 = config.gateway6.packed
 
@@ -168,6 +179,8 @@ class HostStack:
             self.dhcp.start()
         if self.slaac is not None:
             self.slaac.start()
+        if self.settings.ip6 is not None:
+            self.addAddress6(self.settings.ip6.ip.packed, None)
         if self.address4 is not None:
             self.link._solicit(self.address4)  # a gratuitous ARP request
 
@@ -180,6 +193,7 @@ class HostStack:
         self.link.clear()
         self.udp.clear()
         self.pings.clear()
+        self.tentative6.clear()
         self.outQueue.clear()
         self.looped.clear()
 
@@ -204,11 +218,44 @@ class HostStack:
         self.addressChanged()
 
     def addAddress6(self, address: bytes, expires: Optional[float]) -> None:
-        new = address not in self.addresses6
+        """
+        Configure an IPv6 address, or renew its lifetime: a new one is
+        tentative while duplicate address detection runs (RFC 4862 5.4).
+        """
+        if address in self.addresses6:
+            self.addresses6[address] = expires
+            return
+        if address in self.duplicates6:
+            return
+        tentative = self.tentative6.get(address)
+        if tentative is not None:
+            self.tentative6[address] = (expires, tentative[1])
+            return
+        timer = self.timer(lambda: self._dadDone(address))
+        self.tentative6[address] = (expires, timer)
+        self._multicastChanged()
+        self.link.solicitDuplicate(address)
+        timer.reset(self.now() + DAD_WAIT)
+
+    def _dadDone(self, address: bytes) -> None:
+        expires, _ = self.tentative6.pop(address)
         self.addresses6[address] = expires
-        if new:
-            self._multicastChanged()
-            self.addressChanged()
+        self._multicastChanged()
+        self.addressChanged()
+
+    def duplicate6(self, address: bytes) -> None:
+        """
+        Another node has (or is claiming) tentative C{address}: it is not
+        used.
+        """
+        _, timer = self.tentative6.pop(address)
+        timer.cancel()
+        if len(self.duplicates6) < MAX_DUPLICATES:
+            self.duplicates6.add(address)
+        self._multicastChanged()
+        self.stats["dad_duplicates"] += 1
+        log.warn("vdestack: {address} is in use by another node on the network (duplicate"
+                 " address detection): not configured", address=ntop6(address))
 
     def removeAddress6(self, address: bytes) -> None:
         """
@@ -220,7 +267,8 @@ class HostStack:
             self.addressChanged()
 
     def _multicastChanged(self) -> None:
-        self._multicast6 = {ALL_NODES} | {P.solicitedNode(a) for a in self.addresses6}
+        self._multicast6 = {ALL_NODES} | {P.solicitedNode(a) for a in self.addresses6} | {
+            P.solicitedNode(a) for a in self.tentative6}
 
     def onLink4(self, address: bytes) -> bool:
         mask = self.mask4

@@ -230,6 +230,17 @@ class Neighbours:
         self.emit(P.ETH.pack(unicast or P.multicastMac6(destination), self.mac, P.ETH_IPV6)
                   + packet)
 
+    def solicitDuplicate(self, address: bytes) -> None:
+        """
+        The duplicate address detection solicitation for tentative
+        C{address} (RFC 4862 5.4.2: from the unspecified address, without
+        our link-layer address).
+        """
+        destination = P.solicitedNode(address)
+        message = P.icmp6(P.IP6_ANY, destination, ND_NS, 0, b"\0\0\0\0" + address)
+        packet = P.ipv6(P.IP6_ANY, destination, P.PROTO_ICMPV6, message, 255)
+        self.emit(P.ETH.pack(P.multicastMac6(destination), self.mac, P.ETH_IPV6) + packet)
+
     # -- input ----------------------------------------------------------------
 
     def arpInput(self, frame: bytes) -> None:
@@ -270,6 +281,12 @@ class Neighbours:
             return
         source = packet[8:24]
         stack = self.stack
+        if target in stack.tentative6:
+            # RFC 4862 5.4.3, 5.4.4: an advertisement for it, or another
+            # node's detection for it (never our own solicitation, echoed)
+            if (kind == ND_NA or source == P.IP6_ANY) and frameSource != self.mac:
+                stack.duplicate6(target)
+            return
         if kind == ND_NS:
             if target not in stack.addresses6:
                 return
