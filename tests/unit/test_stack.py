@@ -1147,19 +1147,23 @@ class SocketOptionTests(SynchronousTestCase):
         self.assertEqual(server.received(), b"x" + b"y" * 100000 + b"z")
 
 
+def logged(test: SynchronousTestCase) -> list:
+    """
+    The log events emitted during C{test}.
+    """
+    from twisted.logger import globalLogPublisher
+
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    test.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
 class DuplicateAddressTests(SynchronousTestCase):
     """
     IPv6 addresses, static and SLAAC, go through duplicate address
     detection (RFC 4862 5.4) before they are used.
     """
-
-    def logged(self) -> list:
-        from twisted.logger import globalLogPublisher
-
-        events: list = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        return events
 
     def test_staticDuplicate(self) -> None:
         """
@@ -1171,7 +1175,7 @@ class DuplicateAddressTests(SynchronousTestCase):
 
         from vdetwist.testing import FrameCollector
 
-        events = self.logged()
+        events = logged(self)
         clock = Clock()
         left, right = plugPair("a", "b", capacity=4096)
         right.startReceiving(FrameCollector())  # what a sends before b is there
@@ -1243,3 +1247,45 @@ class DuplicateAddressTests(SynchronousTestCase):
         self.assertNotIn(address, host.addresses6)
         self.assertEqual(host.tentative6, {})
         self.assertEqual(host.stats["dad_duplicates"], 1)
+
+
+class AddressConflictTests(SynchronousTestCase):
+    """
+    IPv4 address conflicts (RFC 5227, briefly): a static address is probed
+    at start, and a node using it is reported and defended against.
+    """
+
+    def test_conflict(self) -> None:
+        """
+        Two stacks given one static IPv4 address: each hears the other's
+        probe answer or announcement, logs one line naming the address and
+        the other MAC, and defends it at most every 10 s.
+        """
+        from twisted.logger import formatEvent
+
+        from vdetwist.stack.neighbours import DEFEND_INTERVAL
+
+        events = logged(self)
+        clock = Clock()
+        left, right = plugPair("a", "b", capacity=4096)
+        a = VdeStack(clock, left, StackConfig(mac=MAC_A, ip4=IPv4Interface(f"{A4}/24")))
+        b = VdeStack(clock, right, StackConfig(mac=MAC_B, ip4=IPv4Interface(f"{A4}/24")))
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        clock.pump([0.1] * 10)
+        lines = [formatEvent(e) for e in events if "conflict" in formatEvent(e)]
+        self.assertEqual(sorted(lines), [
+            f"vdestack: {A4} is also used by {mac.hex(':')} on the network (address"
+            " conflict): defending it" for mac in (MAC_A, MAC_B)])
+        self.assertGreater(a.host.stats["arp_conflicts"], 1)  # rate limited
+        clock.pump([0.5] * int(DEFEND_INTERVAL * 2))
+        self.assertEqual(len([e for e in events if "conflict" in formatEvent(e)]), 2)
+
+    def test_noConflict(self) -> None:
+        """
+        A stack alone with its address probes it once and hears nothing.
+        """
+        net = Network(self)
+        net.run(1)
+        self.assertEqual(net.a.host.stats["arp_conflicts"], 0)
+        self.assertEqual(net.b.host.stats["arp_conflicts"], 0)

@@ -182,7 +182,7 @@ class HostStack:
         if self.settings.ip6 is not None:
             self.addAddress6(self.settings.ip6.ip.packed, None)
         if self.address4 is not None:
-            self.link._solicit(self.address4)  # a gratuitous ARP request
+            self.link.probe4()
 
     def close(self) -> None:
         if self.closed:

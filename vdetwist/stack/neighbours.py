@@ -16,6 +16,8 @@ import struct
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Optional
 
+from twisted.logger import Logger
+
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.dhcp import ND_NA, ND_NS, OPT_SOURCE_LL, OPT_TARGET_LL
 
@@ -32,6 +34,11 @@ MAX_QUEUED_PER_ADDRESS = 32
 MAX_PENDING_ADDRESSES = 64
 RESOLVE_TRIES = 3
 RESOLVE_INTERVAL = 1.0
+#: RFC 5227's DEFEND_INTERVAL: an address conflict is answered (and logged)
+#: at most this often.
+DEFEND_INTERVAL = 10.0
+
+log = Logger()
 
 
 class Entry:
@@ -67,6 +74,7 @@ class Neighbours:
         self.pending: dict[bytes, _Pending] = {}
         self.fragmentIdent = 0
         self.routerMac6 = stack.mac  # the LinkSender protocol's; we are no router
+        self.defended = float("-inf")
 
     # -- the tables ---------------------------------------------------------
 
@@ -241,6 +249,34 @@ class Neighbours:
         packet = P.ipv6(P.IP6_ANY, destination, P.PROTO_ICMPV6, message, 255)
         self.emit(P.ETH.pack(P.multicastMac6(destination), self.mac, P.ETH_IPV6) + packet)
 
+    def probe4(self) -> None:
+        """
+        An ARP probe for our IPv4 address (RFC 5227: from 0.0.0.0), then an
+        announcement: a node that has it answers the probe, and
+        L{arpInput} reports the conflict.
+        """
+        own = self.stack.address4
+        assert own is not None
+        probe = P.ARP.pack(1, P.ETH_IP, 6, 4, 1, self.mac, P.IP4_ANY, P.ZERO_MAC, own)
+        self.emit(P.ETH.pack(P.BROADCAST_MAC, self.mac, P.ETH_ARP) + probe)
+        self._solicit(own)
+
+    def _conflict4(self, own: bytes, mac: bytes) -> None:
+        """
+        Another node (C{mac}) uses our IPv4 address: say so and defend it
+        with an announcement, at most every L{DEFEND_INTERVAL} (RFC 5227
+        2.4(c): a static address is kept).
+        """
+        stack = self.stack
+        stack.stats["arp_conflicts"] += 1
+        now = stack.now()
+        if now - self.defended < DEFEND_INTERVAL:
+            return
+        self.defended = now
+        log.warn("vdestack: {address} is also used by {mac} on the network (address conflict):"
+                 " defending it", address=".".join(map(str, own)), mac=mac.hex(":"))
+        self._solicit(own)
+
     # -- input ----------------------------------------------------------------
 
     def arpInput(self, frame: bytes) -> None:
@@ -256,7 +292,11 @@ class Neighbours:
             self.stack.stats["arp_bad"] += 1
             return
         own = self.stack.address4
-        if own is None or spa == own:
+        if own is None:
+            return
+        if spa == own:
+            if sha != self.mac:
+                self._conflict4(own, sha)
             return
         forUs = tpa == own
         if spa != P.IP4_ANY and (forUs or spa in self.table or spa in self.pending):
