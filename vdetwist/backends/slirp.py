@@ -18,11 +18,12 @@ import sys
 from typing import Optional
 
 from twisted.internet.defer import fail, succeed
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vdetwist.errors import VdeError
-from vdetwist.interfaces import IVdeBackend, IVdePlug
+from vdetwist.interfaces import IVdeBackend, IVnetPlug, IVnetReceiver
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
 from vdetwist.reference import Option, SchemeReference
 from vdetwist.slirp.config import (
@@ -51,6 +52,17 @@ from vdetwist.slirp.api import MAX_REQUEST, REQUEST_TIMEOUT, ApiServer, ForwardA
 from vdetwist.slirp.driver import Driver
 from vdetwist.slirp.engine import SlirpEngine
 from vdetwist.slirp.host import TwistedHost
+from vdetwist.slirp.vnet import SOFTWARE, TRUSTED, classify
+from vdetwist.wire.gso import BadVnetFrame, segment
+from vdetwist.wire.vnethdr import (
+    PLAIN, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, VNET_HDRLEN,
+)
+
+log = Logger()
+
+#: The largest vnet frame a guest may send: header, Ethernet (and a VLAN
+#: tag) and an IP packet of at most 64 KiB (IPv6: its 40-byte header on top).
+MAX_VNET_FRAME = VNET_HDRLEN + ETH_HDRLEN + 4 + 40 + 0xFFFF
 
 _HOSTFWD = "`[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT[,...]`"
 _GUESTFWD = "`[SLIRPIP:]SLIRPPORT:{target}[,...]`"
@@ -183,13 +195,21 @@ REFERENCE = SchemeReference(
 )
 
 
-@implementer(IVdePlug)
+@implementer(IVnetPlug)
 class SlirpPlug(PlugBase):
     """
     A plug whose network is a slirp engine.
 
+    It takes the guests' vnet frames (L{sendVnet}): TSO super-segments go
+    into the engine's TCP whole, and partial checksums are not checked (see
+    L{vdetwist.slirp.vnet}).  To a receiver providing L{IVnetReceiver} it
+    delivers vnet frames, TCP data in segments of up to 64 KiB with partial
+    checksums; to any other, plain frames.
+
     @ivar engine: the L{SlirpEngine} (its C{stats} count what it did).
     """
+
+    offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
 
     def __init__(self, reactor, config: SlirpConfig, description: str, host=None) -> None:
         super().__init__(description)
@@ -218,12 +238,49 @@ class SlirpPlug(PlugBase):
         else:
             self.stats.dropped += 1
 
+    def _startReading(self) -> None:
+        receiver = self.receiver
+        if IVnetReceiver.providedBy(receiver):
+            deliver = receiver.vnetFrameReceived
+            stats = self.stats
+
+            def outputVnet(frame: bytes) -> None:
+                stats.received += 1
+                deliver(frame)
+
+            self.engine.output = lambda frame: outputVnet(PLAIN + frame)
+            self.engine.offloadTo(outputVnet)
+
     def send(self, frame: bytes) -> None:
         if self.closed or not ETH_HDRLEN <= len(frame) <= VDE_ETHBUFSIZE:
             self.stats.dropped += 1
             return
         self.stats.sent += 1
         self.driver.input(bytes(frame))
+
+    def sendVnet(self, frame: bytes) -> None:
+        if self.closed or not VNET_HDRLEN + ETH_HDRLEN <= len(frame) <= MAX_VNET_FRAME:
+            self.stats.dropped += 1
+            return
+        frame = bytes(frame)
+        try:
+            kind = classify(frame)
+            if kind == SOFTWARE:
+                for plain in segment(frame):
+                    self.send(plain)
+                return
+        except BadVnetFrame as e:
+            self.stats.dropped += 1
+            self.engine.stats["vnet_bad"] += 1
+            if self.engine.stats["vnet_bad"] == 1:
+                log.warn("{plug}: dropped a guest frame with a bad virtio-net header "
+                         "(and any more, counted): {error}", plug=self.description, error=e)
+            return
+        self.stats.sent += 1
+        if kind == TRUSTED:
+            self.driver.inputTrusted(frame[VNET_HDRLEN:])
+        else:
+            self.driver.input(frame[VNET_HDRLEN:])
 
     def pauseProducing(self) -> None:
         self.engine.pauseOutput()

@@ -43,6 +43,10 @@ class LinkSender(Protocol):
     def sourceMac6(self, source: bytes) -> bytes:
         ...
 
+    def sendOffloaded(self, destination: bytes, headers: bytes, payload: bytes,
+                      segmentSize: int) -> bool:
+        ...
+
 
 class LayerContext(Protocol):
     """
@@ -52,6 +56,8 @@ class LayerContext(Protocol):
     @ivar host: the host sockets (a L{vdetwist.slirp.hostapi.IHost}).
     @ivar writable: whether the guests' link takes frames now (else TCP
         holds its segments back until the engine resumes it).
+    @ivar offload: whether the guests' link takes vnet frames (L{emitVnet}):
+        then TCP sends segments of many MSSs with partial checksums.
     """
 
     config: SlirpConfig
@@ -59,6 +65,7 @@ class LayerContext(Protocol):
     random: Random
     policy: AddressPolicy
     writable: bool
+    offload: bool
     now: Callable[[], float]
 
     # Read-only members: the engine may hold a richer link and any IHost.
@@ -83,4 +90,10 @@ class LayerContext(Protocol):
     def emit(self, frame: bytes) -> None:
         """
         Send an Ethernet frame to the guests.
+        """
+
+    def emitVnet(self, frame: bytes) -> None:
+        """
+        Send a vnet frame (virtio-net header, then the Ethernet frame) to
+        the guests; only while L{offload}.
         """

@@ -47,6 +47,10 @@ MAX_OUTPUT_QUEUE = 512
 HOUSEKEEPING_INTERVAL = 1.0
 
 
+def _notOffloading(frame: bytes) -> None:
+    raise AssertionError("a vnet frame for guests that take plain frames only")
+
+
 class SlirpEngine:
     """
     The demultiplexer of guest frames to the layers, and the
@@ -70,6 +74,8 @@ class SlirpEngine:
         self.config = config
         self.host = host
         self.output = output
+        self.outputVnet: Callable[[bytes], None] = _notOffloading
+        self.offload = False
         self.now = clock
         self.strict = strict
         self.random = random.Random(seed)
@@ -77,7 +83,8 @@ class SlirpEngine:
         self.timers = TimerHeap(timerChanged, self._failed)
         self.timer = self.timers.timer
         self.writable = True
-        self.outQueue: deque[bytes] = deque()
+        #: what waits for the link to be writable: (frame, is a vnet frame)
+        self.outQueue: deque[tuple[bytes, bool]] = deque()
         self.closed = False
 
         self.policy = policy = AddressPolicy(config, Resolvers(config.resolvConf, clock))
@@ -215,15 +222,41 @@ class SlirpEngine:
     # -- output ---------------------------------------------------------------
 
     def emit(self, frame: bytes) -> None:
+        if self.writable and not self.closed:
+            self.stats["frames_out"] += 1
+            self.output(frame)
+        else:
+            self._hold(frame, False)
+
+    def emitVnet(self, frame: bytes) -> None:
+        if self.writable and not self.closed:
+            self.stats["frames_out"] += 1
+            self.outputVnet(frame)
+        else:
+            self._hold(frame, True)
+
+    def _hold(self, frame: bytes, vnet: bool) -> None:
+        """
+        Keep a frame (a vnet frame if C{vnet}) until the link is writable
+        again (unless too many wait already, or the engine is closed).
+        """
         if self.closed:
             return
         self.stats["frames_out"] += 1
-        if self.writable:
-            self.output(frame)
-        elif len(self.outQueue) < MAX_OUTPUT_QUEUE:
-            self.outQueue.append(frame)
+        if len(self.outQueue) < MAX_OUTPUT_QUEUE:
+            self.outQueue.append((frame, vnet))
         else:
             self.stats["frames_dropped"] += 1
+
+    def offloadTo(self, outputVnet: Callable[[bytes], None]) -> None:
+        """
+        From now on send the guests' TCP data as vnet frames (virtio-net
+        header, then the Ethernet frame: L{vdetwist.wire.vnethdr}) through
+        C{outputVnet}: segments of up to 64 KiB with partial checksums,
+        which the guests' link segments and completes.
+        """
+        self.outputVnet = outputVnet
+        self.offload = True
 
     def pauseOutput(self) -> None:
         """
@@ -235,7 +268,8 @@ class SlirpEngine:
         self.writable = True
         queue = self.outQueue
         while queue and self.writable:
-            self.output(queue.popleft())
+            frame, vnet = queue.popleft()
+            (self.outputVnet if vnet else self.output)(frame)
         if self.writable:
             self.tcp.resume()
 
@@ -246,13 +280,19 @@ class SlirpEngine:
 
     # -- input ------------------------------------------------------------------
 
-    def input(self, frame: bytes) -> None:
+    def input(self, frame: bytes, trusted: bool = False) -> None:
         """
         Handle one Ethernet frame from the guests.  Never raises (unless
         C{strict}).
+
+        @param trusted: the frame's TCP or UDP checksum need not be checked
+            (it may be partial): a guest's offloading link said so (its
+            vnet header's C{NEEDS_CSUM} or C{DATA_VALID}; see
+            L{vdetwist.slirp.vnet}).  The frame may then be a TCP segment
+            of many MSSs (TSO), up to 64 KiB.
         """
         try:
-            self._input(frame)
+            self._input(frame, trusted)
         except Exception:
             self._failed("slirp: handling a guest frame")
 
@@ -273,7 +313,7 @@ class SlirpEngine:
         self.input(frame)
         self.flush()
 
-    def _input(self, frame: bytes) -> None:
+    def _input(self, frame: bytes, trusted: bool) -> None:
         if self.closed or len(frame) < P.ETH_HLEN:
             return
         self.stats["frames_in"] += 1
@@ -283,15 +323,15 @@ class SlirpEngine:
         ethertype = (frame[12] << 8) | frame[13]
         if ethertype == P.ETH_IP:
             if self.config.ipv4:
-                self._ip4(frame)
+                self._ip4(frame, trusted)
         elif ethertype == P.ETH_ARP:
             if self.config.ipv4:
                 self.link.arpInput(frame)
         elif ethertype == P.ETH_IPV6:
             if self.config.ipv6:
-                self._ip6(frame)
+                self._ip6(frame, trusted)
 
-    def _ip4(self, frame: bytes) -> None:
+    def _ip4(self, frame: bytes, trusted: bool) -> None:
         parsed = parse4(frame[P.ETH_HLEN:])
         if parsed is None:
             self.stats["ip4_bad"] += 1
@@ -313,13 +353,13 @@ class SlirpEngine:
         proto = packet[9]
         if proto == P.PROTO_TCP:
             if destination[0] < 224 and destination != self.broadcast4:
-                self.tcp.input(packet, ihl)
+                self.tcp.input(packet, ihl, trusted)
         elif proto == P.PROTO_UDP:
-            self._udp4(packet, ihl, frame)
+            self._udp4(packet, ihl, frame, trusted)
         elif proto == P.PROTO_ICMP:
             self._icmp4(packet, ihl)
 
-    def _udp4(self, packet: bytes, ihl: int, frame: bytes) -> None:
+    def _udp4(self, packet: bytes, ihl: int, frame: bytes, trusted: bool) -> None:
         if len(packet) < ihl + 8:
             return
         length = (packet[ihl + 4] << 8) | packet[ihl + 5]
@@ -327,7 +367,7 @@ class SlirpEngine:
             return
         if ihl + length < len(packet):
             packet = packet[: ihl + length]
-        if packet[ihl + 6] or packet[ihl + 7]:
+        if (packet[ihl + 6] or packet[ihl + 7]) and not trusted:
             from vdetwist.wire.checksum import pseudo4, residue
 
             if (residue(packet[ihl:]) + pseudo4(packet[12:16], packet[16:20], P.PROTO_UDP,
@@ -364,7 +404,7 @@ class SlirpEngine:
         elif destination[0] < 224 and destination not in self.network4:
             self.icmp.output(packet[12:16], destination, message, packet)
 
-    def _ip6(self, frame: bytes) -> None:
+    def _ip6(self, frame: bytes, trusted: bool) -> None:
         packet = parse6(frame[P.ETH_HLEN:])
         if packet is None:
             self.stats["ip6_bad"] += 1
@@ -396,7 +436,7 @@ class SlirpEngine:
             elif destination[0] != 0xFF:
                 self.icmp.output(source, destination, packet[40:], packet)
         elif nextHeader == P.PROTO_UDP:
-            if len(packet) < 48 or not l4ok(packet, P.PROTO_UDP):
+            if len(packet) < 48 or not (trusted or l4ok(packet, P.PROTO_UDP)):
                 return
             length = (packet[44] << 8) | packet[45]
             if length < 8 or 40 + length > len(packet):
@@ -412,4 +452,4 @@ class SlirpEngine:
             self.udp.input(packet, 40)
         elif nextHeader == P.PROTO_TCP:
             if destination[0] != 0xFF:
-                self.tcp.input(packet, 40)
+                self.tcp.input(packet, 40, trusted)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.dhcp import ND_NS, OPT_SOURCE_LL
+from vdetwist.wire.vnethdr import GSO_NONE, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, VnetHeader
 
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.slirp.context import LayerContext
@@ -26,6 +27,8 @@ RESOLVE_TRIES = 3
 RESOLVE_INTERVAL = 1.0
 #: ARP replies are padded to this length, as libslirp pads them.
 ARP_FRAME_LENGTH = 64
+#: Where the checksum is in a TCP header (a vnet header's C{csum_offset}).
+TCP_CSUM_OFFSET = 16
 
 
 class _Pending:
@@ -139,6 +142,40 @@ class Link:
             self.emit(frame)
         else:
             self._queue(destination, frame)
+
+    def sendOffloaded(self, destination: bytes, headers: bytes, payload: bytes,
+                      segmentSize: int) -> bool:
+        """
+        Send a guest at a known MAC a TCP segment of any size as one vnet
+        frame (L{vdetwist.wire.vnethdr}): C{headers} (IP and a 20-byte TCP
+        header whose checksum holds the pseudo-header's sum, see
+        L{P.tcpHeaderPartial}), then C{payload}, marked C{NEEDS_CSUM} and,
+        when it is longer than C{segmentSize}, for segmentation in pieces of
+        C{segmentSize} bytes (TSO).  The receiver completes the checksum or
+        segments: no byte of the payload is read here.
+
+        @return: C{False} (nothing sent) if the guest's MAC is not known:
+            the caller sends the segment the ordinary way (which waits for
+            the address to resolve).
+        """
+        if len(destination) == 4:
+            mac = self.table4.get(destination)
+            if mac is None:
+                return False
+            ethernet = P.ETH.pack(mac, self.gatewayMac, P.ETH_IP)
+            start, kind = P.ETH_HLEN + 20, GSO_TCPV4
+        else:
+            mac = self.table6.get(destination)
+            if mac is None:
+                return False
+            ethernet = P.ETH.pack(mac, self.sourceMac6(headers[8:24]), P.ETH_IPV6)
+            start, kind = P.ETH_HLEN + 40, GSO_TCPV6
+        if len(payload) <= segmentSize:
+            kind = segmentSize = GSO_NONE
+        header = VnetHeader(NEEDS_CSUM, kind, P.ETH_HLEN + len(headers), segmentSize, start,
+                            TCP_CSUM_OFFSET).pack()
+        self.context.emitVnet(b"".join((header, ethernet, headers, payload)))
+        return True
 
     def _queue(self, destination: bytes, frame: bytes) -> None:
         waiting = self.pending.get(destination)

@@ -97,17 +97,24 @@ class IdentCounter:
 _ident = IdentCounter()
 
 
+def ipv4Header(src: bytes, dst: bytes, proto: int, length: int, ttl: int = 64,
+               ident: int | None = None, dontFragment: bool = False) -> bytes:
+    """
+    The 20-byte IPv4 header of a packet carrying C{length} bytes.
+    """
+    header = IP4.pack(
+        0x45, 0, 20 + length, _ident.next() if ident is None else ident,
+        0x4000 if dontFragment else 0, ttl, proto, 0, src, dst,
+    )
+    return header[:10] + U16.pack(checksum(header)) + header[12:]
+
+
 def ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, ttl: int = 64,
          ident: int | None = None, dontFragment: bool = False) -> bytes:
     """
     An IPv4 packet around C{payload}.
     """
-    header = IP4.pack(
-        0x45, 0, 20 + len(payload), _ident.next() if ident is None else ident,
-        0x4000 if dontFragment else 0, ttl, proto, 0, src, dst,
-    )
-    csum = checksum(header)
-    return header[:10] + U16.pack(csum) + header[12:] + payload
+    return ipv4Header(src, dst, proto, len(payload), ttl, ident, dontFragment) + payload
 
 
 def ipv6(src: bytes, dst: bytes, nextHeader: int, payload: bytes,
@@ -177,6 +184,23 @@ def tcpSegment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: in
     if csum is None:  # pragma: no cover - headers are always even
         csum = finish(residue(header + payload) + pseudo)
     return header[:16] + U16.pack(csum) + header[18:] + payload
+
+
+def tcpHeaderPartial(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
+                     flags: int, window: int, payloadLength: int) -> bytes:
+    """
+    A 20-byte TCP header whose checksum field holds only the pseudo-header's
+    sum (for C{payloadLength} bytes after it), as a sender leaves it for a
+    receiver that completes it (virtio-net's C{NEEDS_CSUM}): no byte of the
+    payload is read.
+    """
+    length = 20 + payloadLength
+    if len(src) == 4:
+        pseudo = pseudo4(src, dst, PROTO_TCP, length)
+    else:
+        pseudo = pseudo6(src, dst, PROTO_TCP, length)
+    return TCP.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x50, flags, window,
+                    pseudo, 0)
 
 
 def ipNetwork(address: bytes, mask: bytes) -> bytes:

@@ -57,6 +57,9 @@ MAX_SYN_RETRIES = 6
 TIME_WAIT = 2.0
 INITIAL_WINDOW_SEGMENTS = 10
 MAX_OOO_SEGMENTS = 512
+#: The most payload in one segment to guests that take TSO super-frames:
+#: the IP packet stays within 64 KiB (a 16-bit length).
+MAX_SUPER_PAYLOAD = 0xFFFF - 60
 
 CONNECTING, SYN_SENT, SYN_RCVD, ESTABLISHED, CLOSED = range(5)
 _STATE_NAMES = ("CONNECTING", "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSED")
@@ -251,17 +254,20 @@ class Congestion:
     def start(self, mss: int) -> None:
         self.cwnd = INITIAL_WINDOW_SEGMENTS * mss
 
-    def grow(self, acked: int, mss: int) -> None:
+    def grow(self, acked: int, mss: int, burst: int) -> None:
         """
         New data acknowledged outside recovery: slow start or congestion
-        avoidance.
+        avoidance.  An ACK counts for at most C{burst} bytes (the largest
+        segment sent: one MSS, or a super-segment of many, which the guest
+        acknowledges at once), so super-segments grow the window as fast
+        as the MSS-sized segments they stand for.
         """
         self.dupAcks = 0
         cwnd = self.cwnd
         if cwnd < self.ssthresh:
-            cwnd += min(acked, mss)
+            cwnd += min(acked, burst)
         else:
-            cwnd += max(mss * mss // cwnd, 1)
+            cwnd += max(mss * min(max(acked, mss), burst) // cwnd, 1)
         self.cwnd = cwnd if cwnd <= 64 * SNDBUF else 64 * SNDBUF
 
     def fastRetransmit(self, flight: int, mss: int, recover: int) -> None:
@@ -522,8 +528,6 @@ class TcpConn:
             win = min(wnd, 0xFFFF)
             wnd = win
         ack = self.rcvNxt if flags & ACK else 0
-        segment = P.tcpSegment(self.remote, self.guest, self.rport, self.gport, seq, ack,
-                               flags, win, options, payload)
         if flags & ACK:
             self.lastAdvertised = wnd
             if self.ackPending:
@@ -531,10 +535,40 @@ class TcpConn:
                 self.layer.pendingAcks.discard(self)
         context = self.context
         context.stats["tcp_segments_out"] += 1
+        if payload and context.offload and self._sendOffloaded(seq, ack, flags, win, payload):
+            return
+        segment = P.tcpSegment(self.remote, self.guest, self.rport, self.gport, seq, ack,
+                               flags, win, options, payload)
         if self.v6:
             context.link.send6(self.guest, P.ipv6(self.remote, self.guest, P.PROTO_TCP, segment))
         else:
             context.link.send4(self.guest, P.ipv4(self.remote, self.guest, P.PROTO_TCP, segment))
+
+    def _sendOffloaded(self, seq: int, ack: int, flags: int, win: int, payload: bytes) -> bool:
+        """
+        Send a data segment of any size to an offloading guest link: the
+        checksum left partial, segmented there in MSS pieces.  C{False} if
+        it was not sent (the guest's MAC is not known).
+        """
+        remote, guest = self.remote, self.guest
+        length = 20 + len(payload)
+        tcp = P.tcpHeaderPartial(remote, guest, self.rport, self.gport, seq, ack, flags, win,
+                                 len(payload))
+        if self.v6:
+            ip = P.IP6.pack(0x60000000, length, P.PROTO_TCP, 64, remote, guest)
+        else:
+            ip = P.ipv4Header(remote, guest, P.PROTO_TCP, length)
+        return self.context.link.sendOffloaded(guest, ip + tcp, payload, self.mss)
+
+    def _burst(self) -> int:
+        """
+        The most payload one segment carries: one MSS, or as many whole
+        MSSs as fit a super-segment if the guests' link takes them.
+        """
+        mss = self.mss
+        if self.context.offload:
+            return MAX_SUPER_PAYLOAD // mss * mss
+        return mss
 
     def sendAck(self) -> None:
         self._send(ACK, self.sndNxt)
@@ -793,7 +827,7 @@ class TcpConn:
             else:
                 cc.recovered(mss)
         else:
-            cc.grow(acked, mss)
+            cc.grow(acked, mss, self._burst())
         if self.sndNxt == self.sndUna:
             if self.timerKind == "rexmt":
                 self._disarm()
@@ -807,8 +841,11 @@ class TcpConn:
         self._retransmitFirst()
 
     def _retransmitFirst(self) -> None:
+        # what was lost is a whole segment as sent, a super-segment too (in
+        # the peer's window); never past what was sent (sndMax)
         sndBuf = self.sndBuf
-        n = min(self.mss, sndBuf.length)
+        n = min(self._burst(), sndBuf.length, seqDiff(self.sndMax, self.sndUna),
+                max(self.sndWnd, self.mss))
         if n > 0:
             flags = ACK
             if n == sndBuf.length and sndBuf.finSent:
@@ -932,6 +969,7 @@ class TcpConn:
             self.layer.blocked.add(self)
             return
         mss = self.mss
+        burst = self._burst()
         sndBuf = self.sndBuf
         cc = self.cc
         rtx = self.rtx
@@ -943,9 +981,11 @@ class TcpConn:
                 usable = window - inFlight
                 if usable <= 0:
                     break
-                n = min(mss, unsent, usable)
+                n = min(burst, unsent, usable)
                 if n < mss and n < unsent and inFlight > 0:
                     break  # sender-side silly window avoidance
+                if mss < n < unsent:
+                    n -= n % mss  # a super-segment of whole MSSs
                 data = sndBuf.peek(inFlight, n)
                 flags = ACK
                 if n == unsent:
@@ -1154,10 +1194,11 @@ class TcpLayer:
                 return False
         return True
 
-    def input(self, packet: bytes, ihl: int) -> None:
+    def input(self, packet: bytes, ihl: int, trusted: bool = False) -> None:
         """
         A TCP segment from the guest (C{packet}: the whole IP packet,
-        C{ihl}: its header length; 40 for IPv6).
+        C{ihl}: its header length; 40 for IPv6), maybe of many MSSs (TSO);
+        its checksum is not checked if C{trusted}.
         """
         context = self.context
         segment = packet[ihl:]
@@ -1166,11 +1207,12 @@ class TcpLayer:
         v6 = ihl == 40 and packet[0] >> 4 == 6
         if v6:
             source, destination = packet[8:24], packet[24:40]
-            pseudo = pseudo6(source, destination, P.PROTO_TCP, len(segment))
+            pseudo = pseudo6
         else:
             source, destination = packet[12:16], packet[16:20]
-            pseudo = pseudo4(source, destination, P.PROTO_TCP, len(segment))
-        if (residue(segment) + pseudo) % 0xFFFF:
+            pseudo = pseudo4
+        if not trusted and (residue(segment)
+                            + pseudo(source, destination, P.PROTO_TCP, len(segment))) % 0xFFFF:
             context.stats["tcp_bad_checksum"] += 1
             return
         sport, dport, seq, ack, offset, flags, window, _, _ = P.TCP.unpack_from(segment)
