@@ -278,6 +278,8 @@ class SlirpPlug(PlugBase):
             return
         self.stats.sent += 1
         if kind == TRUSTED:
+            if frame[1]:
+                self.engine.stats["tcp_super_in"] += 1
             self.driver.inputTrusted(frame[VNET_HDRLEN:])
         else:
             self.driver.input(frame[VNET_HDRLEN:])

@@ -172,6 +172,8 @@ class Link:
             start, kind = P.ETH_HLEN + 40, GSO_TCPV6
         if len(payload) <= segmentSize:
             kind = segmentSize = GSO_NONE
+        else:
+            self.context.stats["tcp_super_out"] += 1
         header = VnetHeader(NEEDS_CSUM, kind, P.ETH_HLEN + len(headers), segmentSize, start,
                             TCP_CSUM_OFFSET).pack()
         self.context.emitVnet(b"".join((header, ethernet, headers, payload)))
