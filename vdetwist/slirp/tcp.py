@@ -1201,8 +1201,8 @@ class TcpLayer:
         its checksum is not checked if C{trusted}.
         """
         context = self.context
-        segment = packet[ihl:]
-        if len(segment) < 20:
+        length = len(packet) - ihl
+        if length < 20:
             return
         v6 = ihl == 40 and packet[0] >> 4 == 6
         if v6:
@@ -1211,25 +1211,25 @@ class TcpLayer:
         else:
             source, destination = packet[12:16], packet[16:20]
             pseudo = pseudo4
-        if not trusted and (residue(segment)
-                            + pseudo(source, destination, P.PROTO_TCP, len(segment))) % 0xFFFF:
+        if not trusted and (residue(packet[ihl:])
+                            + pseudo(source, destination, P.PROTO_TCP, length)) % 0xFFFF:
             context.stats["tcp_bad_checksum"] += 1
             return
-        sport, dport, seq, ack, offset, flags, window, _, _ = P.TCP.unpack_from(segment)
+        sport, dport, seq, ack, offset, flags, window, _, _ = P.TCP.unpack_from(packet, ihl)
         hlen = (offset >> 4) << 2
-        if hlen < 20 or hlen > len(segment):
+        if hlen < 20 or hlen > length:
             return
         if not sport or not dport:
             return
         flags &= 0x3F
         key = (source, sport, destination, dport)
         conn = self.conns.get(key)
-        payload = segment[hlen:]
+        payload = packet[ihl + hlen:]
         if conn is not None:
             if conn.state == CLOSED and flags & SYN and not flags & ACK:
                 conn._remove()  # a new connection reusing the pair after TIME-WAIT
             else:
-                conn.segment(seq, ack, flags, window, segment[20:hlen], payload)
+                conn.segment(seq, ack, flags, window, packet[ihl + 20:ihl + hlen], payload)
                 return
         if flags & RST:
             return
@@ -1238,7 +1238,7 @@ class TcpLayer:
             return
         if flags & FIN:
             return
-        self.passiveOpen(key, seq, ack, flags, window, segment[20:hlen], len(payload))
+        self.passiveOpen(key, seq, ack, flags, window, packet[ihl + 20:ihl + hlen], len(payload))
 
     def passiveOpen(self, key: tuple, seq: int, ack: int, flags: int, window: int,
                     options: bytes, length: int) -> None:
