@@ -232,6 +232,22 @@ class OffloadOutputTests(TestCase):
         self.assertEqual(self.h.headers[-1].gsoType, GSO_TCPV4)
         self.assertEqual(self.h.engine.stats["tcp_fast_retransmits"], 1)
 
+    def test_tailWaitsForTheAck(self):
+        """
+        A host read that is not a whole number of MSSs leaves a short tail;
+        with a super-segment in flight it waits for that one's ACK (to join
+        the next read's data) instead of going out as a frame of its own.
+        """
+        self.transfer(300_000)  # the congestion window opens
+        stream = self.h.host.streams[-1]
+        stream.send(bytes(65536))
+        (first,) = [f for f in self.p.tcpFrames() if f.payload]
+        self.assertEqual(len(first.payload), 44 * 1460)
+        self.p.absorb([first])
+        self.p.segment(ACK)
+        (tail,) = [f for f in self.p.tcpFrames() if f.payload]
+        self.assertEqual((tail.seq, len(tail.payload)), ((first.seq + 44 * 1460) & M32, 1296))
+
     def test_timeoutRetransmission(self):
         """
         When everything sent is lost, the timer resends from the first byte
