@@ -232,21 +232,32 @@ class OffloadOutputTests(TestCase):
         self.assertEqual(self.h.headers[-1].gsoType, GSO_TCPV4)
         self.assertEqual(self.h.engine.stats["tcp_fast_retransmits"], 1)
 
-    def test_tailWaitsForTheAck(self):
+    def test_smallReadsJoin(self):
         """
-        A host read that is not a whole number of MSSs leaves a short tail;
-        with a super-segment in flight it waits for that one's ACK (to join
-        the next read's data) instead of going out as a frame of its own.
+        While a super-segment is in flight, host data short of another one
+        (a tail of a read that was not a whole number of MSSs, small
+        reads) waits for its ACK, then leaves as one frame; the host's EOF
+        sends what waits at once, with the FIN.
         """
         self.transfer(300_000)  # the congestion window opens
         stream = self.h.host.streams[-1]
         stream.send(bytes(65536))
         (first,) = [f for f in self.p.tcpFrames() if f.payload]
         self.assertEqual(len(first.payload), 44 * 1460)
+        for _ in range(3):
+            stream.send(bytes(10_000))
+        self.assertEqual(self.p.tcpFrames(), [])
         self.p.absorb([first])
         self.p.segment(ACK)
-        (tail,) = [f for f in self.p.tcpFrames() if f.payload]
-        self.assertEqual((tail.seq, len(tail.payload)), ((first.seq + 44 * 1460) & M32, 1296))
+        (joined,) = [f for f in self.p.tcpFrames() if f.payload]
+        self.assertEqual((joined.seq, len(joined.payload)),
+                         ((first.seq + 44 * 1460) & M32, 65536 - 44 * 1460 + 30_000))
+        stream.send(bytes(65536))
+        (full,) = [f for f in self.p.tcpFrames() if f.payload]
+        stream.sendEOF()
+        (last,) = [f for f in self.p.tcpFrames() if f.payload]
+        self.assertEqual((len(full.payload), len(last.payload), last.flags & FIN),
+                         (44 * 1460, 65536 - 44 * 1460, FIN))
 
     def test_timeoutRetransmission(self):
         """

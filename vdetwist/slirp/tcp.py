@@ -982,14 +982,17 @@ class TcpConn:
                 if usable <= 0:
                     break
                 n = min(burst, unsent, usable)
-                if n < mss and inFlight > 0 and (n < unsent or inFlight >= burst > mss):
-                    # sender-side silly window avoidance; and to an offloading
-                    # link, a short tail waits for the ACK of the super-segment
-                    # before it (the guest acknowledges that at once) to join
-                    # the next one: one frame per 64 KiB read from the host
+                if n < unsent:
+                    if n < mss and inFlight > 0:
+                        break  # sender-side silly window avoidance
+                    if n > mss:
+                        n -= n % mss  # a super-segment of whole MSSs
+                elif mss < burst and n < burst and inFlight >= burst and not sndBuf.finQueued:
+                    # to an offloading link, less than a super-segment while
+                    # one is in flight waits for its ACK (the guest sends it
+                    # at once) or more host data, to leave as one frame
+                    # instead of several (as Linux defers TSO segments)
                     break
-                if mss < n < unsent:
-                    n -= n % mss  # a super-segment of whole MSSs
                 data = sndBuf.peek(inFlight, n)
                 flags = ACK
                 if n == unsent:
