@@ -161,6 +161,22 @@ class OffloadOutputTests(TestCase):
         self.assertEqual(int.from_bytes(segment[16:18], "big"),
                          pseudo4(packet[12:16], packet[16:20], P.PROTO_TCP, len(segment)))
 
+    def test_unresolvedGuest(self):
+        """
+        To a guest whose MAC is not known (any more), data goes the plain
+        way: complete checksum, after the address resolves.
+        """
+        stream, _ = self.p.open()
+        self.h.engine.link.table4.clear()
+        self.h.headers.clear()
+        stream.send(b"q" * 1000)
+        (request,) = self.h.take()
+        self.assertEqual((request.proto, request.tpa), ("arp", self.g.ip))
+        self.h.send(self.g.arpReply(request.spa, request.sha))
+        (f,) = self.p.tcpFrames()
+        self.assertEqual(f.payload, b"q" * 1000)
+        self.assertEqual(self.h.headers[-1], VnetHeader())
+
     def test_guestMss(self):
         """
         A guest's smaller MSS is the segment size of the super-segments.

@@ -161,9 +161,11 @@ class SendBuffer:
         self.chunks.append(data)
         self.length += len(data)
 
-    def peek(self, offset: int, length: int) -> bytes:
+    def peek(self, offset: int, length: int, view: bool = False) -> bytes:
         """
-        C{length} bytes from C{offset} (relative to C{sndUna}).
+        C{length} bytes from C{offset} (relative to C{sndUna}); with
+        C{view}, within one chunk a C{memoryview} of it (no copy: a
+        super-segment is copied once, into its frame).
         """
         offset += self.offset
         parts = []
@@ -172,7 +174,7 @@ class SendBuffer:
             if offset >= size:
                 offset -= size
                 continue
-            piece = chunk[offset : offset + length]
+            piece = (memoryview(chunk) if view else chunk)[offset : offset + length]
             parts.append(piece)
             length -= len(piece)
             offset = 0
@@ -850,7 +852,7 @@ class TcpConn:
             flags = ACK
             if n == sndBuf.length and sndBuf.finSent:
                 flags |= FIN
-            self._send(flags | PSH, self.sndUna, sndBuf.peek(0, n))
+            self._send(flags | PSH, self.sndUna, sndBuf.peek(0, n, n > self.mss))
         elif sndBuf.finSent and not sndBuf.finAcked:
             self._send(FIN | ACK, self.sndUna)
         self._arm("rexmt", self.rtx.rto)
@@ -993,7 +995,7 @@ class TcpConn:
                     # at once) or more host data, to leave as one frame
                     # instead of several (as Linux defers TSO segments)
                     break
-                data = sndBuf.peek(inFlight, n)
+                data = sndBuf.peek(inFlight, n, burst > mss)
                 flags = ACK
                 if n == unsent:
                     flags |= PSH
