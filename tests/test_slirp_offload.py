@@ -581,7 +581,7 @@ class OffloadGuestTests(TestCase):
         from tests.test_slirp_netns import requireGuest
 
         requireGuest()
-        from vdetwist import netns
+        from vdetwist.testing import netns
 
         self.netns = netns
         self.ns = netns.Namespace.create(ipv6=True)

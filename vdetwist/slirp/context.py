@@ -17,6 +17,7 @@ from vdetwist.slirp.config import SlirpConfig
 from vdetwist.slirp.hostapi import IHost
 from vdetwist.slirp.policy import AddressPolicy
 from vdetwist.slirp.timers import Timer
+from vdetwist.wire.checksum import BytesLike
 
 
 class LinkSender(Protocol):
@@ -43,7 +44,7 @@ class LinkSender(Protocol):
     def sourceMac6(self, source: bytes) -> bytes:
         ...
 
-    def sendOffloaded(self, destination: bytes, headers: bytes, payload: bytes,
+    def sendOffloaded(self, destination: bytes, headers: bytes, payload: BytesLike,
                       segmentSize: int) -> bool:
         ...
 

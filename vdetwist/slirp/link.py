@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.dhcp import ND_NS, OPT_SOURCE_LL
+from vdetwist.wire.checksum import BytesLike
 from vdetwist.wire.vnethdr import GSO_NONE, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, VnetHeader
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,7 +144,7 @@ class Link:
         else:
             self._queue(destination, frame)
 
-    def sendOffloaded(self, destination: bytes, headers: bytes, payload: bytes,
+    def sendOffloaded(self, destination: bytes, headers: bytes, payload: BytesLike,
                       segmentSize: int) -> bool:
         """
         Send a guest at a known MAC a TCP segment of any size as one vnet

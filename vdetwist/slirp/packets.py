@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from vdetwist.wire.checksum import checksum, pseudo4, pseudo6, residue, finish
+from vdetwist.wire.checksum import BytesLike, checksum, finish, pseudo4, pseudo6, residue
 
 ETH_HLEN = 14
 ETH_IP = 0x0800
@@ -166,7 +166,7 @@ def icmp6(src: bytes, dst: bytes, kind: int, code: int, body: bytes) -> bytes:
 
 
 def tcpSegment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
-               flags: int, window: int, options: bytes = b"", payload: bytes = b"") -> bytes:
+               flags: int, window: int, options: bytes = b"", payload: BytesLike = b"") -> bytes:
     """
     A TCP header (with C{options}, padded to 32 bits) and payload.
     """

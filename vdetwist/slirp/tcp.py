@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from zope.interface import implementer
 
 from vdetwist.slirp import packets as P
-from vdetwist.wire.checksum import pseudo4, pseudo6, residue
+from vdetwist.wire.checksum import BytesLike, pseudo4, pseudo6, residue
 from vdetwist.slirp.hostapi import IPendingConnect, IStream, IStreamHandler
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -161,7 +161,7 @@ class SendBuffer:
         self.chunks.append(data)
         self.length += len(data)
 
-    def peek(self, offset: int, length: int, view: bool = False) -> bytes:
+    def peek(self, offset: int, length: int, view: bool = False) -> BytesLike:
         """
         C{length} bytes from C{offset} (relative to C{sndUna}); with
         C{view}, within one chunk a C{memoryview} of it (no copy: a
@@ -519,7 +519,7 @@ class TcpConn:
         free = RCVBUF - self.hostSide.queued
         return free if free > 0 else 0
 
-    def _send(self, flags: int, seq: int, payload: bytes = b"", options: bytes = b"") -> None:
+    def _send(self, flags: int, seq: int, payload: BytesLike = b"", options: bytes = b"") -> None:
         wnd = self._window()
         if flags & SYN:
             win = min(wnd, 0xFFFF)
@@ -546,7 +546,8 @@ class TcpConn:
         else:
             context.link.send4(self.guest, P.ipv4(self.remote, self.guest, P.PROTO_TCP, segment))
 
-    def _sendOffloaded(self, seq: int, ack: int, flags: int, win: int, payload: bytes) -> bool:
+    def _sendOffloaded(self, seq: int, ack: int, flags: int, win: int,
+                       payload: BytesLike) -> bool:
         """
         Send a data segment of any size to an offloading guest link: the
         checksum left partial, segmented there in MSS pieces.  C{False} if
