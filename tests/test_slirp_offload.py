@@ -177,6 +177,17 @@ class OffloadOutputTests(TestCase):
         self.assertEqual(f.payload, b"q" * 1000)
         self.assertEqual(self.h.headers[-1], VnetHeader())
 
+    def test_sendBuffer(self):
+        """
+        To an offloading link a connection holds up to L{T.SNDBUF_OFFLOAD}
+        bytes of the host's before its reading pauses (more in flight).
+        """
+        stream, _ = self.p.open()
+        stream.send(bytes(T.SNDBUF + 1))
+        self.assertFalse(stream.readingPaused)
+        stream.send(bytes(T.SNDBUF_OFFLOAD - T.SNDBUF))
+        self.assertTrue(stream.readingPaused)
+
     def test_guestMss(self):
         """
         A guest's smaller MSS is the segment size of the super-segments.

@@ -47,6 +47,10 @@ M32 = 0xFFFFFFFF
 #: Bytes buffered per direction per connection.
 RCVBUF = 256 * 1024
 SNDBUF = 256 * 1024
+#: The send buffer of a connection to an offloading guest link: more in
+#: flight, as 64 KiB super-segments leave at a rate a 256 KiB pipe cannot
+#: keep full.
+SNDBUF_OFFLOAD = 1024 * 1024
 #: Our window scale: a shift that lets RCVBUF fit 16 bits.
 RCV_SHIFT = max(0, RCVBUF.bit_length() - 16)
 INITIAL_RTO = 1.0
@@ -141,16 +145,18 @@ class SendBuffer:
     The host's bytes on their way to the guest, from the first one the
     guest has not acknowledged (C{sndUna}) on: the chunks as the host
     stream gave them and the bytes of the first already acknowledged, so
-    nothing is copied until a segment is cut.  Bounded by L{SNDBUF} (the
+    nothing is copied until a segment is cut.  Bounded by C{limit} (the
     host stream's reading pauses beyond).  Also where the end of the host
     stream stands: queued (the host sent EOF), sent as our FIN,
     acknowledged.
     """
 
-    __slots__ = ("chunks", "offset", "length", "finQueued", "finSent", "finAcked")
+    __slots__ = ("chunks", "offset", "length", "limit", "finQueued", "finSent", "finAcked")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = SNDBUF) -> None:
         self.chunks: deque[bytes] = deque()
+        #: the bytes held at most (the host stream's reading pauses beyond)
+        self.limit = limit
         self.offset = 0
         self.length = 0
         self.finQueued = False
@@ -500,7 +506,7 @@ class TcpConn:
         self.sndWnd = 0
         self.sndWl1 = 0
         self.sndWl2 = 0
-        self.sndBuf = SendBuffer()
+        self.sndBuf = SendBuffer(SNDBUF_OFFLOAD if context.offload else SNDBUF)
         ourMss = context.config.mss6() if self.v6 else context.config.mss4()
         self.ourMss = ourMss
         self.mss = 1220 if self.v6 else 536
@@ -675,7 +681,7 @@ class TcpConn:
         self.sndUna = (self.iss + 1) & M32
         self.rtx.retries = 0
         self._disarm()
-        if self.sndBuf.length < SNDBUF:
+        if self.sndBuf.length < self.sndBuf.limit:
             self.hostSide.resumeReading()
         self.context.stats["tcp_established"] += 1
 
@@ -809,7 +815,7 @@ class TcpConn:
         dataAcked = min(acked, sndBuf.length)
         if dataAcked:
             sndBuf.drop(dataAcked)
-            if sndBuf.length <= SNDBUF // 2 and self.hostSide.readPaused:
+            if sndBuf.length <= sndBuf.limit // 2 and self.hostSide.readPaused:
                 self.hostSide.resumeReading()
         if acked > dataAcked and sndBuf.finSent:
             sndBuf.finAcked = True
@@ -918,7 +924,7 @@ class TcpConn:
             return
         sndBuf.append(data)
         self.context.stats["tcp_bytes_to_guest"] += len(data)
-        if sndBuf.length >= SNDBUF:
+        if sndBuf.length >= sndBuf.limit:
             self.hostSide.pauseReading()
         if self.state == ESTABLISHED:
             self.output()
