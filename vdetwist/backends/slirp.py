@@ -282,7 +282,9 @@ class SlirpPlug(PlugBase):
         if kind == TRUSTED:
             if frame[1]:
                 self.engine.stats["tcp_super_in"] += 1
-            self.driver.inputTrusted(frame[VNET_HDRLEN:])
+            # handled now, its ACK sent with the batch's
+            self.engine.input(frame[VNET_HDRLEN:], True)
+            self.driver.flushSoon()
         else:
             self.driver.input(frame[VNET_HDRLEN:])
 

@@ -39,9 +39,6 @@ class Driver:
         self.engine: Optional[Driven] = None
         self._call = None
         self._batch: list[bytes] = []
-        #: frames whose TCP/UDP checksums need no check (see
-        #: L{SlirpEngine.input}), handled after the others of their batch
-        self._trusted: list[bytes] = []
         self._batchCall = None
 
     def attach(self, engine: Driven) -> None:
@@ -66,25 +63,22 @@ class Driver:
         if self._batchCall is None:
             self._batchCall = self.clock.callLater(0, self._drain)
 
-    def inputTrusted(self, frame: bytes) -> None:
+    def flushSoon(self) -> None:
         """
-        L{input} for a frame whose TCP/UDP checksum is not to be checked.
+        Have the engine flush at the end of this reactor turn (after the
+        frames batched): for frames its owner gave it directly.
         """
-        self._trusted.append(frame)
         if self._batchCall is None:
             self._batchCall = self.clock.callLater(0, self._drain)
 
     def _drain(self) -> None:
         self._batchCall = None
         batch, self._batch = self._batch, []
-        trusted, self._trusted = self._trusted, []
         engine = self.engine
         if engine is None or engine.closed:
             return
         for frame in batch:
             engine.input(frame)
-        for frame in trusted:
-            engine.input(frame, True)
         engine.flush()
 
     def stop(self) -> None:
@@ -93,4 +87,3 @@ class Driver:
                 call.cancel()
         self._call = self._batchCall = None
         self._batch = []
-        self._trusted = []

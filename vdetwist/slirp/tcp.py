@@ -1254,7 +1254,8 @@ class TcpLayer:
             return
         if flags & FIN:
             return
-        self.passiveOpen(key, seq, ack, flags, window, packet[ihl + 20:ihl + hlen], len(payload))
+        self.passiveOpen(key, seq, ack, flags, window, packet[ihl + 20:ihl + hlen],
+                         len(payload))
 
     def passiveOpen(self, key: tuple, seq: int, ack: int, flags: int, window: int,
                     options: bytes, length: int) -> None:
