@@ -105,6 +105,9 @@ class HostStack:
         self.timers = TimerHeap(timerChanged, self._failed)
         self.timer = self.timers.timer
         self.writable = True
+        #: TCP sends plain MSS-sized segments (the slirp engine's offloads,
+        #: L{vdetwist.slirp.context.LayerContext.offload}, are not the stack's)
+        self.offload = False
         self.outQueue: deque[bytes] = deque()
         self.closed = False
         self.mac = config.mac
