@@ -187,11 +187,16 @@ class TapPlug(FramePlug):
     """
 
 
-def tapPlugFromDescriptor(reactor: IReactorFDSet, fd: int, description: str) -> TapPlug:
+def tapPlugFromDescriptor(
+    reactor: IReactorFDSet, fd: int, description: str, offloads: int = WRITE_OFFLOADS
+) -> TapPlug:
     """
     A plug on C{fd}, a tap descriptor opened elsewhere (by another process,
     in another network namespace, and passed here): the plug owns it from
-    now on, made non-blocking as the plug needs.
+    now on, made non-blocking as the plug needs.  If the tap was opened with
+    the virtio-net header, the plug is an offloading one that writes the
+    C{TUN_F_*} C{offloads} (what the opener's C{TUNSETOFFLOAD} found the
+    kernel to take: USO only from Linux 6.2).
 
     @raise VdeError: C{fd} is not a tap.
     """
@@ -202,8 +207,8 @@ def tapPlugFromDescriptor(reactor: IReactorFDSet, fd: int, description: str) -> 
     if not flags & IFF_TAP:
         raise VdeError(f"descriptor {fd} is a tun device, not a tap", errno.EINVAL)
     os.set_blocking(fd, False)
-    offloads = WRITE_OFFLOADS if flags & IFF_VNET_HDR else None
-    return TapPlug(reactor, fd, os.fsdecode(name.split(b"\0", 1)[0]), description, offloads)
+    return TapPlug(reactor, fd, os.fsdecode(name.split(b"\0", 1)[0]), description,
+                   offloads if flags & IFF_VNET_HDR else None)
 
 
 @implementer(IPlugin, IVdeBackend)

@@ -14,8 +14,12 @@ child makes the namespaces and the taps in them, passes the taps'
 descriptors back over a socket pair and, once the parent has opened the
 VNLs, executes the command with the network capabilities over its
 namespace.  The parent cables each tap to its VNL until the command ends,
-and exits with its status.  Without a network (C{-}, C{no}) there is no parent: the process
-enters the namespaces and executes the command itself.
+and exits with its status.  The taps carry the virtio-net header with the
+kernel's offloads on (unless C{--no-offload}), so the namespace's TCP moves
+64 KiB super-frames that cross whole to a VNL that takes them (C{slirp://},
+our switch) and are segmented in software for any other.  Without a
+network (C{-}, C{no}) there is no parent: the process enters the namespaces
+and executes the command itself.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import sys
 from dataclasses import dataclass, field
 from typing import NoReturn, Optional, Sequence
@@ -69,13 +74,15 @@ OPTIONS:
   -R | --resolvaddr ADDR[,ADDR...]
                         the name servers of the namespace's /etc/resolv.conf
   -s | --sysadm         grant CAP_SYS_ADMIN too (over the namespace)
+  --no-offload          taps without the virtio-net header and the kernel's
+                        offloads: one MTU frame per read and write
   -c | --clone, -u | --unshare
                         accepted for the C tool's scripts; vdens always forks
 """
 
 SHORT = "i:hsucmr:R:"
 LONG = ["help", "multi", "iface=", "sysadm", "unshare", "clone", "resolvconf=",
-        "resolvaddr=", "version"]
+        "resolvaddr=", "version", "no-offload"]
 
 #: VNL arguments that mean "no network".
 NO_NETWORK = ("", "-", "no")
@@ -85,6 +92,10 @@ DEFAULT_PREFIX = "vde"
 #: With C{-m}: at most this many VNLs (the taps' descriptors travel in one
 #: message, and the kernel passes at most 253 descriptors in one).
 MAX_NETWORKS = 253
+#: The child's message with the taps: this, then each tap's C{TUN_F_*}
+#: write offloads.
+READY = b"ready"
+_OFFLOADS = struct.Struct("=I")
 #: How long the namespace may take to be ready (a few milliseconds when well).
 READY_TIMEOUT = 30.0
 #: Signals passed on to the command; those a terminal sends to its whole
@@ -131,6 +142,8 @@ def parseArgs(args: list[str], environ: dict[str, str]) -> Options:
             options.setup.sysadm = True
         elif name in ("-m", "--multi"):
             multi = True
+        elif name == "--no-offload":
+            options.setup.offload = False
     if multi and rest:
         options.vnls = rest[: rest.index("--")] if "--" in rest else rest
         options.command = rest[len(options.vnls) + 1 :]
@@ -210,8 +223,10 @@ def _child(sock: socket.socket, setup: Setup, command: list[str], parent: int) -
     parent, and run the command once the parent says the VNLs are open.
     """
     try:
-        fds = enter(setup)
-        socket.send_fds(sock, [b"ready"], fds)
+        taps = enter(setup)
+        fds = [fd for fd, _ in taps]
+        socket.send_fds(sock, [READY, *(_OFFLOADS.pack(offloads) for _, offloads in taps)],
+                        fds)
         for fd in fds:
             os.close(fd)
         dieWithParent(signal.SIGHUP)
@@ -225,24 +240,27 @@ def _child(sock: socket.socket, setup: Setup, command: list[str], parent: int) -
         _fail(f"setting up the namespace failed: {e}")
 
 
-def _receiveTaps(sock: socket.socket, pid: int, count: int) -> list[int]:
+def _receiveTaps(sock: socket.socket, pid: int, count: int) -> list[tuple[int, int]]:
     """
-    Wait (bounded) for the child's C{count} taps; if the child gave up
-    instead (it said why), exit with its status.
+    Wait (bounded) for the child's C{count} taps, each with its write
+    offloads; if the child gave up instead (it said why), exit with its
+    status.
     """
     sock.settimeout(READY_TIMEOUT)
+    size = len(READY) + count * _OFFLOADS.size
     try:
-        message, fds, _, _ = socket.recv_fds(sock, 16, count, socket.MSG_CMSG_CLOEXEC)
+        message, fds, _, _ = socket.recv_fds(sock, size + 1, count, socket.MSG_CMSG_CLOEXEC)
     except socket.timeout:
         os.kill(pid, signal.SIGKILL)
         message, fds = b"", []
         sys.stderr.write(f"vdens: the namespace was not ready in {READY_TIMEOUT:g} s\n")
-    if message != b"ready" or len(fds) != count:
+    if len(message) != size or not message.startswith(READY) or len(fds) != count:
         for fd in fds:
             os.close(fd)
         _, status = os.waitpid(pid, 0)
         raise SystemExit(_exitCode(status) or 1)
-    return fds
+    offloads = [value for (value,) in _OFFLOADS.iter_unpack(message[len(READY):])]
+    return list(zip(fds, offloads))
 
 
 def _exitCode(status: int) -> int:
@@ -285,7 +303,7 @@ class _ExitWatcher:
 
 
 async def _plug(reactor, vnls: list[str], ifnames: Sequence[str], command: list[str],
-                pid: int, sock: socket.socket, tapFds: list[int]) -> int:
+                pid: int, sock: socket.socket, taps: list[tuple[int, int]]) -> int:
     """
     Open C{vnls}, cable each tap to its VNL, let the command run, and
     return its exit code once it ends.
@@ -295,13 +313,13 @@ async def _plug(reactor, vnls: list[str], ifnames: Sequence[str], command: list[
     # descriptors from (len(plugs) + 1) // 2 on are still ours to close.
     plugs: list[IVdePlug] = []
     try:
-        for vnl, ifname, fd in zip(vnls, ifnames, tapFds):
-            plugs.append(tapPlugFromDescriptor(reactor, fd, f"tap://{ifname} (vdens)"))
+        for vnl, ifname, (fd, offloads) in zip(vnls, ifnames, taps):
+            plugs.append(tapPlugFromDescriptor(reactor, fd, f"tap://{ifname} (vdens)", offloads))
             plugs.append(await openVNL(reactor, vnl, "vdens"))
     except VdeError as e:
         for plug in plugs:
             plug.close()
-        for fd in tapFds[(len(plugs) + 1) // 2 :]:
+        for fd, _ in taps[(len(plugs) + 1) // 2 :]:
             os.close(fd)
         sys.stderr.write(f"vdens: {e}\n")
         sock.close()
@@ -335,7 +353,7 @@ def runPlug(vnls: list[str], command: list[str], pid: int, sock: socket.socket,
     forward = lambda signum, frame: os.kill(pid, signum)
     for signum in FORWARDED:
         signal.signal(signum, forward)
-    tapFds = _receiveTaps(sock, pid, len(ifnames))
+    taps = _receiveTaps(sock, pid, len(ifnames))
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr),
                               [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])],
@@ -351,7 +369,7 @@ def runPlug(vnls: list[str], command: list[str], pid: int, sock: socket.socket,
             signal.signal(signum, signal.SIG_IGN)
         for signum in FORWARDED:
             signal.signal(signum, forward)
-        d = ensureDeferred(_plug(reactor, vnls, ifnames, command, pid, sock, tapFds))
+        d = ensureDeferred(_plug(reactor, vnls, ifnames, command, pid, sock, taps))
         d.addCallback(result.append)
 
         def failed(failure: Failure) -> None:
