@@ -7,9 +7,11 @@ the machine's own node is never touched).
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import os
 import pwd
+import random
 import signal
 import stat
 import subprocess
@@ -23,6 +25,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from vdetwist.backends.tap import openTap, tapPlugFromDescriptor
 from vdetwist.errors import VdeError
+from vdetwist.scripts.vdens import parseArgs
 from tests.support import (
     TIMEOUT, CSwitch, cPlug, isListening, linkExists, makeNamespace, requireTun, makeUser, ourEnv, requireCommand, requireRoot, stopProcess, tmpdir,
     waitFor,
@@ -64,12 +67,13 @@ class Identity:
         return [*prefix, self.python, "-m", "vdetwist.scripts.vdens", *args]
 
     def run(self, *args: str, env: Optional[dict] = None, input: Optional[str] = None,
-            tunMode: Optional[str] = "0666") -> subprocess.CompletedProcess:
+            tunMode: Optional[str] = "0666", timeout: float = TIMEOUT * 2,
+            ) -> subprocess.CompletedProcess:
         return subprocess.run(
             self.argv(*args, tunMode=tunMode), capture_output=True, text=True,
             cwd=self.home, env=ourEnv(HOME=self.home, **(env or {})),
             input=input, stdin=None if input is not None else subprocess.DEVNULL,
-            timeout=TIMEOUT * 2,
+            timeout=timeout,
         )
 
     def popen(self, argv: list[str], log: str) -> subprocess.Popen:
@@ -306,11 +310,7 @@ class NoNetworkTests(VdensMixin, SynchronousTestCase):
                            "user.max_user_namespaces")
 
 
-class NetworkTests(VdensMixin, SynchronousTestCase):
-    """
-    C{vdens VNL}: a tap in the namespace cabled to a VNL opened outside.
-    """
-
+class NetworkMixin(VdensMixin):
     def startSwitch(self, identity: Identity, name: str) -> tuple[str, subprocess.Popen]:
         """
         One of our switches, C{identity}'s, in their home: its directory
@@ -331,6 +331,12 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
         for identity in found:
             requireUserNamespaces(identity)
         return found
+
+
+class NetworkTests(NetworkMixin, SynchronousTestCase):
+    """
+    C{vdens VNL}: a tap in the namespace cabled to a VNL opened outside.
+    """
 
     def test_slirp(self) -> None:
         """
@@ -557,6 +563,185 @@ class NetworkTests(VdensMixin, SynchronousTestCase):
              *identity.argv("slirp://", "true")],
             capture_output=True, text=True, env=ourEnv(), timeout=TIMEOUT * 2)
         self.assertOneLine(result, f"{TUN} does not exist", "modprobe tun")
+
+
+#: One end of a TCP exchange: "serve" (on HOST:PORT, printing the port) or
+#: "connect" (retrying until the peer listens); the client sends SIZE bytes
+#: from SEED, the server reads them, sends its SIZE bytes from SEED+1 and
+#: waits for the client to close (its namespace, and the data still in
+#: flight, would vanish with it).  Each prints the sha256 of what it received and, when its C{vde0} exists,
+#: that interface's counters (rx bytes, rx packets, tx bytes, tx packets)
+#: as it starts receiving the second half and at the end: the client's
+#: upload phase, then its download phase, are the difference.
+EXCHANGE = """
+import hashlib, random, socket, sys, time
+role, host, port, size, seed = sys.argv[1:3] + [int(a) for a in sys.argv[3:]]
+def counters():
+    for line in open("/proc/net/dev"):
+        name, _, fields = line.partition(":")
+        if name.strip() == "vde0":
+            f = fields.split()
+            return " ".join((f[0], f[1], f[8], f[9]))
+    return ""
+if role == "serve":
+    server = socket.create_server((host, port))
+    print(server.getsockname()[1], flush=True)
+    c, _ = server.accept()
+    seed += 1
+else:
+    for _ in range(300):
+        try:
+            c = socket.create_connection((host, port), timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    c.settimeout(None)
+data = random.Random(seed).randbytes(size)
+if role == "connect":
+    c.sendall(data)
+digest = hashlib.sha256()
+chunk = c.recv(1 << 16)
+mark = counters()
+left = size
+while chunk:
+    digest.update(chunk)
+    left -= len(chunk)
+    chunk = c.recv(min(left, 1 << 16)) if left else b""
+if role == "serve":
+    c.sendall(data)
+    c.shutdown(socket.SHUT_WR)
+    c.recv(1)
+c.close()
+print(digest.hexdigest())
+print(mark)
+print(counters(), flush=True)
+"""
+
+#: What the exchange moves each way; the longest frame a 1500-byte MTU
+#: allows (what the tap counts: the Ethernet frame, no header).
+EXCHANGE_SIZE = 48 << 20
+MTU_FRAME = 1514
+
+
+def exchangeDigests(seed: int) -> tuple[str, str]:
+    """
+    The sha256 of the client's and of the server's data in an exchange from
+    C{seed}.
+    """
+    return tuple(hashlib.sha256(random.Random(s).randbytes(EXCHANGE_SIZE)).hexdigest()
+                 for s in (seed, seed + 1))  # type: ignore[return-value]
+
+
+@dataclass
+class Exchanged:
+    """
+    What the client end of L{EXCHANGE} saw: the digest of what it received,
+    and the mean length of the frames its interface sent while it uploaded
+    and received while it downloaded.
+    """
+
+    digest: str
+    upFrame: float
+    downFrame: float
+
+    @classmethod
+    def parse(cls, output: str) -> Exchanged:
+        digest, mark, end = output.splitlines()[-3:]
+        before = [int(n) for n in mark.split()]
+        after = [int(n) for n in end.split()]
+        rxBytes, rxPackets = after[0] - before[0], after[1] - before[1]
+        return cls(digest, before[2] / before[3], rxBytes / rxPackets)
+
+
+class OffloadTests(NetworkMixin, SynchronousTestCase):
+    """
+    vdens's taps offload by default: a large TCP exchange each way moves
+    byte-identical in super-frames (the namespace's interface counts frames
+    longer than the MTU allows); with C{--no-offload} every frame fits the
+    MTU.
+    """
+
+    def assertOffloaded(self, seen: Exchanged, offload: bool, down: bool = True) -> None:
+        """
+        With C{offload}, most of the upload (and, if C{down}, of the
+        download) went in super-frames; without, no frame was longer than
+        the MTU allows.
+        """
+        if offload:
+            self.assertGreater(seen.upFrame, 2 * MTU_FRAME, "upload in super-frames")
+            if down:
+                self.assertGreater(seen.downFrame, 2 * MTU_FRAME, "download in super-frames")
+        else:
+            self.assertLessEqual(seen.upFrame, MTU_FRAME)
+            self.assertLessEqual(seen.downFrame, MTU_FRAME)
+
+    def test_slirp(self) -> None:
+        """
+        Behind C{slirp://}: EXCHANGE_SIZE up to a server on the host's
+        127.0.0.1 and back down, sha256-identical; super-frames both ways
+        (slirp takes TSO segments and sends large ones) unless
+        C{--no-offload}.
+        """
+        up, down = exchangeDigests(1)
+        for identity in self.identities():
+            for offload in (True, False):
+                server = subprocess.Popen(
+                    [sys.executable, "-c", EXCHANGE, "serve", "127.0.0.1", "0",
+                     str(EXCHANGE_SIZE), "1"], stdout=subprocess.PIPE, text=True)
+                self.addCleanup(stopProcess, server)
+                port = server.stdout.readline().strip()
+                result = identity.run(
+                    *(() if offload else ("--no-offload",)), "slirp://", "sh", "-c",
+                    "ip addr add 10.0.2.15/24 dev vde0 && "
+                    f"exec /usr/bin/python3 -c '{EXCHANGE}' connect 10.0.2.2 {port} "
+                    f"{EXCHANGE_SIZE} 1", timeout=TIMEOUT * 8)
+                self.assertEqual((result.returncode, result.stderr), (0, ""))
+                received, _ = server.communicate(timeout=TIMEOUT)
+                self.assertEqual(received.splitlines()[0], up)
+                seen = Exchanged.parse(result.stdout)
+                self.assertEqual(seen.digest, down)
+                self.assertOffloaded(seen, offload)
+            self.assertNothingLeft(identity)
+
+    def test_switch(self) -> None:
+        """
+        Two vdens on one of our switches (C{twistd vde}): EXCHANGE_SIZE each
+        way, sha256-identical; the upload leaves the client's namespace in
+        super-frames and the download reaches it in super-frames (they
+        crossed the switch whole) unless C{--no-offload}.
+        """
+        up, down = exchangeDigests(7)
+        for identity in self.identities():
+            switch, _ = self.startSwitch(identity, "sw")
+            for offload in (True, False):
+                options = () if offload else ("--no-offload",)
+                serverLog = os.path.join(identity.home, f"server-{offload}.log")
+                server = identity.popen(
+                    identity.argv(*options, f"vde://{switch}", "sh", "-c",
+                                  "ip addr add 10.9.0.1/24 dev vde0 && exec /usr/bin/python3 "
+                                  f"-c '{EXCHANGE}' serve 10.9.0.1 5000 {EXCHANGE_SIZE} 7"),
+                    serverLog)
+                self.addCleanup(stopProcess, server)
+                result = identity.run(
+                    *options, f"vde://{switch}", "sh", "-c",
+                    "ip addr add 10.9.0.2/24 dev vde0 && exec /usr/bin/python3 "
+                    f"-c '{EXCHANGE}' connect 10.9.0.1 5000 {EXCHANGE_SIZE} 7",
+                    timeout=TIMEOUT * 8)
+                self.assertEqual((result.returncode, result.stderr), (0, ""))
+                self.assertEqual(server.wait(TIMEOUT), 0)
+                with open(serverLog) as f:
+                    self.assertEqual(f.read().splitlines()[1], up)
+                seen = Exchanged.parse(result.stdout)
+                self.assertEqual(seen.digest, down)
+                self.assertOffloaded(seen, offload)
+            self.assertNothingLeft(identity)
+
+    def test_option(self) -> None:
+        """
+        C{--no-offload} is the namespace's setup; offloads are the default.
+        """
+        self.assertTrue(parseArgs(["slirp://"], {}).setup.offload)
+        self.assertFalse(parseArgs(["--no-offload", "slirp://", "sh"], {}).setup.offload)
 
 
 class TapFromDescriptorTests(SynchronousTestCase):
