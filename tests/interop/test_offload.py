@@ -366,15 +366,18 @@ class TapVnetTests(TestCase):
     def test_fromDescriptor(self) -> None:
         """
         A tap descriptor opened elsewhere with the virtio-net header gives a
-        vnet plug; one without, a plain plug.
+        vnet plug, writing the offloads its opener says the kernel took (by
+        default those every kernel takes); one without, a plain plug.
         """
         for flags, vnet in ((TAP_FLAGS | IFF_VNET_HDR, True), (TAP_FLAGS, False)):
-            with netns.entered(self.ns):
-                fd, name = openTap("", flags)
-            plug = tapPlugFromDescriptor(reactor, fd, "passed")
-            self.addCleanup(plug.close)
-            self.assertEqual(IVnetPlug.providedBy(plug), vnet)
-            self.assertEqual(plug.offloads, WRITE_OFFLOADS if vnet else 0)
+            for offloads in ((), (TUN_F_CSUM | TUN_F_USO4,)):
+                with netns.entered(self.ns):
+                    fd, name = openTap("", flags)
+                plug = tapPlugFromDescriptor(reactor, fd, "passed", *offloads)
+                self.addCleanup(plug.close)
+                self.assertEqual(IVnetPlug.providedBy(plug), vnet)
+                expected = (offloads or (WRITE_OFFLOADS,))[0] if vnet else 0
+                self.assertEqual(plug.offloads, expected)
 
     async def test_lyingHeadersDropped(self) -> None:
         """
