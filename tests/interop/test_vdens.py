@@ -310,6 +310,94 @@ class NoNetworkTests(VdensMixin, SynchronousTestCase):
                            "user.max_user_namespaces")
 
 
+#: One end of a TCP exchange: "serve" (on HOST:PORT, printing the port) or
+#: "connect" (retrying until the peer listens); the client sends SIZE bytes
+#: from SEED, the server reads them, sends its SIZE bytes from SEED+1 and
+#: waits for the client to close (its namespace, and the data still in
+#: flight, would vanish with it).  Each prints the sha256 of what it received and, when its C{vde0} exists,
+#: that interface's counters (rx bytes, rx packets, tx bytes, tx packets)
+#: as it starts receiving the second half and at the end: the client's
+#: upload phase, then its download phase, are the difference.
+EXCHANGE = """
+import hashlib, random, socket, sys, time
+role, host, port, size, seed = sys.argv[1:3] + [int(a) for a in sys.argv[3:]]
+def counters():
+    for line in open("/proc/net/dev"):
+        name, _, fields = line.partition(":")
+        if name.strip() == "vde0":
+            f = fields.split()
+            return " ".join((f[0], f[1], f[8], f[9]))
+    return ""
+if role == "serve":
+    server = socket.create_server((host, port))
+    print(server.getsockname()[1], flush=True)
+    c, _ = server.accept()
+    seed += 1
+else:
+    for _ in range(300):
+        try:
+            c = socket.create_connection((host, port), timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    c.settimeout(None)
+data = random.Random(seed).randbytes(size)
+if role == "connect":
+    c.sendall(data)
+digest = hashlib.sha256()
+chunk = c.recv(1 << 16)
+mark = counters()
+left = size
+while chunk:
+    digest.update(chunk)
+    left -= len(chunk)
+    chunk = c.recv(min(left, 1 << 16)) if left else b""
+if role == "serve":
+    c.sendall(data)
+    c.shutdown(socket.SHUT_WR)
+    c.recv(1)
+c.close()
+print(digest.hexdigest())
+print(mark)
+print(counters(), flush=True)
+"""
+
+#: What the exchange moves each way; the longest frame a 1500-byte MTU
+#: allows (what the tap counts: the Ethernet frame, no header).
+EXCHANGE_SIZE = 48 << 20
+MTU_FRAME = 1514
+
+
+def exchangeDigests(seed: int) -> tuple[str, str]:
+    """
+    The sha256 of the client's and of the server's data in an exchange from
+    C{seed}.
+    """
+    return tuple(hashlib.sha256(random.Random(s).randbytes(EXCHANGE_SIZE)).hexdigest()
+                 for s in (seed, seed + 1))  # type: ignore[return-value]
+
+
+@dataclass
+class Exchanged:
+    """
+    What the client end of L{EXCHANGE} saw: the digest of what it received,
+    and the mean length of the frames its interface sent while it uploaded
+    and received while it downloaded.
+    """
+
+    digest: str
+    upFrame: float
+    downFrame: float
+
+    @classmethod
+    def parse(cls, output: str) -> Exchanged:
+        digest, mark, end = output.splitlines()[-3:]
+        before = [int(n) for n in mark.split()]
+        after = [int(n) for n in end.split()]
+        rxBytes, rxPackets = after[0] - before[0], after[1] - before[1]
+        return cls(digest, before[2] / before[3], rxBytes / rxPackets)
+
+
 class NetworkMixin(VdensMixin):
     def startSwitch(self, identity: Identity, name: str) -> tuple[str, subprocess.Popen]:
         """
@@ -403,7 +491,10 @@ class NetworkTests(NetworkMixin, SynchronousTestCase):
     def test_cSwitchToIpNetns(self) -> None:
         """
         As root: a vdens on a C vde_switch reaches a namespace made by
-        C{ip netns} whose tap a C vde_plug joined to the same switch.
+        C{ip netns} whose tap a C vde_plug joined to the same switch, and
+        exchanges EXCHANGE_SIZE each way with it, sha256-identical: the
+        super-frames its offloading tap sends are cut into MTU frames for
+        the C switch.
         """
         requireTun()
         from vdetwist.testing import netns
@@ -417,10 +508,23 @@ class NetworkTests(NetworkMixin, SynchronousTestCase):
         netns.moveLink(tap, namespace)
         netns.addAddress(tap, "10.78.0.1/24", namespace)
         netns.setUp(tap, namespace)
+        server = namespace.popen([sys.executable, "-c", EXCHANGE, "serve", "10.78.0.1", "5000",
+                                  str(EXCHANGE_SIZE), "3"], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(stopProcess, server)
+        self.assertEqual(server.stdout.readline(), "5000\n")
         result = caller(self).run(
             f"vde://{switch.path}", "sh", "-c",
-            "ip addr add 10.78.0.2/24 dev vde0 && ping -q -c 2 -i 0.2 -w 10 10.78.0.1")
+            "ip addr add 10.78.0.2/24 dev vde0 && ping -q -c 2 -i 0.2 -w 10 10.78.0.1 "
+            f">/dev/null && exec /usr/bin/python3 -c '{EXCHANGE}' connect 10.78.0.1 5000 "
+            f"{EXCHANGE_SIZE} 3", timeout=TIMEOUT * 8)
         self.assertEqual((result.returncode, result.stderr), (0, ""), result.stdout)
+        up, down = exchangeDigests(3)
+        received, _ = server.communicate(timeout=TIMEOUT)
+        self.assertEqual(received.splitlines()[0], up)
+        seen = Exchanged.parse(result.stdout)
+        self.assertEqual(seen.digest, down)
+        self.assertGreater(seen.upFrame, 1.5 * MTU_FRAME, "the namespace sent super-frames")
+        self.assertLessEqual(seen.downFrame, MTU_FRAME, "the C switch passes MTU frames")
 
     def test_vxvdeToIpNetns(self) -> None:
         """
@@ -563,94 +667,6 @@ class NetworkTests(NetworkMixin, SynchronousTestCase):
              *identity.argv("slirp://", "true")],
             capture_output=True, text=True, env=ourEnv(), timeout=TIMEOUT * 2)
         self.assertOneLine(result, f"{TUN} does not exist", "modprobe tun")
-
-
-#: One end of a TCP exchange: "serve" (on HOST:PORT, printing the port) or
-#: "connect" (retrying until the peer listens); the client sends SIZE bytes
-#: from SEED, the server reads them, sends its SIZE bytes from SEED+1 and
-#: waits for the client to close (its namespace, and the data still in
-#: flight, would vanish with it).  Each prints the sha256 of what it received and, when its C{vde0} exists,
-#: that interface's counters (rx bytes, rx packets, tx bytes, tx packets)
-#: as it starts receiving the second half and at the end: the client's
-#: upload phase, then its download phase, are the difference.
-EXCHANGE = """
-import hashlib, random, socket, sys, time
-role, host, port, size, seed = sys.argv[1:3] + [int(a) for a in sys.argv[3:]]
-def counters():
-    for line in open("/proc/net/dev"):
-        name, _, fields = line.partition(":")
-        if name.strip() == "vde0":
-            f = fields.split()
-            return " ".join((f[0], f[1], f[8], f[9]))
-    return ""
-if role == "serve":
-    server = socket.create_server((host, port))
-    print(server.getsockname()[1], flush=True)
-    c, _ = server.accept()
-    seed += 1
-else:
-    for _ in range(300):
-        try:
-            c = socket.create_connection((host, port), timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    c.settimeout(None)
-data = random.Random(seed).randbytes(size)
-if role == "connect":
-    c.sendall(data)
-digest = hashlib.sha256()
-chunk = c.recv(1 << 16)
-mark = counters()
-left = size
-while chunk:
-    digest.update(chunk)
-    left -= len(chunk)
-    chunk = c.recv(min(left, 1 << 16)) if left else b""
-if role == "serve":
-    c.sendall(data)
-    c.shutdown(socket.SHUT_WR)
-    c.recv(1)
-c.close()
-print(digest.hexdigest())
-print(mark)
-print(counters(), flush=True)
-"""
-
-#: What the exchange moves each way; the longest frame a 1500-byte MTU
-#: allows (what the tap counts: the Ethernet frame, no header).
-EXCHANGE_SIZE = 48 << 20
-MTU_FRAME = 1514
-
-
-def exchangeDigests(seed: int) -> tuple[str, str]:
-    """
-    The sha256 of the client's and of the server's data in an exchange from
-    C{seed}.
-    """
-    return tuple(hashlib.sha256(random.Random(s).randbytes(EXCHANGE_SIZE)).hexdigest()
-                 for s in (seed, seed + 1))  # type: ignore[return-value]
-
-
-@dataclass
-class Exchanged:
-    """
-    What the client end of L{EXCHANGE} saw: the digest of what it received,
-    and the mean length of the frames its interface sent while it uploaded
-    and received while it downloaded.
-    """
-
-    digest: str
-    upFrame: float
-    downFrame: float
-
-    @classmethod
-    def parse(cls, output: str) -> Exchanged:
-        digest, mark, end = output.splitlines()[-3:]
-        before = [int(n) for n in mark.split()]
-        after = [int(n) for n in end.split()]
-        rxBytes, rxPackets = after[0] - before[0], after[1] - before[1]
-        return cls(digest, before[2] / before[3], rxBytes / rxPackets)
 
 
 class OffloadTests(NetworkMixin, SynchronousTestCase):
