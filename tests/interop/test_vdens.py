@@ -373,8 +373,9 @@ def exchangeDigests(seed: int) -> tuple[str, str]:
     The sha256 of the client's and of the server's data in an exchange from
     C{seed}.
     """
-    return tuple(hashlib.sha256(random.Random(s).randbytes(EXCHANGE_SIZE)).hexdigest()
-                 for s in (seed, seed + 1))  # type: ignore[return-value]
+    client, server = (hashlib.sha256(random.Random(s).randbytes(EXCHANGE_SIZE)).hexdigest()
+                      for s in (seed, seed + 1))
+    return client, server
 
 
 @dataclass
