@@ -452,4 +452,4 @@ class TapVnetTests(TestCase):
                                                        len(frame) - 34)))
             data += frame[42:]
         self.assertEqual(data, payload)
-        self.assertEqual(plug.discarded, 0)
+        self.assertEqual(plug.stats.discarded, 0)
