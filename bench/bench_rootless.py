@@ -57,7 +57,10 @@ chunk = bytes(1 << 16)
 for _ in range(size >> 16):
     c.sendall(chunk)
 c.shutdown(socket.SHUT_WR)
-c.recv(1)
+try:
+    c.recv(1)
+except ConnectionResetError:
+    pass  # the server read it all and closed; pasta may pass that on as a reset
 c.close()
 c = connect(down)
 while c.recv(1 << 20):
@@ -100,7 +103,10 @@ class Sink:
         for _ in range(self.size >> 20):
             conn.sendall(chunk)
         conn.shutdown(socket.SHUT_WR)
-        conn.recv(1)
+        try:
+            conn.recv(1)
+        except ConnectionResetError:
+            pass  # the client read to EOF and its namespace is gone: the engine dropped it
         self.down.append((accepted, self.size, time.monotonic()))
 
     def args(self, mib: int) -> str:
@@ -123,13 +129,18 @@ def slirp4netns(sink: Sink, mib: int, mtu: int) -> list[str]:
     # The namespace's first process waits (reading a FIFO) until
     # slirp4netns has configured tap0, then sends.
     return [sys.executable, "-c", f"""
-import os, subprocess, sys, tempfile
+import os, subprocess, sys, tempfile, time
 d = tempfile.mkdtemp()
 fifo = os.path.join(d, "go")
 os.mkfifo(fifo)
 ns = subprocess.Popen(["unshare", "-Urn", "sh", "-c",
     'read x < {{0}} && exec /usr/bin/python3 -c "$0" 10.0.2.2 {sink.args(mib)}'.format(fifo),
     {SENDER!r}])
+# slirp4netns joins the namespace of ns.pid: wait until it has one (else,
+# on a loaded machine, it meets the caller's and may not enter it).
+own = os.readlink("/proc/self/ns/net")
+while os.readlink(f"/proc/{{ns.pid}}/ns/net") == own:
+    time.sleep(0.001)
 r, w = os.pipe()
 slirp = subprocess.Popen(["slirp4netns", "--configure", "--mtu={mtu}", "--ready-fd", str(w),
                           str(ns.pid), "tap0"], pass_fds=[w], stdout=subprocess.DEVNULL)
