@@ -267,6 +267,35 @@ class VnetNodeTests(SynchronousTestCase):
         self.assertEqual(seenOut, [vframe[VNET_HDRLEN:]])
         self.assertEqual(self.plugs[2].sentVnet, [vframe])
 
+    def test_mirrorPortsGetSegments(self):
+        """
+        Mirror ports of the ingress and of an egress port that takes the
+        super-frame as it is get its segments, plain and checksummed, even
+        when their plugs take offloads (a mirror port's output is plain); a
+        checksum-only frame reaches them with its checksum complete.
+        """
+        node = self.makeNode(HubEngine(), (ALL, ALL, ALL, ALL))
+        node.mirror(node.getPort(1), node.getPort(3))
+        node.mirror(node.getPort(2), node.getPort(4))
+        payload = payloadOf(6000)
+        vframe = tcpSuperFrame(BCAST, A, payload)
+        self.plugs[1].injectVnet(vframe)
+        self.assertEqual(self.plugs[2].sentVnet, [vframe])
+        for n in (3, 4):
+            self.assertEqual(self.plugs[n].sentVnet, [])
+            self.assertEqual(tcpPayloads(self.plugs[n].sentFrames, self), payload)
+            self.assertEqual(node.getPort(n).outFrames, 5)
+            del self.plugs[n].sentFrames[:]
+        small = withHeader(tcpSuperFrame(BCAST, A, payloadOf(100)), gsoType=0, gsoSize=0,
+                           hdrLen=0)
+        self.plugs[1].injectVnet(small)
+        for n in (3, 4):
+            self.assertEqual(tcpPayloads(self.plugs[n].sentFrames, self), payloadOf(100))
+        node.unmirror(node.getPort(1), node.getPort(3))
+        self.plugs[1].injectVnet(vframe)
+        self.assertEqual(len(self.plugs[3].sentFrames), 1)
+        self.assertEqual(node.getPort(1).taps, ())
+
     def test_hostPlug(self):
         """
         The host plug passes vnet frames both ways: to a receiver that takes

@@ -54,6 +54,7 @@ from vdetwist.node.engines import Engine, _Vlan
 from vdetwist.node.mactable import NOVLAN, MacTable, formatMac
 from vdetwist.node.vnet import vnetIngress
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE, PlugBase
+from vdetwist.wire.gso import BadVnetFrame, segment
 from vdetwist.wire.vnethdr import VNET_HDRLEN
 
 log = Logger()
@@ -174,12 +175,47 @@ def _tapped(taps: tuple, forward, frame: bytes) -> None:
 
 def _vnetTapped(taps: tuple, forward, frame: bytes) -> None:
     """
-    L{_tapped} for a vnet frame: taps see its Ethernet frame.
+    L{_tapped} for a vnet frame: taps see its Ethernet frame (as a capture
+    on an offloading interface does), mirror ports its segments, plain and
+    checksummed (made once, whatever the number of mirror ports).
     """
     eth = frame[VNET_HDRLEN:]
+    plain = None
     for tap in taps:
-        tap(eth)
+        if type(tap) is _MirrorTap:
+            if plain is None:
+                try:
+                    plain = segment(frame)
+                except BadVnetFrame:
+                    plain = []
+            for one in plain:
+                tap(one)
+        else:
+            tap(eth)
     forward(frame)
+
+
+class _MirrorTap:
+    """
+    The tap a mirror port puts on each port it mirrors: it sends the frames
+    it is given to the mirror port.  Its own type, so that L{_vnetTapped}
+    gives it plain frames: a mirror port's plugs may take nothing else, and
+    a super-frame would be dropped as too long.
+    """
+
+    __slots__ = ("port",)
+
+    def __init__(self, port: "Port") -> None:
+        self.port = port
+
+    def __call__(self, frame: bytes) -> None:
+        self.port.mirrorFrame(frame)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _MirrorTap and other.port is self.port
+
+    def __hash__(self) -> int:
+        return id(self.port)
 
 
 def _refused(port: "Port", frame: bytes) -> None:
@@ -891,7 +927,7 @@ class Node:
             self.engine.portDown(target)
         self.table.purgePort(target)
         self._rewire(target)
-        self.addTap(source, target.mirrorFrame)
+        self.addTap(source, _MirrorTap(target))
 
     def unmirror(self, source: Port, target: Port) -> None:
         """
@@ -904,7 +940,7 @@ class Node:
                 f"port {_portName(target)} does not mirror port {_portName(source)}",
                 errno.ENXIO,
             )
-        self.removeTap(source, target.mirrorFrame)
+        self.removeTap(source, _MirrorTap(target))
         target.mirrorSources = tuple(p for p in target.mirrorSources if p is not source)
         self._rewire(target)
         if target.forwarding:
