@@ -81,7 +81,10 @@ class SchemeReference:
     @ivar nested: the argument ends with a nested VNL in braces, split off
         (L{vdetwist.vnl.splitNested}) before the options are parsed.
     @ivar table: the option table the backend hands the parser.
-    @ivar options: one L{Option} per entry of C{table}, in its order.
+    @ivar extensions: options of ours after C's C{table}, named only with
+        C{=} (L{vdetwist.vnl.parsePath}'s C{extensions}).
+    @ivar options: one L{Option} per entry of C{table}, then of
+        C{extensions}, in their order.
     @ivar examples: (VNL, what it means) pairs.
     @ivar differences: deliberate differences from the C plugin.
     @ivar manual: the C plugin's manual page, if there is one.
@@ -93,6 +96,7 @@ class SchemeReference:
     grammar: Optional[str] = None
     nested: bool = False
     table: Sequence[str] = ()
+    extensions: Sequence[str] = ()
     options: Sequence[Option] = ()
     examples: Sequence[tuple[str, str]] = ()
     differences: Sequence[str] = ()
@@ -100,10 +104,10 @@ class SchemeReference:
 
     def __post_init__(self) -> None:
         documented = [option.name for option in self.options]
-        if documented != list(self.table):
+        if documented != [*self.table, *self.extensions]:
             raise ValueError(
                 f"{self.scheme}:// reference documents options {documented},"
-                f" the parser's table is {list(self.table)}"
+                f" the parser's table is {[*self.table, *self.extensions]}"
             )
         if self.table and self.grammar not in GRAMMARS:
             raise ValueError(f"{self.scheme}:// has options but no grammar")
@@ -137,7 +141,7 @@ class SchemeReference:
         for option in self.options:
             if option.name:
                 written = option.name + (f"={option.value}" if option.value else "")
-                short = shortest(option.name, self.table)
+                short = shortest(option.name, (*self.table, *self.extensions))
             else:
                 written, short = option.value, ""
             rows.append(

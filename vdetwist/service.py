@@ -230,6 +230,10 @@ class Options(usage.Options):
         ["rcfile", "f", None,
          "Console commands to run at start (default: ~/.vde2/vde_switch.rc, "
          "else /etc/vde2/vde_switch.rc, if one exists; --rcfile= runs none)."],
+        ["offload", None, "on",
+         "off: never agree to super-frames and partial checksums with our own "
+         "clients (vde:// of vdetwist), so every port is plain as on vde_switch "
+         "(not in vde_switch; --no-offload is the same)."],
         ["reconnect", None, str(RECONNECT_MAX),
          "A --plug network that drops is reopened 1 s later, then twice as late "
          "each time, at most this many seconds apart; back on its port if free "
@@ -315,6 +319,12 @@ class Options(usage.Options):
         """
         self["mode"] = mode
 
+    def opt_no_offload(self) -> None:
+        """
+        Same as --offload=off.
+        """
+        self["offload"] = "off"
+
     def opt_version(self) -> NoReturn:
         """
         Print vdetwist's and Twisted's versions and exit.
@@ -342,6 +352,10 @@ class Options(usage.Options):
         self["macsperport"] = _positive(
             "macsperport", self["macsperport"], "a number of MAC addresses", minimum=0
         )
+        if self["offload"] not in ("on", "off"):
+            raise usage.UsageError(
+                f"--offload: write on or off, not {self['offload']!r}"
+            )
         for option in ("mode", "dirmode", "mgmtmode"):
             if self[option] is not None:
                 self[option] = _octal(option, self[option])
@@ -701,6 +715,7 @@ class VdeSwitchService(Service):
             mode=mode, dirmode=dirmode, group=config["group"], flavour="vde_switch",
             forceDir=config["force-dir"],
         )
+        server.offloads = config["offload"] == "on"
         server.mgmtMode = mgmtMode
         server.mgmtGroup = config["mgmtgroup"]
         try:

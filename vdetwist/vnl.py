@@ -63,11 +63,13 @@ class VNL:
     argument: str
     text: str
 
-    def parsePath(self, table: Sequence[str]) -> tuple[str, dict[str, str]]:
+    def parsePath(
+        self, table: Sequence[str], extensions: Sequence[str] = ()
+    ) -> tuple[str, dict[str, str]]:
         """
         Parse the argument as C{PATH[OPT/OPT...]}; see L{parsePath}.
         """
-        return parsePath(self.argument, table, self.text)
+        return parsePath(self.argument, table, self.text, extensions)
 
     def parseSlash(self, table: Sequence[str]) -> tuple[str, dict[str, str]]:
         """
@@ -240,7 +242,8 @@ def cutAtLast(text: str, delimiter: str) -> str:
 
 
 def parsePath(
-    argument: str, table: Sequence[str], vnl: str | None = None
+    argument: str, table: Sequence[str], vnl: str | None = None,
+    extensions: Sequence[str] = (),
 ) -> tuple[str, dict[str, str]]:
     """
     Parse C{PATH[OPT/OPT/...]}: text after the last C{]} is ignored.
@@ -249,6 +252,9 @@ def parsePath(
         first entry it is a prefix of, so the order decides what abbreviations
         mean; a C{""} first entry takes a bare element (C{vde:///tmp/sw[3]}).
     @param vnl: the VNL to name in errors; defaults to C{argument}.
+    @param extensions: options of ours after C's C{table}, named only with
+        C{=} (C{offload=off}): a bare element still names what it names in
+        C (C{[off]} is a portgroup), and a key C rejects is all they take.
     @return: the path and a dict from full option names to values; an option
         given without C{=} has the value C{""}.
     @raise VNLError: an option matches no name in C{table}.
@@ -259,7 +265,8 @@ def parsePath(
         return os.fsdecode(_unquote(data)), {}
     start = brackets[0]
     elements = _split(_cut(data[start + 1 :], b"]"), b"/")
-    options = _options(elements, table, _vnl(vnl, argument), positional=True)
+    options = _options(elements, table, _vnl(vnl, argument), positional=True,
+                       extensions=extensions)
     return os.fsdecode(_unquote(data[:start])), options
 
 
@@ -308,7 +315,8 @@ def _vnl(vnl: str | None, argument: str) -> str:
 
 
 def _options(
-    elements: list[bytes], table: Sequence[str], vnl: str, positional: bool
+    elements: list[bytes], table: Sequence[str], vnl: str, positional: bool,
+    extensions: Sequence[str] = (),
 ) -> dict[str, str]:
     """
     Map option elements (C{key=value} or C{key}) to the full table names.
@@ -316,17 +324,22 @@ def _options(
     A key names the first entry it is a prefix of, later elements overwrite
     earlier ones and empty keys are skipped.  With C{positional}, an element
     without C{=} that names nothing is the value of a leading C{""} entry.
+    An element with C{=} that names nothing in C{table} may name one of
+    C{extensions} (see L{parsePath}).
     """
     names = [os.fsencode(name) for name in table]
+    ours = [os.fsencode(name) for name in extensions]
     options: dict[bytes, bytes] = {}
     for element in elements:
         key, equals, value = element.partition(b"=")
         if not key:
             continue
         name = next((name for name in names if name.startswith(key)), None)
+        if name is None and equals:
+            name = next((name for name in ours if name.startswith(key)), None)
         if name is None:
             if equals or not (positional and names[:1] == [b""]):
-                raise _unknownKey(vnl, os.fsdecode(key), table)
+                raise _unknownKey(vnl, os.fsdecode(key), (*table, *extensions))
             name, value = b"", key
         options[name] = value
     return {os.fsdecode(n): os.fsdecode(v) for n, v in options.items()}

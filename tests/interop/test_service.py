@@ -48,6 +48,8 @@ from vdetwist.registry import openVNL
 from vdetwist import service as service_module
 from vdetwist.service import Options, VdeSwitchService, defaultSwitchPath, makeService
 from vdetwist.testing import FrameCollector, MemoryPlug
+from vdetwist.vde2.client import VdeClientPlug
+from vdetwist.vde2.server import ServerEndpoint
 
 A = bytes.fromhex("020000000001")
 B = bytes.fromhex("020000000002")
@@ -336,6 +338,16 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["group"], "0")
         self.assertEqual(options["mgmtgroup"], "root")
         self.assertEqual(options["macsperport"], 0)
+
+    def test_offload(self):
+        """
+        C{--offload} is on by default; C{--offload=off} and C{--no-offload}
+        turn it off; another value is refused, naming the option.
+        """
+        self.assertEqual(parse()["offload"], "on")
+        self.assertEqual(parse("--offload=off")["offload"], "off")
+        self.assertEqual(parse("--no-offload")["offload"], "off")
+        self.assertUsageError(["--offload=no"], "--offload", "on or off", "'no'")
 
     def test_rcfile(self):
         """
@@ -691,6 +703,20 @@ class ServiceTests(TestCase):
         self.assertIn("--mgmt", str(error))
         # The half-started switch was undone.
         self.assertFalse(os.path.exists(other))
+
+    async def test_offloadOff(self):
+        """
+        With C{--offload=off} the server never agrees to vnet frames: our
+        own client gets a plain plug and the port offloads nothing.
+        """
+        service = self.makeService("--offload=off")
+        service.startService()
+        plug = await openVNL(reactor, f"vde://{self.path}", "plain")
+        self.addCleanup(plug.close)
+        self.assertIs(type(plug), VdeClientPlug)
+        (endpoint,) = service.server.endpoints.values()
+        self.assertIs(type(endpoint), ServerEndpoint)
+        self.assertEqual(endpoint.port.offloads, 0)
 
     def test_vdeClient(self):
         """

@@ -95,6 +95,28 @@ class VnetVde2Tests(TestCase):
             plug.close()
             server.stop()
 
+    async def test_clientRefuses(self) -> None:
+        """
+        C{vde://PATH[offload=off]} on our switch: no sticky bit on our data
+        socket, so the switch does not agree; both ends stay plain, and a
+        super-frame sent through the plug arrives as segments.
+        """
+        server = self.ourServer()
+        plain = await registry.open(reactor, f"vde://{server.path}[offload=off]", "plain")
+        self.addCleanup(plain.close)
+        plain.startReceiving(FrameCollector())
+        self.assertIs(type(plain), VdeClientPlug)
+        (endpoint,) = server.endpoints.values()
+        self.assertIs(type(endpoint), ServerEndpoint)
+        self.assertFalse(os.stat(endpoint.path).st_mode & stat.S_ISVTX)
+        other, atOther = await self.ourClient(server.path)
+        payload = payloadOf(8000)
+        plain.sendVnet(tcpSuperFrame(BROADCAST, A, payload))
+        await until(lambda: len(atOther.vnet) == 6, "the segments")
+        for vframe in atOther.vnet:
+            self.assertTrue(vframe.startswith(PLAIN))
+        self.assertEqual(tcpPayloads([f[len(PLAIN):] for f in atOther.vnet], self), payload)
+
     async def test_handshakeUnchanged(self) -> None:
         """
         What a C switch sees of our client is the vde2 request, byte for

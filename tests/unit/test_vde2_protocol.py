@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from vdetwist.backends.netnode import atoi
 from vdetwist.backends.vde import vdeOptions
+from vdetwist.errors import VNLError
 from vdetwist.registry import OpenArgs
 from vdetwist.vde2 import protocol as p
 from vdetwist.vde2.client import choosePort
@@ -221,12 +222,32 @@ class PortChoiceTests(SynchronousTestCase):
         def opts(text, args=OpenArgs()):
             return vdeOptions(resolve(text), args)
 
-        self.assertEqual(opts("vde:///tmp/sw[3]"), ("/tmp/sw", "3", 0, None, 0o700))
+        self.assertEqual(opts("vde:///tmp/sw[3]"), ("/tmp/sw", "3", 0, None, 0o700, True))
         self.assertEqual(opts("/tmp/sw[port=4/mode=666/group=kvm]"),
-                         ("/tmp/sw", "4", 0, "kvm", 0o666))
-        self.assertEqual(opts("/tmp/sw[portgroup=lan]"), ("/tmp/sw", "lan", 0, None, 0o700))
+                         ("/tmp/sw", "4", 0, "kvm", 0o666, True))
+        self.assertEqual(opts("/tmp/sw[portgroup=lan]"),
+                         ("/tmp/sw", "lan", 0, None, 0o700, True))
         self.assertEqual(opts("vde://", OpenArgs(port=2, group="g", mode=0o770)),
-                         ("", None, 2, "g", 0o770))
+                         ("", None, 2, "g", 0o770, True))
+
+    def test_vdeOffloadOption(self) -> None:
+        """
+        C{offload=off} (ours) refuses vnet frames; only with C{=}: a bare
+        C{[off]} or C{[offload]} is a portgroup, as in C; a bad value says
+        what to write.
+        """
+        def opts(text):
+            return vdeOptions(resolve(text), OpenArgs())
+
+        self.assertEqual(opts("/tmp/sw[3/offload=off]"), ("/tmp/sw", "3", 0, None, 0o700, False))
+        self.assertEqual(opts("/tmp/sw[o=off]")[5], False)
+        self.assertEqual(opts("/tmp/sw[offload=on]")[5], True)
+        self.assertEqual(opts("/tmp/sw[off]")[1:], ("off", 0, None, 0o700, True))
+        self.assertEqual(opts("/tmp/sw[offload]")[1], "offload")
+        error = self.assertRaises(VNLError, opts, "/tmp/sw[offload=no]")
+        self.assertIn("write offload=on or offload=off", str(error))
+        error = self.assertRaises(VNLError, opts, "/tmp/sw[x=1]")
+        self.assertIn("offload", str(error))
 
 
 class ModeTests(SynchronousTestCase):

@@ -156,10 +156,20 @@ def parseDeviceVnl(vnl: VNL, what: str) -> tuple[str, bool]:
     except ValueError as e:
         raise VNLError(vnl.text, vnl.argument, str(e)) from None
     options = parseSlash("/" + rest, TAP_OPTIONS, vnl.text)[1] if slash else {}
+    return name, offloadWanted(vnl, options)
+
+
+def offloadWanted(vnl: VNL, options: dict[str, str]) -> bool:
+    """
+    Whether the C{offload=} of C{options} (parsed from C{vnl}) leaves the
+    offloads on: C{on}, empty or absent.
+
+    @raise VNLError: another value, saying what to write.
+    """
     offload = options.get("offload", "on")
     if offload not in ("on", "off", ""):
         raise VNLError(vnl.text, offload, f"offload={offload}: write offload=on or offload=off")
-    return name, offload != "off"
+    return offload != "off"
 
 
 def openOffloading(fd: int, ifname: str) -> int:

@@ -10,7 +10,9 @@ C{vde://} path, so C{/tmp/sw} and C{/tmp/sw[3]} work too.
     management port of vde_switch); a non-numeric value is a portgroup
     socket name tried before C{ctl};
   - C{group=}, C{mode=} (octal, default 0700): group and mode of our data
-    socket, so that a switch running as another user can reach it.
+    socket, so that a switch running as another user can reach it;
+  - C{offload=off} (ours, only with C{=}: C{[off]} stays a portgroup as in
+    C): never ask a switch of ours for vnet frames.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from vdetwist._transport.device import offloadWanted
 from vdetwist.interfaces import IVdeBackend
 from vdetwist.vde2.client import connectVde
 from vdetwist.reference import Option, SchemeReference
@@ -26,6 +29,8 @@ from vdetwist.vnl import parseOctal
 #: The options, in C's order: a key names the first entry it abbreviates;
 #: the C{""} entry takes a bare element (C{vde:///tmp/sw[3]}: port 3).
 VDE_OPTIONS = ("", "port", "portgroup", "group", "mode")
+#: Ours, after C's table, named only with C{=} (see L{vdetwist.vnl.parsePath}).
+VDE_EXTENSIONS = ("offload",)
 
 REFERENCE = SchemeReference(
     scheme="vde",
@@ -38,6 +43,7 @@ REFERENCE = SchemeReference(
     ),
     grammar="path",
     table=VDE_OPTIONS,
+    extensions=VDE_EXTENSIONS,
     options=(
         Option(
             "",
@@ -59,11 +65,20 @@ REFERENCE = SchemeReference(
             "none (`vde_plug -g`)",
         ),
         Option("mode", "Octal mode of our data socket.", "MODE", "0700 (`vde_plug -m`)"),
+        Option(
+            "offload",
+            "`off`: never ask a switch of ours for super-frames and partial "
+            "checksums (plain frames, as with a C switch). Only with `=`: a bare "
+            "`[off]` is a portgroup, as in C.",
+            "on/off",
+            "on",
+        ),
     ),
     examples=(
         ("vde:///tmp/sw", "any free port of the switch in `/tmp/sw` (same as `/tmp/sw`)"),
         ("/tmp/sw[3]", "port 3 of that switch"),
         ("vde:///tmp/sw[lan/mode=0660/g=kvm]", "portgroup `lan`, data socket 0660 of group kvm"),
+        ("/tmp/sw[3/offload=off]", "port 3, plain frames even if the switch is ours"),
     ),
     differences=(
         "A malformed `mode=` (`0o666`, `rw`) is refused with a message where C "
@@ -72,7 +87,8 @@ REFERENCE = SchemeReference(
         "their offload metadata: a tap's 64 KiB super-frames cross whole. The "
         "two agree through the sticky bit of their data socket files, so C "
         "switches and C clients see the vde2 protocol unchanged and only plain "
-        "frames.",
+        "frames. `offload=off` (which C refuses as an unknown key) keeps them "
+        "plain; `twistd vde --offload=off` does the same for every client.",
     ),
     manual="libvdeplug_vde",
 )
@@ -80,9 +96,10 @@ REFERENCE = SchemeReference(
 
 def vdeOptions(vnl, args):
     """
-    (path, portgroup, port, group, mode) of a C{vde://} VNL and open_args.
+    (path, portgroup, port, group, mode, offload) of a C{vde://} VNL and
+    open_args.
     """
-    path, options = vnl.parsePath(VDE_OPTIONS)
+    path, options = vnl.parsePath(VDE_OPTIONS, VDE_EXTENSIONS)
     portgroup = None
     # The positional value, port= and portgroup= are one variable in C:
     # the last one given wins.
@@ -93,7 +110,7 @@ def vdeOptions(vnl, args):
     if "mode" in options:
         mode = parseOctal(vnl.text, "mode", options["mode"])
     group = options.get("group") or args.group
-    return path, portgroup, args.port, group, mode
+    return path, portgroup, args.port, group, mode, offloadWanted(vnl, options)
 
 
 @implementer(IPlugin, IVdeBackend)
@@ -103,7 +120,7 @@ class VdeBackend:
     references = (REFERENCE,)
 
     def open(self, reactor, vnl, description, args, registry):
-        path, portgroup, port, group, mode = vdeOptions(vnl, args)
+        path, portgroup, port, group, mode, offload = vdeOptions(vnl, args)
         return connectVde(
             reactor,
             path,
@@ -112,5 +129,6 @@ class VdeBackend:
             portgroup=portgroup,
             group=group,
             mode=mode,
+            offload=offload,
             plugDescription=vnl.text or "vde://",
         )

@@ -244,9 +244,11 @@ def _bindData(sock: socket.socket, directory: str) -> str:
     )
 
 
-def _fixPermissions(path: str, ctlPath: str, mode: int, group: Optional[str]) -> None:
+def _fixPermissions(path: str, ctlPath: str, mode: int, group: Optional[str],
+                    offload: bool) -> None:
     """
-    Make the data socket connectable by the switch, as libvdeplug4 does.
+    Make the data socket connectable by the switch, as libvdeplug4 does,
+    and ask for vnet frames if C{offload}.
     """
     if group:
         os.chown(path, -1, groupId(group))
@@ -262,7 +264,8 @@ def _fixPermissions(path: str, ctlPath: str, mode: int, group: Optional[str]) ->
             except OSError:
                 mode |= 0o077
     os.chmod(path, mode)
-    markVnet(path)
+    if offload:
+        markVnet(path)
 
 
 @implementer(IReadDescriptor)
@@ -394,6 +397,7 @@ def connectVde(
     mode: int = 0o700,
     timeout: float = REPLY_TIMEOUT,
     plugDescription: Optional[str] = None,
+    offload: bool = True,
 ) -> Deferred:
     """
     Join the vde2 switch at C{path}.
@@ -410,18 +414,20 @@ def connectVde(
     @param timeout: seconds to wait for the switch's answer.
     @param plugDescription: the plug's C{description} (for logs); default
         C{"vde://" + path}.
+    @param offload: ask a switch of ours for vnet frames (C{False}: plain
+        frames whatever the switch).
     @return: a Deferred firing with a L{VdeClientPlug}, or failing with a
         L{VdeError}.
     """
     try:
         return _start(reactor, path, description, port, portgroup, group, mode,
-                      timeout, plugDescription)
+                      timeout, plugDescription, offload)
     except VdeError as e:
         return fail(e)
 
 
 def _start(reactor, path, description, port, portgroup, group, mode, timeout,
-           plugDescription) -> Deferred:
+           plugDescription, offload) -> Deferred:
     portgroup, port = choosePort(portgroup, port)
     if plugDescription is None:
         plugDescription = f"vde://{path}"
@@ -456,7 +462,7 @@ def _start(reactor, path, description, port, portgroup, group, mode, timeout,
     dataPath = None
     try:
         dataPath = _bindData(data, directory)
-        _fixPermissions(dataPath, ctlPath, mode, group)
+        _fixPermissions(dataPath, ctlPath, mode, group, offload)
         try:
             request = packRequest(dataPath, description, port if isCtl else 0)
         except ValueError as e:
