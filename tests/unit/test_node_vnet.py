@@ -244,14 +244,29 @@ class VnetNodeTests(SynchronousTestCase):
             bytes(udp),
             withHeader(tcpSuperFrame(BCAST, A, payloadOf(4000), ipv6=True), gsoType=GSO_TCPV4),
         ]
-        for lie in lies:
-            self.assertTrue(vnet.lies(lie))
-            self.plugs[1].injectVnet(lie)
         port = self.node.getPort(1)
+        for n, lie in enumerate(lies, 1):
+            self.plugs[1].injectVnet(lie)
+            self.assertEqual(port.inDropped, n, VnetHeader.unpack(lie))
         self.assertEqual((port.inDropped, port.inFrames, port.vnetIn), (len(lies), 0, 0))
         for n in (2, 3):
             self.assertEqual(self.plugs[n].sentFrames, [])
         self.assertEqual(self.plugs[2].sentVnet, [])
+
+    def test_checksumOnly(self):
+        """
+        A frame with a partial checksum and no GSO goes as it is (the same
+        object) to a port that takes checksums, with its checksum completed
+        to one that does not, counted as received offloaded.
+        """
+        self.makeNode(HubEngine(), (ALL, TUN_F_CSUM, 0))
+        payload = payloadOf(300)
+        vframe = withHeader(tcpSuperFrame(BCAST, A, payload), gsoType=0, gsoSize=0, hdrLen=0)
+        self.plugs[1].injectVnet(vframe)
+        self.assertIs(self.plugs[2].sentVnet[0], vframe)
+        self.assertEqual(tcpPayloads(self.plugs[3].sentFrames, self), payload)
+        self.assertEqual(self.node.getPort(1).vnetIn, 1)
+        self.assertEqual([self.node.getPort(n).vnetOut for n in (2, 3)], [1, 0])
 
     def test_taps(self):
         """

@@ -25,10 +25,13 @@ counted in the ingress port's C{inDropped}: it never reaches another port.
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Callable, Optional
 
 from vdetwist.wire.gso import BadVnetFrame, checkSuperFrame, segment
-from vdetwist.wire.vnethdr import NEEDS_CSUM, PLAIN, VNET_HDRLEN, VnetHeader, neededOffloads
+from vdetwist.wire.vnethdr import (
+    NEEDS_CSUM, PLAIN, TUN_F_CSUM, VNET_HDRLEN, VnetHeader, neededOffloads,
+)
 
 if TYPE_CHECKING:
     from vdetwist.node.node import Port
@@ -38,32 +41,36 @@ def vnetIngress(inp: Callable, port: Port, frame: bytes) -> None:
     """
     C{port} received the vnet frame C{frame}: run the engine's input
     C{inp} on its Ethernet frame with a L{VnetDelivery}.
+
+    A frame without GSO (a checksum-only one: UDP, ACKs from an offloading
+    tap) is checked here with one unpack, no header object: it is the
+    common frame, at most one MTU.
     """
     if frame.startswith(PLAIN):
         inp(port, frame[VNET_HDRLEN:])
         return
-    if lies(frame):
-        port.inDropped += 1
-        return
-    port.vnetIn += 1
-    out = VnetDelivery(frame)
-    inp(port, out.eth, out.deliver, out.flood)
-
-
-def lies(frame: bytes) -> bool:
-    """
-    Whether the header of the vnet frame C{frame} (not plain) lies about the
-    Ethernet frame after it.
-    """
-    header = VnetHeader.unpack(frame)
-    if header.gsoType:
+    if frame[1]:
         try:
             checkSuperFrame(frame)
         except BadVnetFrame:
-            return True
-        return False
-    return bool(header.flags & NEEDS_CSUM
-                and header.csumStart + header.csumOffset + 2 > len(frame) - VNET_HDRLEN)
+            port.inDropped += 1
+            return
+        needed = neededOffloads(frame)
+    elif frame[0] & NEEDS_CSUM:
+        start, offset = _CSUM_FIELDS.unpack_from(frame, 6)
+        if start + offset + 2 > len(frame) - VNET_HDRLEN:
+            port.inDropped += 1
+            return
+        needed = TUN_F_CSUM
+    else:
+        needed = 0
+    port.vnetIn += 1
+    out = VnetDelivery(frame, needed)
+    inp(port, out.eth, out.deliver, out.flood)
+
+
+#: C{csum_start} and C{csum_offset}, at offset 6 of the header.
+_CSUM_FIELDS = struct.Struct("<HH")
 
 
 def retagged(header: bytes, shift: int) -> bytes:
@@ -86,17 +93,19 @@ class VnetDelivery:
     @ivar eth: the Ethernet frame, what the engine is given.
     """
 
-    __slots__ = ("header", "vframe", "eth", "needed", "_variants")
+    __slots__ = ("vframe", "eth", "needed", "_segments", "_variants")
 
-    def __init__(self, vframe: bytes) -> None:
+    def __init__(self, vframe: bytes, needed: int) -> None:
         self.vframe = vframe
-        self.header = vframe[:VNET_HDRLEN]
         self.eth = vframe[VNET_HDRLEN:]
-        self.needed = neededOffloads(self.header)
-        # The Ethernet frames the engine sent (the one it was given, the
-        # same tagged or untagged), each with its vnet frame and, once a
-        # port needed them, its segments.
-        self._variants: list[list] = []
+        #: What a port must take to be sent C{vframe} as it is
+        #: (L{neededOffloads}).
+        self.needed = needed
+        # The segments of the frame as given, once a port needed them; the
+        # other Ethernet frames the engine sent (the same tagged or
+        # untagged), each with its vnet frame and segments.
+        self._segments: Optional[list[bytes]] = None
+        self._variants: Optional[list[list]] = None
 
     def deliver(self, port: Port, frame: bytes, n: int) -> None:
         self._send(port, frame)
@@ -106,37 +115,58 @@ class VnetDelivery:
             if p is not ingress:
                 self._send(p, frame)
 
-    def _variant(self, frame: bytes) -> list:
-        for variant in self._variants:
-            if variant[0] is frame:
-                return variant
-        if frame is self.eth:
-            vframe = self.vframe
-        else:
-            vframe = retagged(self.header, len(frame) - len(self.eth)) + frame
-        variant = [frame, vframe, None]
-        self._variants.append(variant)
-        return variant
-
     def _send(self, port: Port, frame: bytes) -> None:
-        variant = self._variant(frame)
         needed = self.needed
-        if port.offloads & needed == needed:
-            port.outFrames += 1
-            port.outBytes += len(frame)
-            port.vnetOut += 1
-            port.vnetOutput(variant[1])
-            return
-        segments = variant[2]
-        if segments is None:
-            try:
-                segments = variant[2] = segment(variant[1])
-            except BadVnetFrame:
-                # The ingress checked the header; what segmentation still
-                # refuses goes nowhere.
-                segments = variant[2] = []
+        if frame is self.eth:
+            if port.offloads & needed == needed:
+                port.outFrames += 1
+                port.outBytes += len(frame)
+                port.vnetOut += 1
+                port.vnetOutput(self.vframe)
+                return
+            segments = self._segments
+            if segments is None:
+                segments = self._segments = _segmented(self.vframe)
+        else:
+            variant = self._variant(frame)
+            if port.offloads & needed == needed:
+                port.outFrames += 1
+                port.outBytes += len(frame)
+                port.vnetOut += 1
+                port.vnetOutput(variant[1])
+                return
+            segments = variant[2]
+            if segments is None:
+                segments = variant[2] = _segmented(variant[1])
         output = port.output
         for one in segments:
             port.outFrames += 1
             port.outBytes += len(one)
             output(one)
+
+    def _variant(self, frame: bytes) -> list:
+        """
+        [C{frame}, its vnet frame, its segments or C{None}] for an Ethernet
+        frame the engine made from L{eth} (a tag added or stripped).
+        """
+        variants = self._variants
+        if variants is None:
+            variants = self._variants = []
+        for variant in variants:
+            if variant[0] is frame:
+                return variant
+        vframe = retagged(self.vframe[:VNET_HDRLEN], len(frame) - len(self.eth)) + frame
+        variant = [frame, vframe, None]
+        variants.append(variant)
+        return variant
+
+
+def _segmented(vframe: bytes) -> list[bytes]:
+    """
+    L{segment}, or nothing for a frame it refuses (the ingress checked the
+    header; what segmentation still refuses goes nowhere).
+    """
+    try:
+        return segment(vframe)
+    except BadVnetFrame:
+        return []
