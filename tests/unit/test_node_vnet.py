@@ -268,6 +268,30 @@ class VnetNodeTests(SynchronousTestCase):
         self.assertEqual(self.node.getPort(1).vnetIn, 1)
         self.assertEqual([self.node.getPort(n).vnetOut for n in (2, 3)], [1, 0])
 
+    def test_checkedSend(self):
+        """
+        A plug with C{sendCheckedVnet} (L{VnetDatagramPlug}) is given the
+        frames the ingress checked through it, so they are not parsed
+        again; a plain frame still goes through C{send}.
+        """
+        self.makeNode(HubEngine(), (ALL,))
+
+        class CheckedPlug(MemoryVnetPlug):
+            def __init__(self):
+                super().__init__("checked", ALL)
+                self.checked = []
+
+            def sendCheckedVnet(self, frame):
+                self.checked.append(frame)
+        plug = CheckedPlug()
+        self.node.addPort(plug)
+        vframe = tcpSuperFrame(BCAST, A, payloadOf(3000))
+        self.plugs[1].injectVnet(vframe)
+        self.assertEqual((plug.checked, plug.sentVnet), ([vframe], []))
+        frame = BCAST + A + b"\x08\x06" + bytes(46)
+        self.plugs[1].injectVnet(PLAIN + frame)
+        self.assertEqual(plug.sentFrames, [frame])
+
     def test_taps(self):
         """
         Taps of the ingress and of an egress port see Ethernet frames.

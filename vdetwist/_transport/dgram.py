@@ -142,12 +142,19 @@ class VnetDatagramPlug(DatagramPlug):
     def send(self, frame: bytes, smallest: int = ETH_HDRLEN,
              largest: int = VDE_ETHBUFSIZE) -> None:
         if smallest <= len(frame) <= largest:
-            self._sendWhole(PLAIN + frame)
+            self.sendCheckedVnet(PLAIN + frame)
         else:
             self.stats.dropped += 1
 
     def sendVnet(self, frame: bytes) -> None:
-        sendVnetFrame(frame, self.offloads, self._sendWhole, self.send, self._badSent)
+        sendVnetFrame(frame, self.offloads, self.sendCheckedVnet, self.send, self._badSent)
 
-    def _sendWhole(self, frame: bytes) -> None:
+    def sendCheckedVnet(self, frame: bytes) -> None:
+        """
+        Send a vnet frame as it is, its header already checked
+        (L{vdetwist.wire.gso.checkSuperFrame}) and needing no more than
+        L{offloads}: what a node's port sends (L{vdetwist.node.node.Port}
+        checked it at the ingress), so a super-frame is parsed once per
+        process, not twice.
+        """
         DatagramPlug.send(self, frame, VNET_FRAME_MIN, VNET_FRAME_MAX)

@@ -399,8 +399,11 @@ class Port:
             self.offloads, self.vnetOutput = 0, _discard
         else:
             self.offloads = offloads
-            self.vnetOutput = _sender([plug.sendVnet for plug in plugs], _vnetTapped,
-                                      self.taps)
+            # A plug that can skip checking what the ingress checked says so
+            # with sendCheckedVnet (VnetDatagramPlug).
+            self.vnetOutput = _sender(
+                [getattr(plug, "sendCheckedVnet", plug.sendVnet) for plug in plugs],
+                _vnetTapped, self.taps)
 
     def mirrorFrame(self, frame: bytes) -> None:
         """
