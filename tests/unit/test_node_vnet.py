@@ -117,6 +117,10 @@ class VnetNodeTests(SynchronousTestCase):
         self.assertEqual((port1.inFrames, port1.vnetIn), (1, 1))
         self.assertEqual((port2.outFrames, port2.vnetOut), (1, 1))
         self.assertEqual((port3.outFrames, port3.vnetOut), (14, 0))
+        # Whole frames are counted, not what the engine read of them.
+        self.assertEqual(port1.inBytes, len(vframe) - VNET_HDRLEN)
+        self.assertEqual(port2.outBytes, len(vframe) - VNET_HDRLEN)
+        self.assertEqual(port3.outBytes, sum(map(len, three)))
 
     def test_webStatus(self):
         """

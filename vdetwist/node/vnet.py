@@ -44,7 +44,8 @@ def vnetIngress(inp: Callable, port: Port, frame: bytes) -> None:
 
     A frame without GSO (a checksum-only one: UDP, ACKs from an offloading
     tap) is checked here with one unpack, no header object: it is the
-    common frame, at most one MTU.
+    common frame, at most one MTU.  A super-frame's engine sees only its
+    first L{ENGINE_HEAD} bytes (see L{VnetDelivery}), not a 64 KiB copy.
     """
     if frame.startswith(PLAIN):
         inp(port, frame[VNET_HDRLEN:])
@@ -55,22 +56,29 @@ def vnetIngress(inp: Callable, port: Port, frame: bytes) -> None:
         except BadVnetFrame:
             port.inDropped += 1
             return
-        needed = neededOffloads(frame)
+        needed, head = neededOffloads(frame), ENGINE_HEAD
     elif frame[0] & NEEDS_CSUM:
         start, offset = _CSUM_FIELDS.unpack_from(frame, 6)
         if start + offset + 2 > len(frame) - VNET_HDRLEN:
             port.inDropped += 1
             return
-        needed = TUN_F_CSUM
+        needed, head = TUN_F_CSUM, 0
     else:
-        needed = 0
+        needed = head = 0
     port.vnetIn += 1
-    out = VnetDelivery(frame, needed)
+    out = VnetDelivery(frame, needed, head)
+    if head:
+        # The engine counts the bytes it is given.
+        port.inBytes += len(frame) - VNET_HDRLEN - len(out.eth)
     inp(port, out.eth, out.deliver, out.flood)
 
 
 #: C{csum_start} and C{csum_offset}, at offset 6 of the header.
 _CSUM_FIELDS = struct.Struct("<HH")
+
+#: How much of a super-frame's Ethernet frame its engine is given: enough
+#: for what engines read and rewrite (addresses, two VLAN tags).
+ENGINE_HEAD = 64
 
 
 def retagged(header: bytes, shift: int) -> bytes:
@@ -90,14 +98,17 @@ class VnetDelivery:
     """
     The C{deliver} and C{flood} an engine sends one vnet frame with.
 
-    @ivar eth: the Ethernet frame, what the engine is given.
+    @ivar eth: what the engine is given: the Ethernet frame, or with
+        C{head} its first C{head} bytes (engines read addresses and tags,
+        and add or strip a tag before byte 16, so what they send is that
+        head, changed or not, followed by the rest of the frame).
     """
 
     __slots__ = ("vframe", "eth", "needed", "_segments", "_variants")
 
-    def __init__(self, vframe: bytes, needed: int) -> None:
+    def __init__(self, vframe: bytes, needed: int, head: int = 0) -> None:
         self.vframe = vframe
-        self.eth = vframe[VNET_HDRLEN:]
+        self.eth = vframe[VNET_HDRLEN:VNET_HDRLEN + head] if head else vframe[VNET_HDRLEN:]
         #: What a port must take to be sent C{vframe} as it is
         #: (L{neededOffloads}).
         self.needed = needed
@@ -120,7 +131,7 @@ class VnetDelivery:
         if frame is self.eth:
             if port.offloads & needed == needed:
                 port.outFrames += 1
-                port.outBytes += len(frame)
+                port.outBytes += len(self.vframe) - VNET_HDRLEN
                 port.vnetOut += 1
                 port.vnetOutput(self.vframe)
                 return
@@ -131,7 +142,7 @@ class VnetDelivery:
             variant = self._variant(frame)
             if port.offloads & needed == needed:
                 port.outFrames += 1
-                port.outBytes += len(frame)
+                port.outBytes += len(variant[1]) - VNET_HDRLEN
                 port.vnetOut += 1
                 port.vnetOutput(variant[1])
                 return
@@ -155,7 +166,8 @@ class VnetDelivery:
         for variant in variants:
             if variant[0] is frame:
                 return variant
-        vframe = retagged(self.vframe[:VNET_HDRLEN], len(frame) - len(self.eth)) + frame
+        vframe = b"".join((retagged(self.vframe[:VNET_HDRLEN], len(frame) - len(self.eth)),
+                           frame, memoryview(self.vframe)[VNET_HDRLEN + len(self.eth):]))
         variant = [frame, vframe, None]
         variants.append(variant)
         return variant
