@@ -372,3 +372,44 @@ class VnetNodeTests(SynchronousTestCase):
         self.assertEqual(tcpPayloads(collector.frames, self), payload)
         theirs.sendVnet(withHeader(vframe, gsoSize=0))
         self.assertEqual(plainHost.stats.dropped, 1)
+
+
+@implementer(IVnetReceiver)
+class _Rebindable:
+    """
+    A receiver whose methods are instance attributes, as a node's port
+    links are: a capture or mirror rebinds them.
+    """
+
+    def __init__(self) -> None:
+        self.got: list = []
+        self.frameReceived = self.got.append
+        self.vnetFrameReceived = self.got.append
+
+    def plugClosed(self, reason) -> None:
+        pass
+
+
+class DeliveryCacheTests(SynchronousTestCase):
+    """
+    L{vdetwist._transport.vnet.DeliveryCache}: a plug asks it once per read
+    batch for what to deliver to; it must follow a receiver rebound since
+    (a port capture started on a busy port of ours was bypassed).
+    """
+
+    def test_followsRebinding(self) -> None:
+        from vdetwist._transport.vnet import DeliveryCache
+
+        receiver = _Rebindable()
+        deliveries = DeliveryCache(self.fail)
+        deliveries(receiver)(b"one")
+        captured: list = []
+
+        def tapped(frame: bytes) -> None:
+            captured.append(frame)
+            receiver.got.append(frame)
+
+        receiver.vnetFrameReceived = tapped
+        deliveries(receiver)(b"two")
+        self.assertEqual((receiver.got, captured), ([b"one", b"two"], [b"two"]))
+        self.assertIs(deliveries(receiver), tapped)

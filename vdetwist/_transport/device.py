@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from vdetwist._transport.fdplug import GONE, READ_SIZE, FdPlug
-from vdetwist._transport.vnet import sendSegments, sendVnetFrame, vnetDelivery
+from vdetwist._transport.vnet import DeliveryCache, sendSegments, sendVnetFrame
 from vdetwist.errors import PlugLost, VdeError, VNLError
 from vdetwist.interfaces import IVdePlug, IVnetPlug
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
@@ -251,16 +251,12 @@ class FramePlug(FdPlug):
             self.readSize = VNET_READ_SIZE
             self.minFrame = VNET_HDRLEN + ETH_HDRLEN
             self.maxFrame = VNET_READ_SIZE - 1
-            self._deliverTo: object = None
-            self._deliver: Callable[[bytes], None] = self.receiver.frameReceived
+            self._deliveries = DeliveryCache(self._badReceived)
 
     def _delivery(self) -> Callable[[bytes], None]:
         if not self._header:
             return self.receiver.frameReceived
-        if self._deliverTo is not self.receiver:
-            self._deliverTo = self.receiver
-            self._deliver = vnetDelivery(self.receiver, self._badReceived)
-        return self._deliver
+        return self._deliveries(self.receiver)
 
     def _badReceived(self, error: BadVnetFrame) -> None:
         if not self.stats.discarded:

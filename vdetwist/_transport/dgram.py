@@ -26,7 +26,7 @@ from vdetwist._transport.vnet import (
     VNET_FRAME_MIN,
     enlargeBuffers,
     sendVnetFrame,
-    vnetDelivery,
+    DeliveryCache,
 )
 from vdetwist.interfaces import IVdePlug, IVnetPlug
 from vdetwist.plug import ETH_HDRLEN, VDE_ETHBUFSIZE
@@ -130,14 +130,10 @@ class VnetDatagramPlug(DatagramPlug):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         enlargeBuffers(self.socket)
-        self._deliverTo: object = None
-        self._deliver: Callable[[bytes], None] = self.receiver.frameReceived
+        self._deliveries = DeliveryCache(self._badSent)
 
     def _delivery(self) -> Callable[[bytes], None]:
-        if self._deliverTo is not self.receiver:
-            self._deliverTo = self.receiver
-            self._deliver = vnetDelivery(self.receiver, self._badSent)
-        return self._deliver
+        return self._deliveries(self.receiver)
 
     def send(self, frame: bytes, smallest: int = ETH_HDRLEN,
              largest: int = VDE_ETHBUFSIZE) -> None:

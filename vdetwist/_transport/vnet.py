@@ -27,7 +27,7 @@ from vdetwist.wire.vnethdr import (
 )
 
 __all__ = [
-    "vnetDelivery", "sendVnetFrame", "sendSegments", "SOFTWARE_OFFLOADS", "VNET_FRAME_MIN",
+    "vnetDelivery", "DeliveryCache", "sendVnetFrame", "sendSegments", "SOFTWARE_OFFLOADS", "VNET_FRAME_MIN",
     "VNET_FRAME_MAX", "VNET_SOCKET_BUFFER", "enlargeBuffers",
 ]
 
@@ -89,6 +89,38 @@ def vnetDelivery(
             frameReceived(frame)
 
     return deliverPlain
+
+
+def _unset(frame: bytes) -> None:
+    """
+    What a L{DeliveryCache} delivers to before its first call.
+    """
+
+
+class DeliveryCache:
+    """
+    L{vnetDelivery} for a plug's current receiver, made again only when the
+    receiver or its methods change: a switch rebinds a port's
+    C{vnetFrameReceived} when a capture or mirror starts, and a plug that
+    kept the old one would bypass it.  Asked once per read batch, not per
+    frame.
+    """
+
+    __slots__ = ("_bad", "_key", "_deliver")
+
+    def __init__(self, bad: Callable[[BadVnetFrame], None]) -> None:
+        self._bad = bad
+        self._key: tuple = ()
+        self._deliver: Callable[[bytes], None] = _unset
+
+    def __call__(self, receiver: IFrameReceiver) -> Callable[[bytes], None]:
+        # Bound methods are made anew at each lookup, equal but not
+        # identical: compare with ==.
+        key = (receiver, receiver.frameReceived, getattr(receiver, "vnetFrameReceived", None))
+        if key != self._key:
+            self._key = key
+            self._deliver = vnetDelivery(receiver, self._bad)
+        return self._deliver
 
 
 def sendSegments(

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import errno
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -47,7 +47,7 @@ from vdetwist._transport.vnet import (
     SOFTWARE_OFFLOADS,
     VNET_FRAME_MAX,
     VNET_FRAME_MIN,
-    vnetDelivery,
+    DeliveryCache,
 )
 from vdetwist.interfaces import IFrameReceiver, IVdePlug, IVnetPlug, IVnetReceiver
 from vdetwist.node.engines import Engine, _Vlan
@@ -1040,7 +1040,7 @@ class HostPlug(PlugBase):
         self.peer: Optional[HostPlug] = None
         self.paused = False
         self.reading = False
-        self._vnetSink: Callable[[bytes], None] = _discard
+        self._vnetSinks = DeliveryCache(self._badSent)
 
     def send(self, frame: bytes) -> None:
         peer = self.peer
@@ -1060,11 +1060,10 @@ class HostPlug(PlugBase):
             return
         self.stats.sent += 1
         peer.stats.received += 1
-        peer._vnetSink(frame)
+        peer._vnetSinks(peer.receiver)(frame)
 
     def _startReading(self) -> None:
         self.reading = True
-        self._vnetSink = vnetDelivery(self.receiver, self._badSent)
 
     def pauseProducing(self) -> None:
         self.paused = True
@@ -1074,7 +1073,6 @@ class HostPlug(PlugBase):
 
     def _release(self) -> None:
         self.reading = False
-        self._vnetSink = _discard
         peer, self.peer = self.peer, None
         if peer is not None:
             peer.peer = None
