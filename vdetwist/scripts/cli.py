@@ -84,7 +84,8 @@ def daemonize() -> None:
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    os.close(null)
+    if null > 2:  # (it is one of them when stdio was closed)
+        os.close(null)
 
 
 def usageExit(error: UsageError, usage: str, status: int) -> NoReturn:
