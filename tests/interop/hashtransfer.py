@@ -80,12 +80,7 @@ if proto == "tcp":
             time.sleep(0.1)
     c.sendall(data)
     c.shutdown(socket.SHUT_WR)
-    reply = b""
-    while True:
-        d = c.recv(4096)
-        if not d:
-            break
-        reply += d
+    reply = b"".join(iter(lambda: c.recv(4096), b""))
 else:
     SEGMENT, PER = 1200, 50
     c = socket.socket(family, socket.SOCK_DGRAM)
