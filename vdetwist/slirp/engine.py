@@ -233,7 +233,7 @@ class SlirpEngine(EngineCore):
 
     def _input(self, frame: bytes, trusted: bool) -> None:
         """
-        One frame from the guests (through L{input}).
+        One frame from the guests (through L{EngineCore.input}).
 
         @param trusted: the frame's TCP or UDP checksum need not be checked
             (it may be partial): a guest's offloading link said so (its
