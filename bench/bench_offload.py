@@ -69,19 +69,17 @@ class Bench:
         self.seconds = seconds
         self.procs = Processes()
         self.hosts = benchlib.Hosts(self.procs, (ADDR_A, ADDR_B), IPERF_PORT, 24, "vtons")
-        self.nsX: Optional[netns.Namespace] = None
+
+    @property
+    def nsX(self) -> netns.Namespace:
+        return self.hosts.third()
 
     def setUp(self) -> None:
         self.hosts.create()
-        self.nsX = netns.Namespace.create(netns.uniqueName("vtonsX"))
+        self.hosts.third()
 
     def tearDown(self) -> None:
-        try:
-            self.procs.stopAll()
-        finally:
-            self.hosts.remove()
-            if self.nsX is not None:
-                self.nsX.remove()
+        self.hosts.tearDown()
 
     def start(self, plug: Optional[list[str]], suffix: str) -> tuple[list[str], list]:
         """

@@ -191,10 +191,7 @@ class Bench:
                                             str(CONNRATE_PORT)]), stdin=subprocess.DEVNULL)
 
     def tearDown(self) -> None:
-        try:
-            self.procs.stopAll()
-        finally:
-            self.hosts.remove()
+        self.hosts.tearDown()
 
     def start(self, engine: Engine, mtu: int) -> Run:
         """

@@ -211,8 +211,6 @@ class Bench:
         self.procs = Processes()
         self.tmp = tempfile.mkdtemp(prefix="vtbench-")
         self.hosts = benchlib.Hosts(self.procs, (ADDR_A, ADDR_B), IPERF_PORT, PREFIX, "vtbns")
-        #: The bridge's namespace, made for the first bridge run.
-        self.nsX: Optional[netns.Namespace] = None
         self.count = 0
 
     @property
@@ -226,13 +224,17 @@ class Bench:
     def setUp(self) -> None:
         self.hosts.create()
 
+    @property
+    def nsX(self) -> Optional[netns.Namespace]:
+        """
+        The bridge's namespace, made for the first bridge run.
+        """
+        return self.hosts.nsX
+
     def tearDown(self) -> None:
         try:
-            self.procs.stopAll()
+            self.hosts.tearDown()
         finally:
-            self.hosts.remove()
-            if self.nsX is not None:
-                self.nsX.remove()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def start(self, arrangement: Arrangement) -> Run:
@@ -259,8 +261,7 @@ class Bench:
         """
         Join veths of A and B in a Linux bridge in the third namespace.
         """
-        if self.nsX is None:
-            self.nsX = netns.Namespace.create(netns.uniqueName("vtbnsX"))
+        self.hosts.third()
         run.bridge = netns.uniqueName("vtbbr")
         with netns.routing(self.nsX) as ipr:
             ipr.link("add", ifname=run.bridge, kind="bridge")

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Optional
 
 import benchlib
 from benchlib import (
@@ -82,21 +81,18 @@ class Bench:
         self.seconds = seconds
         self.procs = Processes()
         self.hosts = benchlib.Hosts(self.procs, ADDRESSES, IPERF_PORT, PREFIX, "vtvxns")
-        self.cable: Optional[netns.Namespace] = None
+
+    @property
+    def cable(self) -> netns.Namespace:
+        return self.hosts.third("c")
 
     def setUp(self) -> None:
         self.hosts.create()
-        self.cable = netns.Namespace.create(netns.uniqueName("vtvxc"))
         self.cable.run(["ip", "link", "set", "lo", "multicast", "on"], check=True)
         self.cable.run(["ip", "route", "add", "224.0.0.0/4", "dev", "lo"], check=True)
 
     def tearDown(self) -> None:
-        try:
-            self.procs.stopAll()
-        finally:
-            self.hosts.remove()
-            if self.cable is not None:
-                self.cable.remove()
+        self.hosts.tearDown()
 
     def startPair(self, plug: list[str]) -> Pair:
         pair = Pair()

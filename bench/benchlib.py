@@ -388,7 +388,7 @@ class Hosts:
     Two network namespaces, A (iperf3 client, C{addresses[0]}) and B (an
     iperf3 server, C{addresses[1]}); their interfaces are the caller's
     business (L{configure} gives one its address).  L{remove} deletes both
-    namespaces and whatever is left in them.
+    namespaces (and the third, if any) and whatever is left in them.
     """
 
     def __init__(self, procs: Processes, addresses: tuple[str, str], port: int,
@@ -400,6 +400,8 @@ class Hosts:
         self.names = names
         self.nsA: Optional[netns.Namespace] = None
         self.nsB: Optional[netns.Namespace] = None
+        #: A third namespace (a cable's, a bridge's), if L{third} made one.
+        self.nsX: Optional[netns.Namespace] = None
         self.server: Optional[subprocess.Popen] = None
 
     @property
@@ -413,12 +415,29 @@ class Hosts:
             self.nsB.command([which("iperf3"), "-s", "-p", str(self.port)]),
             stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def third(self, suffix: str = "X") -> netns.Namespace:
+        """
+        The third namespace, made on first use; removed with A and B.
+        """
+        if self.nsX is None:
+            self.nsX = netns.Namespace.create(netns.uniqueName(self.names + suffix))
+        return self.nsX
+
     def remove(self) -> None:
         if self.server is not None and self.server in self.procs.running:
             self.procs.stop(self.server)
-        for ns in (self.nsA, self.nsB):
+        for ns in (self.nsA, self.nsB, self.nsX):
             if ns is not None:
                 ns.remove()
+
+    def tearDown(self) -> None:
+        """
+        Stop every process of the run, then remove the namespaces.
+        """
+        try:
+            self.procs.stopAll()
+        finally:
+            self.remove()
 
     def configure(self, side: int, ifname: str) -> None:
         """

@@ -823,6 +823,19 @@ def openFds(collect: bool = True) -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def reap(proc: subprocess.Popen) -> None:
+    """
+    Kill C{proc} if it still runs, wait for it and close its pipes: the end
+    of a test that drove a command through them.
+    """
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def stopProcess(proc: subprocess.Popen) -> None:
     """
     End C{proc} if it still runs: SIGTERM, then SIGKILL after 5 s.

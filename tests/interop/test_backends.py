@@ -306,11 +306,19 @@ class DatagramPlugFlowTests(TestCase):
     frames are dropped and counted; the reactor never blocks.
     """
 
-    async def test_slowPeer(self) -> None:
+    def plugOnPair(self, description: str) -> tuple[DatagramPlug, socket.socket]:
+        """
+        A plug on one end of a datagram socket pair, and the other end;
+        both closed after the test.
+        """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.addCleanup(theirs.close)
-        plug = DatagramPlug(reactor, ours, "slow")
+        plug = DatagramPlug(reactor, ours, description)
         self.addCleanup(plug.close)
+        return plug, theirs
+
+    async def test_slowPeer(self) -> None:
+        plug, theirs = self.plugOnPair("slow")
         producer = MemoryPlug()
         plug.registerProducer(producer, True)
         total = 2000
@@ -385,18 +393,12 @@ class DatagramPlugFlowTests(TestCase):
         self.assertEqual(sock.sent, frames)
 
     async def test_oversizedNotSent(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.addCleanup(theirs.close)
-        plug = DatagramPlug(reactor, ours, "big")
-        self.addCleanup(plug.close)
+        plug, _ = self.plugOnPair("big")
         plug.send(b"x" * 9235)
         self.assertEqual((plug.stats.sent, plug.stats.dropped), (0, 1))
 
     async def test_runtsAndOversizedNotReceived(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.addCleanup(theirs.close)
-        plug = DatagramPlug(reactor, ours, "rx")
-        self.addCleanup(plug.close)
+        plug, theirs = self.plugOnPair("rx")
         collector = FrameCollector()
         plug.startReceiving(collector)
         for data in [b"short", b"y" * 9235, frame(1)]:
@@ -405,10 +407,7 @@ class DatagramPlugFlowTests(TestCase):
         self.assertEqual(collector.frames, [frame(1)])
 
     async def test_pause(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.addCleanup(theirs.close)
-        plug = DatagramPlug(reactor, ours, "paused")
-        self.addCleanup(plug.close)
+        plug, theirs = self.plugOnPair("paused")
         collector = FrameCollector()
         plug.startReceiving(collector)
         plug.pauseProducing()

@@ -11,13 +11,12 @@ import signal
 import socket
 
 from twisted.internet import reactor
-from twisted.python import usage
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import ConsoleClient, cPlug, ourPlug, tmpdir, until
 from tests.interop.test_endpointstrings import requireTLS
-from tests.interop.test_service import SwitchProcess, eth, parse
+from tests.interop.test_service import SwitchProcess, assertEndpointList, eth
 from vdetwist import streamplug
 from vdetwist.errors import VdeError, VNLError
 from vdetwist.registry import registry
@@ -95,12 +94,7 @@ class ConnectFailureTests(TestCase):
 
 class ListenTests(SynchronousTestCase):
     def test_options(self) -> None:
-        options = parse("--listen", "tcp:5000:interface=127.0.0.1", "--listen", "unix:/tmp/x")
-        self.assertEqual(options["listen"], ["tcp:5000:interface=127.0.0.1", "unix:/tmp/x"])
-        with self.assertRaises(usage.UsageError) as caught:
-            parse("--listen", "bogus:1")
-        self.assertIn("--listen bogus:1: not a Twisted server endpoint description",
-                      str(caught.exception))
+        assertEndpointList(self, "listen", "tcp:5000:interface=127.0.0.1", "unix:/tmp/x")
 
     def test_badClientDescription(self) -> None:
         failure = self.failureResultOf(registry.open(reactor, "endpoint://bogus:1"), VNLError)

@@ -14,10 +14,7 @@ namespace (the plug's descriptor keeps working across the move) and gets
 
 from __future__ import annotations
 
-import hashlib
 import os
-import random
-import select
 import shutil
 import subprocess
 import sys
@@ -26,6 +23,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
+from tests.interop.hashtransfer import assertHashedTransfer
 from tests.support import (
     cTool, isListening, makeNamespace, ourEnv, ourTool, requireCommand, requireTun, stopProcess,
 )
@@ -38,49 +36,6 @@ PORT = 7777
 TRANSFER = 2 * 1024 * 1024
 SEED = 7
 
-SERVER = r"""
-import hashlib, socket, sys
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
-s.settimeout(30)
-print("listening", flush=True)
-c, _ = s.accept()
-c.settimeout(30)
-h, n = hashlib.sha256(), 0
-while True:
-    d = c.recv(65536)
-    if not d:
-        break
-    h.update(d)
-    n += len(d)
-c.sendall(f"{n} {h.hexdigest()}".encode())
-c.close()
-"""
-
-CLIENT = r"""
-import random, socket, sys, time
-data = random.Random(int(sys.argv[4])).randbytes(int(sys.argv[3]))
-deadline = time.monotonic() + 10
-while True:
-    try:
-        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
-        break
-    except OSError:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.1)
-c.sendall(data)
-c.shutdown(socket.SHUT_WR)
-reply = b""
-while True:
-    d = c.recv(4096)
-    if not d:
-        break
-    reply += d
-print(reply.decode())
-"""
 
 
 class TapHosts(TestCase):
@@ -172,22 +127,7 @@ class TapHosts(TestCase):
         C{size} bytes of TCP from host 0 to host 1 (at C{addresses[1]})
         arrive byte for byte.
         """
-        server = self.hosts[1].popen(
-            [sys.executable, "-c", SERVER, addresses[1], str(PORT)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.addCleanup(stopProcess, server)
-        ready, _, _ = select.select([server.stdout], [], [], 15)
-        self.assertTrue(ready, "the TCP server did not start")
-        self.assertEqual(server.stdout.readline().strip(), "listening")
-        client = self.hosts[0].run(
-            [sys.executable, "-c", CLIENT, addresses[1], str(PORT), str(size), str(SEED)],
-            capture_output=True, text=True, timeout=timeout,
-        )
-        self.assertEqual(client.returncode, 0, client.stderr)
-        expected = hashlib.sha256(random.Random(SEED).randbytes(size)).hexdigest()
-        self.assertEqual(client.stdout.split(), [str(size), expected])
-        server.wait(10)
+        assertHashedTransfer(self, self.hosts, "tcp", addresses[1], PORT, size, SEED, timeout)
 
 
 class TrafficTests(TapHosts):

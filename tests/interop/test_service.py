@@ -83,6 +83,19 @@ def parse(*argv) -> Options:
     return options
 
 
+def assertEndpointList(case, option: str, first: str, second: str) -> None:
+    """
+    C{--OPTION} of C{twistd vde} may be given twice (both kept, in order)
+    and refuses what is not a server endpoint description, naming it.
+    """
+    options = parse(f"--{option}", first, f"--{option}", second)
+    case.assertEqual(options[option], [first, second])
+    with case.assertRaises(usage.UsageError) as caught:
+        parse(f"--{option}", "bogus:1")
+    case.assertIn(f"--{option} bogus:1: not a Twisted server endpoint description",
+                  str(caught.exception))
+
+
 class SwitchProcess:
     """
     C{python -m twisted vde ...} (or C{twistd -n vde ...}) as a process,

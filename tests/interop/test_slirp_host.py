@@ -107,6 +107,18 @@ def wait(condition, timeout=5.0):
     return defer.ensureDeferred(until(condition, "the condition", timeout))
 
 
+@defer.inlineCallbacks
+def echoThenClose(stream, recorder: Recorder, data: bytes):
+    """
+    Write C{data} on C{stream} (to an echo server), wait until C{recorder}
+    has it back, then close the stream and wait for its end.
+    """
+    stream.write(data)
+    yield wait(lambda: recorder.data == data)
+    stream.close()
+    yield recorder.done
+
+
 class StreamTests(TestCase):
     timeout = 30
 
@@ -175,10 +187,7 @@ class StreamTests(TestCase):
         pending = self.host.connect(("tcp", "127.0.0.1", port), done)
         stream = yield done.connectedD
         pending.cancel()
-        stream.write(b"still here")
-        yield wait(lambda: done.data == b"still here")
-        stream.close()
-        yield done.done
+        yield echoThenClose(stream, done, b"still here")
 
     @defer.inlineCallbacks
     def test_ipv6Loopback(self):
@@ -275,10 +284,7 @@ class StreamTests(TestCase):
         r = Recorder()
         self.host.connect(("unix", path), r)
         stream = yield r.connectedD
-        stream.write(b"unix")
-        yield wait(lambda: r.data == b"unix")
-        stream.close()
-        yield r.done
+        yield echoThenClose(stream, r, b"unix")
 
     @defer.inlineCallbacks
     def test_command(self):

@@ -181,6 +181,22 @@ class NamespaceTests(TestCase):
         return self.exchange("fd78::1/64", "fd78::2/64")
 
 
+def stackAgent(vnl: str, options: str) -> Agent:
+    """
+    An agent whose every connection is a vdestack: client endpoint on
+    C{vnl} (quoted) with the stack C{options} (as C{ip=dhcp}).
+    """
+
+    @implementer(IAgentEndpointFactory)
+    class Strings:
+        def endpointForURI(self, uri):
+            return clientFromString(
+                reactor, f"vdestack:vnl={vnl}:{options}:host={uri.host.decode()}"
+                f":port={uri.port}")
+
+    return Agent.usingEndpointFactory(reactor, Strings())
+
+
 class InProcessTests(TestCase):
     """
     Stacks in this process, on our own switch: no kernel device.
@@ -202,15 +218,7 @@ class InProcessTests(TestCase):
         vnl = quoteStringArgument(f"vde://{sw}")
         endpoint = serverFromString(reactor, f"vdestack:vnl={vnl}:ip=10.79.0.2/24:port=80")
         port = yield endpoint.listen(site(data))
-
-        @implementer(IAgentEndpointFactory)
-        class Strings:
-            def endpointForURI(self, uri):
-                return clientFromString(
-                    reactor, f"vdestack:vnl={vnl}:ip=10.79.0.3/24:host={uri.host.decode()}"
-                    f":port={uri.port}")
-
-        agent = Agent.usingEndpointFactory(reactor, Strings())
+        agent = stackAgent(vnl, "ip=10.79.0.3/24")
         response = yield agent.request(b"GET", b"http://10.79.0.2/file")
         body = yield readBody(response)
         self.assertEqual(body, data)
@@ -250,34 +258,33 @@ class SlirpTests(TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
+    def fetchOverDhcp(self, data: bytes, host: str):
+        """
+        Serve C{data} on the host's 127.0.0.1 and fetch it as
+        C{http://HOST:PORT/file} through a vdestack: client endpoint on
+        slirp:// with ip=dhcp: fires with C{(the one stack, the agent)}.
+        """
+        from vdetwist.stack.api import _shared
+
+        listening = reactor.listenTCP(0, site(data), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        agent = stackAgent(quoteStringArgument("slirp://"), "ip=dhcp")
+        response = yield agent.request(
+            b"GET", f"http://{host}:{listening.getHost().port}/file".encode())
+        stacks = list(_shared[reactor].values())
+        body = yield readBody(response)
+        self.assertEqual(body, data)
+        (stack,) = stacks
+        return stack, agent
+
+    @defer.inlineCallbacks
     def test_dhcpToHost(self):
         """
         A Twisted client on a vdestack: endpoint with ip=dhcp on slirp://
         gets 10.0.2.15 and fetches from an HTTP server on the host's
         127.0.0.1 through 10.0.2.2.
         """
-        from vdetwist.stack.api import _shared
-
-        data = os.urandom(256 * 1024)
-        listening = reactor.listenTCP(0, site(data), interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        vnl = quoteStringArgument("slirp://")
-        stacks = []
-
-        @implementer(IAgentEndpointFactory)
-        class Strings:
-            def endpointForURI(self, uri):
-                return clientFromString(
-                    reactor, f"vdestack:vnl={vnl}:ip=dhcp:host={uri.host.decode()}"
-                    f":port={uri.port}")
-
-        agent = Agent.usingEndpointFactory(reactor, Strings())
-        response = yield agent.request(
-            b"GET", f"http://10.0.2.2:{listening.getHost().port}/file".encode())
-        stacks.extend(_shared[reactor].values())
-        body = yield readBody(response)
-        self.assertEqual(body, data)
-        (stack,) = stacks
+        stack, _ = yield self.fetchOverDhcp(os.urandom(256 * 1024), "10.0.2.2")
         self.assertEqual(stack.addresses()[0], "10.0.2.15/24")
         self.assertEqual(stack.host.dhcp.stateName, "BOUND")
         yield stack.close()
@@ -297,8 +304,6 @@ class SlirpTests(TestCase):
         from twisted.names import dns, hosts
         from twisted.names import server as dnsServer
 
-        from vdetwist.stack.api import _shared
-
         address = f"127.53.{os.getpid() % 250}.{random.randint(1, 250)}"
         table = self.mktemp()
         with open(table, "w") as f:
@@ -314,26 +319,7 @@ class SlirpTests(TestCase):
             f.write(f"nameserver {address}\n")
         os.environ["VDETWIST_RESOLV_CONF"] = resolv
         self.addCleanup(os.environ.pop, "VDETWIST_RESOLV_CONF", None)
-        data = os.urandom(64 * 1024)
-        listening = reactor.listenTCP(0, site(data), interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        vnl = quoteStringArgument("slirp://")
-        stacks = []
-
-        @implementer(IAgentEndpointFactory)
-        class Strings:
-            def endpointForURI(self, uri):
-                return clientFromString(
-                    reactor, f"vdestack:vnl={vnl}:ip=dhcp:host={uri.host.decode()}"
-                    f":port={uri.port}")
-
-        agent = Agent.usingEndpointFactory(reactor, Strings())
-        response = yield agent.request(
-            b"GET", f"http://webhost.vdetwist.test:{listening.getHost().port}/file".encode())
-        stacks.extend(_shared[reactor].values())
-        body = yield readBody(response)
-        self.assertEqual(body, data)
-        (stack,) = stacks
+        stack, agent = yield self.fetchOverDhcp(os.urandom(64 * 1024), "webhost.vdetwist.test")
         self.assertEqual(stack.host.nameServers(), [bytes([10, 0, 2, 3])])
         failed = yield self.assertFailure(
             agent.request(b"GET", b"http://nowhere.vdetwist.test/"), error.DNSLookupError)

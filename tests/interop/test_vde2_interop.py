@@ -267,28 +267,31 @@ class OurClientOnCSwitchTests(Vde2TestCase):
         """
         When the switch exits, the plug closes cleanly.
         """
+        _, reason = await self.plugWhenSwitchEnds(lambda process: process.closeStdin())
+        reason.trap(PlugClosed)
+
+    async def plugWhenSwitchEnds(self, end) -> tuple:
+        """
+        A switch with our plug on it ended by C{end(its process)}: the
+        switch and the reason our plug closed.
+        """
         switch = await self.startSwitch()
         plug = await connectVde(reactor, switch.path, description=b"t")
         ours = FrameCollector()
         plug.startReceiving(ours)
-        switch.process.closeStdin()
+        end(switch.process)
         await until(lambda: ours.reason is not None, "our plug to close")
-        ours.reason.trap(PlugClosed)
+        return switch, ours.reason
 
     async def test_switchKilled(self) -> None:
         """
         A switch killed (its data socket left behind, refusing connections)
         is a lost network, not a clean end: the reason names the switch.
         """
-        switch = await self.startSwitch()
-        plug = await connectVde(reactor, switch.path, description=b"t")
-        ours = FrameCollector()
-        plug.startReceiving(ours)
-        switch.process.kill()
-        await until(lambda: ours.reason is not None, "our plug to close")
-        ours.reason.trap(PlugLost)
+        switch, reason = await self.plugWhenSwitchEnds(lambda process: process.kill())
+        reason.trap(PlugLost)
         self.assertEqual(
-            ours.reason.getErrorMessage(),
+            reason.getErrorMessage(),
             f"vde://{switch.path}: the switch {os.path.realpath(switch.path)} went away "
             f"(killed or crashed: its data socket refuses connections)",
         )

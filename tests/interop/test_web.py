@@ -33,7 +33,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from tests.support import TIMEOUT, ConsoleClient, LogCapture, cPlug, frame, ourPlug, tmpdir
 from tests.unit.test_console import FakeEndpoint, FakeServer
 from tests.interop.test_messages import OneLineMixin, run
-from tests.interop.test_service import SwitchProcess, parse
+from tests.interop.test_service import SwitchProcess, assertEndpointList, parse
 from tests.project.test_version import TWISTD
 from vdetwist.node import MacTable, Node, SwitchEngine
 from vdetwist.testing import MemoryPlug, plugPair
@@ -476,12 +476,7 @@ class OptionsTests(SynchronousTestCase):
                          "--web-host 'http://sw.example/': give a host name, e.g. sw.example")
 
     def test_options(self) -> None:
-        options = parse("--web", "tcp:8080:interface=127.0.0.1", "--web", "unix:/tmp/w:mode=600")
-        self.assertEqual(options["web"], ["tcp:8080:interface=127.0.0.1", "unix:/tmp/w:mode=600"])
-        with self.assertRaises(usage.UsageError) as caught:
-            parse("--web", "bogus:1")
-        self.assertIn("--web bogus:1: not a Twisted server endpoint description",
-                      str(caught.exception))
+        assertEndpointList(self, "web", "tcp:8080:interface=127.0.0.1", "unix:/tmp/w:mode=600")
 
 
 class BusyPortTests(OneLineMixin, SynchronousTestCase):

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
     TIMEOUT, ConsoleClient, CSwitch, StreamProcess, cPlug, cTool, frame, isListening, ourEnv,
-    ourTool, records, tmpdir, waitFor,
+    ourTool, reap, records, tmpdir, waitFor,
 )
 from vdetwist.lab.console import PROMPT
 from vdetwist.scripts.cli import UsageError
@@ -158,11 +158,7 @@ class StreamTests(SynchronousTestCase):
             self.assertEqual(proc.stdout.read(), b"")
             self.assertIn(b"bidirectional filter starting...", proc.stderr.read())
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
+            reap(proc)
 
 
 class ConsoleAndDaemonTests(SynchronousTestCase):
@@ -184,11 +180,7 @@ class ConsoleAndDaemonTests(SynchronousTestCase):
             proc.stdin.close()
             self.assertEqual(proc.wait(TIMEOUT), 0)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
+            reap(proc)
 
     def test_shutdownFromSocket(self) -> None:
         """
@@ -209,11 +201,7 @@ class ConsoleAndDaemonTests(SynchronousTestCase):
             self.assertEqual(proc.wait(TIMEOUT), 0)
             self.assertFalse(os.path.exists(mgmt))
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdin.close()
-            proc.stderr.close()
+            reap(proc)
 
     def test_streamSide(self) -> None:
         """

@@ -622,26 +622,47 @@ class AutoconfTests(SynchronousTestCase):
         self.assertEqual(self.host.gateway6, P.IP6_ROUTER_LL)
 
 
+ROUTER_LL = bytes.fromhex("fe800000000000000000000000000001")
+SLAAC_PREFIX = bytes.fromhex("fd990000000000000000000000000000")
+#: The address L{slaacHost} forms from L{SLAAC_PREFIX}.
+SLAAC_ADDRESS = SLAAC_PREFIX[:8] + bytes.fromhex("000000fffe00000d")
+
+
+def slaacHost(now: list[float]) -> HostStack:
+    """
+    A strict host stack with C{ip6=slaac} (MAC 02:00:00:00:00:0d) whose
+    clock reads C{now[0]}.
+    """
+    return HostStack(parseStackOptions(ip6="slaac", mac="02:00:00:00:00:0d"),
+                     lambda f: None, lambda: now[0], strict=True)
+
+
+def routerAdvert(valid: int, preferred: int, routerLifetime: int) -> bytes:
+    """
+    The frame of L{ROUTER_LL}'s router advertisement (from C{MAC_A}) of
+    L{SLAAC_PREFIX}/64, on-link and autonomous, with these lifetimes.
+    """
+    from vdetwist.slirp.dhcp import ND_RA, OPT_SOURCE_LL
+
+    option = struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, valid, preferred, 0, SLAAC_PREFIX)
+    body = struct.pack("!BBHII", 64, 0, routerLifetime, 0, 0) + option + \
+        bytes((OPT_SOURCE_LL, 1)) + MAC_A
+    message = P.icmp6(ROUTER_LL, P.IP6_ALL_NODES, ND_RA, 0, body)
+    return P.ETH.pack(P.multicastMac6(P.IP6_ALL_NODES), MAC_A, P.ETH_IPV6) + \
+        P.ipv6(ROUTER_LL, P.IP6_ALL_NODES, P.PROTO_ICMPV6, message, 255)
+
+
 class SlaacLifetimeTests(SynchronousTestCase):
     def test_expiry(self) -> None:
         """
         An advertised prefix's address and the router are forgotten when
         their lifetimes end.
         """
-        from vdetwist.slirp.dhcp import ND_RA, OPT_SOURCE_LL
-
         now = [0.0]
-        host = HostStack(parseStackOptions(ip6="slaac", mac="02:00:00:00:00:0d"),
-                         lambda f: None, lambda: now[0], strict=True)
-        router = bytes.fromhex("fe800000000000000000000000000001")
-        prefix = bytes.fromhex("fd990000000000000000000000000000")
-        option = struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 10, 5, 0, prefix)
-        body = struct.pack("!BBHII", 64, 0, 20, 0, 0) + option + \
-            bytes((OPT_SOURCE_LL, 1)) + MAC_A
-        message = P.icmp6(router, P.IP6_ALL_NODES, ND_RA, 0, body)
-        packet = P.ipv6(router, P.IP6_ALL_NODES, P.PROTO_ICMPV6, message, 255)
-        host.receive(P.ETH.pack(P.multicastMac6(P.IP6_ALL_NODES), MAC_A, P.ETH_IPV6) + packet)
-        address = prefix[:8] + bytes.fromhex("000000fffe00000d")
+        host = slaacHost(now)
+        router = ROUTER_LL
+        host.receive(routerAdvert(valid=10, preferred=5, routerLifetime=20))
+        address = SLAAC_ADDRESS
         self.assertIn(address, host.tentative6)
         now[0] = DAD_WAIT
         host.advance()
@@ -812,28 +833,36 @@ class IcmpErrorTests(SynchronousTestCase):
         A SYN answered with ICMP port (or protocol) unreachable fails the
         connect with ConnectionRefusedError at once, both families.
         """
-        for host, kind, code in ((Router.C4, 3, 3), (Router.C4, 3, 2), (Router.C6, 1, 4)):
+        cases = ((Router.C4, 3, 3), (Router.C4, 3, 2), (Router.C6, 1, 4))
+        for router, reason in self.answeredConnects(cases, error.ConnectionRefusedError):
+            self.assertIn("unreachable", str(reason))
+            self.assertEqual(router.stack.host.tcp.conns, {})
+
+    def answeredConnects(self, cases, expected: type) -> list:
+        """
+        For each C{(host, ICMP type, code)}: a connect to C{host} whose SYN
+        is answered so, which must fail at once with C{expected}:
+        C{(router, the exception)} each.
+        """
+        answered = []
+        for host, kind, code in cases:
             router = Router(self)
             got = self.connecting(router, host)
             router.answer(kind, code, router.sent(P.PROTO_TCP))
             self.assertEqual(len(got), 1)
-            got[0].trap(error.ConnectionRefusedError)
-            self.assertIn("unreachable", str(got[0].value))
-            self.assertEqual(router.stack.host.tcp.conns, {})
+            got[0].trap(expected)
+            answered.append((router, got[0].value))
+        return answered
 
     def test_connectUnreachable(self) -> None:
         """
         A SYN answered with host or network unreachable, or time exceeded,
         fails the connect with NoRouteError in one line.
         """
-        for host, kind, code in ((Router.C4, 3, 1), (Router.C4, 3, 0), (Router.C4, 11, 0),
-                                 (Router.C6, 1, 3), (Router.C6, 3, 0)):
-            router = Router(self)
-            got = self.connecting(router, host)
-            router.answer(kind, code, router.sent(P.PROTO_TCP))
-            self.assertEqual(len(got), 1)
-            got[0].trap(error.NoRouteError)
-            self.assertNotIn("\n", str(got[0].value))
+        cases = ((Router.C4, 3, 1), (Router.C4, 3, 0), (Router.C4, 11, 0),
+                 (Router.C6, 1, 3), (Router.C6, 3, 0))
+        for _, reason in self.answeredConnects(cases, error.NoRouteError):
+            self.assertNotIn("\n", str(reason))
 
     def test_forgedQuoteIgnored(self) -> None:
         """
@@ -1219,21 +1248,13 @@ class DuplicateAddressTests(SynchronousTestCase):
         configured, and is not tried again when the prefix is advertised
         again.
         """
-        from vdetwist.slirp.dhcp import ND_NA, ND_RA, OPT_SOURCE_LL, OPT_TARGET_LL
+        from vdetwist.slirp.dhcp import ND_NA, OPT_TARGET_LL
 
         now = [0.0]
-        host = HostStack(parseStackOptions(ip6="slaac", mac="02:00:00:00:00:0d"),
-                         lambda f: None, lambda: now[0], strict=True)
-        router = bytes.fromhex("fe800000000000000000000000000001")
-        prefix = bytes.fromhex("fd990000000000000000000000000000")
-        option = struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 600, 300, 0, prefix)
-        body = struct.pack("!BBHII", 64, 0, 1800, 0, 0) + option + \
-            bytes((OPT_SOURCE_LL, 1)) + MAC_A
-        message = P.icmp6(router, P.IP6_ALL_NODES, ND_RA, 0, body)
-        ra = P.ETH.pack(P.multicastMac6(P.IP6_ALL_NODES), MAC_A, P.ETH_IPV6) + \
-            P.ipv6(router, P.IP6_ALL_NODES, P.PROTO_ICMPV6, message, 255)
+        host = slaacHost(now)
+        ra = routerAdvert(valid=600, preferred=300, routerLifetime=1800)
         host.receive(ra)
-        address = prefix[:8] + bytes.fromhex("000000fffe00000d")
+        address = SLAAC_ADDRESS
         self.assertIn(address, host.tentative6)
         advert = P.icmp6(address, P.IP6_ALL_NODES, ND_NA, 0, struct.pack("!I", 0x20000000)
                          + address + bytes((OPT_TARGET_LL, 1)) + MAC_A)

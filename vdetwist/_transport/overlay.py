@@ -15,7 +15,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vdetwist._transport.fdplug import FdReader
+from vdetwist._transport.fdplug import HARMLESS, READ_BATCH, FdReader
 from vdetwist._transport.multicast import interfaceIndex
 from vdetwist.errors import PlugLost
 from vdetwist.node.mactable import MacTable
@@ -28,6 +28,7 @@ from vdetwist.wire.vxlan import (
     DEFAULT_VNI,
     HEADER_SIZE,
     LEARN_VLAN,
+    MAX_DATAGRAM,
     RejectCounter,
     Verdict,
     VxConfig,
@@ -97,6 +98,8 @@ class VxPlugBase(ReaderPlug):
         self._seconds = reactor.seconds
         self.rejected = RejectCounter(reactor, self._reportRejects)
         self.readers: list[FdReader] = []
+        #: Own multicast datagrams heard back and dropped.
+        self.ownDropped = 0
         self._sockets: list[socket.socket] = []
 
     def watch(self, sock: socket.socket, handler: Callable[[], None]) -> None:
@@ -140,6 +143,58 @@ class VxPlugBase(ReaderPlug):
             self.stats.sent += 1
 
     # -- receiving
+
+    def drain(self, receive: Callable[..., tuple], args: tuple, ownPort: int = -1) -> None:
+        """
+        Read one socket's datagrams, a batch at most: each carrying this
+        plug's exact header and a frame is learned from and delivered, any
+        other goes to L{unusual}.
+
+        The one read loop of every socket of every vx plug (so its cost per
+        frame is paid once): C{receive(*args)} is the socket's C{recvfrom}
+        (C{(data, source)}) or C{recvmsg} (C{(data, ancillary, flags,
+        source)}); a frame datagram from C{ownPort} is passed with its
+        ancillary data to L{isOwn}, and dropped if it is this plug's own.
+        """
+        header = self.header
+        stats = self.stats
+        learn = self.learn
+        now = self._seconds()
+        for _ in range(READ_BATCH):
+            try:
+                got = receive(*args)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno in HARMLESS:
+                    continue
+                self._receiveFailed(e)
+                return
+            data = got[0]
+            source = got[-1]
+            if MIN_FRAME_DATAGRAM <= len(data) <= MAX_DATAGRAM and data.startswith(header):
+                if source[1] == ownPort and self.isOwn(source, got[1]):
+                    self.ownDropped += 1
+                    continue
+                learn(data[14:20], source, now)
+                stats.received += 1
+                self.receiver.frameReceived(data[8:])
+            else:
+                self.unusual(data, source, now)
+            if self.paused or self.closed:
+                return
+
+    def unusual(self, data: bytes, source: Any, now: float) -> None:
+        """
+        A datagram that is not a frame with this plug's exact header.
+        """
+        raise NotImplementedError()
+
+    def isOwn(self, source: Any, ancillary: list) -> bool:
+        """
+        Whether a datagram from the plug's own port is its own, looped back.
+        """
+        return False
 
     def learn(self, mac: bytes, address: tuple, now: float) -> None:
         entry = self._learned.get(mac)

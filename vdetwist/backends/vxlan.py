@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import errno
 import socket
+from functools import partial
 from typing import Any, Optional
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vdetwist._transport.fdplug import HARMLESS, READ_BATCH
 from vdetwist._transport.multicast import (
     joinGroup,
     openFirstGroupAddress,
@@ -44,7 +44,6 @@ from vdetwist._transport.multicast import (
     setReceiveBuffer,
 )
 from vdetwist._transport.overlay import (
-    MIN_FRAME_DATAGRAM,
     VX_OPTIONS,
     VxBackendBase,
     VxPlugBase,
@@ -54,8 +53,7 @@ from vdetwist.reference import Option, SchemeReference
 from vdetwist.wire.vxlan import (
     DEFAULT_GROUP4,
     DEFAULT_VNI,
-    FLAG_VNI,
-    MAX_DATAGRAM,
+    LEARN_VLAN,
     RECV_SIZE,
     VNI_MASK,
     VXLAN_PORT,
@@ -182,54 +180,33 @@ class VxlanPlug(VxPlugBase):
         self.socket = sock
         self.family = family
         self.port = config.port
-        self._vni = self.header[4:7]
-        self.watch(sock, self._read)
+        self.ipv6 = family == socket.AF_INET6
+        self.watch(sock, partial(self.drain, sock.recvfrom, (RECV_SIZE,)))
 
     def check(self, datagram: bytes) -> Verdict:
         return checkVxlan(datagram, self.config.vni)
 
-    def _read(self) -> None:
-        recvfrom = self.socket.recvfrom
-        stats = self.stats
-        vni = self._vni
-        learned = self._learned
-        port = self.port
-        ipv6 = self.family == socket.AF_INET6
-        now = self._seconds()
-        for _ in range(READ_BATCH):
-            try:
-                data, source = recvfrom(RECV_SIZE)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                if e.errno in HARMLESS:
-                    continue
-                self._receiveFailed(e)
-                return
-            size = len(data)
-            if (
-                MIN_FRAME_DATAGRAM <= size <= MAX_DATAGRAM
-                and data[0] == FLAG_VNI
-                and data[4:7] == vni
-            ):
-                # Reserved bytes are ignored (RFC 7348, and the C plugin).
-                # Learn the sender's IP at the VXLAN port, where VTEPs
-                # listen whatever port they send from.
-                mac = data[14:20]
-                entry = learned.get(mac)
-                if entry is not None and entry.port[0] == source[0]:
-                    entry.seen = now
-                else:
-                    address: Any = (
-                        (source[0], port, 0, source[3]) if ipv6 else (source[0], port)
-                    )
-                    self.macs.learn(mac, 1, address, now)
-                stats.received += 1
-                self.receiver.frameReceived(data[8:])
-                if self.paused or self.closed:
-                    return
-            else:
-                self.reject(data, source)
+    def learn(self, mac: bytes, source: Any, now: float) -> None:
+        # The sender's IP at the VXLAN port, where VTEPs listen whatever
+        # port they send from.
+        entry = self._learned.get(mac)
+        if entry is not None and entry.port[0] == source[0]:
+            entry.seen = now
+        else:
+            address: Any = (
+                (source[0], self.port, 0, source[3]) if self.ipv6 else (source[0], self.port)
+            )
+            self.macs.learn(mac, LEARN_VLAN, address, now)
+
+    def unusual(self, data: bytes, source: Any, now: float) -> None:
+        # Reserved bytes are ignored (RFC 7348, and the C plugin): such a
+        # frame is delivered here, off the path of exact headers.
+        if self.check(data) is Verdict.FRAME:
+            self.learn(data[14:20], source, now)
+            self.stats.received += 1
+            self.receiver.frameReceived(data[8:])
+        else:
+            self.reject(data, source)
 
 
 @implementer(IPlugin, IVdeBackend)

@@ -35,12 +35,12 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from functools import partial
 from typing import Any, Optional
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vdetwist._transport.fdplug import HARMLESS, READ_BATCH
 from vdetwist._transport.multicast import (
     joinGroup,
     openFirstGroupAddress,
@@ -50,7 +50,6 @@ from vdetwist._transport.multicast import (
     setReceiveBuffer,
 )
 from vdetwist._transport.overlay import (
-    MIN_FRAME_DATAGRAM,
     VX_OPTIONS,
     VxBackendBase,
     VxPlugBase,
@@ -61,7 +60,6 @@ from vdetwist.wire.vxlan import (
     DEFAULT_GROUP4,
     DEFAULT_GROUP6,
     DEFAULT_VNI,
-    MAX_DATAGRAM,
     RECV_SIZE,
     VNI_MASK,
     VXVDE_PORT,
@@ -241,82 +239,23 @@ class VxvdePlug(VxPlugBase):
         self.multicastSocket = sockets.multicast
         self.unicastSocket = sockets.unicast
         self.ownPort = sockets.unicast.getsockname()[1]
-        self.watch(sockets.multicast, self._readMulticast)
-        self.watch(sockets.unicast, self._readUnicast)
         if self.family == socket.AF_INET:
-            self._ancillarySize = socket.CMSG_SPACE(_IN_PKTINFO.size)
+            ancillarySize = socket.CMSG_SPACE(_IN_PKTINFO.size)
         else:
-            self._ancillarySize = socket.CMSG_SPACE(20)
+            ancillarySize = socket.CMSG_SPACE(20)
+        self.watch(sockets.multicast, partial(
+            self.drain, sockets.multicast.recvmsg, (RECV_SIZE, ancillarySize), self.ownPort
+        ))
+        self.watch(sockets.unicast, partial(self.drain, sockets.unicast.recvfrom, (RECV_SIZE,)))
         self._localAddresses: frozenset[str] = frozenset()
         self._addressesRead = float("-inf")
-        #: Own multicast packets heard back and dropped.
-        self.ownDropped = 0
         #: Goodbyes received.
         self.goodbyes = 0
 
     def check(self, datagram: bytes) -> Verdict:
         return checkVxvde(datagram, self.config.vni)
 
-    def _readUnicast(self) -> None:
-        recvfrom = self.unicastSocket.recvfrom
-        header = self.header
-        stats = self.stats
-        now = self._seconds()
-        for _ in range(READ_BATCH):
-            try:
-                data, source = recvfrom(RECV_SIZE)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                if e.errno in HARMLESS:
-                    continue
-                self._receiveFailed(e)
-                return
-            size = len(data)
-            if MIN_FRAME_DATAGRAM <= size <= MAX_DATAGRAM and data.startswith(header):
-                self.learn(data[14:20], source, now)
-                stats.received += 1
-                self.receiver.frameReceived(data[8:])
-                if self.paused or self.closed:
-                    return
-            else:
-                self._unusual(data, source)
-                if self.closed:
-                    return
-
-    def _readMulticast(self) -> None:
-        recvmsg = self.multicastSocket.recvmsg
-        header = self.header
-        stats = self.stats
-        ownPort = self.ownPort
-        ancillarySize = self._ancillarySize
-        now = self._seconds()
-        for _ in range(READ_BATCH):
-            try:
-                data, ancillary, flags, source = recvmsg(RECV_SIZE, ancillarySize)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                if e.errno in HARMLESS:
-                    continue
-                self._receiveFailed(e)
-                return
-            size = len(data)
-            if MIN_FRAME_DATAGRAM <= size <= MAX_DATAGRAM and data.startswith(header):
-                if source[1] == ownPort and self._isOwn(source, ancillary):
-                    self.ownDropped += 1
-                    continue
-                self.learn(data[14:20], source, now)
-                stats.received += 1
-                self.receiver.frameReceived(data[8:])
-                if self.paused or self.closed:
-                    return
-            else:
-                self._unusual(data, source)
-                if self.closed:
-                    return
-
-    def _unusual(self, data: bytes, source: Any) -> None:
+    def unusual(self, data: bytes, source: Any, now: float) -> None:
         verdict = self.check(data)
         if verdict is Verdict.GOODBYE:
             self.goodbyes += 1
@@ -324,7 +263,7 @@ class VxvdePlug(VxPlugBase):
         elif verdict is not Verdict.FRAME:
             self.reject(data, source, verdict)
 
-    def _isOwn(self, source: tuple, ancillary: list) -> bool:
+    def isOwn(self, source: tuple, ancillary: list) -> bool:
         """
         Whether a multicast datagram from our own port is our own, looped
         back: IPv4 compares the source with the local address the packet

@@ -1,14 +1,25 @@
 """
 What our commands share with each other as the C tools do: the command
 line parsed by getopt with its complaints in glibc's words, so a bad
-command line reads as the C tool's, and C{daemon(0, 0)}.
+command line reads as the C tool's, C{daemon(0, 0)}, warnings logged to
+standard error, and stopping the reactor from a signal.
 """
 
 from __future__ import annotations
 
 import getopt
 import os
-from typing import Sequence
+import sys
+from typing import NoReturn, Sequence
+
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 
 
 class UsageError(Exception):
@@ -73,4 +84,43 @@ def daemonize() -> None:
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    os.close(null)
+    if null > 2:  # (it is one of them when stdio was closed)
+        os.close(null)
+
+
+def usageExit(error: UsageError, usage: str, status: int) -> NoReturn:
+    """
+    Print a bad command line's message (none for C{--help}) then the usage,
+    as the C tools do, and exit with C{status}.
+    """
+    if str(error):
+        sys.stderr.write(f"{error}\n")
+    sys.stderr.write(usage)
+    raise SystemExit(status)
+
+
+def logWarningsToStderr() -> None:
+    """
+    Log warnings and worse to standard error, one line each: a command's
+    output stays its own, its troubles are still said.
+    """
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(sys.stderr),
+                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
+            )
+        ],
+        redirectStandardIO=False,
+    )
+
+
+def stopReactor(reactor) -> None:
+    """
+    Stop C{reactor} unless it already stops (a second signal, or the run
+    ended at the same time).
+    """
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass

@@ -36,7 +36,7 @@ from itertools import pairwise
 from types import FrameType
 from typing import NoReturn, Optional, Sequence
 
-from vdetwist.scripts.cli import UsageError
+from vdetwist.scripts.cli import UsageError, daemonize
 
 USAGE = """\
 Usage:
@@ -389,21 +389,6 @@ def _becomeCommand(argv: list[str], fdMap: dict[int, int], prog: str) -> NoRetur
         os._exit(127)
 
 
-def _daemonize() -> None:
-    """
-    C{daemon(0, 0)}: detach into a new session in C{/}, stdio on /dev/null.
-    """
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    os.chdir("/")
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    if null > 2:
-        os.close(null)
-
-
 def _writeFile(path: Optional[str], content: str) -> None:
     """
     Write a pid/pgrp file; like the C tool, carry on silently if it fails.
@@ -572,7 +557,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.write(f"{versionLine('dpipe')}\n")
         return 0
     if options.daemon:
-        _daemonize()
+        daemonize()
     else:
         try:
             os.setpgid(0, 0)

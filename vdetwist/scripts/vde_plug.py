@@ -23,15 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, NoReturn, Optional, Sequence
 
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IReactorCore, IReactorThreads
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
 from twisted.python.components import proxyForInterface
 
 from vdetwist._version import versionLine
@@ -44,7 +36,7 @@ from vdetwist.scripts.iplog import IpLogger
 from vdetwist.registry import DEFAULT_DESCRIPTION, OpenArgs, openVNL, userName
 from vdetwist._transport.pipes import PipeStandardIO
 from vdetwist.streamplug import StreamPlug
-from vdetwist.scripts.cli import UsageError, daemonize, getopts
+from vdetwist.scripts.cli import UsageError, daemonize, getopts, logWarningsToStderr, stopReactor, usageExit
 
 USAGE = """\
 Usage:
@@ -254,17 +246,10 @@ class _IpLogReceiver:
         self.receiver.frameReceived(frame)
 
 
-def _stopReactor(reactor) -> None:
-    try:
-        reactor.stop()
-    except ReactorNotRunning:
-        pass  # a second signal, or the cable ended at the same time
-
-
 def _onSignal(run: Run) -> None:
     def handler(signum: int, frame) -> None:
         run.caught.append(signum)
-        IReactorThreads(run.reactor).callFromThread(_stopReactor, run.reactor)
+        IReactorThreads(run.reactor).callFromThread(stopReactor, run.reactor)
 
     for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
@@ -278,24 +263,13 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
     try:
         options = parseArgs(argv[1:])
     except UsageError as e:
-        if str(e):
-            sys.stderr.write(f"{e}\n")
-        sys.stderr.write(USAGE)
-        raise SystemExit(255)
+        usageExit(e, USAGE, 255)
     if options.version:
         sys.stdout.write(f"{versionLine('vde_plug')}\n")
         raise SystemExit(0)
     if options.daemon:
         daemonize()
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                textFileLogObserver(sys.stderr),
-                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
-            )
-        ],
-        redirectStandardIO=False,
-    )
+    logWarningsToStderr()
     if options.pidfile:
         with open(options.pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")

@@ -28,13 +28,6 @@ from dataclasses import dataclass
 from typing import NoReturn, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -45,7 +38,7 @@ from vdetwist.interfaces import IFrameReceiver, IVdePlug
 from vdetwist.lab.capture import CaptureFile, openPcap
 from vdetwist.wire.pcap import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, PcapError, fileHeader
 from vdetwist.registry import openVNL
-from vdetwist.scripts.cli import UsageError, getopts
+from vdetwist.scripts.cli import UsageError, getopts, logWarningsToStderr
 
 USAGE = """\
 Usage: vdecapture [OPTIONS] VNL outfile
@@ -270,15 +263,7 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
     if options.version:
         sys.stdout.write(f"{versionLine('vdecapture')}\n")
         raise SystemExit(0)
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                textFileLogObserver(sys.stderr),
-                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
-            )
-        ],
-        redirectStandardIO=False,
-    )
+    logWarningsToStderr()
     from twisted.internet.task import react
 
     status: list[int] = []

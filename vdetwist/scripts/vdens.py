@@ -37,13 +37,6 @@ from typing import NoReturn, Optional, Sequence
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReadDescriptor
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -53,7 +46,7 @@ from vdetwist.cable import Cable
 from vdetwist.errors import VdeError
 from vdetwist.interfaces import IVdePlug
 from vdetwist.registry import openVNL
-from vdetwist.scripts.cli import UsageError, getopts
+from vdetwist.scripts.cli import UsageError, getopts, logWarningsToStderr
 from vdetwist.userns import NamespaceError, Setup, dieWithParent, enter, grantCapabilities
 
 USAGE = """\
@@ -354,11 +347,7 @@ def runPlug(vnls: list[str], command: list[str], pid: int, sock: socket.socket,
     for signum in FORWARDED:
         signal.signal(signum, forward)
     taps = _receiveTaps(sock, pid, len(ifnames))
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(sys.stderr),
-                              [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])],
-        redirectStandardIO=False,
-    )
+    logWarningsToStderr()
     from twisted.internet import reactor
 
     result: list[int] = []

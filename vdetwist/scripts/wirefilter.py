@@ -28,17 +28,9 @@ from dataclasses import dataclass, field
 from typing import NoReturn, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
-from twisted.internet.error import ConnectionDone, ReactorNotRunning
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorThreads
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    formatEvent,
-    globalLogBeginner,
-    textFileLogObserver,
-)
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 from zope.interface import implementer, provider
 
@@ -53,7 +45,7 @@ from vdetwist._transport.pipes import PipeStandardIO
 from vdetwist.registry import openVNL
 from vdetwist.streamplug import StreamPlug
 from vdetwist.vde2.console import serveStdio
-from vdetwist.scripts.cli import UsageError, daemonize, getopts
+from vdetwist.scripts.cli import UsageError, daemonize, getopts, logWarningsToStderr, stopReactor, usageExit
 
 USAGE = """\
 Usage: wirefilter OPTIONS
@@ -372,7 +364,7 @@ async def run(reactor, options: Options, stop) -> None:
         syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_DAEMON)
         globalLogBeginner.beginLoggingTo([_syslogObserver], redirectStandardIO=False)
     else:
-        _logToStderr()
+        logWarningsToStderr()
     if pidfile is not None:
         try:
             runtime.writePidfile(pidfile)
@@ -396,34 +388,12 @@ async def run(reactor, options: Options, stop) -> None:
         await gatherResults(streams).addTimeout(FLUSH_TIMEOUT, reactor)
 
 
-def _logToStderr() -> None:
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                textFileLogObserver(sys.stderr),
-                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
-            )
-        ],
-        redirectStandardIO=False,
-    )
-
-
-def _stopReactor(reactor) -> None:
-    try:
-        reactor.stop()
-    except ReactorNotRunning:
-        pass
-
-
 def main(argv: Optional[list[str]] = None) -> NoReturn:
     argv = sys.argv if argv is None else argv
     try:
         options = parseArgs(argv[1:])
     except UsageError as e:
-        if str(e):
-            sys.stderr.write(f"{e}\n")
-        sys.stderr.write(USAGE)
-        raise SystemExit(1)
+        usageExit(e, USAGE, 1)
     except WireValueError as e:
         sys.stderr.write(f"{PROG}: {e}\n")
         raise SystemExit(1)
@@ -438,7 +408,7 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
 
     def onSignal(signum: int, frame) -> None:
         caught.append(signum)
-        IReactorThreads(reactor).callFromThread(_stopReactor, reactor)
+        IReactorThreads(reactor).callFromThread(stopReactor, reactor)
 
     def installSignals() -> None:
         for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
@@ -456,7 +426,7 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
         return reason
 
     try:
-        react(lambda r: ensureDeferred(run(r, options, lambda: _stopReactor(r))).addErrback(failed))
+        react(lambda r: ensureDeferred(run(r, options, lambda: stopReactor(r))).addErrback(failed))
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else 1
     if errors:

@@ -17,41 +17,32 @@ for tests).
 from __future__ import annotations
 
 import errno
-import random
 import time
-from collections import Counter, deque
+from collections import deque
 from typing import Callable, Optional
-
-from twisted.logger import Logger
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import GuestForward, HostForward, SlirpConfig
+from vdetwist.slirp.core import MAX_OUTPUT_QUEUE, EngineCore
 from vdetwist.slirp.dhcp import DHCP6_SERVER_PORT, DhcpServer, RouterAdvertiser, dhcp6Reply
 from vdetwist.slirp.dns import Resolvers
 from vdetwist.slirp.hostapi import IHost
 from vdetwist.slirp.icmp import IcmpNat, reassemblyTimedOut
-from vdetwist.slirp.ipv4 import ICMP_ECHO, Reassembler
+from vdetwist.slirp.ipv4 import ICMP_ECHO
 from vdetwist.slirp.ipv4 import parse as parse4
-from vdetwist.slirp.ipv6 import FRAGMENT_HLEN, ICMP6_ECHO_REQUEST, Ndp, Reassembler6, l4ok
+from vdetwist.slirp.ipv6 import ICMP6_ECHO_REQUEST, Ndp, l4ok
 from vdetwist.slirp.ipv6 import parse as parse6
 from vdetwist.slirp.link import Link
 from vdetwist.slirp.policy import AddressPolicy
 from vdetwist.slirp.tcp import TcpLayer
-from vdetwist.slirp.timers import TimerHeap
 from vdetwist.slirp.udp import UdpNat
-
-log = Logger()
-
-#: Frames kept while the link is not writable (more are dropped).
-MAX_OUTPUT_QUEUE = 512
-HOUSEKEEPING_INTERVAL = 1.0
 
 
 def _notOffloading(frame: bytes) -> None:
     raise AssertionError("a vnet frame for guests that take plain frames only")
 
 
-class SlirpEngine:
+class SlirpEngine(EngineCore):
     """
     The demultiplexer of guest frames to the layers, and the
     L{vdetwist.slirp.context.LayerContext} the layers share: clock, timers,
@@ -67,25 +58,21 @@ class SlirpEngine:
     @param strict: re-raise exceptions from C{input} (tests).
     """
 
+    name = "slirp"
+    inputFailure = "slirp: handling a guest frame"
+
     def __init__(self, config: SlirpConfig, host: IHost, output: Callable[[bytes], None],
                  clock: Callable[[], float] = time.monotonic,
                  timerChanged: Optional[Callable[[float], None]] = None,
                  strict: bool = False, seed: Optional[int] = None) -> None:
+        super().__init__(clock, timerChanged, strict, seed)
         self.config = config
         self.host = host
         self.output = output
         self.outputVnet: Callable[[bytes], None] = _notOffloading
         self.offload = False
-        self.now = clock
-        self.strict = strict
-        self.random = random.Random(seed)
-        self.stats: Counter = Counter()
-        self.timers = TimerHeap(timerChanged, self._failed)
-        self.timer = self.timers.timer
-        self.writable = True
         #: what waits for the link to be writable: (frame, is a vnet frame)
         self.outQueue: deque[tuple[bytes, bool]] = deque()
-        self.closed = False
 
         self.policy = policy = AddressPolicy(config, Resolvers(config.resolvConf, clock))
         # the demux's per-frame address checks, bound here (no lookup through
@@ -98,8 +85,6 @@ class SlirpEngine:
         self.dhcp = DhcpServer(self)
         self.ra = RouterAdvertiser(self)
         self.ndp = Ndp(self, self.ra.send)
-        self.reassembler = Reassembler(self._reassemblyTimedOut)
-        self.reassembler6 = Reassembler6(self._reassemblyTimedOut)
         self.udp = UdpNat(self)
         self.tcp = TcpLayer(self)
         self.icmp = IcmpNat(self)
@@ -108,7 +93,6 @@ class SlirpEngine:
             from vdetwist.slirp.tftp import TftpServer
 
             self.tftp = TftpServer(self, config.tftpPath)
-        self.housekeeping = self.timer(self._housekeep)
         #: The host forwards listening, by id: C{tcpfwd}/C{udpfwd}'s, then
         #: those added by L{addForward} (the API socket's).
         self.forwards: dict[int, HostForward] = {}
@@ -181,43 +165,10 @@ class SlirpEngine:
 
     # -- timers ---------------------------------------------------------------
 
-    def nextDeadline(self) -> Optional[float]:
-        """
-        When the engine next needs L{advance} (possibly a little early).
-        """
-        return self.timers.nextDeadline()
-
-    def advance(self, now: Optional[float] = None) -> None:
-        """
-        Run the timers due at C{now} (default: the clock).
-        """
-        self.timers.advance(self.now() if now is None else now)
-        self.flush()
-        self.timers.announce()
-
-    def _failed(self, what: str) -> None:
-        """
-        Called in an C{except} block: count and log the error (re-raise it
-        with C{strict}).
-        """
-        self.stats["errors"] += 1
-        if self.strict:
-            raise
-        log.failure(what)
-
-    def ensureHousekeeping(self) -> None:
-        if not self.housekeeping.active:
-            self.housekeeping.reset(self.now() + HOUSEKEEPING_INTERVAL)
-
-    def _housekeep(self) -> None:
-        now = self.now()
+    def expire(self, now: float) -> bool:
         self.udp.expire(now)
         self.icmp.expire(now)
-        self.reassembler.expire(now)
-        self.reassembler6.expire(now)
-        if self.udp.flows or self.icmp.flows or self.reassembler.queues or \
-                self.reassembler6.queues:
-            self.housekeeping.reset(now + HOUSEKEEPING_INTERVAL)
+        return super().expire(now) or bool(self.udp.flows or self.icmp.flows)
 
     # -- output ---------------------------------------------------------------
 
@@ -280,10 +231,9 @@ class SlirpEngine:
 
     # -- input ------------------------------------------------------------------
 
-    def input(self, frame: bytes, trusted: bool = False) -> None:
+    def _input(self, frame: bytes, trusted: bool) -> None:
         """
-        Handle one Ethernet frame from the guests.  Never raises (unless
-        C{strict}).
+        One frame from the guests (through L{EngineCore.input}).
 
         @param trusted: the frame's TCP or UDP checksum need not be checked
             (it may be partial): a guest's offloading link said so (its
@@ -291,29 +241,6 @@ class SlirpEngine:
             L{vdetwist.slirp.vnet}).  The frame may then be a TCP segment
             of many MSSs (TSO), up to 64 KiB.
         """
-        try:
-            self._input(frame, trusted)
-        except Exception:
-            self._failed("slirp: handling a guest frame")
-
-    def flush(self) -> None:
-        """
-        Send what was held back during a batch of input (cumulative ACKs).
-        """
-        if self.tcp.pendingAcks:
-            try:
-                self.tcp.flush()
-            except Exception:
-                self._failed("slirp: flushing")
-
-    def receive(self, frame: bytes) -> None:
-        """
-        C{input} then C{flush}: one frame as a batch of its own.
-        """
-        self.input(frame)
-        self.flush()
-
-    def _input(self, frame: bytes, trusted: bool) -> None:
         if self.closed or len(frame) < P.ETH_HLEN:
             return
         self.stats["frames_in"] += 1
@@ -344,12 +271,10 @@ class SlirpEngine:
         elif source != P.IP4_ANY and (source[0] >= 224 or source[0] == 127):
             return
         if packet[6] & 0x3F or packet[7]:
-            whole = self.reassembler.add(ihl, packet, self.now())
-            self.ensureHousekeeping()
-            if whole is None:
+            defragmented = self.defragment4(ihl, packet)
+            if defragmented is None:
                 return
-            packet = whole
-            ihl = (packet[0] & 0x0F) << 2
+            ihl, packet = defragmented
         proto = packet[9]
         if proto == P.PROTO_TCP:
             if destination[0] < 224 and destination != self.broadcast4:
@@ -417,10 +342,7 @@ class SlirpEngine:
             if self.link.table6.get(source) != frame[6:12]:
                 self.link.learn(source, frame[6:12])
         if packet[6] == P.PROTO_FRAG6:
-            if len(packet) < FRAGMENT_HLEN:
-                return
-            packet = self.reassembler6.add(FRAGMENT_HLEN, packet, self.now())
-            self.ensureHousekeeping()
+            packet = self.defragment6(packet)
             if packet is None:
                 return
         nextHeader = packet[6]

@@ -15,10 +15,9 @@ truncated header) is counted in C{stats} and dropped.
 
 from __future__ import annotations
 
-import random
 import struct
 import time
-from collections import Counter, deque
+from collections import deque
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, cast
 
@@ -26,18 +25,18 @@ from twisted.logger import Logger
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.config import SlirpConfig
+from vdetwist.slirp.core import MAX_OUTPUT_QUEUE, EngineCore
 from vdetwist.slirp.dhcp import ND_NA, ND_NS, ND_RA
 from vdetwist.slirp.ipv4 import (
     ICMP_ECHO, ICMP_ECHO_REPLY, ICMP_TIME_EXCEEDED, ICMP_UNREACH, UNREACH_PORT, UNREACH_PROTOCOL,
-    Reassembler, unreachable,
+    unreachable,
 )
 from vdetwist.slirp.ipv4 import parse as parse4
 from vdetwist.slirp.ipv6 import (
-    FRAGMENT_HLEN, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, ICMP6_TIME_EXCEEDED, ICMP6_UNREACH,
-    UNREACH6_PORT, Reassembler6, l4ok, unreachable6,
+    ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, ICMP6_TIME_EXCEEDED, ICMP6_UNREACH,
+    UNREACH6_PORT, l4ok, unreachable6,
 )
 from vdetwist.slirp.ipv6 import parse as parse6
-from vdetwist.slirp.timers import TimerHeap
 from vdetwist.stack.autoconf import DhcpClient, Slaac, eui64
 from vdetwist.stack.config import StackConfig
 from vdetwist.stack.neighbours import Neighbours
@@ -49,9 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = Logger()
 
-#: Frames kept while the plug does not take any (more are dropped).
-MAX_OUTPUT_QUEUE = 512
-HOUSEKEEPING_INTERVAL = 1.0
 #: How long an IPv6 address stays tentative after its duplicate address
 #: detection solicitation (RFC 4861 RetransTimer, one transmission).
 DAD_WAIT = 1.0
@@ -75,7 +71,7 @@ class DatagramReceiver(Protocol):
 Refused = Callable[[bytes, int], None]
 
 
-class HostStack:
+class HostStack(EngineCore):
     """
     One host's IP stack on one Ethernet interface.
 
@@ -91,25 +87,21 @@ class HostStack:
     @ivar addressChanged: called when an address is configured or lost.
     """
 
+    name = "vdestack"
+    inputFailure = "vdestack: handling a frame"
+
     def __init__(self, settings: StackConfig, output: Callable[[bytes], None],
                  clock: Callable[[], float] = time.monotonic,
                  timerChanged: Optional[Callable[[float], None]] = None,
                  strict: bool = False, seed: Optional[int] = None) -> None:
+        super().__init__(clock, timerChanged, strict, seed)
         self.settings = config = settings
         self.config = SlirpConfig(mtuOption=config.mtu)
         self.output = output
-        self.now = clock
-        self.strict = strict
-        self.random = random.Random(seed)
-        self.stats: Counter = Counter()
-        self.timers = TimerHeap(timerChanged, self._failed)
-        self.timer = self.timers.timer
-        self.writable = True
         #: TCP sends plain MSS-sized segments (the slirp engine's offloads,
         #: L{vdetwist.slirp.context.LayerContext.offload}, are not the stack's)
         self.offload = False
         self.outQueue: deque[bytes] = deque()
-        self.closed = False
         self.mac = config.mac
         self.mtu = config.mtu
         self.addressChanged: Callable[[], None] = lambda: None
@@ -138,9 +130,6 @@ class HostStack:
         self.tcp = StackTcp(cast("LayerContext", self))
         self.udp: dict[tuple[int, int], tuple[Optional[bytes], DatagramReceiver]] = {}
         self.udpRefused: dict[tuple[int, int], Refused] = {}
-        self.reassembler = Reassembler(self._reassemblyTimedOut)
-        self.reassembler6 = Reassembler6(self._reassemblyTimedOut)
-        self.housekeeping = self.timer(self._housekeep)
         #: frames to our own addresses, taken in at the next turn (not
         #: inside the send that made them)
         self.looped: deque[bytes] = deque()
@@ -157,19 +146,6 @@ class HostStack:
             self.prefixes6[config.ip6.ip.packed[:8]] = None
         if config.gateway6 is not None:
             self.gateway6 = config.gateway6.packed
-
-    # -- housekeeping ---------------------------------------------------------
-
-    def ensureHousekeeping(self) -> None:
-        if not self.housekeeping.active:
-            self.housekeeping.reset(self.now() + HOUSEKEEPING_INTERVAL)
-
-    def _housekeep(self) -> None:
-        now = self.now()
-        self.reassembler.expire(now)
-        self.reassembler6.expire(now)
-        if self.reassembler.queues or self.reassembler6.queues:
-            self.housekeeping.reset(now + HOUSEKEEPING_INTERVAL)
 
     # -- starting and stopping ------------------------------------------------
 
@@ -328,20 +304,6 @@ class HostStack:
 
     # -- timers ---------------------------------------------------------------
 
-    def nextDeadline(self) -> Optional[float]:
-        return self.timers.nextDeadline()
-
-    def advance(self, now: Optional[float] = None) -> None:
-        self.timers.advance(self.now() if now is None else now)
-        self.flush()
-        self.timers.announce()
-
-    def _failed(self, what: str) -> None:
-        self.stats["errors"] += 1
-        if self.strict:
-            raise
-        log.failure(what)
-
     # -- output ---------------------------------------------------------------
 
     def emit(self, frame: bytes) -> None:
@@ -463,28 +425,8 @@ class HostStack:
 
     # -- input ----------------------------------------------------------------
 
-    def input(self, frame: bytes) -> None:
-        """
-        One Ethernet frame from the network.  Never raises (unless
-        C{strict}).
-        """
-        try:
-            self._input(frame)
-        except Exception:
-            self._failed("vdestack: handling a frame")
-
-    def flush(self) -> None:
-        if self.tcp.pendingAcks:
-            try:
-                self.tcp.flush()
-            except Exception:
-                self._failed("vdestack: flushing")
-
-    def receive(self, frame: bytes) -> None:
-        self.input(frame)
-        self.flush()
-
-    def _input(self, frame: bytes) -> None:
+    def _input(self, frame: bytes, trusted: bool) -> None:
+        # (Every checksum is checked here: C{trusted} is for slirp's guests.)
         if self.closed or len(frame) < P.ETH_HLEN:
             return
         if not frame[0] & 1 and frame[:6] != self.mac:
@@ -515,12 +457,10 @@ class HostStack:
             self.stats["ip4_not_ours"] += 1
             return
         if packet[6] & 0x3F or packet[7]:
-            whole = self.reassembler.add(ihl, packet, self.now())
-            self.ensureHousekeeping()
-            if whole is None:
+            defragmented = self.defragment4(ihl, packet)
+            if defragmented is None:
                 return
-            packet = whole
-            ihl = (packet[0] & 0x0F) << 2
+            ihl, packet = defragmented
         proto = packet[9]
         if proto == P.PROTO_UDP:
             self._udp4(packet, ihl, broadcast)
@@ -615,13 +555,10 @@ class HostStack:
         if source[0] == 0xFF:
             return
         if packet[6] == P.PROTO_FRAG6:
-            if len(packet) < FRAGMENT_HLEN:
+            defragmented = self.defragment6(packet)
+            if defragmented is None:
                 return
-            whole = self.reassembler6.add(FRAGMENT_HLEN, packet, self.now())
-            self.ensureHousekeeping()
-            if whole is None:
-                return
-            packet = whole
+            packet = defragmented
         nextHeader = packet[6]
         if nextHeader == P.PROTO_ICMPV6:
             self._icmp6(packet, frame[6:12], multicast)
