@@ -485,6 +485,8 @@ class TcpConn:
         guest, gport, remote, rport = key
         self.guest, self.gport, self.remote, self.rport = guest, gport, remote, rport
         self.v6 = len(guest) == 16
+        #: the IPv4 connection's frame builder (None for IPv6)
+        self.frames4 = None if self.v6 else P.Tcp4Frames(remote, guest, rport, gport)
         self.state = CONNECTING
         self.hostSide = HostSide()
         self.timer = context.timer(_weakTimeout(self))
@@ -545,6 +547,14 @@ class TcpConn:
         context.stats["tcp_segments_out"] += 1
         if payload and context.offload and self._sendOffloaded(seq, ack, flags, win, payload):
             return
+        frames = self.frames4
+        if frames is not None and not options:
+            # the common case (IPv4, a guest at a known MAC): one pack
+            link = context.link
+            mac = link.table4.get(self.guest)
+            if mac is not None and len(payload) <= link.mtu - 40:
+                context.emit(frames.frame(mac, link.gatewayMac, seq, ack, flags, win, payload))
+                return
         segment = P.tcpSegment(self.remote, self.guest, self.rport, self.gport, seq, ack,
                                flags, win, options, payload)
         if self.v6:
