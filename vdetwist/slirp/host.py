@@ -95,6 +95,21 @@ class _TransportStream(_Stream):
         super().__init__(transport)
         self.tcp = tcp
 
+    def write(self, data: bytes) -> None:
+        # Twisted buffers every write until the socket's next writability
+        # event (an epoll registration and removal and a reactor turn per
+        # write, and a join): with nothing buffered ahead of it, the data
+        # goes out at once, and only what the socket does not take waits.
+        transport = self.transport
+        if transport.connected and not transport.disconnecting and \
+                not transport._tempDataBuffer and transport.offset >= len(transport.dataBuffer):
+            sent = transport.writeSomeData(data)
+            if isinstance(sent, int) and sent > 0:
+                if sent >= len(data):
+                    return
+                data = data[sent:]
+        transport.write(data)
+
     def writeEOF(self) -> None:
         # Twisted resumes a paused producer instead of shutting down when
         # the buffer drains: nothing more is written, so unregister first.
