@@ -283,7 +283,9 @@ class SlirpEngine:
     def input(self, frame: bytes, trusted: bool = False) -> None:
         """
         Handle one Ethernet frame from the guests.  Never raises (unless
-        C{strict}).
+        C{strict}).  It may be a C{memoryview} of a TCP segment (whose
+        payload then reaches the host uncopied): what the engine keeps of
+        it is copied.
 
         @param trusted: the frame's TCP or UDP checksum need not be checked
             (it may be partial): a guest's offloading link said so (its
@@ -340,11 +342,11 @@ class SlirpEngine:
         source, destination = packet[12:16], packet[16:20]
         if source in self.network4 and source not in self.local4 and source != self.broadcast4:
             if self.link.table4.get(source) != frame[6:12]:
-                self.link.learn(source, frame[6:12])
+                self.link.learn(bytes(source), bytes(frame[6:12]))
         elif source != P.IP4_ANY and (source[0] >= 224 or source[0] == 127):
             return
         if packet[6] & 0x3F or packet[7]:
-            whole = self.reassembler.add(ihl, packet, self.now())
+            whole = self.reassembler.add(ihl, bytes(packet), self.now())
             self.ensureHousekeeping()
             if whole is None:
                 return
@@ -415,7 +417,7 @@ class SlirpEngine:
         if source != P.IP6_ANY and (source in self.network6 or source[:2] == b"\xfe\x80") \
                 and source not in self.local6:
             if self.link.table6.get(source) != frame[6:12]:
-                self.link.learn(source, frame[6:12])
+                self.link.learn(bytes(source), bytes(frame[6:12]))
         if packet[6] == P.PROTO_FRAG6:
             if len(packet) < FRAGMENT_HLEN:
                 return
