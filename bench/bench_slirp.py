@@ -56,7 +56,7 @@ round:
 
 Run from the project root, as root (namespaces, taps):
 
-    python3 bench/bench_slirp.py [--seconds 3] [--repeat 3] [--mtu 1500,9000] [--only ours,c,slirp4netns,pasta] [-v]
+    python3 bench/bench_slirp.py [--seconds 3] [--repeat 3] [--mtu 1500,9000] [--only ours,c,slirp4netns,pasta] [--baseline CHECKOUT] [-v]
 
 Needs iperf3 (apt-get install iperf3), ping (iputils-ping), the C vde_plug
 with its tap and slirp plugins (apt-get install vdeplug libvdeplug-slirp),
@@ -142,6 +142,25 @@ ENGINES = [
     Engine("slirp4netns", "slirp4netns", slirp4netns, True, WIDE_MTU),
     Engine("pasta", "pasta", pasta, True, WIDE_MTU),
 ]
+
+
+#: The baseline's key of each of ours (C{--baseline}).
+BASELINE = {"ours": "base", "oursoff": "baseoff"}
+
+
+def baselineEngines(checkout: str, selected: set[str]) -> list[Engine]:
+    """
+    Ours and ours offload=off (those of them in C{selected}) run from the
+    vdetwist of C{checkout} instead of this one's.
+    """
+    def plug() -> list[str]:
+        # -P: not the working directory (this checkout, perhaps) first on sys.path
+        return ["/usr/bin/env", f"PYTHONPATH={checkout}", sys.executable, "-P", "-m",
+                "vdetwist.scripts.vde_plug"]
+
+    return [Engine(BASELINE[e.key], f"baseline {e.label[len('ours '):]}".strip(),
+                   tapPlug(plug, "/offload=off" if e.key == "oursoff" else ""))
+            for e in ENGINES if e.key in BASELINE and e.key in selected]
 
 
 class Run:
@@ -317,6 +336,10 @@ def addOptions(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mtu", default="1500,9000",
                         help="comma-separated MTUs of ours and C (default 1500,9000; "
                         f"slirp4netns and pasta: {WIDE_MTU})")
+    parser.add_argument("--baseline", metavar="CHECKOUT", default="",
+                        help="also run the vdetwist of another checkout (a git worktree of "
+                        "main, say) as ours and ours offload=off do, as 'base' and 'baseoff', "
+                        "and print ours / base ratios")
     parser.add_argument("--pings", type=int, default=10,
                         help="pings per RTT measurement, 0.2 s apart (default 10)")
 
@@ -327,6 +350,11 @@ def main() -> int:
                                       addOptions).parse_args()
     engines = [e for _, e in benchlib.selectKeys([(e.key, e) for e in ENGINES],
                                                  options.only, "engine")]
+    if options.baseline:
+        checkout = os.path.abspath(options.baseline)
+        if not os.path.isfile(os.path.join(checkout, "vdetwist", "__init__.py")):
+            sys.exit(f"--baseline: {checkout} is not a vdetwist checkout (no vdetwist/__init__.py)")
+        engines += baselineEngines(checkout, {e.key for e in engines})
     benchlib.checkSystem(["iperf3", "ping", "ip"] + [
         tool for tool, key in (("vde_plug", "c"), ("slirp4netns", "slirp4netns"),
                                ("pasta", "pasta")) if key in {e.key for e in engines}])
@@ -344,8 +372,8 @@ def main() -> int:
     keys = {key for key, _, _ in candidates}
     ratios = [(f"{ours}-{mtu}", f"{other}-{otherMtu}") for mtu in mtus
               for ours in ("ours", "oursoff")
-              for other, otherMtu in (("oursoff", mtu), ("c", mtu), ("slirp4netns", WIDE_MTU),
-                                      ("pasta", WIDE_MTU))
+              for other, otherMtu in ((BASELINE[ours], mtu), ("oursoff", mtu), ("c", mtu),
+                                      ("slirp4netns", WIDE_MTU), ("pasta", WIDE_MTU))
               if other != ours and {f"{ours}-{mtu}", f"{other}-{otherMtu}"} <= keys]
     results = benchlib.runBench(Bench(options.seconds, options.pings), candidates, options)
     benchlib.printTables(

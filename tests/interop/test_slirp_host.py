@@ -249,6 +249,39 @@ class StreamTests(TestCase):
         stream.abort()
 
     @defer.inlineCallbacks
+    def test_writesInOrderAtOnceAndBuffered(self):
+        """
+        A write with nothing buffered goes to the socket at once (nothing
+        left in the transport's buffer); once the socket is full, the rest
+        waits in the buffer, and every byte arrives, in order.
+        """
+        factory = Factory.forProtocol(Sink)
+        factory.connected = defer.Deferred()
+        port = self.listen(factory)
+        r = Recorder()
+        self.host.connect(("tcp", "127.0.0.1", port), r)
+        stream = yield r.connectedD
+        sink = yield factory.connected
+        transport = stream.transport
+        stream.write(b"first")
+        self.assertEqual((transport._tempDataBuffer, len(transport.dataBuffer)), ([], 0))
+        received = bytearray()
+        sink.dataReceived = received.extend
+        chunks = []
+        while not transport._tempDataBuffer and len(chunks) < 1000:  # until the socket is full
+            chunks.append(bytes([len(chunks) % 251 + 1]) * 65536)
+            stream.write(chunks[-1])
+        self.assertTrue(transport._tempDataBuffer)
+        for _ in range(3):  # behind what waits
+            chunks.append(bytes([len(chunks) % 251 + 1]) * 65536)
+            stream.write(chunks[-1])
+        sink.transport.resumeProducing()
+        expected = b"first" + b"".join(chunks)
+        yield wait(lambda: len(received) >= len(expected), 20)
+        self.assertEqual(bytes(received), expected)
+        stream.abort()
+
+    @defer.inlineCallbacks
     def test_eofAfterBackPressure(self):
         """
         A half-close asked for while the write buffer is full (producer

@@ -413,6 +413,35 @@ class OffloadInputTests(TestCase):
         self.assertEqual(acks[-1].ack, seq + len(data))
         self.assertEqual((self.stats["tcp_bad_checksum"], self.stats["tcp_super_in"]), (0, 1))
 
+    def test_tsoPayloadUncopied(self):
+        """
+        A super-segment's payload reaches the host stream as a view of the
+        guest's frame (not copied); one that arrives out of order is kept
+        as bytes of its own and delivered, in order, once the hole fills.
+        """
+        stream, seq, ack = self.open()
+        writes = []
+        write = stream.write
+        stream.write = lambda data: (writes.append(type(data)), write(data))
+        first, second = b"a" * (20 * 1460), b"b" * (20 * 1460)
+        self.sendVnet(self.tso(seq + len(first), ack, second))  # out of order
+        self.assertEqual((writes, self.stats["tcp_super_in"]), ([], 1))
+        (kept,) = self.plug.engine.tcp.conns[(self.g.ip, 40000, GATEWAY, 80)].ooo.segments
+        self.assertIs(type(kept[1]), bytes)
+        self.sendVnet(self.tso(seq, ack, first))
+        self.assertEqual(bytes(stream.written), first + second)
+        self.assertEqual(writes, [memoryview, bytes])
+
+    def test_tsoWithoutConnection(self):
+        """
+        A super-segment of no connection is answered with a reset, as a
+        plain segment would be (the addresses it is made from are bytes).
+        """
+        self.sendVnet(self.tso(5000, 7000, b"x" * 3000))
+        (reset,) = [f for f in self.take() if f.proto == "tcp"]
+        self.assertEqual((reset.flags, reset.seq, reset.ipdst), (P.TCP_RST, 7000, self.g.ip))
+        self.assertEqual(self.plug.engine.tcp.conns, {})
+
     def test_tsoIpv6(self):
         self.send(self.g.icmp6(GATEWAY6, 135, bytes(4) + GATEWAY6 + bytes((1, 1)) + self.g.mac))
         self.send(self.g.tcp6(GATEWAY6, 40001, 80, 1000, 0, SYN, options=mssOption(1440)))

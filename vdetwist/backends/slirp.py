@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Optional
+from typing import Optional, cast
 
 from twisted.internet.defer import fail, succeed
 from twisted.logger import Logger
@@ -282,8 +282,13 @@ class SlirpPlug(PlugBase):
         if kind == TRUSTED:
             if frame[1]:
                 self.engine.stats["tcp_super_in"] += 1
+                # a TSO super-segment (a TCP segment, classify checked):
+                # its payload goes to the host socket uncopied (the engine
+                # takes a view of a TCP segment where it takes bytes)
+                self.engine.input(cast(bytes, memoryview(frame)[VNET_HDRLEN:]), True)
+            else:
+                self.engine.input(frame[VNET_HDRLEN:], True)
             # handled now, its ACK sent with the batch's
-            self.engine.input(frame[VNET_HDRLEN:], True)
             self.driver.flushSoon()
         else:
             self.driver.input(frame[VNET_HDRLEN:])

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections import Counter
 from random import Random
-from typing import Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from vdetwist.slirp.config import SlirpConfig
 from vdetwist.slirp.hostapi import IHost
 from vdetwist.slirp.policy import AddressPolicy
 from vdetwist.slirp.timers import Timer
 from vdetwist.wire.checksum import BytesLike
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vdetwist.slirp.packets import Tcp4Frames
 
 
 class LinkSender(Protocol):
@@ -46,6 +49,10 @@ class LinkSender(Protocol):
 
     def sendOffloaded(self, destination: bytes, headers: bytes, payload: BytesLike,
                       segmentSize: int) -> bool:
+        ...
+
+    def sendTcp4(self, frames: Tcp4Frames, seq: int, ack: int, flags: int, window: int,
+                 payload: BytesLike) -> bool:
         ...
 
 

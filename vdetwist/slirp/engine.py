@@ -233,7 +233,9 @@ class SlirpEngine(EngineCore):
 
     def _input(self, frame: bytes, trusted: bool) -> None:
         """
-        One frame from the guests (through L{EngineCore.input}).
+        One frame from the guests (through L{EngineCore.input}).  It may be
+        a C{memoryview} of a TCP segment (whose payload then reaches the host
+        uncopied): what the engine keeps of it is copied.
 
         @param trusted: the frame's TCP or UDP checksum need not be checked
             (it may be partial): a guest's offloading link said so (its
@@ -267,11 +269,11 @@ class SlirpEngine(EngineCore):
         source, destination = packet[12:16], packet[16:20]
         if source in self.network4 and source not in self.local4 and source != self.broadcast4:
             if self.link.table4.get(source) != frame[6:12]:
-                self.link.learn(source, frame[6:12])
+                self.link.learn(bytes(source), bytes(frame[6:12]))
         elif source != P.IP4_ANY and (source[0] >= 224 or source[0] == 127):
             return
         if packet[6] & 0x3F or packet[7]:
-            defragmented = self.defragment4(ihl, packet)
+            defragmented = self.defragment4(ihl, bytes(packet))
             if defragmented is None:
                 return
             ihl, packet = defragmented
@@ -340,9 +342,9 @@ class SlirpEngine(EngineCore):
         if source != P.IP6_ANY and (source in self.network6 or source[:2] == b"\xfe\x80") \
                 and source not in self.local6:
             if self.link.table6.get(source) != frame[6:12]:
-                self.link.learn(source, frame[6:12])
+                self.link.learn(bytes(source), bytes(frame[6:12]))
         if packet[6] == P.PROTO_FRAG6:
-            packet = self.defragment6(packet)
+            packet = self.defragment6(bytes(packet))
             if packet is None:
                 return
         nextHeader = packet[6]

@@ -23,6 +23,7 @@ from vdetwist._transport.fdplug import HARMLESS, READ_BATCH, FdReader
 from vdetwist.slirp.hostapi import (
     IDatagramSocket, IHost, IListening, IPendingConnect, IStream, IStreamHandler,
 )
+from vdetwist.wire.checksum import BytesLike
 
 log = Logger()
 
@@ -55,8 +56,8 @@ class _Stream:
     def __init__(self, transport) -> None:
         self.transport = transport
 
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
+    def write(self, data: BytesLike) -> None:
+        self.transport.write(bytes(data))  # Twisted's buffers take bytes only
 
     def pauseReading(self) -> None:
         self.transport.pauseProducing()
@@ -94,6 +95,21 @@ class _TransportStream(_Stream):
     def __init__(self, transport, tcp: bool) -> None:
         super().__init__(transport)
         self.tcp = tcp
+
+    def write(self, data: BytesLike) -> None:
+        # Twisted buffers every write until the socket's next writability
+        # event (an epoll registration and removal and a reactor turn per
+        # write, and a join): with nothing buffered ahead of it, the data
+        # goes out at once, and only what the socket does not take waits.
+        transport = self.transport
+        if transport.connected and not transport.disconnecting and \
+                not transport._tempDataBuffer and transport.offset >= len(transport.dataBuffer):
+            sent = transport.writeSomeData(data)
+            if isinstance(sent, int) and sent > 0:
+                if sent >= len(data):
+                    return
+                data = data[sent:]
+        transport.write(bytes(data))  # (a view of a guest's frame: kept, so copied)
 
     def writeEOF(self) -> None:
         # Twisted resumes a paused producer instead of shutting down when

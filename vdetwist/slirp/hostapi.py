@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
+from vdetwist.wire.checksum import BytesLike
+
 
 class IStream(Interface):
     """
     One host connection (TCP, UNIX socket or a command's stdio).
     """
 
-    def write(data: bytes) -> None:
+    def write(data: BytesLike) -> None:
         """
-        Queue C{data}; the handler's C{pauseWriting} says when to stop.
+        Queue C{data} (a C{memoryview} too: a view of a guest's frame,
+        copied if kept); the handler's C{pauseWriting} says when to stop.
         """
 
     def writeEOF() -> None:

@@ -144,6 +144,19 @@ class Link:
         else:
             self._queue(destination, frame)
 
+    def sendTcp4(self, frames: P.Tcp4Frames, seq: int, ack: int, flags: int, window: int,
+                 payload: BytesLike) -> bool:
+        """
+        Send a TCP segment without options to a guest at a known MAC, built
+        by C{frames} in one piece; C{False} (nothing sent) otherwise, for
+        the ordinary way.
+        """
+        mac = self.table4.get(frames.dst)
+        if mac is None or len(payload) > self.mtu - 40:
+            return False
+        self.emit(frames.frame(mac, self.gatewayMac, seq, ack, flags, window, payload))
+        return True
+
     def sendOffloaded(self, destination: bytes, headers: bytes, payload: BytesLike,
                       segmentSize: int) -> bool:
         """

@@ -13,6 +13,7 @@ from zope.interface import implementer
 from vdetwist.slirp.hostapi import (
     IDatagramSocket, IHost, IListening, IPendingConnect, IStream,
 )
+from vdetwist.wire.checksum import BytesLike
 
 
 @implementer(IStream, IPendingConnect)
@@ -43,7 +44,7 @@ class MemoryStream:
         self.cancelled = False
 
     # IStream (called by the engine)
-    def write(self, data: bytes) -> None:
+    def write(self, data: BytesLike) -> None:
         assert not self.eof and not self.closed and not self.aborted, "write after close"
         self.written += data
         self.unread += len(data)

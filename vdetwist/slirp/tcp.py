@@ -390,14 +390,14 @@ class HostSide:
         self.pending: Optional[IPendingConnect] = None
         #: The stream is gone (its connectionLost came).
         self.lost = False
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[BytesLike] = deque()
         self.queued = 0
         #: The stream asked us to stop writing (pauseWriting).
         self.paused = False
         self.eofPending = False
         self.readPaused = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: BytesLike) -> None:
         stream = self.stream
         if stream is None:
             return
@@ -485,6 +485,8 @@ class TcpConn:
         guest, gport, remote, rport = key
         self.guest, self.gport, self.remote, self.rport = guest, gport, remote, rport
         self.v6 = len(guest) == 16
+        #: the IPv4 connection's frame builder (None for IPv6)
+        self.frames4 = None if self.v6 else P.Tcp4Frames(remote, guest, rport, gport)
         self.state = CONNECTING
         self.hostSide = HostSide()
         self.timer = context.timer(_weakTimeout(self))
@@ -544,6 +546,10 @@ class TcpConn:
         context = self.context
         context.stats["tcp_segments_out"] += 1
         if payload and context.offload and self._sendOffloaded(seq, ack, flags, win, payload):
+            return
+        frames = self.frames4
+        if frames is not None and not options and \
+                context.link.sendTcp4(frames, seq, ack, flags, win, payload):
             return
         segment = P.tcpSegment(self.remote, self.guest, self.rport, self.gport, seq, ack,
                                flags, win, options, payload)
@@ -687,8 +693,8 @@ class TcpConn:
 
     # -- guest segments --------------------------------------------------
 
-    def segment(self, seq: int, ack: int, flags: int, window: int, options: bytes,
-                payload: bytes) -> None:
+    def segment(self, seq: int, ack: int, flags: int, window: int, options: BytesLike,
+                payload: BytesLike) -> None:
         state = self.state
         if state == CONNECTING:
             if flags & RST:
@@ -864,7 +870,7 @@ class TcpConn:
             self._send(FIN | ACK, self.sndUna)
         self._arm("rexmt", self.rtx.rto)
 
-    def _receive(self, seq: int, payload: bytes, fin: bool) -> None:
+    def _receive(self, seq: int, payload: BytesLike, fin: bool) -> None:
         if self.finRcvd:
             self.sendAck()
             return
@@ -878,7 +884,7 @@ class TcpConn:
             payload = payload[: max(room, 0)]
             fin = False
         if offset > 0:
-            if (payload or fin) and not self.ooo.store(seq, payload, fin, self.rcvNxt):
+            if (payload or fin) and not self.ooo.store(seq, bytes(payload), fin, self.rcvNxt):
                 self.context.stats["tcp_ooo_dropped"] += 1
             self.sendAck()  # duplicate ACK: tells the guest about the hole
             return
@@ -897,7 +903,7 @@ class TcpConn:
             self.ackPending = True
             self.layer.pendingAcks.add(self)
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: BytesLike) -> None:
         self.rcvNxt = (self.rcvNxt + len(data)) & M32
         self.context.stats["tcp_bytes_to_host"] += len(data)
         self.hostSide.write(data)
@@ -1210,22 +1216,25 @@ class TcpLayer:
                 return False
         return True
 
-    def input(self, packet: bytes, ihl: int, trusted: bool = False) -> None:
+    def input(self, packet: BytesLike, ihl: int, trusted: bool = False) -> None:
         """
         A TCP segment from the guest (C{packet}: the whole IP packet,
         C{ihl}: its header length; 40 for IPv6), maybe of many MSSs (TSO);
-        its checksum is not checked if C{trusted}.
+        its checksum is not checked if C{trusted}.  A C{memoryview} packet's
+        payload goes to the host as a view (no copy); nothing of it is kept
+        beyond that but out-of-order data (copied).
         """
         context = self.context
         length = len(packet) - ihl
         if length < 20:
             return
         v6 = ihl == 40 and packet[0] >> 4 == 6
+        # bytes (the same objects if the packet is bytes): kept as the key
         if v6:
-            source, destination = packet[8:24], packet[24:40]
+            source, destination = bytes(packet[8:24]), bytes(packet[24:40])
             pseudo = pseudo6
         else:
-            source, destination = packet[12:16], packet[16:20]
+            source, destination = bytes(packet[12:16]), bytes(packet[16:20])
             pseudo = pseudo4
         if not trusted and (residue(packet[ihl:])
                             + pseudo(source, destination, P.PROTO_TCP, length)) % 0xFFFF:
@@ -1254,7 +1263,7 @@ class TcpLayer:
             return
         if flags & FIN:
             return
-        self.passiveOpen(key, seq, ack, flags, window, packet[ihl + 20:ihl + hlen],
+        self.passiveOpen(key, seq, ack, flags, window, bytes(packet[ihl + 20:ihl + hlen]),
                          len(payload))
 
     def passiveOpen(self, key: tuple, seq: int, ack: int, flags: int, window: int,

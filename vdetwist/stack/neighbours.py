@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from vdetwist.slirp import packets as P
 from vdetwist.slirp.dhcp import ND_NA, ND_NS, OPT_SOURCE_LL, OPT_TARGET_LL
+from vdetwist.wire.checksum import BytesLike
 
 if TYPE_CHECKING:  # pragma: no cover
     from vdetwist.stack.host import HostStack
@@ -136,6 +137,14 @@ class Neighbours:
         self.table.pop(address, None)
 
     # -- output ---------------------------------------------------------------
+
+    def sendTcp4(self, frames: P.Tcp4Frames, seq: int, ack: int, flags: int, window: int,
+                 payload: BytesLike) -> bool:
+        """
+        C{False}: the stack routes each packet (L{send4}), so it sends no
+        frame built ahead for one neighbour.
+        """
+        return False
 
     def send4(self, destination: bytes, packet: bytes) -> None:
         """

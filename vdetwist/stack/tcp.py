@@ -26,6 +26,7 @@ from vdetwist.slirp.hostapi import IStream
 from vdetwist.slirp.tcp import (
     ACK, ESTABLISHED, M32, RST, SYN_RCVD, SYN_SENT, TcpConn, TcpLayer, seqDiff,
 )
+from vdetwist.wire.checksum import BytesLike
 
 #: Linux's keepalive defaults (tcp_keepalive_time, _intvl, _probes): the
 #: interval is kept in this proportion to the idle time when that is set.
@@ -113,8 +114,8 @@ class StackConn(TcpConn):
         self.probes = 0
         self.keepTimer.reset(self.heard + cast(StackTcp, self.layer).keepAliveIdle)
 
-    def _heardSegment(self, seq: int, ack: int, flags: int, window: int, options: bytes,
-                      payload) -> None:
+    def _heardSegment(self, seq: int, ack: int, flags: int, window: int, options: BytesLike,
+                      payload: BytesLike) -> None:
         self.heard = self.context.now()
         self.probes = 0
         TcpConn.segment(self, seq, ack, flags, window, options, payload)

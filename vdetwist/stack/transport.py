@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vdetwist.stack.tcp import KEEPALIVE_PROBES, IStackStream, StackConn
+from vdetwist.wire.checksum import BytesLike
 
 #: Seconds a connection the application closed waits for the peer's FIN
 #: (Linux's tcp_fin_timeout), then it is reset.
@@ -290,11 +291,11 @@ class EngineSide:
     def __init__(self, transport: StackTCPTransport) -> None:
         self.transport = transport
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: BytesLike) -> None:
         transport = self.transport
         protocol = transport.protocol
         if protocol is not None and not transport.disconnected:
-            protocol.dataReceived(data)
+            protocol.dataReceived(bytes(data))  # (the same bytes: the stack's are)
 
     def writeEOF(self) -> None:
         self.transport.peerEOF()
