@@ -11,6 +11,7 @@ import socket
 import struct
 from typing import Any, Optional
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet import error as terror
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol, connectionDone
@@ -102,7 +103,7 @@ class _TransportStream(_Stream):
         # write, and a join): with nothing buffered ahead of it, the data
         # goes out at once, and only what the socket does not take waits.
         transport = self.transport
-        if transport.connected and not transport.disconnecting and \
+        if _DIRECT_WRITES and transport.connected and not transport.disconnecting and \
                 not transport._tempDataBuffer and transport.offset >= len(transport.dataBuffer):
             sent = transport.writeSomeData(data)
             if isinstance(sent, int) and sent > 0:
@@ -440,3 +441,25 @@ class TwistedHost:
             raw = True
         sock.setblocking(False)
         return _IcmpSocket(self.reactor, sock, family, raw, handler)
+
+
+def _canWriteDirectly() -> bool:
+    """
+    Whether Twisted's transports keep their write buffer as this module's
+    direct write expects (C{_tempDataBuffer}, C{dataBuffer}, C{offset} and
+    C{writeSomeData} of L{twisted.internet.abstract.FileDescriptor}, which
+    are internal): checked once at import, so another Twisted falls back to
+    C{transport.write}.
+    """
+    try:
+        probe = FileDescriptor.__new__(FileDescriptor)
+        FileDescriptor.__init__(probe, reactor=object())  # type: ignore[arg-type]
+    except Exception:
+        return False
+    return (isinstance(getattr(probe, "_tempDataBuffer", None), list)
+            and isinstance(getattr(probe, "dataBuffer", None), bytes)
+            and isinstance(getattr(probe, "offset", None), int)
+            and callable(getattr(FileDescriptor, "writeSomeData", None)))
+
+
+_DIRECT_WRITES = _canWriteDirectly()
