@@ -80,13 +80,7 @@ def vnetDelivery(
         if not vframe[1] and not vframe[0] & NEEDS_CSUM:
             frameReceived(vframe[VNET_HDRLEN:])
             return
-        try:
-            frames = segment(vframe)
-        except BadVnetFrame as e:
-            bad(e)
-            return
-        for frame in frames:
-            frameReceived(frame)
+        sendSegments(vframe, frameReceived, bad)
 
     return deliverPlain
 
