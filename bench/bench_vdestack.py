@@ -43,27 +43,21 @@ reactor.run()
 """
 
 
-def start(argv: list[str], namespace: str | None = None, **kwargs) -> subprocess.Popen:
+def start(procs: benchlib.Processes, argv: list[str], namespace: str | None = None,
+          **kwargs) -> subprocess.Popen:
+    """
+    L{benchlib.Processes.start} with this checkout's vdetwist, in C{namespace}.
+    """
     if namespace is not None:
         argv = ["ip", "netns", "exec", namespace, *argv]
-    return subprocess.Popen(argv, env=benchlib.ourEnv(), process_group=0, **kwargs)
+    return procs.start(argv, env=benchlib.ourEnv(), **kwargs)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def tapIn(namespace: netns.Namespace, switch: str, address: str, procs: list) -> None:
+def tapIn(namespace: netns.Namespace, switch: str, address: str, procs: benchlib.Processes) -> None:
     """
     A tap in C{namespace} held by the C vde_plug on C{switch}, with C{address}.
     """
-    procs.append(start(["/usr/bin/vde_plug", "tap://vb0", f"vde://{switch}"], namespace.name))
+    start(procs, ["/usr/bin/vde_plug", "tap://vb0", f"vde://{switch}"], namespace.name)
     waitFor(lambda: _exists("vb0", namespace), 10, "the tap")
     netns.addAddress("vb0", address, namespace.name)
     netns.setUp("vb0", namespace.name)
@@ -77,10 +71,9 @@ def _exists(ifname: str, namespace) -> bool:
     return True
 
 
-def serve(endpoint: str, size: int, namespace: str | None, procs: list) -> None:
-    proc = start([sys.executable, "-c", SERVER, endpoint, str(size)], namespace,
+def serve(endpoint: str, size: int, namespace: str | None, procs: benchlib.Processes) -> None:
+    proc = start(procs, [sys.executable, "-c", SERVER, endpoint, str(size)], namespace,
                  stdout=subprocess.PIPE)
-    procs.append(proc)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if b"listening" not in line:
@@ -105,14 +98,13 @@ def main() -> None:
     args = parser.parse_args()
     benchlib.checkSystem(["curl", "ip"])
     size = args.size * 1_000_000
-    procs: list[subprocess.Popen] = []
+    procs = benchlib.Processes()
     directory = tempfile.mkdtemp(prefix="vbench-")
     switch = os.path.join(directory, "sw")
     client = netns.Namespace.create()
     server = netns.Namespace.create()
     try:
-        procs.append(start(["/usr/bin/vde_switch", "-s", switch, "-f", "/dev/null"],
-                           stdin=subprocess.PIPE))
+        start(procs, ["/usr/bin/vde_switch", "-s", switch, "-f", "/dev/null"])
         waitFor(lambda: os.path.exists(os.path.join(switch, "ctl")), 10, "the switch")
         time.sleep(0.5)
         tapIn(client, switch, "10.88.0.1/24", procs)
@@ -130,8 +122,7 @@ def main() -> None:
             print(f"{name:12} {value:14.1f}  {runs}")
         print(f"ratio stack/kernel: {stack / kernel:.2f}")
     finally:
-        for proc in reversed(procs):
-            stop(proc)
+        procs.stopAll()
         client.remove()
         server.remove()
         subprocess.run(["rm", "-rf", directory])
