@@ -72,6 +72,18 @@ class Echo(Protocol):
         self.transport.write(data)
 
 
+class Keep(DatagramProtocol):
+    """
+    Keeps every datagram it receives, with its sender.
+    """
+
+    def __init__(self) -> None:
+        self.got: list = []
+
+    def datagramReceived(self, data, addr) -> None:
+        self.got.append((data, addr))
+
+
 class Network:
     """
     Two stacks joined by an in-memory cable, on one Clock.
@@ -355,13 +367,6 @@ class HostTests(SynchronousTestCase):
         closed port is answered with ICMP port unreachable.
         """
         net = Network(self)
-
-        class Keep(DatagramProtocol):
-            def __init__(self) -> None:
-                self.got: list = []
-
-            def datagramReceived(self, data, addr) -> None:
-                self.got.append((data, addr))
 
         server, client = Keep(), Keep()
         port = net.b.listenUDP(53, server)
@@ -937,13 +942,6 @@ class IcmpErrorTests(SynchronousTestCase):
         without an address; bad connects are refused as Twisted's are.
         """
         net = Network(self)
-
-        class Keep(DatagramProtocol):
-            def __init__(self) -> None:
-                self.got: list = []
-
-            def datagramReceived(self, data, addr) -> None:
-                self.got.append((data, addr))
 
         mine, peer, stranger = Keep(), Keep(), Keep()
         port = net.a.listenUDP(0, mine)
