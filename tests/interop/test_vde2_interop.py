@@ -296,6 +296,33 @@ class OurClientOnCSwitchTests(Vde2TestCase):
             f"(killed or crashed: its data socket refuses connections)",
         )
 
+    async def test_dataSocketOutlivesControl(self) -> None:
+        """
+        A killed switch's descriptors close one by one: when its data socket
+        still answers just after the control connection ended and refuses
+        connections a moment later, the network is lost (it was once taken
+        for a clean end: test_plugbehaviour's VdeToCSwitchBehaviour failed
+        now and then).
+        """
+        from vdetwist.vde2.client import VdeClientPlug
+
+        directory = tmpdir(self)
+        serverPath = os.path.join(directory, "data")
+        switchData = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        switchData.bind(serverPath)
+        control, switchControl = socket.socketpair()
+        ours = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(ours.close)
+        plug = VdeClientPlug(reactor, ours, control, "vde://test", directory, serverPath)
+        self.addCleanup(plug.close)
+        collector = FrameCollector()
+        plug.startReceiving(collector)
+        switchControl.close()
+        # The data socket closes (its file left behind) after two probes.
+        reactor.callLater(plug.goneProbeInterval * 2.5, switchData.close)
+        await until(lambda: collector.reason is not None, "the plug to close")
+        collector.reason.trap(PlugLost)
+
     async def test_scriptsWhenSwitchKilled(self) -> None:
         """
         The C C{vde_plug} exits with status 0, saying nothing, when its

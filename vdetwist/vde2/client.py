@@ -31,7 +31,7 @@ import socket
 from typing import Optional, Union
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -119,6 +119,7 @@ class VdeClientPlug(DatagramPlug):
         self._watch = FdReader(
             control.fileno(), self._switchGone, description, lambda reason: self._switchGone()
         )
+        self._probing: Optional[IDelayedCall] = None
 
     offloads = 0
 
@@ -129,10 +130,20 @@ class VdeClientPlug(DatagramPlug):
         super()._startReading()
         self.reactor.addReader(self._watch)
 
-    def _switchGone(self) -> None:
-        self._lost(Failure(self._whyGone()))
+    #: A killed switch's descriptors close one by one, so its data socket
+    #: may still accept a connection just after the control connection
+    #: ended: probe this many times, this many seconds apart, before taking
+    #: a socket that still answers for a switch that closed on purpose.
+    goneProbes = 10
+    goneProbeInterval = 0.02
 
-    def _whyGone(self) -> Exception:
+    def _switchGone(self) -> None:
+        if self._probing is not None or self.closed:
+            return
+        self.reactor.removeReader(self._watch)
+        self._probeGone(self.goneProbes)
+
+    def _probeGone(self, left: int) -> None:
         """
         Why the switch ended the control connection.  A switch that removes
         the port or stops unlinks the port's data socket before (a clean
@@ -144,17 +155,30 @@ class VdeClientPlug(DatagramPlug):
         try:
             probe.connect(self.serverPath)
         except OSError as e:
-            if e.errno == errno.ECONNREFUSED:
-                return PlugLost(
-                    f"{self.description}: the switch {self.switchPath} went away "
-                    f"(killed or crashed: its data socket refuses connections)",
-                    errno.ECONNRESET,
-                )
+            answered = False
+            refused = e.errno == errno.ECONNREFUSED
+        else:
+            answered, refused = True, False
         finally:
             probe.close()
-        return PlugClosed(f"{self.description}: the switch closed the connection")
+        if answered and left:
+            self._probing = self.reactor.callLater(
+                self.goneProbeInterval, self._probeGone, left - 1)
+            return
+        self._probing = None
+        if refused:
+            self._lost(Failure(PlugLost(
+                f"{self.description}: the switch {self.switchPath} went away "
+                f"(killed or crashed: its data socket refuses connections)",
+                errno.ECONNRESET,
+            )))
+        else:
+            self._lost(Failure(PlugClosed(f"{self.description}: the switch closed the connection")))
 
     def _release(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
+            self._probing = None
         self.reactor.removeReader(self._watch)
         self.control.close()
         super()._release()
